@@ -1,0 +1,34 @@
+# suanli — the two commands: `make demo` and `make test`. Each sets up .venv when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint typecheck contracts clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP) ## Print the national catalog and the indicators on the embedded defaults
+	$(BIN)/suanli catalog
+	$(BIN)/suanli indicators
+
+test: $(STAMP) ## The whole suite, plus the import contracts of the pure core
+	$(BIN)/lint-imports
+	$(BIN)/pytest -n auto
+
+bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
+	$(BIN)/python benchmarks/bench_metering.py
+
+lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,5 @@
+"""`python -m suanli` runs the command line."""
+
+from suanli.cli import main
+
+main()
