@@ -442,6 +442,11 @@ def _fmt_opt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _rack_known(ind: Indicators) -> str:
+    """How many sites the rack figure rests on, e.g. ' (1/10 sites)'."""
+    return f" ({ind.rack_sites_known}/{ind.sites} sites)" if ind.rack_sites_known else ""
+
+
 STATUS_STYLE = {
     "met": "[green]met 达标[/green]",
     "not met": "[red]not met 未达标[/red]",
@@ -493,6 +498,7 @@ def indicators(
                         if f.target is None
                         else f"{f.target.comparator} {f.target.value:g}",
                         "status": f.status.value,
+                        "note": f.note,
                     }
                     for f in published
                 ],
@@ -525,7 +531,7 @@ def indicators(
             _fmt_opt(ind.weighted_pue, ".3f"),
             _fmt_opt(ind.green_share, ".1%"),
             _fmt_ceps(ind.ceps) if ind.ceps is not None or ind.devices else "n/a",
-            _fmt_opt(ind.rack_utilization, ".0%"),
+            _fmt_opt(ind.rack_utilization, ".0%") + _rack_known(ind),
         )
     out.print(table)
     out.print(
@@ -539,7 +545,8 @@ def indicators(
             checks.add_row(
                 ind.scope,
                 f"{c.target.description_en} / {c.target.description_zh}",
-                _fmt_opt(c.actual, ".3f"),
+                _fmt_opt(c.actual, ".3f")
+                + (_rack_known(ind) if c.target.metric == "rack_utilization" else ""),
                 STATUS_STYLE[c.status.value],
             )
     out.print(checks)
@@ -550,7 +557,7 @@ def indicators(
         "As of 时间",
         "Target 目标",
         "Status 状态",
-        "Source 来源",
+        "Note 说明",
     ):
         pub.add_column(column)
     for f in published:
@@ -560,7 +567,7 @@ def indicators(
             f.as_of,
             "" if f.target is None else f"{f.target.comparator} {f.target.value:g}",
             STATUS_STYLE[f.status.value],
-            f.source[:60],
+            f.note or f.source[:60],
         )
     out.print(pub)
 

@@ -290,6 +290,7 @@ class PublishedFigure:
     source: str
     quality: str
     target: Target | None
+    note: str
 
     @property
     def status(self) -> Status:
@@ -298,11 +299,14 @@ class PublishedFigure:
         return self.target.status(self.value)
 
 
-_PUBLISHED: dict[str, Target | None] = {
-    "total_compute_scale": TARGET_TOTAL,
-    "intelligent_compute_scale": None,
-    "average_pue_all_compute_centres": TARGET_LARGE_DC_PUE,
-    "all_10_clusters_rack_utilization": TARGET_RACKS,
+_PUBLISHED: dict[str, tuple[Target | None, str]] = {
+    "total_compute_scale": (TARGET_TOTAL, ""),
+    "intelligent_compute_scale": (None, "no share target can be checked: bases differ"),
+    "average_pue_all_compute_centres": (
+        TARGET_LARGE_DC_PUE,
+        "scopes differ: average of all centres vs the target for new large DCs",
+    ),
+    "all_10_clusters_rack_utilization": (TARGET_RACKS, ""),
 }
 
 
@@ -310,7 +314,7 @@ def published_progress() -> list[PublishedFigure]:
     """The latest reported national figure for each headline metric, as published."""
     rows = [r for r in read_rows("suanli.catalog", "hub_metrics.csv") if r["scope"] == "national"]
     result = []
-    for metric, target in _PUBLISHED.items():
+    for metric, (target, note) in _PUBLISHED.items():
         matching = [r for r in rows if r["metric"] == metric and r["kind"] == "reported_progress"]
         if not matching:
             continue
@@ -324,6 +328,7 @@ def published_progress() -> list[PublishedFigure]:
                 row["source"],
                 row["quality_note"],
                 target,
+                note,
             )
         )
     return result
