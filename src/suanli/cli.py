@@ -18,6 +18,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from suanli import __version__
 from suanli.catalog import Site, clusters, find_site, hubs, latency_between
@@ -613,7 +614,25 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    """Entry point: usage errors (bad option types, missing options) also become one line."""
+    try:
+        result = app(standalone_mode=False)
+    except TyperException as error:
+        if isinstance(error, typer.Abort):
+            err.print("aborted / 已中止", markup=False)
+            raise SystemExit(130) from None
+        usage = getattr(error, "format_message", None)
+        if usage is None:
+            raise
+        if not usage():  # `suanli` alone: the help was printed, nothing else to say
+            raise SystemExit(getattr(error, "exit_code", 2)) from None
+        err.print(
+            f"error: {usage()} (see --help) / 参数错误：{usage()}（见 --help）",
+            markup=False,
+            highlight=False,
+        )
+        raise SystemExit(getattr(error, "exit_code", 2)) from None
+    raise SystemExit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":

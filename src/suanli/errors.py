@@ -48,6 +48,8 @@ class UnknownName(SuanliError):
 
     kind_en = "name"
     kind_zh = "名称"
+    listing_en = ""  # where to find the accepted names, when none is close
+    listing_zh = ""
 
     def __init__(self, query: str, suggestions: Sequence[str], *, ambiguous: bool = False) -> None:
         self.query = query
@@ -61,6 +63,8 @@ class UnknownName(SuanliError):
             head, head_zh = f"unknown {self.kind_en}", f"未知{self.kind_zh}"
             hint = f"closest known: {_quoted(self.suggestions)}" if self.suggestions else ""
             hint_zh = f"最接近的：{_quoted(self.suggestions)}" if self.suggestions else ""
+            hint = hint or self.listing_en
+            hint_zh = hint_zh or self.listing_zh
         super().__init__(
             f"{head} '{query}'" + (f"; {hint}" if hint else ""),
             f"{head_zh}“{query}”" + (f"；{hint_zh}" if hint_zh else ""),
@@ -70,6 +74,8 @@ class UnknownName(SuanliError):
 class UnknownDevice(UnknownName):
     kind_en = "device"
     kind_zh = "设备"
+    listing_en = "no close match; list the known devices with 'suanli devices'"
+    listing_zh = "没有相近的名称；用 'suanli devices' 查看全部设备"
 
 
 class UnknownSite(UnknownName):
@@ -80,6 +86,8 @@ class UnknownSite(UnknownName):
 class UnknownPlace(UnknownName):
     kind_en = "place"
     kind_zh = "地点"
+    listing_en = "use a province, a provincial capital or a cluster id, in Chinese or pinyin"
+    listing_zh = "请使用省份、省会城市或集群 id（中文或拼音）"
 
 
 class UnsupportedPrecision(SuanliError):

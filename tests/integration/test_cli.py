@@ -204,3 +204,29 @@ def test_real_subprocess() -> None:
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "unknown device 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_real_subprocess_usage_error_is_one_line() -> None:
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "suanli",
+            "meter",
+            "--device",
+            "h800",
+            "--precision",
+            "fp16",
+            "--work-flop",
+            "1e18",
+            "--count",
+            "abc",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "--count" in bad.stderr

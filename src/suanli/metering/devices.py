@@ -276,6 +276,4 @@ def find_device(name: str) -> DeviceProfile:
         display = index[alias].name
         if display not in suggestions:
             suggestions.append(display)
-    if not suggestions:
-        suggestions = [p.name for p in all_devices()]
     raise UnknownDevice(name, suggestions[:5])
