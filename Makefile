@@ -23,6 +23,7 @@ test: $(STAMP) ## The whole suite, plus the import contracts of the pure core
 
 bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_metering.py
+	$(BIN)/python benchmarks/bench_scheduler.py
 
 lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
 	$(BIN)/ruff check src tests benchmarks

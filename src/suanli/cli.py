@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -20,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from suanli import __version__
+from suanli import __version__, checks
 from suanli.catalog import Site, clusters, find_site, hubs, latency_between
 from suanli.catalog.fleet import DEMO_FLEET_LABEL, demo_fleet, parse_fleet
 from suanli.errors import InvalidValue, SuanliError
@@ -34,6 +36,8 @@ from suanli.metering import (
     parse_precision,
     parse_workload,
 )
+from suanli.scheduler import Policy, custom_policy, place, policy_named
+from suanli.scheduler.problem import load_problem, plan_document
 
 app = typer.Typer(
     name="suanli",
@@ -571,6 +575,140 @@ def indicators(
             f.note or f.source[:60],
         )
     out.print(pub)
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule
+
+PLACEMENT_ROWS = 40  # rows shown in the table; --json always has all of them
+
+
+def _policy_from(policy: str, weights: str | None) -> Policy:
+    if weights is None:
+        return policy_named(policy)
+    parsed: dict[str, float] = {}
+    for part in weights.split(","):
+        name, _, value = part.partition("=")
+        try:
+            parsed[name.strip()] = float(value)
+        except ValueError:
+            raise InvalidValue(
+                "weights",
+                part,
+                "name=number pairs, e.g. cost=0.5,carbon=0.5",
+                "name=数值，例如 cost=0.5,carbon=0.5",
+            ) from None
+    return custom_policy(parsed)
+
+
+@app.command()
+@_handles_errors
+def schedule(
+    problem: Annotated[
+        Path | None, typer.Argument(help="PROBLEM.json ('-' for stdin) / 调度问题文件")
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="nearest|cost|green|latency|balanced / 调度策略")
+    ] = "balanced",
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Custom weights, e.g. cost=0.5,carbon=0.3,latency=0.2 / 自定义权重"),
+    ] = None,
+    solver: Annotated[str, typer.Option(help="greedy|optimal|auto / 求解器")] = "auto",
+    time_limit: Annotated[float, typer.Option(help="Optimal solver limit, s / 求解时限")] = 10.0,
+    generate: Annotated[
+        int | None, typer.Option(help="Print a generated problem of N tasks / 生成 N 个任务的问题")
+    ] = None,
+    pools: Annotated[int, typer.Option(help="Pools in a generated problem / 资源池数")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the generator / 随机种子")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Place the tasks of PROBLEM.json on its pools, or generate a problem.
+    按策略把任务放到资源池上，或生成一个调度问题。"""
+    if generate is not None:
+        from suanli.scheduler.generate import generate_problem
+
+        checks.count("generate", generate)
+        checks.count("pools", pools)
+        _print_json(generate_problem(generate, pools, seed))
+        return
+    if problem is None:
+        raise InvalidValue(
+            "PROBLEM",
+            None,
+            "a PROBLEM.json path, '-' for stdin, or --generate N",
+            "PROBLEM.json 路径、'-'（标准输入）或 --generate N",
+        )
+    if str(problem) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = problem.read_text(encoding="utf-8")
+        except OSError as error:
+            raise InvalidValue(
+                "PROBLEM", str(problem), "a readable JSON file", "可读取的 JSON 文件"
+            ) from error
+    chosen = _policy_from(policy, weights)
+    parsed = load_problem(text)
+    started = time.perf_counter()
+    plan = place(
+        parsed.tasks,
+        parsed.snapshot,
+        chosen,
+        parsed.now_s,
+        solver=solver,
+        time_limit_s=time_limit,
+    )
+    plan = replace(plan, solver=replace(plan.solver, seconds=time.perf_counter() - started))
+    if as_json:
+        _print_json(plan_document(plan))
+        return
+    table = Table(
+        title=f"Plan 调度方案 — policy 策略 {plan.policy}, solver 求解器 {plan.solver.name}"
+    )
+    for column in (
+        "Task 任务",
+        "Pool 资源池",
+        "Site 站点",
+        "Start 开始",
+        "Duration 时长",
+        "Cost CNY 费用",
+        "Carbon kg 碳排",
+        "RTT ms 时延",
+        "Runner-up 次优",
+        "Waited 等待",
+    ):
+        table.add_column(column)
+    for pl in plan.placements[:PLACEMENT_ROWS]:
+        b = pl.breakdown
+        table.add_row(
+            pl.task,
+            pl.pool,
+            pl.site,
+            f"{pl.start_s:,.0f} s",
+            _fmt_duration(b.duration_s),
+            f"{b.cost_fen / 100:,.2f}",
+            f"{b.carbon_kg:,.2f}",
+            f"{b.latency_ms:.1f}",
+            pl.runner_up or "—",
+            ""
+            if not pl.waited_s
+            else f"{pl.waited_s / 3600:.0f} h (−{pl.saved_fen / 100:,.2f} CNY)",
+        )
+    out.print(table)
+    hidden = len(plan.placements) - PLACEMENT_ROWS
+    if hidden > 0:
+        out.print(f"… and {hidden} more placements (use --json) / 另有 {hidden} 条，见 --json")
+    for u in plan.unplaced[:PLACEMENT_ROWS]:
+        out.print(f"[yellow]unplaced 未放置[/yellow] {u.task}: {u.sentence}", markup=True)
+    bound = plan.solver.lower_bound
+    out.print(
+        f"placed 已放置 {len(plan.placements)}, unplaced 未放置 {len(plan.unplaced)} · "
+        f"cost 费用 {plan.cost_fen / 100:,.2f} CNY · energy 能耗 {plan.energy_kwh:,.1f} kWh · "
+        f"carbon 碳排 {plan.carbon_kg:,.1f} kg · objective 目标值 {plan.solver.objective:,.4g}"
+        + ("" if bound is None else f" (LP bound 下界 {bound:,.4g})")
+        + f" · {plan.solver.seconds or 0:.2f} s"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

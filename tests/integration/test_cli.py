@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -230,3 +231,57 @@ def test_real_subprocess_usage_error_is_one_line() -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "--count" in bad.stderr
+
+
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "docs" / "examples" / "problem.json")
+
+
+def test_schedule_the_documented_example() -> None:
+    doc = _json("schedule", EXAMPLE, "--policy", "cost", "--solver", "optimal")
+    assert doc["solver"]["name"] == "optimal"
+    assert doc["solver"]["seconds"] >= 0
+    assert doc["solver"]["lower_bound"] <= doc["solver"]["objective"] + 1e-6
+    placed = {p["task"]: p["pool"] for p in doc["placements"]}
+    assert placed["llm-pretrain"] == "nm-h800"  # cheapest H800 within its deadline
+    assert doc["unplaced"][0]["task"] == "too-big"
+    assert doc["totals"]["cost_fen"] == sum(p["cost_fen"] for p in doc["placements"])
+
+
+def test_schedule_table_output() -> None:
+    result = runner.invoke(app, ["schedule", EXAMPLE, "--policy", "green"])
+    assert result.exit_code == 0, result.output
+    assert "llm-pretrain" in result.stdout and "unplaced 未放置 too-big" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('{"pools": [], "tasks": [{"id": "a"}]}', "tasks[0].devices"),
+        ("{not json", "line 1, column 2"),
+        (
+            '{"pools": [{"id": "p", "site": "ZJK", "device": "H800", "count": -1, '
+            '"price_fen_per_device_hour": 1}], "tasks": []}',
+            "pools[0].count",
+        ),
+    ],
+)
+def test_schedule_malformed_problem_exits_2_with_the_path(
+    tmp_path, content: str, words: str
+) -> None:
+    problem = tmp_path / "problem.json"
+    problem.write_text(content, encoding="utf-8")
+    result = runner.invoke(app, ["schedule", str(problem)])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert words in result.stderr
+
+
+def test_schedule_rejects_an_unknown_policy() -> None:
+    result = runner.invoke(app, ["schedule", EXAMPLE, "--policy", "fastest"])
+    assert result.exit_code == 2
+    assert "policy" in result.stderr and "balanced" in result.stderr
+
+
+def test_schedule_custom_weights() -> None:
+    doc = _json("schedule", EXAMPLE, "--weights", "cost=1")
+    assert doc["policy"] == "custom"

@@ -115,7 +115,12 @@ class Site:
 
 @dataclass(frozen=True, slots=True)
 class Pool:
-    """A homogeneous set of devices at a site."""
+    """A homogeneous set of devices at a site.
+
+    `price_fen_per_device_hour` is the compute price; when `energy_billed_separately`, the
+    consumer also pays the site's electricity for the run. `tou_multipliers` are 24 optional
+    hour-of-day multipliers of the compute price (local clock, hour 0 first).
+    """
 
     id: str
     site_id: str
@@ -123,6 +128,8 @@ class Pool:
     count: int
     free: int
     price_fen_per_device_hour: int | None = None
+    energy_billed_separately: bool = False
+    tou_multipliers: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         checks.count("count", self.count)
@@ -142,6 +149,11 @@ class Pool:
                 price,
                 "a whole number of fen >= 0",
                 "不小于 0 的整数（分）",
+            )
+        tou = self.tou_multipliers
+        if tou is not None and (len(tou) != 24 or not all(m > 0 for m in tou)):
+            raise InvalidValue(
+                "tou_multipliers", tou, "24 positive hour-of-day multipliers", "24 个正的分时系数"
             )
 
 

@@ -6,7 +6,7 @@ vocabulary and the one fallback rule, `devices` for profiles and name lookup, `m
 formulas.
 """
 
-from suanli.metering.devices import DeviceProfile, all_devices, find_device
+from suanli.metering.devices import DeviceProfile, all_devices, find_device, match_devices
 from suanli.metering.measure import (
     CEPS_LABEL,
     Capacity,
@@ -61,6 +61,7 @@ __all__ = [
     "electricity_cost_fen",
     "energy_kwh",
     "find_device",
+    "match_devices",
     "meter",
     "parse_kind",
     "parse_precision",

@@ -277,3 +277,18 @@ def find_device(name: str) -> DeviceProfile:
         if display not in suggestions:
             suggestions.append(display)
     raise UnknownDevice(name, suggestions[:5])
+
+
+def match_devices(name: str) -> tuple[DeviceProfile, ...]:
+    """Every profile a constraint name allows: a vendor ("NVIDIA", "华为") gives all of its
+    devices, a model ("H800") all of its variants, a variant ("H800 PCIe") only that one."""
+    key = _compact(name)
+    by_vendor = tuple(p for p in all_devices() if _compact(p.vendor) == key)
+    if by_vendor:
+        return by_vendor
+    profile = find_device(name)
+    same_model = tuple(
+        p for p in all_devices() if (p.vendor, p.model) == (profile.vendor, profile.model)
+    )
+    sharing_alias = tuple(p for p in same_model if key in p.aliases or key == _compact(p.id))
+    return sharing_alias if len(sharing_alias) > 1 else (profile,)

@@ -1,0 +1,278 @@
+"""Benchmark of the scheduler: greedy throughput, peak memory, optimal solve time and gap.
+
+Prints figures and writes them to benchmarks/results/scheduler.json (`--quick`: only the small
+sizes, written to scheduler_quick.json so a smoke check never overwrites the full figures).
+Nothing here is asserted: timings depend on the machine and its load (this project's reference
+is 2 cores, shared).
+
+Instances come from `suanli.scheduler.generate.generate_problem` (seeded, so every run sees the
+same problems). Timings are `time.perf_counter()` around `place(...)` only; generating and
+parsing the problem are timed and reported separately. Peak memory is the `ru_maxrss` of a
+child process that generates, parses and places the largest instance
+(`resource.getrusage(RUSAGE_CHILDREN)`), so it includes generation and parsing; the child also
+reports its own peak before `place()` was first called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SEED = 2026
+GREEDY_SIZES = ((10_000, 100), (100_000, 1_000))  # tasks x pools
+GREEDY_POLICIES = ("balanced", "cost")
+OPTIMAL_SIZE = (1_000, 100)
+OPTIMAL_TIME_LIMIT_S = 60.0
+BASELINE_SIZE = (10_000, 100)
+BASELINE_POLICIES = ("nearest", "cost", "green")
+
+
+def _progress(text: str) -> None:
+    """A progress line on stderr (stdout of the child carries its JSON result)."""
+    sys.stdout.flush()
+    print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def _instance(n_tasks: int, n_pools: int, seed: int) -> tuple[Any, float, float]:
+    """The parsed problem and the seconds spent generating and parsing it."""
+    from suanli.scheduler.generate import generate_problem
+    from suanli.scheduler.problem import parse_problem
+
+    start = time.perf_counter()
+    document = generate_problem(n_tasks, n_pools, seed)
+    generated = time.perf_counter()
+    problem = parse_problem(document)
+    parsed = time.perf_counter()
+    return problem, generated - start, parsed - generated
+
+
+def _place(problem: Any, policy: str, solver: str, **options: float) -> tuple[Any, float]:
+    from suanli.scheduler import POLICIES, place
+
+    start = time.perf_counter()
+    plan = place(
+        problem.tasks, problem.snapshot, POLICIES[policy], problem.now_s, solver=solver, **options
+    )
+    return plan, time.perf_counter() - start
+
+
+def _greedy_rows(problem: Any, n_tasks: int, n_pools: int) -> list[dict[str, Any]]:
+    rows = []
+    for policy in GREEDY_POLICIES:
+        _progress(f"greedy {policy} on {n_tasks:,} x {n_pools:,}")
+        plan, seconds = _place(problem, policy, "greedy")
+        rows.append(
+            {
+                "tasks": n_tasks,
+                "pools": n_pools,
+                "policy": policy,
+                "seconds": round(seconds, 3),
+                "tasks_per_s": round(n_tasks / seconds),
+                "placed": len(plan.placements),
+                "unplaced": len(plan.unplaced),
+            }
+        )
+    return rows
+
+
+def _child_large(seed: int) -> None:
+    """Run in a child process: the largest greedy instance; one JSON object on stdout."""
+    n_tasks, n_pools = GREEDY_SIZES[-1]
+    _progress(f"child: generating and parsing {n_tasks:,} tasks x {n_pools:,} pools")
+    problem, generate_s, parse_s = _instance(n_tasks, n_pools, seed)
+    before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows = _greedy_rows(problem, n_tasks, n_pools)
+    print(
+        json.dumps(
+            {
+                "generate_s": generate_s,
+                "parse_s": parse_s,
+                "rss_before_place_mib": before_kib / 1024,
+                "greedy": rows,
+            }
+        )
+    )
+
+
+def _print_greedy(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        label = f"greedy {r['policy']} {r['tasks']:,} x {r['pools']:,}"
+        print(
+            f"{label:<44} {r['tasks_per_s']:>12,} tasks/s   ({r['seconds']:.2f} s; "
+            f"{r['placed']:,} placed, {r['unplaced']:,} unplaced)"
+        )
+
+
+def _print_instance(n_tasks: int, n_pools: int, generate_s: float, parse_s: float) -> None:
+    label = f"generate + parse {n_tasks:,} x {n_pools:,}"
+    print(f"{label:<44} {generate_s:>9.2f} s + {parse_s:.2f} s")
+
+
+def _gap(greedy: float, optimal: float) -> float | None:
+    return None if optimal == 0 else (greedy - optimal) / abs(optimal)
+
+
+def _optimal_rows(seed: int) -> list[dict[str, Any]]:
+    from suanli.scheduler import POLICIES
+    from suanli.scheduler.optimal import solve_optimal  # noqa: F401  (import SciPy untimed)
+
+    n_tasks, n_pools = OPTIMAL_SIZE
+    problem, generate_s, parse_s = _instance(n_tasks, n_pools, seed)
+    _print_instance(n_tasks, n_pools, generate_s, parse_s)
+    rows = []
+    for policy in POLICIES:
+        _progress(f"optimal {policy} on {n_tasks:,} x {n_pools:,}")
+        optimal, seconds = _place(problem, policy, "optimal", time_limit_s=OPTIMAL_TIME_LIMIT_S)
+        greedy, greedy_s = _place(problem, policy, "greedy")
+        gap = _gap(greedy.solver.objective, optimal.solver.objective)
+        row = {
+            "policy": policy,
+            "seconds": round(seconds, 3),
+            "status": optimal.solver.status,
+            "objective": optimal.solver.objective,
+            "lower_bound": optimal.solver.lower_bound,
+            "placed": len(optimal.placements),
+            "greedy_seconds": round(greedy_s, 3),
+            "greedy_objective": greedy.solver.objective,
+            "greedy_placed": len(greedy.placements),
+            "gap": gap,
+        }
+        rows.append(row)
+        gap_text = "n/a" if gap is None else f"{gap:+.2%}"
+        label = f"optimal {policy} {n_tasks:,} x {n_pools:,}"
+        print(
+            f"{label:<44} {seconds:>9.2f} s    gap greedy {gap_text} "
+            f"(objective {greedy.solver.objective:,.4g} vs {optimal.solver.objective:,.4g}; "
+            f"placed {len(greedy.placements):,} vs {len(optimal.placements):,}; "
+            f"{optimal.solver.status})"
+        )
+    return rows
+
+
+def _baseline_rows(problem: Any) -> list[dict[str, Any]]:
+    n_tasks, n_pools = BASELINE_SIZE
+    rows = []
+    for policy in BASELINE_POLICIES:
+        _progress(f"greedy {policy} on {n_tasks:,} x {n_pools:,} (baseline comparison)")
+        plan, _ = _place(problem, policy, "greedy")
+        rows.append(
+            {
+                "policy": policy,
+                "placed": len(plan.placements),
+                "cost_fen": plan.cost_fen,
+                "carbon_kg": plan.carbon_kg,
+                "energy_kwh": plan.energy_kwh,
+            }
+        )
+    nearest = rows[0]
+    for r in rows:
+        r["cost_vs_nearest"] = r["cost_fen"] / nearest["cost_fen"] - 1.0
+        r["carbon_vs_nearest"] = r["carbon_kg"] / nearest["carbon_kg"] - 1.0
+        label = f"{r['policy']} plan {n_tasks:,} x {n_pools:,} (greedy)"
+        print(
+            f"{label:<44} {r['cost_fen'] / 100:>12,.0f} CNY {r['carbon_kg']:>12,.0f} kg CO2 "
+            f"({r['cost_vs_nearest']:+.1%} cost, {r['carbon_vs_nearest']:+.1%} carbon vs "
+            f"nearest; {r['placed']:,} placed)"
+        )
+    return rows
+
+
+def _large(seed: int) -> dict[str, Any]:
+    n_tasks, n_pools = GREEDY_SIZES[-1]
+    _progress(f"child process: {n_tasks:,} x {n_pools:,} (about a minute)")
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child-large", "--seed", str(seed)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    child = json.loads(done.stdout.strip().splitlines()[-1])
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    _print_instance(n_tasks, n_pools, child["generate_s"], child["parse_s"])
+    _print_greedy(child["greedy"])
+    label = f"peak RSS, child {n_tasks:,} x {n_pools:,}"
+    print(
+        f"{label:<44} {peak_mib:>12.1f} MiB  ({child['rss_before_place_mib']:.1f} MiB "
+        "after generate + parse, before place)"
+    )
+    return {
+        "tasks": n_tasks,
+        "pools": n_pools,
+        "generate_s": round(child["generate_s"], 3),
+        "parse_s": round(child["parse_s"], 3),
+        "greedy": child["greedy"],
+        "peak_memory": {
+            "method": "ru_maxrss of a child process (resource.RUSAGE_CHILDREN); the child "
+            "generates, parses and places (greedy, balanced then cost)",
+            "peak_rss_mib": round(peak_mib, 1),
+            "rss_before_place_mib": round(child["rss_before_place_mib"], 1),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the small sizes")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--child-large", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_large:
+        _child_large(args.seed)
+        return
+
+    n_tasks, n_pools = GREEDY_SIZES[0]
+    _progress(f"generating and parsing {n_tasks:,} tasks x {n_pools:,} pools")
+    problem, generate_s, parse_s = _instance(n_tasks, n_pools, args.seed)
+    _print_instance(n_tasks, n_pools, generate_s, parse_s)
+    small = _greedy_rows(problem, n_tasks, n_pools)
+    _print_greedy(small)
+    baseline = _baseline_rows(problem)
+    optimal = _optimal_rows(args.seed)
+    large = None if args.quick else _large(args.seed)
+
+    results = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} "
+        f"python {platform.python_version()}".strip(),
+        "seed": args.seed,
+        "quick": args.quick,
+        "timing": "time.perf_counter() around place() only; generation and parsing separate",
+        "instances": [
+            {
+                "tasks": n_tasks,
+                "pools": n_pools,
+                "generate_s": round(generate_s, 3),
+                "parse_s": round(parse_s, 3),
+            }
+        ],
+        "greedy": small + ([] if large is None else large["greedy"]),
+        "peak_memory": None if large is None else large["peak_memory"],
+        "optimal": {
+            "tasks": OPTIMAL_SIZE[0],
+            "pools": OPTIMAL_SIZE[1],
+            "time_limit_s": OPTIMAL_TIME_LIMIT_S,
+            "gap": "(greedy objective - optimal objective) / |optimal objective|, "
+            "plan.solver.objective of each; the solvers may place different numbers of tasks",
+            "policies": optimal,
+        },
+        "baseline": {"tasks": BASELINE_SIZE[0], "pools": BASELINE_SIZE[1], "plans": baseline},
+    }
+    if large is not None:
+        results["instances"].append(
+            {k: large[k] for k in ("tasks", "pools", "generate_s", "parse_s")}
+        )
+    path = RESULTS_DIR / ("scheduler_quick.json" if args.quick else "scheduler.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

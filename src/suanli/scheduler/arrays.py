@@ -1,0 +1,495 @@
+"""The task x pool matrices: every constraint and objective, vectorised with NumPy.
+
+Owns the translation of a `Snapshot` and a list of `Task`s into arrays, and `evaluate(...)`,
+which for a block of tasks returns the named constraint masks, the raw objectives and the
+policy score of every (task, pool) pair. Both solvers (greedy and optimal) and the reasons for
+unplaced tasks read these same matrices, so they can never disagree on what is allowed.
+
+Conventions: rows are tasks, columns pools, in snapshot order. A pool whose device has no
+figure for the task's precision (after the widening fallback) gets peak 0 and fails the
+`precision` constraint. Money is computed in float fen here and rounded once per placement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from suanli.catalog import Place, latency
+from suanli.metering import EFFICIENCY, DeviceKind, Precision, all_devices
+from suanli.scheduler.model import FloatArray, LatencyTier, Objective, Policy, Snapshot, Task
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+PRECISIONS = list(Precision)
+KINDS = list(DeviceKind)
+TIERS = list(LatencyTier)
+
+# Constraint names, in the order a pool is checked; a rejected pool is counted under the first
+# constraint it fails. `free capacity` is checked at decision time, after all static ones.
+CONSTRAINTS = (
+    "device kind",
+    "device model",
+    "precision",
+    "memory",
+    "pool size",
+    "latency tier",
+    "residency",
+    "deadline",
+    "price ceiling",
+)
+FREE_CAPACITY = "free capacity"
+
+
+def _province_bits(provinces: Sequence[str], index: dict[str, int]) -> int:
+    bits = 0
+    for province in provinces:
+        bits |= 1 << index.setdefault(province, len(index))
+    return bits
+
+
+@dataclass(frozen=True)
+class PoolArrays:
+    """Per-pool and per-site columns of a snapshot."""
+
+    ids: list[str]
+    site_ids: list[str]
+    site_of_pool: IntArray  # (P,) index into sites
+    kind: IntArray  # (P,)
+    device_index: IntArray  # (P,) index into all_devices()
+    peak: FloatArray  # (n_precisions, P) FLOP/s after the widening fallback, 0 = none
+    precision_used: IntArray  # (n_precisions, P) index of the precision whose figure is used
+    memory_gb: FloatArray  # (P,) inf for CPUs (host memory not modelled), -1 unknown
+    count: IntArray
+    free: IntArray
+    price_fen_per_device_hour: FloatArray
+    tdp_kw: FloatArray
+    energy_billed: BoolArray
+    compute_prefix: FloatArray | None  # (P, 25) prefix sums of hour-of-day multipliers
+    site_pue: FloatArray  # (S,)
+    site_green: FloatArray
+    site_price_cny: FloatArray
+    site_reputation: FloatArray
+    site_province_bits: IntArray
+    site_places: list[Place]
+    energy_prefix: FloatArray  # (S, L+1) prefix sums of the hourly energy-price multipliers
+    carbon_prefix: FloatArray  # (S, L+1) prefix sums of hourly carbon intensity
+    site_energy_flat: BoolArray  # (S,) the energy-price series is constant
+    site_carbon_flat: BoolArray  # (S,) the carbon series is constant
+    site_carbon_first: FloatArray  # (S,) first hour's intensity (the value, when flat)
+    pool_has_tou: BoolArray  # (P,) the pool has hour-of-day compute multipliers
+    series_hours: int  # L
+    province_index: dict[str, int]
+
+    @property
+    def n_pools(self) -> int:
+        return len(self.ids)
+
+
+def _prefix(series: FloatArray) -> FloatArray:
+    return np.concatenate(([0.0], np.cumsum(series)))
+
+
+def pool_arrays(snapshot: Snapshot) -> PoolArrays:
+    devices = all_devices()
+    device_pos = {d.id: i for i, d in enumerate(devices)}
+    site_ids = sorted(snapshot.sites)
+    site_pos = {s: i for i, s in enumerate(site_ids)}
+    pools = snapshot.pools
+    n = len(pools)
+    peak = np.zeros((len(PRECISIONS), n))
+    used = np.zeros((len(PRECISIONS), n), dtype=np.int64)
+    for j, pool in enumerate(pools):
+        for i, precision in enumerate(PRECISIONS):
+            try:
+                resolved = pool.device.resolve_precision(precision)
+            except Exception:
+                continue
+            peak[i, j] = pool.device.peak_flops[resolved]
+            used[i, j] = PRECISIONS.index(resolved)
+    memory = np.array(
+        [
+            np.inf
+            if p.device.kind is DeviceKind.CPU
+            else (-1.0 if p.device.memory_gb is None else p.device.memory_gb)
+            for p in pools
+        ]
+    )
+    tdp = np.array([np.nan if p.device.tdp_w is None else p.device.tdp_w / 1000 for p in pools])
+    # a device without a published TDP cannot be metered: treat it as having no figure
+    peak[:, np.isnan(tdp)] = 0.0
+    tou_rows = [p.tou_multipliers for p in pools]
+    compute_prefix = None
+    if any(t is not None for t in tou_rows):
+        compute_prefix = np.stack(
+            [_prefix(np.array(t if t is not None else [1.0] * 24, dtype=float)) for t in tou_rows]
+        )
+    province_index: dict[str, int] = {}
+    sites = [snapshot.sites[s] for s in site_ids]
+    lengths = {len(snapshot.series[s].carbon_kg_per_kwh) for s in site_ids if s in snapshot.series}
+    lengths |= {
+        len(snapshot.series[s].energy_price_multiplier) for s in site_ids if s in snapshot.series
+    }
+    hours = max(lengths) if lengths else 24
+    energy_rows, carbon_rows, energy_flat, carbon_flat, carbon_first = [], [], [], [], []
+    for site in sites:
+        series = snapshot.series.get(site.id)
+        if series is None:
+            energy = np.ones(hours)
+            carbon = np.full(hours, site.grid_kgco2_per_kwh)
+        else:
+            energy = np.resize(series.energy_price_multiplier, hours)
+            carbon = np.resize(series.carbon_kg_per_kwh, hours)
+        energy_rows.append(_prefix(energy))
+        carbon_rows.append(_prefix(carbon))
+        energy_flat.append(bool(np.all(energy == energy[0])) and energy[0] == 1.0)
+        carbon_flat.append(bool(np.all(carbon == carbon[0])))
+        carbon_first.append(float(carbon[0]))
+    return PoolArrays(
+        ids=[p.id for p in pools],
+        site_ids=site_ids,
+        site_of_pool=np.array([site_pos[p.site_id] for p in pools], dtype=np.int64),
+        kind=np.array([KINDS.index(p.device.kind) for p in pools], dtype=np.int64),
+        device_index=np.array([device_pos[p.device.id] for p in pools], dtype=np.int64),
+        peak=peak,
+        precision_used=used,
+        memory_gb=memory,
+        count=np.array([p.count for p in pools], dtype=np.int64),
+        free=np.array([p.free for p in pools], dtype=np.int64),
+        price_fen_per_device_hour=np.array(
+            [float(p.price_fen_per_device_hour or 0) for p in pools]
+        ),
+        tdp_kw=np.nan_to_num(tdp, nan=0.0),
+        energy_billed=np.array([p.energy_billed_separately for p in pools], dtype=bool),
+        compute_prefix=compute_prefix,
+        site_pue=np.array([s.pue for s in sites]),
+        site_green=np.array([s.green_share for s in sites]),
+        site_price_cny=np.array([s.price_cny_per_kwh for s in sites]),
+        site_reputation=np.array([snapshot.reputation.get(s.id, 1.0) for s in sites]),
+        site_province_bits=np.array(
+            [_province_bits(s.provinces, province_index) for s in sites], dtype=np.int64
+        ),
+        site_places=[s.place for s in sites],
+        energy_prefix=np.stack(energy_rows),
+        carbon_prefix=np.stack(carbon_rows),
+        series_hours=hours,
+        site_energy_flat=np.array(energy_flat, dtype=bool),
+        site_carbon_flat=np.array(carbon_flat, dtype=bool),
+        site_carbon_first=np.array(carbon_first),
+        pool_has_tou=np.array([t is not None for t in tou_rows], dtype=bool),
+        province_index=province_index,
+    )
+
+
+@dataclass(frozen=True)
+class TaskArrays:
+    """Per-task columns, plus the origin x site latency and distance tables."""
+
+    ids: list[str]
+    devices: IntArray
+    kind: IntArray
+    precision: IntArray
+    work_flop: FloatArray
+    efficiency: FloatArray
+    memory_gb: FloatArray
+    data_gb: FloatArray
+    deadline_s: FloatArray  # inf where none
+    max_price_fen: FloatArray  # inf where none
+    tier_rtt_ms: FloatArray
+    origin: IntArray  # index into origin_places
+    model_bits: IntArray  # bit i set = all_devices()[i] allowed
+    province_bits: IntArray  # -1 = anywhere
+    deferrable: BoolArray
+    origin_places: list[Place]
+    rtt_ms: FloatArray  # (O, S)
+    distance_km: FloatArray  # (O, S)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.ids)
+
+
+ALL_BITS = (1 << 63) - 1  # every device allowed (the catalog has fewer than 63 profiles)
+
+
+def task_arrays(tasks: Sequence[Task], snapshot: Snapshot, pools: PoolArrays) -> TaskArrays:
+    devices = all_devices()
+    assert len(devices) < 63, "model bitmask holds at most 62 device profiles"
+    device_pos = {d.id: i for i, d in enumerate(devices)}
+    origins: dict[str, int] = {}
+    origin_places: list[Place] = []
+    origin_of_task = np.empty(len(tasks), dtype=np.int64)
+    for t, task in enumerate(tasks):
+        key = f"{task.origin.id}@{task.origin.lat},{task.origin.lon}"
+        if key not in origins:
+            origins[key] = len(origin_places)
+            origin_places.append(task.origin)
+        origin_of_task[t] = origins[key]
+    rtt = np.zeros((len(origin_places), len(pools.site_places)))
+    distance = np.zeros_like(rtt)
+    for o, origin in enumerate(origin_places):
+        for s, place in enumerate(pools.site_places):
+            found = latency(origin, place)
+            rtt[o, s] = found.rtt_ms
+            distance[o, s] = found.distance_km
+    tiers = snapshot.tier_rtt_ms
+
+    def model_bits(task: Task) -> int:
+        if task.device_models is None:
+            return ALL_BITS
+        bits = 0
+        for device_id in task.device_models:
+            bits |= 1 << device_pos[device_id]
+        return bits
+
+    def province_bits(task: Task) -> int:
+        if task.allowed_provinces is None:
+            return -1
+        index = pools.province_index
+        return sum(1 << index[p] for p in task.allowed_provinces if p in index)
+
+    return TaskArrays(
+        ids=[t.id for t in tasks],
+        devices=np.array([t.devices for t in tasks], dtype=np.int64),
+        kind=np.array([KINDS.index(t.device_kind) for t in tasks], dtype=np.int64),
+        precision=np.array([PRECISIONS.index(t.precision) for t in tasks], dtype=np.int64),
+        work_flop=np.array([t.work_flop for t in tasks], dtype=float),
+        efficiency=np.array([EFFICIENCY[t.workload].value for t in tasks]),
+        memory_gb=np.array([t.memory_gb for t in tasks], dtype=float),
+        data_gb=np.array([t.data_gb for t in tasks], dtype=float),
+        deadline_s=np.array(
+            [np.inf if t.deadline_s is None else t.deadline_s for t in tasks], dtype=float
+        ),
+        max_price_fen=np.array(
+            [np.inf if t.max_price_fen is None else t.max_price_fen for t in tasks], dtype=float
+        ),
+        tier_rtt_ms=np.array([tiers[t.latency_tier] for t in tasks], dtype=float),
+        origin=origin_of_task,
+        model_bits=np.array([model_bits(t) for t in tasks], dtype=np.int64),
+        province_bits=np.array([province_bits(t) for t in tasks], dtype=np.int64),
+        deferrable=np.array([t.deferrable for t in tasks], dtype=bool),
+        origin_places=origin_places,
+        rtt_ms=rtt,
+        distance_km=distance,
+    )
+
+
+def window_mean(
+    prefix: FloatArray, rows: IntArray, start_h: FloatArray, length_h: FloatArray
+) -> FloatArray:
+    """Mean of periodic hourly series `rows` of `prefix` over [start, start + length) hours.
+
+    `prefix` is (R, L+1) cumulative sums; fractional hours interpolate linearly; the series
+    repeats with period L. Zero-length windows give the value at `start`.
+    """
+    period = prefix.shape[1] - 1
+    total = prefix[:, -1]
+
+    def cumulative(x: FloatArray) -> FloatArray:
+        cycles = np.floor(x / period)
+        within = x - cycles * period
+        whole = np.floor(within).astype(np.int64)
+        frac = within - whole
+        base = prefix[rows, whole]
+        nxt = prefix[rows, np.minimum(whole + 1, period)]
+        result: FloatArray = cycles * total[rows] + base + frac * (nxt - base)
+        return result
+
+    length = np.maximum(length_h, 1e-9)
+    return (cumulative(start_h + length) - cumulative(start_h)) / length
+
+
+def _cells_window(
+    prefix: FloatArray,
+    rows: IntArray,
+    start_h: FloatArray,
+    length_h: FloatArray,
+    varying: BoolArray,
+    constant: FloatArray | float,
+) -> FloatArray:
+    """`window_mean` on the cells whose series vary; `constant` on the others."""
+    result = np.broadcast_to(np.asarray(constant, dtype=float), start_h.shape).copy()
+    if varying.any():
+        cells = np.broadcast_to(varying, start_h.shape)
+        result[cells] = window_mean(
+            prefix,
+            np.broadcast_to(rows, start_h.shape)[cells],
+            start_h[cells],
+            np.broadcast_to(length_h, start_h.shape)[cells],
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Constraint masks, raw objectives and scores of a block of tasks against all pools."""
+
+    masks: dict[str, BoolArray]  # constraint -> True where the pool passes
+    feasible: BoolArray  # all static constraints pass
+    raw: dict[Objective, FloatArray]
+    score: FloatArray  # inf where infeasible
+    duration_s: FloatArray
+    transfer_s: FloatArray
+    energy_kwh: FloatArray
+    compute_fen: FloatArray
+    energy_fen: FloatArray
+    transfer_fen: FloatArray
+    carbon_location_kg: FloatArray
+
+
+def evaluate(
+    t: TaskArrays,
+    rows: slice | IntArray,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    delay_h: FloatArray | float = 0.0,
+    cols: IntArray | None = None,
+    same_class: bool = False,
+) -> Evaluation:
+    """Everything about tasks `rows` x pools `cols`, starting `delay_h` hours after `now`.
+
+    `cols` is a (1, M) row of pool indices shared by every task, or (n_rows, M) per task;
+    None means every pool. Matrices are (n_rows, M), or (1, M) where a value depends on the
+    pool only. `same_class`: every task of `rows` shares kind, precision, models, origin,
+    tier and residency, and `cols` holds only pools that pass those constraints (the greedy
+    solver's pruning), so the class-level values are computed once on a (1, M) row.
+    """
+    pc = np.arange(p.n_pools)[None, :] if cols is None else cols
+    # rows that carry the class-level fields
+    key = rows[:1] if same_class and not isinstance(rows, slice) else rows
+    devices = t.devices[rows, None].astype(float)
+    site = p.site_of_pool[pc]
+    origin = t.origin[key, None]
+    peak = p.peak[t.precision[key][:, None], pc]
+    rtt = t.rtt_ms[origin, site]
+    masks: dict[str, BoolArray] = {}
+    if same_class:
+        passing = np.ones(pc.shape, dtype=bool)
+        for name in ("device kind", "device model", "precision", "latency tier", "residency"):
+            masks[name] = passing
+    else:
+        masks["device kind"] = t.kind[rows, None] == p.kind[pc]
+        masks["device model"] = ((t.model_bits[rows, None] >> p.device_index[pc]) & 1) == 1
+        masks["precision"] = peak > 0
+        masks["latency tier"] = rtt <= t.tier_rtt_ms[rows, None]
+        allowed = t.province_bits[rows, None]
+        masks["residency"] = (allowed == -1) | ((p.site_province_bits[site] & ~allowed) == 0)
+    masks["memory"] = p.memory_gb[pc] >= t.memory_gb[rows, None]
+    masks["pool size"] = p.count[pc] >= t.devices[rows, None]
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        duration = t.work_flop[rows, None] / (devices * peak * t.efficiency[rows, None])
+    duration = np.where(masks["precision"], duration, np.inf)
+    distance = t.distance_km[origin, site]
+    moves = distance > 0
+    transfer = np.where(moves, t.data_gb[rows, None] * 8.0 / snapshot.bandwidth_gbps, 0.0)
+    hours = duration / 3600.0
+    finite_hours = np.where(np.isfinite(hours), hours, 0.0)
+    start_h = (now - snapshot.series_start_s) / 3600.0 + np.asarray(delay_h) + transfer / 3600.0
+    start_h = np.broadcast_to(start_h, duration.shape)
+
+    energy = devices * p.tdp_kw[pc] * finite_hours * p.site_pue[site]
+    compute_fen = p.price_fen_per_device_hour[pc] * devices * finite_hours
+    if p.compute_prefix is not None:  # only the pools with time-of-use compute prices
+        local = start_h + snapshot.local_hour_at_start
+        compute_fen = compute_fen * _cells_window(
+            p.compute_prefix, pc, local, finite_hours, p.pool_has_tou[pc], 1.0
+        )
+    billed = p.energy_billed[pc]
+    energy_fen = np.zeros(duration.shape)
+    if billed.any():
+        varying = billed & ~p.site_energy_flat[site]
+        multiplier = _cells_window(p.energy_prefix, site, start_h, finite_hours, varying, 1.0)
+        energy_fen = np.where(billed, energy * p.site_price_cny[site] * 100.0 * multiplier, 0.0)
+    transfer_fen = np.where(moves, t.data_gb[rows, None] * snapshot.transfer_fen_per_gb, 0.0)
+    cost = compute_fen + energy_fen + transfer_fen
+    intensity = _cells_window(
+        p.carbon_prefix,
+        site,
+        start_h,
+        finite_hours,
+        ~p.site_carbon_flat[site],
+        p.site_carbon_first[site],
+    )
+    carbon_location = energy * intensity
+    carbon = carbon_location * (1.0 - p.site_green[site])
+    masks["deadline"] = (
+        now + np.asarray(delay_h) * 3600.0 + transfer + duration <= t.deadline_s[rows, None]
+    )
+    masks["price ceiling"] = cost <= t.max_price_fen[rows, None]
+    feasible = np.ones(duration.shape, dtype=bool)
+    for name in CONSTRAINTS:
+        feasible &= masks[name]
+
+    load = (p.count - p.free)[pc] + devices
+    raw = {
+        Objective.COST: cost,
+        Objective.CARBON: carbon,
+        Objective.LATENCY: rtt,
+        Objective.DISTANCE: distance,
+        Objective.LOAD: np.broadcast_to(load / p.count[pc], duration.shape),
+        Objective.REPUTATION: np.broadcast_to(1.0 - p.site_reputation[site], duration.shape),
+    }
+    return Evaluation(
+        masks=masks,
+        feasible=feasible,
+        raw=raw,
+        score=score(raw, feasible, policy),
+        duration_s=duration,
+        transfer_s=transfer,
+        energy_kwh=energy,
+        compute_fen=compute_fen,
+        energy_fen=energy_fen,
+        transfer_fen=transfer_fen,
+        carbon_location_kg=carbon_location,
+    )
+
+
+TIE_EPSILON = 1e-9
+# Objectives that are already fractions in [0, 1] and enter a weighted sum as they are (so the
+# greedy solver can update the load term exactly as the plan fills).
+FRACTIONS = frozenset({Objective.LOAD, Objective.REPUTATION})
+
+
+def _row_normalised(values: FloatArray, feasible: BoolArray) -> FloatArray:
+    """Min-max per row over feasible entries: 0 = best feasible pool, 1 = worst."""
+    masked_low = np.where(feasible, values, np.inf).min(axis=1, keepdims=True)
+    masked_high = np.where(feasible, values, -np.inf).max(axis=1, keepdims=True)
+    span = masked_high - masked_low
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = (values - masked_low) / np.where(span > 0, span, 1.0)
+    return np.where(feasible, np.nan_to_num(normalised, nan=0.0, posinf=1.0, neginf=0.0), 0.0)
+
+
+def score(raw: dict[Objective, FloatArray], feasible: BoolArray, policy: Policy) -> FloatArray:
+    """The policy's score of each pair (lower is better), inf where infeasible.
+
+    One weighted objective: its raw value. Several: the weighted sum of the objectives, cost,
+    carbon, latency and distance min-max normalised per row, load and reputation as they are
+    (fractions in [0, 1]). Either way plus TIE_EPSILON x the tie-break objective scaled into
+    [0, 1], so that equal scores prefer the better tie-break, then the earlier pool.
+    """
+    single = policy.single
+    if single is not None:
+        total = raw[single] * 1.0
+    else:
+        total = np.zeros(feasible.shape)
+        for objective, weight in policy.weights.items():
+            if weight > 0:
+                value = raw[objective]
+                if objective not in FRACTIONS:
+                    value = _row_normalised(value, feasible)
+                total = total + weight * value
+    # tie-break: any positive monotone scaling of it works within a row; one scale per block
+    # (its largest feasible value) avoids a per-row pass
+    tie = raw[policy.tie_break]
+    scale = float(np.max(np.where(feasible, tie, 0.0), initial=0.0))
+    if scale > 0:
+        total = total + (TIE_EPSILON / scale) * (1.0 + np.abs(total)) * tie
+    return np.where(feasible, total, np.inf)

@@ -1,0 +1,540 @@
+"""Placement: `place(tasks, snapshot, policy, now) -> Plan`, greedy and optimal.
+
+Owns the greedy solver, the choice of solver (`auto`), temporal shifting of deferrable work,
+the objective breakdown of each placement and the reasons of each unplaced task.
+
+Greedy, precisely: tasks are taken in priority order — (1) tasks with a deadline, earliest
+first; (2) interactive, then standard, then batch; (3) more devices first (harder to fit);
+(4) submission order. Each takes the lowest-score pool that is statically feasible and still
+has enough free devices; the pool's free count drops by the task's devices. The runner-up is
+the second-best pool that could also have taken it at that moment.
+
+Temporal shifting ("Let's Wait Awhile"): after its pool is chosen, a deferrable task may start
+0..`snapshot.max_delay_h` whole hours later if it still meets its deadline, at the delay that
+minimises the policy's cost and carbon weights (for `nearest` and `latency`, its tie-break
+objective) over the hourly price and carbon series. The delayed task keeps holding its
+devices in the plan (the snapshot has no future capacity), which is conservative.
+
+Invariants: no I/O, no clock (`now` is given); the plan never exceeds any pool's free count;
+every task is either placed exactly once or unplaced with its reasons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from suanli.errors import InvalidValue
+from suanli.metering import Precision
+from suanli.scheduler.arrays import (
+    CONSTRAINTS,
+    FREE_CAPACITY,
+    Evaluation,
+    PoolArrays,
+    TaskArrays,
+    evaluate,
+    pool_arrays,
+    task_arrays,
+    window_mean,
+)
+from suanli.scheduler.model import (
+    Breakdown,
+    Objective,
+    Placement,
+    Plan,
+    Policy,
+    Snapshot,
+    SolverInfo,
+    Task,
+    Unplaced,
+)
+
+SOLVERS = ("greedy", "optimal", "auto")
+# `auto` solves exactly when the batch is small enough for HiGHS to finish quickly.
+AUTO_OPTIMAL_MAX_TASKS = 2000
+AUTO_OPTIMAL_MAX_PAIRS = 400_000
+CELLS_PER_BLOCK = 1_000_000  # tasks x pools evaluated at once (memory bound)
+TOP_K = 4
+
+
+def _fen(value: float) -> int:
+    """Integer fen, half to even (the same rule as `np.rint` in `_breakdowns`)."""
+    return int(np.rint(value))
+
+
+def priority_order(t: TaskArrays) -> np.ndarray:
+    """Indices of tasks in the documented greedy order (stable on submission order)."""
+    has_deadline = np.isfinite(t.deadline_s)
+    tier = t.tier_rtt_ms  # smaller budget = more urgent
+    density = t.work_flop / (t.devices * t.efficiency)  # device-time the task will hold
+    keys = (  # np.lexsort: the last key is the primary one
+        np.arange(t.n_tasks),
+        -density,
+        tier,
+        np.where(has_deadline, t.deadline_s, np.inf),
+        ~has_deadline,
+    )
+    return np.lexsort(keys)
+
+
+# Constraints that depend only on a task's class (kind, precision, models, origin, tier,
+# residency): pools failing them are never candidates, so each class is scored only on the
+# pools that pass them. This prunes the matrices without changing any score.
+CLASS_CONSTRAINTS = ("device kind", "device model", "precision", "latency tier", "residency")
+
+
+def _classes(t: TaskArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Class id of every task and one representative task per class."""
+    keys = np.stack(
+        [
+            t.kind,
+            t.precision,
+            t.model_bits,
+            t.origin,
+            t.tier_rtt_ms.view(np.int64),
+            t.province_bits,
+        ],
+        axis=1,
+    )
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return inverse.reshape(-1), first
+
+
+def _class_columns(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    representatives: np.ndarray,
+) -> list[np.ndarray]:
+    columns: list[np.ndarray] = []
+    step = _blocks(len(representatives), p.n_pools)
+    for start in range(0, len(representatives), step):
+        rows = representatives[start : start + step]
+        ev = evaluate(t, rows, p, snapshot, policy, now)
+        passing = np.logical_and.reduce([ev.masks[name] for name in CLASS_CONSTRAINTS])
+        columns.extend(np.nonzero(row)[0] for row in passing)
+    return columns
+
+
+@dataclass(frozen=True)
+class _Load:
+    """What the dynamic load term needs: its weight and the snapshot's occupancy."""
+
+    weight: float
+    free0: np.ndarray
+    count: np.ndarray
+
+
+@dataclass
+class _Block:
+    """Scores of the next tasks of one class against the class's candidate pools."""
+
+    start: int  # position in the class's task list of the first row
+    end: int
+    cols: np.ndarray  # (M,) global pool indices
+    score: np.ndarray  # (rows, M)
+    top: np.ndarray  # (rows, K) local column indices, best first
+    top_scores: np.ndarray
+
+
+def _score_block(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    tasks: np.ndarray,
+    start: int,
+    cols: np.ndarray,
+) -> _Block:
+    ev = evaluate(t, tasks, p, snapshot, policy, now, cols=cols[None, :], same_class=True)
+    score = ev.score
+    m = score.shape[1]
+    k = min(TOP_K, m)
+    if k < m:
+        top = np.argpartition(score, k - 1, axis=1)[:, :k]
+    else:
+        top = np.tile(np.arange(m), (score.shape[0], 1))
+    top_scores = np.take_along_axis(score, top, axis=1)
+    order = np.lexsort((top, top_scores), axis=-1)  # by score, then pool index
+    top = np.take_along_axis(top, order, axis=1)
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    return _Block(start, start + len(tasks), cols, score, top, top_scores)
+
+
+def _decide(
+    block: _Block, r: int, need: int, free: np.ndarray, load: _Load | None
+) -> tuple[int, int, float] | None:
+    """Best and runner-up global pool of row r with `need` free devices, and the best score;
+    None if no pool.
+
+    Fast path: the TOP_K best pools usually settle it; when they are full the whole row is
+    searched. Ties go to the lower pool index. With a load weight, the occupancy the plan has
+    added since the snapshot is added to every score first (so the row is always searched).
+    """
+    cols = block.cols
+    m = len(cols)
+    if load is not None:
+        row = block.score[r] + load.weight * (load.free0[cols] - free[cols]) / load.count[cols]
+        candidates = np.where(free[cols] >= need, row, np.inf)
+        two = np.argpartition(candidates, 1)[:2] if m > 1 else np.arange(m)
+        ranked = sorted(
+            (int(j) for j in two if math.isfinite(candidates[j])), key=lambda j: (candidates[j], j)
+        )
+        if not ranked:
+            return None
+        return ranked[0], (ranked[1] if len(ranked) > 1 else -1), float(candidates[ranked[0]])
+    k = block.top.shape[1]
+    found: list[int] = []
+    exhausted = False
+    for c in range(k):
+        if not math.isfinite(block.top_scores[r, c]):
+            exhausted = True
+            break
+        j = int(block.top[r, c])
+        if free[cols[j]] >= need:
+            found.append(j)
+            if len(found) == 2:
+                break
+    if len(found) < 2 and not exhausted and k < m:
+        candidates = np.where(free[cols] >= need, block.score[r], np.inf)
+        two = np.argpartition(candidates, 1)[:2]
+        found = sorted(
+            (int(j) for j in two if math.isfinite(candidates[j])),
+            key=lambda j: (candidates[j], j),
+        )
+    if not found:
+        return None
+    return found[0], (found[1] if len(found) > 1 else -1), float(block.score[r, found[0]])
+
+
+def _blocks(n_tasks: int, n_pools: int) -> int:
+    return max(1, min(n_tasks, CELLS_PER_BLOCK // max(1, n_pools)))
+
+
+def _breakdowns(
+    ev: Evaluation, pools: np.ndarray, t: TaskArrays, p: PoolArrays, tasks: np.ndarray
+) -> list[Breakdown]:
+    """Breakdowns of an evaluation of `tasks` x one pool each (ev matrices are (n, 1)).
+
+    Money is rounded once per component, half to even (`np.rint`), and the total is the sum of
+    the unrounded components, rounded once.
+    """
+    compute = ev.compute_fen[:, 0]
+    energy_fen = ev.energy_fen[:, 0]
+    transfer = ev.transfer_fen[:, 0]
+    precisions = list(Precision)
+    used = p.precision_used[t.precision[tasks], pools]
+    columns = zip(
+        np.rint(compute + energy_fen + transfer).astype(np.int64).tolist(),
+        np.rint(compute).astype(np.int64).tolist(),
+        np.rint(energy_fen).astype(np.int64).tolist(),
+        np.rint(transfer).astype(np.int64).tolist(),
+        ev.energy_kwh[:, 0].tolist(),
+        ev.raw[Objective.CARBON][:, 0].tolist(),
+        ev.carbon_location_kg[:, 0].tolist(),
+        ev.raw[Objective.LATENCY][:, 0].tolist(),
+        ev.raw[Objective.DISTANCE][:, 0].tolist(),
+        ev.raw[Objective.LOAD][:, 0].tolist(),
+        p.site_reputation[p.site_of_pool[pools]].tolist(),
+        ev.duration_s[:, 0].tolist(),
+        ev.transfer_s[:, 0].tolist(),
+        [precisions[u] for u in used.tolist()],
+        strict=True,
+    )
+    return [Breakdown(*values) for values in columns]
+
+
+def breakdowns_of(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    pairs: dict[int, int],
+) -> dict[int, Breakdown]:
+    """The objective breakdown of each task -> pool pair, evaluated in one pass per block."""
+    tasks = np.array(sorted(pairs), dtype=np.int64)
+    result: dict[int, Breakdown] = {}
+    step = CELLS_PER_BLOCK
+    for start in range(0, len(tasks), step):
+        rows = tasks[start : start + step]
+        pools = np.array([pairs[int(i)] for i in rows], dtype=np.int64)
+        ev = evaluate(t, rows, p, snapshot, policy, now, cols=pools[:, None])
+        result.update(zip(rows.tolist(), _breakdowns(ev, pools, t, p, rows), strict=True))
+    return result
+
+
+def greedy_assign(
+    t: TaskArrays, p: PoolArrays, snapshot: Snapshot, policy: Policy, now: float
+) -> dict[int, tuple[int, int, float]]:
+    """task -> (pool, runner-up or -1, score), by the greedy rule in the module docstring."""
+    order = priority_order(t)
+    class_of, representatives = _classes(t)
+    columns = _class_columns(t, p, snapshot, policy, now, representatives)
+    # each class's tasks in priority order, and every task's position in its class's list
+    by_class = np.argsort(class_of[order], kind="stable")
+    class_lists: dict[int, np.ndarray] = {}
+    position = np.empty(t.n_tasks, dtype=np.int64)
+    sorted_classes = class_of[order][by_class]
+    bounds = np.flatnonzero(np.diff(sorted_classes)) + 1
+    for members in np.split(order[by_class], bounds):
+        if len(members):
+            c = int(class_of[members[0]])
+            class_lists[c] = members
+            position[members] = np.arange(len(members))
+    free = p.free.copy()
+    weight = policy.weights.get(Objective.LOAD, 0.0)
+    load = _Load(weight, p.free.copy(), p.count.astype(float)) if weight > 0 else None
+    blocks: dict[int, _Block] = {}
+    assigned: dict[int, tuple[int, int, float]] = {}
+    for i in order.tolist():
+        c = int(class_of[i])
+        cols = columns[c]
+        if len(cols) == 0:
+            continue
+        pos = int(position[i])
+        block = blocks.get(c)
+        if block is None or pos >= block.end:
+            members = class_lists[c]
+            size = _blocks(len(members) - pos, len(cols))
+            block = _score_block(t, p, snapshot, policy, now, members[pos : pos + size], pos, cols)
+            blocks[c] = block
+        r = pos - block.start
+        decision = _decide(block, r, int(t.devices[i]), free, load)
+        if decision is None:
+            continue
+        best, runner, value = decision
+        free[cols[best]] -= t.devices[i]
+        assigned[i] = (int(cols[best]), int(cols[runner]) if runner >= 0 else -1, value)
+    return assigned
+
+
+def _shift(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    placed: dict[int, tuple[int, int, float]],
+    breakdowns: dict[int, Breakdown],
+) -> dict[int, tuple[int, Breakdown, int, float]]:
+    """Best whole-hour delay of each placed deferrable task: task -> (hours, breakdown, saved
+    fen, saved kg). Only delays that keep the deadline are considered."""
+    tasks = np.array([i for i in sorted(placed) if t.deferrable[i]], dtype=np.int64)
+    if len(tasks) == 0 or snapshot.max_delay_h <= 0:
+        return {}
+    weights = {o: policy.weights.get(o, 0.0) for o in (Objective.COST, Objective.CARBON)}
+    if not any(weights.values()):
+        weights = {policy.tie_break: 1.0}
+    pools = np.array([placed[i][0] for i in tasks], dtype=np.int64)
+    sites = p.site_of_pool[pools]
+    b = [breakdowns[i] for i in tasks]
+    hours = np.array([x.duration_s for x in b]) / 3600.0
+    transfer = np.array([x.transfer_s for x in b])
+    energy = np.array([x.energy_kwh for x in b])
+    devices = t.devices[tasks].astype(float)
+    delays = np.arange(snapshot.max_delay_h + 1, dtype=float)[None, :]  # (1, K)
+    start_h = (now - snapshot.series_start_s + transfer[:, None]) / 3600.0 + delays
+    shape = start_h.shape
+    length = np.broadcast_to(hours[:, None], shape)
+    site_rows = np.broadcast_to(sites[:, None], shape)
+    compute_multiplier: np.ndarray | float = 1.0
+    if p.compute_prefix is not None:
+        pool_rows = np.broadcast_to(pools[:, None], shape)
+        local = start_h + snapshot.local_hour_at_start
+        compute_multiplier = window_mean(p.compute_prefix, pool_rows, local, length)
+    compute = np.broadcast_to(
+        (p.price_fen_per_device_hour[pools] * devices * hours)[:, None] * compute_multiplier, shape
+    )
+    energy_fen = np.where(
+        p.energy_billed[pools][:, None],
+        (energy * p.site_price_cny[sites] * 100.0)[:, None]
+        * window_mean(p.energy_prefix, site_rows, start_h, length),
+        0.0,
+    )
+    transfer_fen = np.array([x.transfer_fen for x in b], dtype=float)[:, None]
+    cost = compute + energy_fen + transfer_fen
+    intensity = window_mean(p.carbon_prefix, site_rows, start_h, length)
+    carbon_location = energy[:, None] * intensity
+    carbon = carbon_location * (1.0 - p.site_green[sites])[:, None]
+    end = now + delays * 3600.0 + (transfer + hours * 3600.0)[:, None]
+    ok = end <= t.deadline_s[tasks][:, None]
+    ok[:, 0] = True  # starting now was already checked when the pool was chosen
+    with np.errstate(divide="ignore", invalid="ignore"):
+        objective = sum(
+            w * np.nan_to_num(value / value[:, :1], nan=1.0, posinf=1.0)
+            for o, w in weights.items()
+            for value in [cost if o is Objective.COST else carbon]
+            if w > 0
+        )
+    objective = np.where(ok, objective + 1e-12 * delays, np.inf)
+    best = np.argmin(objective, axis=1)
+    result: dict[int, tuple[int, Breakdown, int, float]] = {}
+    for n, task in enumerate(tasks):
+        k = int(best[n])
+        if k == 0:
+            continue
+        old = b[n]
+        new = replace(
+            old,
+            compute_fen=_fen(compute[n, k]),
+            energy_fen=_fen(energy_fen[n, k]),
+            cost_fen=_fen(cost[n, k]),
+            carbon_kg=float(carbon[n, k]),
+            carbon_location_kg=float(carbon_location[n, k]),
+        )
+        result[int(task)] = (k, new, old.cost_fen - new.cost_fen, old.carbon_kg - new.carbon_kg)
+    return result
+
+
+def _pool_phrase(p: PoolArrays, j: int, rtt: float) -> str:
+    site = p.site_ids[p.site_of_pool[j]]
+    return f"{p.ids[j]} at {site} ({rtt:.1f} ms RTT, {p.free[j]} free)"
+
+
+def explain(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    tasks: Sequence[Task],
+    indices: Sequence[int],
+    free_left: np.ndarray,
+) -> list[Unplaced]:
+    """Reasons per rejected pool, aggregated into one readable sentence per unplaced task."""
+    if not indices:
+        return []
+    result: list[Unplaced] = []
+    step = _blocks(len(indices), p.n_pools)
+    for start in range(0, len(indices), step):
+        rows = np.array(indices[start : start + step], dtype=np.int64)
+        ev = evaluate(t, rows, p, snapshot, policy, now)
+        result.extend(_explain_block(ev, rows, t, p, snapshot, tasks, free_left))
+    return result
+
+
+def _explain_block(
+    ev: Evaluation,
+    rows: np.ndarray,
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    tasks: Sequence[Task],
+    free_left: np.ndarray,
+) -> list[Unplaced]:
+    result = []
+    for r, i in enumerate(rows):
+        task = tasks[int(i)]
+        counts: dict[str, int] = {}
+        undecided = np.ones(p.n_pools, dtype=bool)
+        for name in CONSTRAINTS:
+            failed = undecided & ~ev.masks[name][r]
+            if failed.any():
+                counts[name] = int(failed.sum())
+            undecided &= ev.masks[name][r]
+        full = undecided & (free_left < t.devices[i])
+        if full.any():
+            counts[FREE_CAPACITY] = int(full.sum())
+        rtt = ev.raw[Objective.LATENCY][r]
+        usable = ev.masks["device kind"][r] & ev.masks["device model"][r] & ev.masks["precision"][r]
+        near = np.flatnonzero(usable)
+        nearest = near[np.argsort(rtt[near], kind="stable")[:3]].tolist()
+        budget = snapshot.tier_rtt_ms[task.latency_tier]
+        within = f" within {budget:g} ms RTT" if math.isfinite(budget) else ""
+        models = ""
+        if task.device_models is not None:
+            names = sorted(task.device_models)
+            models = f" ({', '.join(names)})" if len(names) <= 3 else f" ({len(names)} models)"
+        what = f"{task.devices} free {task.device_kind.value}{models} at {task.precision.value}"
+        ruled = "; ".join(f"{name} ruled out {n}" for name, n in counts.items())
+        sentence = f"no pool{within} of {task.origin.name_zh} has {what}: {ruled}"
+        if nearest:
+            sentence += "; nearest candidates: " + ", ".join(
+                _pool_phrase(p, j, float(rtt[j])) for j in nearest
+            )
+        elif not p.n_pools:
+            sentence = "the snapshot has no pools"
+        result.append(Unplaced(task.id, counts, sentence))
+    return result
+
+
+def place(
+    tasks: Sequence[Task],
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    *,
+    solver: str = "auto",
+    time_limit_s: float = 10.0,
+) -> Plan:
+    """Place `tasks` on `snapshot` by `policy` at time `now` (seconds, the snapshot's clock)."""
+    if solver not in SOLVERS:
+        raise InvalidValue(
+            "solver", solver, f"one of {', '.join(SOLVERS)}", f"{', '.join(SOLVERS)} 之一"
+        )
+    ids = [task.id for task in tasks]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidValue("tasks.id", dup, "unique task ids", "唯一的任务 id")
+    p = pool_arrays(snapshot)
+    t = task_arrays(tasks, snapshot, p)
+    use_optimal = solver == "optimal" or (
+        solver == "auto"
+        and t.n_tasks <= AUTO_OPTIMAL_MAX_TASKS
+        and t.n_tasks * p.n_pools <= AUTO_OPTIMAL_MAX_PAIRS
+    )
+    lower_bound: float | None = None
+    status = "ok"
+    if use_optimal and t.n_tasks and p.n_pools:
+        from suanli.scheduler.optimal import solve_optimal
+
+        result = solve_optimal(t, p, snapshot, policy, now, time_limit_s)
+        assigned = {
+            i: (j, result.runner_up.get(i, -1), result.scores[i])
+            for i, j in result.assignment.items()
+        }
+        lower_bound, status, name = result.lower_bound, result.status, "optimal"
+    else:
+        assigned = greedy_assign(t, p, snapshot, policy, now)
+        name = "greedy"
+    breakdowns = breakdowns_of(t, p, snapshot, policy, now, {i: a[0] for i, a in assigned.items()})
+    shifted = _shift(t, p, snapshot, policy, now, assigned, breakdowns)
+    free_left = p.free.copy()
+    placements = []
+    for i in assigned:  # decision order: load_after is the occupancy this placement leaves
+        j, runner, score = assigned[i]
+        free_left[j] -= t.devices[i]
+        delay_h, breakdown, saved_fen, saved_kg = shifted.get(i, (0, breakdowns[i], 0, 0.0))
+        breakdown = replace(breakdown, load_after=float(1.0 - free_left[j] / p.count[j]))
+        start = now + delay_h * 3600.0
+        placements.append(
+            Placement(
+                task=t.ids[i],
+                pool=p.ids[j],
+                site=p.site_ids[p.site_of_pool[j]],
+                start_s=start,
+                end_s=start + breakdown.transfer_s + breakdown.duration_s,
+                breakdown=breakdown,
+                score=score,
+                runner_up=None if runner < 0 else p.ids[runner],
+                waited_s=delay_h * 3600.0,
+                saved_fen=saved_fen,
+                saved_carbon_kg=saved_kg,
+            )
+        )
+    unplaced_idx = [i for i in range(t.n_tasks) if i not in assigned]
+    unplaced = explain(t, p, snapshot, policy, now, tasks, unplaced_idx, free_left)
+    objective = float(sum(pl.score for pl in placements))
+    return Plan(
+        placements=tuple(placements),
+        unplaced=tuple(unplaced),
+        solver=SolverInfo(name, objective, lower_bound, status),
+        policy=policy.name,
+    )
