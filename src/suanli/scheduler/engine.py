@@ -3,11 +3,15 @@
 Owns the greedy solver, the choice of solver (`auto`), temporal shifting of deferrable work,
 the objective breakdown of each placement and the reasons of each unplaced task.
 
-Greedy, precisely: tasks are taken in priority order — (1) tasks with a deadline, earliest
-first; (2) interactive, then standard, then batch; (3) more devices first (harder to fit);
-(4) submission order. Each takes the lowest-score pool that is statically feasible and still
-has enough free devices; the pool's free count drops by the task's devices. The runner-up is
-the second-best pool that could also have taken it at that moment.
+Greedy, precisely: each task is scored against the pools of its class (the pools passing
+its kind, model, precision, latency-tier and residency constraints); tasks then choose in
+order of largest regret first — the score lost if the best pool were taken (infinite with a
+single feasible pool) — ties by earlier deadline, tighter tier, submission order. Each takes
+its lowest-score pool that still has enough free devices; the pool's free count drops. The
+runner-up is the second-best pool that could also have taken it at that moment. Then, for
+policies without a load weight, a bounded repair: tasks left out are placed by moving a task
+of the same size elsewhere, and tasks far from their best pool move to a better one, directly
+or by moving a same-size task out of it, whenever the total score drops (up to 3 passes).
 
 Temporal shifting ("Let's Wait Awhile"): after its pool is chosen, a deferrable task may start
 0..`snapshot.max_delay_h` whole hours later if it still meets its deadline, at the delay that
@@ -65,17 +69,18 @@ def _fen(value: float) -> int:
     return int(np.rint(value))
 
 
-def priority_order(t: TaskArrays) -> np.ndarray:
-    """Indices of tasks in the documented greedy order (stable on submission order)."""
-    has_deadline = np.isfinite(t.deadline_s)
-    tier = t.tier_rtt_ms  # smaller budget = more urgent
-    density = t.work_flop / (t.devices * t.efficiency)  # device-time the task will hold
+def priority_order(t: TaskArrays, regret: np.ndarray) -> np.ndarray:
+    """Indices of tasks in the documented greedy order.
+
+    Largest regret first — the score a task loses if its best pool is taken from it (infinite
+    when it has a single feasible pool) — so that tasks with the most at stake, or the fewest
+    options, choose first. Ties: earlier deadline, tighter latency tier, submission order.
+    """
     keys = (  # np.lexsort: the last key is the primary one
         np.arange(t.n_tasks),
-        -density,
-        tier,
-        np.where(has_deadline, t.deadline_s, np.inf),
-        ~has_deadline,
+        t.tier_rtt_ms,
+        t.deadline_s,
+        -regret,
     )
     return np.lexsort(keys)
 
@@ -274,45 +279,213 @@ def greedy_assign(
     t: TaskArrays, p: PoolArrays, snapshot: Snapshot, policy: Policy, now: float
 ) -> dict[int, tuple[int, int, float]]:
     """task -> (pool, runner-up or -1, score), by the greedy rule in the module docstring."""
-    order = priority_order(t)
     class_of, representatives = _classes(t)
     columns = _class_columns(t, p, snapshot, policy, now, representatives)
-    # each class's tasks in priority order, and every task's position in its class's list
-    by_class = np.argsort(class_of[order], kind="stable")
-    class_lists: dict[int, np.ndarray] = {}
-    position = np.empty(t.n_tasks, dtype=np.int64)
-    sorted_classes = class_of[order][by_class]
-    bounds = np.flatnonzero(np.diff(sorted_classes)) + 1
-    for members in np.split(order[by_class], bounds):
-        if len(members):
-            c = int(class_of[members[0]])
-            class_lists[c] = members
-            position[members] = np.arange(len(members))
+    # score every task against its class's candidate pools, a block of tasks at a time
+    block_of: list[_Block | None] = [None] * t.n_tasks
+    row_of = np.zeros(t.n_tasks, dtype=np.int64)
+    regret = np.full(t.n_tasks, -np.inf)
+    members_sorted = np.argsort(class_of, kind="stable")
+    bounds = np.flatnonzero(np.diff(class_of[members_sorted])) + 1
+    for members in np.split(members_sorted, bounds):
+        if not len(members):
+            continue
+        cols = columns[int(class_of[members[0]])]
+        if len(cols) == 0:
+            continue
+        step = _blocks(len(members), len(cols))
+        for start in range(0, len(members), step):
+            rows = members[start : start + step]
+            block = _score_block(t, p, snapshot, policy, now, rows, start, cols)
+            for i in rows.tolist():
+                block_of[i] = block
+            row_of[rows] = np.arange(len(rows))
+            best = block.top_scores[:, 0]
+            second = block.top_scores[:, 1] if block.top_scores.shape[1] > 1 else np.inf
+            with np.errstate(invalid="ignore"):  # inf - inf where a task has no pool
+                regret[rows] = np.where(np.isfinite(best), second - best, -np.inf)
+    order = priority_order(t, regret)
     free = p.free.copy()
     weight = policy.weights.get(Objective.LOAD, 0.0)
     load = _Load(weight, p.free.copy(), p.count.astype(float)) if weight > 0 else None
-    blocks: dict[int, _Block] = {}
     assigned: dict[int, tuple[int, int, float]] = {}
     for i in order.tolist():
-        c = int(class_of[i])
-        cols = columns[c]
-        if len(cols) == 0:
-            continue
-        pos = int(position[i])
-        block = blocks.get(c)
-        if block is None or pos >= block.end:
-            members = class_lists[c]
-            size = _blocks(len(members) - pos, len(cols))
-            block = _score_block(t, p, snapshot, policy, now, members[pos : pos + size], pos, cols)
-            blocks[c] = block
-        r = pos - block.start
+        block = block_of[i]
+        if block is None or regret[i] == -np.inf:
+            continue  # no statically feasible pool
+        r = int(row_of[i])
         decision = _decide(block, r, int(t.devices[i]), free, load)
         if decision is None:
             continue
-        best, runner, value = decision
-        free[cols[best]] -= t.devices[i]
-        assigned[i] = (int(cols[best]), int(cols[runner]) if runner >= 0 else -1, value)
+        best_col, runner, value = decision
+        cols = block.cols
+        free[cols[best_col]] -= t.devices[i]
+        assigned[i] = (int(cols[best_col]), int(cols[runner]) if runner >= 0 else -1, value)
+    if load is None:  # the repair needs static scores; a load weight makes them move
+        unplaced = [i for i in order.tolist() if i not in assigned and block_of[i] is not None]
+        budget = [2 * t.n_tasks + 1000]
+        _insert(t, assigned, block_of, row_of, regret, free, unplaced, budget)
+        for _ in range(REPAIR_PASSES):
+            if not _repair(t, assigned, block_of, row_of, regret, free, budget):
+                break
     return assigned
+
+
+REPAIR_CANDIDATES = 4  # better pools tried per task
+REPAIR_EVICTIONS = 4  # tasks of a full pool considered for moving out
+REPAIR_EPSILON = 1e-9
+REPAIR_PASSES = 3
+
+
+def _evict(
+    t: TaskArrays,
+    assigned: dict[int, tuple[int, int, float]],
+    block_of: Sequence[_Block | None],
+    row_of: np.ndarray,
+    regret: np.ndarray,
+    free: np.ndarray,
+    members: dict[int, set[int]],
+    y: int,
+    need: int,
+    leaving: int,
+    budget: list[int],
+) -> tuple[float, int, int, float] | None:
+    """The cheapest way to free `need` devices of pool y by moving one same-size task out.
+
+    Returns (cost, task, its new pool, its new score), or None. `leaving` is a pool that will
+    get `need` devices back in the same step (-1 for none).
+    """
+    best: tuple[float, int, int, float] | None = None
+    same_size = [b for b in members.get(y, ()) if t.devices[b] == need]
+    for b in sorted(same_size, key=lambda b: (regret[b], b))[:REPAIR_EVICTIONS]:
+        budget[0] -= 1
+        b_block = block_of[b]
+        assert b_block is not None
+        room = free[b_block.cols].copy()
+        room[b_block.cols == leaving] += need
+        b_row = np.where((room >= need) & (b_block.cols != y), b_block.score[row_of[b]], np.inf)
+        z_local = int(np.argmin(b_row))
+        if not math.isfinite(b_row[z_local]):
+            continue
+        cost = float(b_row[z_local]) - assigned[b][2]
+        if best is None or cost < best[0]:
+            best = (cost, b, int(b_block.cols[z_local]), float(b_row[z_local]))
+    return best
+
+
+def _move(
+    assigned: dict[int, tuple[int, int, float]],
+    members: dict[int, set[int]],
+    free: np.ndarray,
+    task: int,
+    need: int,
+    to: int,
+    score: float,
+) -> None:
+    """Put `task` on pool `to` (taking it off its current pool, if any)."""
+    if task in assigned:
+        old = assigned[task][0]
+        free[old] += need
+        members[old].discard(task)
+        runner = old
+    else:
+        runner = -1
+    free[to] -= need
+    members.setdefault(to, set()).add(task)
+    assigned[task] = (to, runner, score)
+
+
+def _members(assigned: dict[int, tuple[int, int, float]]) -> dict[int, set[int]]:
+    members: dict[int, set[int]] = {}
+    for i, (j, _, _) in assigned.items():
+        members.setdefault(j, set()).add(i)
+    return members
+
+
+def _insert(
+    t: TaskArrays,
+    assigned: dict[int, tuple[int, int, float]],
+    block_of: Sequence[_Block | None],
+    row_of: np.ndarray,
+    regret: np.ndarray,
+    free: np.ndarray,
+    unplaced: list[int],
+    budget: list[int],
+) -> None:
+    """Place tasks greedy left out by moving one same-size task out of a feasible pool."""
+    members = _members(assigned)
+    for a in unplaced:
+        if budget[0] <= 0:
+            return
+        block = block_of[a]
+        assert block is not None
+        row = block.score[row_of[a]]
+        need = int(t.devices[a])
+        options = np.flatnonzero(np.isfinite(row))
+        for y_local in options[np.argsort(row[options], kind="stable")][:REPAIR_CANDIDATES]:
+            y = int(block.cols[y_local])
+            if free[y] >= need:  # room appeared since (a repair may have freed it)
+                _move(assigned, members, free, a, need, y, float(row[y_local]))
+                break
+            found = _evict(
+                t, assigned, block_of, row_of, regret, free, members, y, need, -1, budget
+            )
+            if found is not None:
+                _, b, z, s_bz = found
+                _move(assigned, members, free, b, need, z, s_bz)
+                _move(assigned, members, free, a, need, y, float(row[y_local]))
+                break
+
+
+def _repair(
+    t: TaskArrays,
+    assigned: dict[int, tuple[int, int, float]],
+    block_of: Sequence[_Block | None],
+    row_of: np.ndarray,
+    regret: np.ndarray,
+    free: np.ndarray,
+    budget: list[int],
+) -> bool:
+    """Improve a greedy plan in place by moves and evictions; True if anything changed.
+
+    Tasks are visited by how much worse their pool is than their best one. A task moves to a
+    better pool with room; failing that, it takes the place of a task of the same size in a
+    better pool when that task can move to another pool (possibly the one being left) for less
+    than the first task gains. Every step lowers the total score and keeps every capacity, so
+    the plan stays feasible. `budget` bounds the row scans (the work), not the result's quality.
+    """
+    members = _members(assigned)
+    loss = {}
+    for i, (_, _, value) in assigned.items():
+        block = block_of[i]
+        assert block is not None
+        loss[i] = value - float(block.top_scores[row_of[i], 0])
+    changed = False
+    for a in sorted((i for i, v in loss.items() if v > REPAIR_EPSILON), key=lambda i: -loss[i]):
+        if budget[0] <= 0:
+            break
+        x, _, s_ax = assigned[a]
+        block = block_of[a]
+        assert block is not None
+        row = block.score[row_of[a]]
+        better = np.flatnonzero(row < s_ax - REPAIR_EPSILON)
+        better = better[np.argsort(row[better], kind="stable")][:REPAIR_CANDIDATES]
+        need = int(t.devices[a])
+        for y_local in better.tolist():
+            y, s_ay = int(block.cols[y_local]), float(row[y_local])
+            if free[y] >= need:  # a plain move
+                _move(assigned, members, free, a, need, y, s_ay)
+                changed = True
+                break
+            found = _evict(t, assigned, block_of, row_of, regret, free, members, y, need, x, budget)
+            if found is not None and found[0] < s_ax - s_ay - REPAIR_EPSILON:
+                _, b, z, s_bz = found
+                # a frees x and fills y past its free count; b leaving y settles it at once
+                _move(assigned, members, free, a, need, y, s_ay)
+                _move(assigned, members, free, b, need, z, s_bz)
+                changed = True
+                break
+    return changed
 
 
 def _shift(
