@@ -285,3 +285,43 @@ def test_schedule_rejects_an_unknown_policy() -> None:
 def test_schedule_custom_weights() -> None:
     doc = _json("schedule", EXAMPLE, "--weights", "cost=1")
     assert doc["policy"] == "custom"
+
+
+@pytest.mark.slow
+def test_real_subprocess_generate_then_schedule_from_stdin() -> None:
+    generated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "suanli",
+            "schedule",
+            "--generate",
+            "200",
+            "--pools",
+            "20",
+            "--seed",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert len(json.loads(generated.stdout)["tasks"]) == 200
+    planned = subprocess.run(
+        [sys.executable, "-m", "suanli", "schedule", "-", "--policy", "green", "--json"],
+        input=generated.stdout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["totals"]["placed"] + plan["totals"]["unplaced"] == 200
+    assert plan["solver"]["name"] == "optimal"  # auto: a small batch is solved exactly
+
+
+def test_generate_rejects_a_zero_size() -> None:
+    result = runner.invoke(app, ["schedule", "--generate", "0"])
+    assert result.exit_code == 2 and "generate" in result.stderr

@@ -43,6 +43,9 @@ CONSTRAINTS = (
     "price ceiling",
 )
 FREE_CAPACITY = "free capacity"
+# The constraints a task's class decides (kind, precision, models, residency): the greedy
+# solver scores a class only on the pools that pass them ("same_class" evaluation).
+SAME_CLASS = ("device kind", "device model", "precision", "residency")
 
 
 def _province_bits(provinces: Sequence[str], index: dict[str, int]) -> int:
@@ -356,41 +359,49 @@ def evaluate(
 
     `cols` is a (1, M) row of pool indices shared by every task, or (n_rows, M) per task;
     None means every pool. Matrices are (n_rows, M), or (1, M) where a value depends on the
-    pool only. `same_class`: every task of `rows` shares kind, precision, models, origin,
-    tier and residency, and `cols` holds only pools that pass those constraints (the greedy
-    solver's pruning), so the class-level values are computed once on a (1, M) row.
+    pool only. `same_class`: every task of `rows` shares kind, precision, models and
+    residency, and `cols` holds only pools that pass those constraints (the greedy solver's
+    pruning), so those are not checked again and the peaks are gathered once.
     """
     pc = np.arange(p.n_pools)[None, :] if cols is None else cols
     # rows that carry the class-level fields
     key = rows[:1] if same_class and not isinstance(rows, slice) else rows
     devices = t.devices[rows, None].astype(float)
     site = p.site_of_pool[pc]
-    origin = t.origin[key, None]
+    origin = t.origin[rows, None]
     peak = p.peak[t.precision[key][:, None], pc]
     rtt = t.rtt_ms[origin, site]
     masks: dict[str, BoolArray] = {}
     if same_class:
         passing = np.ones(pc.shape, dtype=bool)
-        for name in ("device kind", "device model", "precision", "latency tier", "residency"):
+        for name in SAME_CLASS:
             masks[name] = passing
     else:
         masks["device kind"] = t.kind[rows, None] == p.kind[pc]
         masks["device model"] = ((t.model_bits[rows, None] >> p.device_index[pc]) & 1) == 1
         masks["precision"] = peak > 0
-        masks["latency tier"] = rtt <= t.tier_rtt_ms[rows, None]
         allowed = t.province_bits[rows, None]
         masks["residency"] = (allowed == -1) | ((p.site_province_bits[site] & ~allowed) == 0)
+    masks["latency tier"] = rtt <= t.tier_rtt_ms[rows, None]
     masks["memory"] = p.memory_gb[pc] >= t.memory_gb[rows, None]
     masks["pool size"] = p.count[pc] >= t.devices[rows, None]
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        duration = t.work_flop[rows, None] / (devices * peak * t.efficiency[rows, None])
-    duration = np.where(masks["precision"], duration, np.inf)
+        rate = peak * (devices * t.efficiency[rows, None])
+        duration = t.work_flop[rows, None] / rate
+    if not same_class:  # same_class columns all have a figure: durations are finite
+        duration = np.where(masks["precision"], duration, np.inf)
     distance = t.distance_km[origin, site]
     moves = distance > 0
-    transfer = np.where(moves, t.data_gb[rows, None] * 8.0 / snapshot.bandwidth_gbps, 0.0)
+    data = t.data_gb[rows, None]
+    has_data = bool(np.any(data > 0))
+    transfer = (
+        np.where(moves, data * (8.0 / snapshot.bandwidth_gbps), 0.0)
+        if has_data
+        else np.zeros((1, 1))
+    )
     hours = duration / 3600.0
-    finite_hours = np.where(np.isfinite(hours), hours, 0.0)
+    finite_hours = hours if same_class else np.where(np.isfinite(hours), hours, 0.0)
     start_h = (now - snapshot.series_start_s) / 3600.0 + np.asarray(delay_h) + transfer / 3600.0
     start_h = np.broadcast_to(start_h, duration.shape)
 
@@ -407,7 +418,11 @@ def evaluate(
         varying = billed & ~p.site_energy_flat[site]
         multiplier = _cells_window(p.energy_prefix, site, start_h, finite_hours, varying, 1.0)
         energy_fen = np.where(billed, energy * p.site_price_cny[site] * 100.0 * multiplier, 0.0)
-    transfer_fen = np.where(moves, t.data_gb[rows, None] * snapshot.transfer_fen_per_gb, 0.0)
+    transfer_fen = (
+        np.where(moves, data * snapshot.transfer_fen_per_gb, 0.0)
+        if has_data and snapshot.transfer_fen_per_gb > 0
+        else np.zeros((1, 1))
+    )
     cost = compute_fen + energy_fen + transfer_fen
     intensity = _cells_window(
         p.carbon_prefix,
@@ -419,10 +434,15 @@ def evaluate(
     )
     carbon_location = energy * intensity
     carbon = carbon_location * (1.0 - p.site_green[site])
-    masks["deadline"] = (
-        now + np.asarray(delay_h) * 3600.0 + transfer + duration <= t.deadline_s[rows, None]
+    deadline = t.deadline_s[rows, None]
+    if np.isfinite(deadline).any():
+        masks["deadline"] = now + np.asarray(delay_h) * 3600.0 + transfer + duration <= deadline
+    else:  # no task of this block has a deadline
+        masks["deadline"] = np.ones((1, 1), dtype=bool)
+    ceiling = t.max_price_fen[rows, None]
+    masks["price ceiling"] = (
+        cost <= ceiling if np.isfinite(ceiling).any() else np.ones((1, 1), dtype=bool)
     )
-    masks["price ceiling"] = cost <= t.max_price_fen[rows, None]
     feasible = np.ones(duration.shape, dtype=bool)
     for name in CONSTRAINTS:
         feasible &= masks[name]
@@ -436,17 +456,18 @@ def evaluate(
         Objective.LOAD: np.broadcast_to(load / p.count[pc], duration.shape),
         Objective.REPUTATION: np.broadcast_to(1.0 - p.site_reputation[site], duration.shape),
     }
-    return Evaluation(
-        masks=masks,
+    shape = duration.shape
+    return Evaluation(  # every matrix (n_rows, M); broadcast views where a value is shared
+        masks={name: np.broadcast_to(mask, shape) for name, mask in masks.items()},
         feasible=feasible,
-        raw=raw,
+        raw={o: np.broadcast_to(v, shape) for o, v in raw.items()},
         score=score(raw, feasible, policy),
         duration_s=duration,
-        transfer_s=transfer,
+        transfer_s=np.broadcast_to(transfer, shape),
         energy_kwh=energy,
         compute_fen=compute_fen,
-        energy_fen=energy_fen,
-        transfer_fen=transfer_fen,
+        energy_fen=np.broadcast_to(energy_fen, shape),
+        transfer_fen=np.broadcast_to(transfer_fen, shape),
         carbon_location_kg=carbon_location,
     )
 

@@ -25,6 +25,7 @@ every task is either placed exactly once or unplaced with its reasons.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from suanli.metering import Precision
 from suanli.scheduler.arrays import (
     CONSTRAINTS,
     FREE_CAPACITY,
+    SAME_CLASS,
     Evaluation,
     PoolArrays,
     TaskArrays,
@@ -85,25 +87,14 @@ def priority_order(t: TaskArrays, regret: np.ndarray) -> np.ndarray:
     return np.lexsort(keys)
 
 
-# Constraints that depend only on a task's class (kind, precision, models, origin, tier,
-# residency): pools failing them are never candidates, so each class is scored only on the
-# pools that pass them. This prunes the matrices without changing any score.
-CLASS_CONSTRAINTS = ("device kind", "device model", "precision", "latency tier", "residency")
+# Constraints that depend only on a task's class (kind, precision, models, residency): pools
+# failing them are never candidates, so each class is scored only on the pools that pass them.
+# This prunes the matrices without changing any score.
 
 
 def _classes(t: TaskArrays) -> tuple[np.ndarray, np.ndarray]:
     """Class id of every task and one representative task per class."""
-    keys = np.stack(
-        [
-            t.kind,
-            t.precision,
-            t.model_bits,
-            t.origin,
-            t.tier_rtt_ms.view(np.int64),
-            t.province_bits,
-        ],
-        axis=1,
-    )
+    keys = np.stack([t.kind, t.precision, t.model_bits, t.province_bits], axis=1)
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     return inverse.reshape(-1), first
 
@@ -121,7 +112,7 @@ def _class_columns(
     for start in range(0, len(representatives), step):
         rows = representatives[start : start + step]
         ev = evaluate(t, rows, p, snapshot, policy, now)
-        passing = np.logical_and.reduce([ev.masks[name] for name in CLASS_CONSTRAINTS])
+        passing = np.logical_and.reduce([ev.masks[name] for name in SAME_CLASS])
         columns.extend(np.nonzero(row)[0] for row in passing)
     return columns
 
@@ -223,7 +214,12 @@ def _blocks(n_tasks: int, n_pools: int) -> int:
 
 
 def _breakdowns(
-    ev: Evaluation, pools: np.ndarray, t: TaskArrays, p: PoolArrays, tasks: np.ndarray
+    ev: Evaluation,
+    pools: np.ndarray,
+    t: TaskArrays,
+    p: PoolArrays,
+    tasks: np.ndarray,
+    load_after: np.ndarray,
 ) -> list[Breakdown]:
     """Breakdowns of an evaluation of `tasks` x one pool each (ev matrices are (n, 1)).
 
@@ -245,7 +241,7 @@ def _breakdowns(
         ev.carbon_location_kg[:, 0].tolist(),
         ev.raw[Objective.LATENCY][:, 0].tolist(),
         ev.raw[Objective.DISTANCE][:, 0].tolist(),
-        ev.raw[Objective.LOAD][:, 0].tolist(),
+        load_after.tolist(),
         p.site_reputation[p.site_of_pool[pools]].tolist(),
         ev.duration_s[:, 0].tolist(),
         ev.transfer_s[:, 0].tolist(),
@@ -263,7 +259,16 @@ def breakdowns_of(
     now: float,
     pairs: dict[int, int],
 ) -> dict[int, Breakdown]:
-    """The objective breakdown of each task -> pool pair, evaluated in one pass per block."""
+    """The objective breakdown of each task -> pool pair, evaluated in one pass per block.
+
+    `load_after` is the occupancy each placement leaves, counting the pairs in the order given
+    (the plan's decision order).
+    """
+    used = np.zeros(p.n_pools, dtype=np.int64)
+    load_after = np.empty(t.n_tasks)
+    for i, j in pairs.items():
+        used[j] += t.devices[i]
+        load_after[i] = (p.count[j] - p.free[j] + used[j]) / p.count[j]
     tasks = np.array(sorted(pairs), dtype=np.int64)
     result: dict[int, Breakdown] = {}
     step = CELLS_PER_BLOCK
@@ -271,7 +276,8 @@ def breakdowns_of(
         rows = tasks[start : start + step]
         pools = np.array([pairs[int(i)] for i in rows], dtype=np.int64)
         ev = evaluate(t, rows, p, snapshot, policy, now, cols=pools[:, None])
-        result.update(zip(rows.tolist(), _breakdowns(ev, pools, t, p, rows), strict=True))
+        made = _breakdowns(ev, pools, t, p, rows, load_after[rows])
+        result.update(zip(rows.tolist(), made, strict=True))
     return result
 
 
@@ -323,7 +329,7 @@ def greedy_assign(
         assigned[i] = (int(cols[best_col]), int(cols[runner]) if runner >= 0 else -1, value)
     if load is None:  # the repair needs static scores; a load weight makes them move
         unplaced = [i for i in order.tolist() if i not in assigned and block_of[i] is not None]
-        budget = [2 * t.n_tasks + 1000]
+        budget = [t.n_tasks // 2 + 1000]
         _insert(t, assigned, block_of, row_of, regret, free, unplaced, budget)
         for _ in range(REPAIR_PASSES):
             if not _repair(t, assigned, block_of, row_of, regret, free, budget):
@@ -331,10 +337,10 @@ def greedy_assign(
     return assigned
 
 
-REPAIR_CANDIDATES = 4  # better pools tried per task
-REPAIR_EVICTIONS = 4  # tasks of a full pool considered for moving out
+REPAIR_CANDIDATES = 8
+REPAIR_EVICTIONS = 16
 REPAIR_EPSILON = 1e-9
-REPAIR_PASSES = 3
+REPAIR_PASSES = 5
 
 
 def _evict(
@@ -357,7 +363,8 @@ def _evict(
     """
     best: tuple[float, int, int, float] | None = None
     same_size = [b for b in members.get(y, ()) if t.devices[b] == need]
-    for b in sorted(same_size, key=lambda b: (regret[b], b))[:REPAIR_EVICTIONS]:
+    # cheapest to move first: with scores proportional to work, the smallest score here
+    for b in heapq.nsmallest(REPAIR_EVICTIONS, same_size, key=lambda b: (assigned[b][2], b)):
         budget[0] -= 1
         b_block = block_of[b]
         assert b_block is not None
@@ -685,7 +692,6 @@ def place(
         j, runner, score = assigned[i]
         free_left[j] -= t.devices[i]
         delay_h, breakdown, saved_fen, saved_kg = shifted.get(i, (0, breakdowns[i], 0, 0.0))
-        breakdown = replace(breakdown, load_after=float(1.0 - free_left[j] / p.count[j]))
         start = now + delay_h * 3600.0
         placements.append(
             Placement(
