@@ -75,6 +75,14 @@ def _print_json(document: object) -> None:
     sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
 
 
+def _read_text(path: Path, field: str, expected: str, expected_zh: str) -> str:
+    """A user's file as UTF-8 text; an unreadable one is a one-line error naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidValue(field, str(path), expected, expected_zh) from error
+
+
 def _mark(flag: bool, text: str = EST) -> str:
     return text if flag else ""
 
@@ -473,12 +481,7 @@ def indicators(
         sites, pools = demo_fleet()
         label = DEMO_FLEET_LABEL
     else:
-        try:
-            text = fleet.read_text(encoding="utf-8")
-        except OSError as error:
-            raise InvalidValue(
-                "fleet", str(fleet), "a readable CSV file", "可读取的 CSV 文件"
-            ) from error
+        text = _read_text(fleet, "fleet", "a readable CSV file", "可读取的 CSV 文件")
         sites, pools = parse_fleet(text, fleet.name)
         label = f"fleet from {fleet}"
     nation = national(sites, pools)
@@ -642,12 +645,7 @@ def schedule(
     if str(problem) == "-":
         text = sys.stdin.read()
     else:
-        try:
-            text = problem.read_text(encoding="utf-8")
-        except OSError as error:
-            raise InvalidValue(
-                "PROBLEM", str(problem), "a readable JSON file", "可读取的 JSON 文件"
-            ) from error
+        text = _read_text(problem, "PROBLEM", "a readable JSON file", "可读取的 JSON 文件")
     chosen = _policy_from(policy, weights)
     parsed = load_problem(text)
     started = time.perf_counter()

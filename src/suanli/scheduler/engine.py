@@ -329,10 +329,10 @@ def greedy_assign(
         assigned[i] = (int(cols[best_col]), int(cols[runner]) if runner >= 0 else -1, value)
     if load is None:  # the repair needs static scores; a load weight makes them move
         unplaced = [i for i in order.tolist() if i not in assigned and block_of[i] is not None]
-        budget = [t.n_tasks // 2 + 1000]
-        _insert(t, assigned, block_of, row_of, regret, free, unplaced, budget)
+        repair = _Repair(t, assigned, block_of, row_of, free, budget=t.n_tasks // 2 + 1000)
+        repair.insert(unplaced)
         for _ in range(REPAIR_PASSES):
-            if not _repair(t, assigned, block_of, row_of, regret, free, budget):
+            if not repair.improve():
                 break
     return assigned
 
@@ -343,156 +343,117 @@ REPAIR_EPSILON = 1e-9
 REPAIR_PASSES = 5
 
 
-def _evict(
-    t: TaskArrays,
-    assigned: dict[int, tuple[int, int, float]],
-    block_of: Sequence[_Block | None],
-    row_of: np.ndarray,
-    regret: np.ndarray,
-    free: np.ndarray,
-    members: dict[int, set[int]],
-    y: int,
-    need: int,
-    leaving: int,
-    budget: list[int],
-) -> tuple[float, int, int, float] | None:
-    """The cheapest way to free `need` devices of pool y by moving one same-size task out.
+class _Repair:
+    """The plan a greedy pass made, and the moves that improve it in place.
 
-    Returns (cost, task, its new pool, its new score), or None. `leaving` is a pool that will
-    get `need` devices back in the same step (-1 for none).
+    Every step keeps each pool within its free count and lowers the total score (or, for
+    `insert`, places one more task); `budget` bounds the row scans, i.e. the work.
     """
-    best: tuple[float, int, int, float] | None = None
-    same_size = [b for b in members.get(y, ()) if t.devices[b] == need]
-    # cheapest to move first: with scores proportional to work, the smallest score here
-    for b in heapq.nsmallest(REPAIR_EVICTIONS, same_size, key=lambda b: (assigned[b][2], b)):
-        budget[0] -= 1
-        b_block = block_of[b]
-        assert b_block is not None
-        room = free[b_block.cols].copy()
-        room[b_block.cols == leaving] += need
-        b_row = np.where((room >= need) & (b_block.cols != y), b_block.score[row_of[b]], np.inf)
-        z_local = int(np.argmin(b_row))
-        if not math.isfinite(b_row[z_local]):
-            continue
-        cost = float(b_row[z_local]) - assigned[b][2]
-        if best is None or cost < best[0]:
-            best = (cost, b, int(b_block.cols[z_local]), float(b_row[z_local]))
-    return best
 
+    def __init__(
+        self,
+        t: TaskArrays,
+        assigned: dict[int, tuple[int, int, float]],
+        block_of: Sequence[_Block | None],
+        row_of: np.ndarray,
+        free: np.ndarray,
+        budget: int,
+    ) -> None:
+        self.t, self.assigned, self.block_of, self.row_of = t, assigned, block_of, row_of
+        self.free, self.budget = free, budget
+        self.members: dict[int, set[int]] = {}
+        for i, (j, _, _) in assigned.items():
+            self.members.setdefault(j, set()).add(i)
 
-def _move(
-    assigned: dict[int, tuple[int, int, float]],
-    members: dict[int, set[int]],
-    free: np.ndarray,
-    task: int,
-    need: int,
-    to: int,
-    score: float,
-) -> None:
-    """Put `task` on pool `to` (taking it off its current pool, if any)."""
-    if task in assigned:
-        old = assigned[task][0]
-        free[old] += need
-        members[old].discard(task)
-        runner = old
-    else:
+    def _row(self, task: int) -> tuple[_Block, np.ndarray]:
+        block = self.block_of[task]
+        assert block is not None
+        return block, block.score[self.row_of[task]]
+
+    def move(self, task: int, to: int, score: float) -> None:
+        """Put `task` on pool `to` (taking it off its current pool, if any)."""
+        need = int(self.t.devices[task])
         runner = -1
-    free[to] -= need
-    members.setdefault(to, set()).add(task)
-    assigned[task] = (to, runner, score)
+        if task in self.assigned:
+            runner = self.assigned[task][0]
+            self.free[runner] += need
+            self.members[runner].discard(task)
+        self.free[to] -= need
+        self.members.setdefault(to, set()).add(task)
+        self.assigned[task] = (to, runner, score)
 
+    def evict(self, y: int, need: int, leaving: int) -> tuple[float, int, int, float] | None:
+        """The cheapest way to free `need` devices of pool y by moving one same-size task out:
+        (cost, task, its new pool, its new score), or None. `leaving` is a pool that gets
+        `need` devices back in the same step (-1 for none)."""
+        best: tuple[float, int, int, float] | None = None
+        same_size = [b for b in self.members.get(y, ()) if self.t.devices[b] == need]
+        # cheapest to move first: with scores proportional to work, the smallest score here
+        for b in heapq.nsmallest(
+            REPAIR_EVICTIONS, same_size, key=lambda b: (self.assigned[b][2], b)
+        ):
+            self.budget -= 1
+            block, row = self._row(b)
+            room = self.free[block.cols].copy()
+            room[block.cols == leaving] += need
+            options = np.where((room >= need) & (block.cols != y), row, np.inf)
+            z = int(np.argmin(options))
+            if not math.isfinite(options[z]):
+                continue
+            cost = float(options[z]) - self.assigned[b][2]
+            if best is None or cost < best[0]:
+                best = (cost, b, int(block.cols[z]), float(options[z]))
+        return best
 
-def _members(assigned: dict[int, tuple[int, int, float]]) -> dict[int, set[int]]:
-    members: dict[int, set[int]] = {}
-    for i, (j, _, _) in assigned.items():
-        members.setdefault(j, set()).add(i)
-    return members
+    def _try(self, task: int, candidates: np.ndarray, gain_from: float | None) -> bool:
+        """Move `task` to the first candidate pool (local indices, best first) that has room,
+        or whose same-size occupant can move out cheaply enough; `gain_from` is the task's
+        current score (None when it is unplaced: any eviction will do)."""
+        block, row = self._row(task)
+        need = int(self.t.devices[task])
+        leaving = -1 if gain_from is None else self.assigned[task][0]
+        for local in candidates.tolist():
+            y, score = int(block.cols[local]), float(row[local])
+            if self.free[y] >= need:
+                self.move(task, y, score)
+                return True
+            found = self.evict(y, need, leaving)
+            if found is None:
+                continue
+            cost, b, z, s_bz = found
+            if gain_from is None or cost < gain_from - score - REPAIR_EPSILON:
+                # `task` fills y past its free count; b leaving y settles it at once
+                self.move(task, y, score)
+                self.move(b, z, s_bz)
+                return True
+        return False
 
+    def insert(self, unplaced: list[int]) -> None:
+        """Place tasks the greedy pass left out, moving a same-size task out where needed."""
+        for a in unplaced:
+            if self.budget <= 0:
+                return
+            _, row = self._row(a)
+            options = np.flatnonzero(np.isfinite(row))
+            best_first = options[np.argsort(row[options], kind="stable")]
+            self._try(a, best_first[:REPAIR_CANDIDATES], None)
 
-def _insert(
-    t: TaskArrays,
-    assigned: dict[int, tuple[int, int, float]],
-    block_of: Sequence[_Block | None],
-    row_of: np.ndarray,
-    regret: np.ndarray,
-    free: np.ndarray,
-    unplaced: list[int],
-    budget: list[int],
-) -> None:
-    """Place tasks greedy left out by moving one same-size task out of a feasible pool."""
-    members = _members(assigned)
-    for a in unplaced:
-        if budget[0] <= 0:
-            return
-        block = block_of[a]
-        assert block is not None
-        row = block.score[row_of[a]]
-        need = int(t.devices[a])
-        options = np.flatnonzero(np.isfinite(row))
-        for y_local in options[np.argsort(row[options], kind="stable")][:REPAIR_CANDIDATES]:
-            y = int(block.cols[y_local])
-            if free[y] >= need:  # room appeared since (a repair may have freed it)
-                _move(assigned, members, free, a, need, y, float(row[y_local]))
+    def improve(self) -> bool:
+        """One pass over the placed tasks, worst off first; True if anything moved."""
+        loss = {}
+        for i, (_, _, value) in self.assigned.items():
+            block, _ = self._row(i)
+            loss[i] = value - float(block.top_scores[self.row_of[i], 0])
+        changed = False
+        for a in sorted((i for i, v in loss.items() if v > REPAIR_EPSILON), key=lambda i: -loss[i]):
+            if self.budget <= 0:
                 break
-            found = _evict(
-                t, assigned, block_of, row_of, regret, free, members, y, need, -1, budget
-            )
-            if found is not None:
-                _, b, z, s_bz = found
-                _move(assigned, members, free, b, need, z, s_bz)
-                _move(assigned, members, free, a, need, y, float(row[y_local]))
-                break
-
-
-def _repair(
-    t: TaskArrays,
-    assigned: dict[int, tuple[int, int, float]],
-    block_of: Sequence[_Block | None],
-    row_of: np.ndarray,
-    regret: np.ndarray,
-    free: np.ndarray,
-    budget: list[int],
-) -> bool:
-    """Improve a greedy plan in place by moves and evictions; True if anything changed.
-
-    Tasks are visited by how much worse their pool is than their best one. A task moves to a
-    better pool with room; failing that, it takes the place of a task of the same size in a
-    better pool when that task can move to another pool (possibly the one being left) for less
-    than the first task gains. Every step lowers the total score and keeps every capacity, so
-    the plan stays feasible. `budget` bounds the row scans (the work), not the result's quality.
-    """
-    members = _members(assigned)
-    loss = {}
-    for i, (_, _, value) in assigned.items():
-        block = block_of[i]
-        assert block is not None
-        loss[i] = value - float(block.top_scores[row_of[i], 0])
-    changed = False
-    for a in sorted((i for i, v in loss.items() if v > REPAIR_EPSILON), key=lambda i: -loss[i]):
-        if budget[0] <= 0:
-            break
-        x, _, s_ax = assigned[a]
-        block = block_of[a]
-        assert block is not None
-        row = block.score[row_of[a]]
-        better = np.flatnonzero(row < s_ax - REPAIR_EPSILON)
-        better = better[np.argsort(row[better], kind="stable")][:REPAIR_CANDIDATES]
-        need = int(t.devices[a])
-        for y_local in better.tolist():
-            y, s_ay = int(block.cols[y_local]), float(row[y_local])
-            if free[y] >= need:  # a plain move
-                _move(assigned, members, free, a, need, y, s_ay)
-                changed = True
-                break
-            found = _evict(t, assigned, block_of, row_of, regret, free, members, y, need, x, budget)
-            if found is not None and found[0] < s_ax - s_ay - REPAIR_EPSILON:
-                _, b, z, s_bz = found
-                # a frees x and fills y past its free count; b leaving y settles it at once
-                _move(assigned, members, free, a, need, y, s_ay)
-                _move(assigned, members, free, b, need, z, s_bz)
-                changed = True
-                break
-    return changed
+            current = self.assigned[a][2]
+            _, row = self._row(a)
+            better = np.flatnonzero(row < current - REPAIR_EPSILON)
+            best_first = better[np.argsort(row[better], kind="stable")]
+            changed |= self._try(a, best_first[:REPAIR_CANDIDATES], current)
+        return changed
 
 
 def _shift(
