@@ -17,9 +17,9 @@ demo: $(STAMP) ## Print the national catalog and the indicators on the embedded 
 	$(BIN)/suanli catalog
 	$(BIN)/suanli indicators
 
-test: $(STAMP) ## The whole suite, plus the import contracts of the pure core
+test: $(STAMP) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n auto
+	SUANLI_TEST_PG_URL=$$(scripts/postgres.sh start) $(BIN)/pytest -n auto
 
 bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_metering.py

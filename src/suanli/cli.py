@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from suanli import __version__, checks
+from suanli import __version__, checks, cli_platform
 from suanli.catalog import Site, clusters, find_site, hubs, latency_between
 from suanli.catalog.fleet import DEMO_FLEET_LABEL, demo_fleet, parse_fleet
 from suanli.errors import InvalidValue, SuanliError
@@ -50,25 +50,24 @@ app = typer.Typer(
 out = Console(soft_wrap=False, width=200)
 err = Console(stderr=True, soft_wrap=True)
 
-P = ParamSpec("P")
-R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts / 输出 JSON")]
 EST = " (est.)"
 
 
-def _handles_errors(command: Callable[P, R]) -> Callable[P, R]:
+def _handles_errors(command: F) -> F:
     """Map the error hierarchy to one stderr line and exit code 2, in one place."""
 
     @wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except SuanliError as error:
             err.print(f"error: {error.one_line()}", markup=False, highlight=False)
             raise typer.Exit(2) from None
 
-    return wrapper
+    return cast(F, wrapper)
 
 
 def _print_json(document: object) -> None:
@@ -747,6 +746,9 @@ def latency(
 def version() -> None:
     """Print the version. 显示版本。"""
     out.print(f"suanli {__version__}")
+
+
+cli_platform.register(app, _handles_errors)
 
 
 def main() -> None:

@@ -118,3 +118,18 @@ class MissingFactor(SuanliError):
             f"no {factor} for '{place}' in the shipped data; {fix}",
             f"内置数据中没有“{place}”的 {factor}；{fix_zh}",
         )
+
+
+class FieldError(InvalidValue):
+    """A field whose value failed a deeper check (an unknown name, say): that check's message,
+    prefixed with the field."""
+
+    def __init__(self, field: str, value: object, cause: SuanliError) -> None:
+        self.field = field
+        self.value = value
+        self.expected = cause.message_en
+        SuanliError.__init__(
+            self,
+            f"invalid {field}={value!r}: {cause.message_en}",
+            f"{field} 的值 {value!r} 无效：{cause.message_zh}",
+        )

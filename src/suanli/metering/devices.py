@@ -225,12 +225,36 @@ def _cpu(row: Mapping[str, str]) -> DeviceProfile:
     )
 
 
+# A pool of generic CPU cores, for sites that do not name a CPU model (`--device cpu`). Every
+# figure is an ESTIMATE of ours: one x86-64 core with AVX2 and two FMA units at 2.5 GHz
+# (16 DP FLOP/cycle -> 40 GFLOPS FP64, 80 GFLOPS FP32), drawing 5 W (a 280 W, 64-core socket's
+# share, rounded up). Counts are cores, not sockets.
+GENERIC_CPU_CORE = DeviceProfile(
+    id="generic-cpu-core",
+    vendor="Generic",
+    model="CPU core",
+    variant="",
+    kind=DeviceKind.CPU,
+    architecture="x86-64 AVX2 (assumed)",
+    release_year=None,
+    memory_gb=None,
+    mem_bw_gbps=None,
+    tdp_w=5.0,
+    peak_flops={Precision.FP64: 40e9, Precision.FP32: 80e9},
+    fp64_tensor_flops=None,
+    quality="estimate: generic core profile (2.5 GHz x 16 DP FLOP/cycle; 5 W)",
+    source="suanli default profile for unnamed CPUs (not a published figure)",
+    notes="counts are cores",
+    aliases=("cpu", "cpucore", "genericcpu", "genericcpucore", "cpus", "cores"),
+)
+
+
 @cache
 def all_devices() -> tuple[DeviceProfile, ...]:
-    """Every shipped device profile: accelerators first, then CPUs, in file order."""
+    """Every device profile: accelerators, then CPUs in file order, then the generic CPU core."""
     accelerators = [_accelerator(r) for r in read_rows("suanli.metering", "accelerators.csv")]
     cpus = [_cpu(r) for r in read_rows("suanli.metering", "cpus.csv")]
-    return (*accelerators, *cpus)
+    return (*accelerators, *cpus, GENERIC_CPU_CORE)
 
 
 @cache

@@ -177,8 +177,8 @@ def pool_arrays(snapshot: Snapshot) -> PoolArrays:
             [_province_bits(s.provinces, province_index) for s in sites], dtype=np.int64
         ),
         site_places=[s.place for s in sites],
-        energy_prefix=np.stack(energy_rows),
-        carbon_prefix=np.stack(carbon_rows),
+        energy_prefix=np.stack(energy_rows) if energy_rows else np.zeros((0, hours + 1)),
+        carbon_prefix=np.stack(carbon_rows) if carbon_rows else np.zeros((0, hours + 1)),
         series_hours=hours,
         site_energy_flat=np.array(energy_flat, dtype=bool),
         site_carbon_flat=np.array(carbon_flat, dtype=bool),

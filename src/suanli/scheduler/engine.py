@@ -624,6 +624,13 @@ def place(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise InvalidValue("tasks.id", dup, "unique task ids", "唯一的任务 id")
+    if not snapshot.pools:
+        return Plan(
+            placements=(),
+            unplaced=tuple(Unplaced(t.id, {}, "the snapshot has no pools") for t in tasks),
+            solver=SolverInfo("none", 0.0, None, "no pools"),
+            policy=policy.name,
+        )
     p = pool_arrays(snapshot)
     t = task_arrays(tasks, snapshot, p)
     use_optimal = solver == "optimal" or (

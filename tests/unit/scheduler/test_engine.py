@@ -277,3 +277,13 @@ def test_greedy_gives_the_best_pool_to_the_longest_task() -> None:
     assert {p.task: p.pool for p in plan.placements} == {"long": "cheap", "short": "dear"}
     optimal = place(tasks, snap, POLICIES["cost"], 0.0, solver="optimal")
     assert optimal.solver.objective == pytest.approx(plan.solver.objective)
+
+
+def test_an_empty_snapshot_explains_itself() -> None:
+    from suanli.scheduler import Snapshot
+
+    plan = place([a_task().build()], Snapshot((), {}), BALANCED, 0.0)
+    assert plan.placements == ()
+    assert plan.unplaced[0].sentence == "the snapshot has no pools"
+    assert plan.unplaced[0].reasons == {}
+    assert place([], Snapshot((), {}), BALANCED, 0.0).unplaced == ()

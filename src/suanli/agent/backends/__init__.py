@@ -1,0 +1,166 @@
+"""Execution backends of the provider agent: one small Protocol, one module per backend.
+
+A backend runs a leased task's executors on the provider's own machinery (a local process group
+now; Slurm, Ray or Kubernetes later) and answers three questions, none of which may block for
+long: `start` the work, `poll` whether it has finished, `cancel` it. The agent owns the network
+protocol and the task's lifecycle; a backend owns only execution and metering of what it ran.
+
+Invariants every backend keeps:
+- `start` returns a `Handle` whose `ref` names the work inside that backend (a process group,
+  a Slurm job id, a pod name), so a backend can find it again;
+- `poll` never blocks: `None` while the work runs, then one terminal `Status` exactly once,
+  after which the backend forgets the handle (a second `poll` raises `KeyError`);
+- `cancel` never blocks, is idempotent and is a no-op for work that has already finished or
+  that the backend has forgotten; the cancelled work ends with a `CANCELED` status on a later
+  `poll` once nothing it started is still running;
+- usage is measured by the backend: `wall_s` from start to end, `cpu_s` of the processes it
+  could account for, `device_s` = `wall_s` x the devices the task holds.
+
+Heavy SDKs (ray, kubernetes) are imported lazily inside their backend module, so importing this
+package costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from suanli.errors import InvalidValue
+
+__all__ = [
+    "BACKEND_NAMES",
+    "TERMINAL_STATES",
+    "Backend",
+    "Executor",
+    "Handle",
+    "Status",
+    "TaskState",
+    "Usage",
+    "backend_named",
+]
+
+
+class TaskState(StrEnum):
+    """The task states an agent reports (the TES names). `poll` returns only terminal ones."""
+
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    EXECUTOR_ERROR = "EXECUTOR_ERROR"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+    CANCELED = "CANCELED"
+
+
+TERMINAL_STATES = frozenset(
+    {TaskState.COMPLETE, TaskState.EXECUTOR_ERROR, TaskState.SYSTEM_ERROR, TaskState.CANCELED}
+)
+
+
+@dataclass(frozen=True)
+class Executor:
+    """One command of a task: argv, extra environment, and an optional working directory.
+
+    A relative `workdir` is taken relative to the task's own directory; `None` means the task's
+    directory itself.
+    """
+
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+
+    @staticmethod
+    def from_json(obj: object) -> Executor:
+        """Parse the server's `{"command": [...], "env": {...}, "workdir": str|null}`."""
+        if not isinstance(obj, Mapping):
+            raise InvalidValue("executor", obj, "an object with a command", "含 command 的对象")
+        command = obj.get("command")
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(arg, str) for arg in command)
+        ):
+            raise InvalidValue(
+                "executor.command", command, "a non-empty list of strings", "非空字符串列表"
+            )
+        env = obj.get("env") or {}
+        if not isinstance(env, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str | int | float) for k, v in env.items()
+        ):
+            raise InvalidValue("executor.env", env, "an object of strings", "字符串键值对象")
+        workdir = obj.get("workdir")
+        if workdir is not None and not isinstance(workdir, str):
+            raise InvalidValue("executor.workdir", workdir, "a string or null", "字符串或 null")
+        return Executor(
+            command=tuple(command),
+            env={str(k): str(v) for k, v in env.items()},
+            workdir=workdir or None,
+        )
+
+
+@dataclass(frozen=True)
+class Handle:
+    """What `start` returns: the task, its backend, and the work's name inside that backend."""
+
+    task_id: str
+    backend: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Metered use of one task. `device_s` is wall time x the devices the task holds."""
+
+    wall_s: float
+    cpu_s: float
+    device_s: float
+
+    def as_json(self) -> dict[str, float]:
+        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "device_s": self.device_s}
+
+
+@dataclass(frozen=True)
+class Status:
+    """How a task ended. `exit_code` is the first failing executor's code, 0 when all succeed,
+    `None` when no executor's exit could be observed (cancelled, or a system error)."""
+
+    state: TaskState
+    exit_code: int | None
+    stdout_tail: str
+    stderr_tail: str
+    usage: Usage
+    reason: str = ""
+
+
+class Backend(Protocol):
+    """Runs tasks' executors; see the module docstring for the invariants."""
+
+    @property
+    def name(self) -> str: ...
+
+    def start(
+        self, task_id: str, executors: Sequence[Executor], workdir: Path, devices: int = 0
+    ) -> Handle:
+        """Start the executors, one after another, in `workdir` (created if missing)."""
+        ...
+
+    def poll(self, handle: Handle) -> Status | None:
+        """`None` while running; the terminal status once, then the handle is forgotten."""
+        ...
+
+    def cancel(self, handle: Handle) -> None:
+        """Ask the work to stop (politely first, then by force); never blocks."""
+        ...
+
+
+BACKEND_NAMES = ("local",)
+
+
+def backend_named(name: str) -> Backend:
+    """The backend called `name`, with its default settings."""
+    if name == "local":
+        from suanli.agent.backends.local import LocalBackend
+
+        return LocalBackend()
+    raise InvalidValue("backend", name, "one of local", "local 之一")

@@ -1,0 +1,272 @@
+"""The local backend: a task's executors run as subprocesses of the agent, one after another.
+
+Each task owns a directory (given by the agent, created if missing) that holds `stdout.txt` and
+`stderr.txt`, appended to by every executor in turn; an executor runs there unless it names a
+`workdir` (relative ones are under the task directory). Its environment is `os.environ` merged
+with the executor's `env`. Every executor starts in a new session (`start_new_session=True`), so
+its process group id is its pid and everything it spawns can be signalled at once.
+
+Lifecycle, all driven by `poll` and never blocking: an executor's leader is reaped with
+`os.wait4(pid, WNOHANG)`; if members of its group outlive it they get SIGTERM, then SIGKILL after
+`grace_s` (a task leaves nothing running behind); then the next executor starts, unless the one
+before failed. `cancel` sends SIGTERM to the running group and the next polls escalate to SIGKILL
+after `grace_s`; the task ends `CANCELED` once the group is empty or has been sent SIGKILL.
+
+Metering: `wall_s` is monotonic time from `start` to the poll that saw the end (so it overcounts
+by at most one poll interval); `cpu_s` is user + system time from the rusage that `os.wait4`
+returns for each executor's leader, which includes every descendant the leader itself waited for
+(a shell's foreground commands) but not orphans it left behind; `device_s` = `wall_s` x devices.
+
+Outcomes: the first executor that exits non-zero ends the task `EXECUTOR_ERROR` with its exit code
+(negative N when killed by signal N); a command that cannot be started (missing binary, missing
+permission) ends it `EXECUTOR_ERROR` with 127 (126 for other OS errors) and the error appended to
+stderr; a task directory that cannot be made is `SYSTEM_ERROR`. Tails are the last `tail_bytes`
+bytes of each file, decoded as UTF-8 with replacement after dropping a character cut in half.
+
+Not thread-safe: one agent loop drives one backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from suanli.agent.backends import Executor, Handle, Status, TaskState, Usage
+
+__all__ = ["STDERR_FILE", "STDOUT_FILE", "TAIL_BYTES", "LocalBackend", "read_tail"]
+
+STDOUT_FILE = "stdout.txt"
+STDERR_FILE = "stderr.txt"
+TAIL_BYTES = 4096
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+
+
+def read_tail(path: Path, limit_bytes: int = TAIL_BYTES) -> str:
+    """The last `limit_bytes` of a file as text; '' when the file is missing."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit_bytes))
+            data = f.read(limit_bytes)
+    except FileNotFoundError:
+        return ""
+    if len(data) == limit_bytes and size > limit_bytes:
+        # Drop UTF-8 continuation bytes of a character whose first byte was cut off.
+        cut = 0
+        while cut < min(3, len(data)) and data[cut] & 0xC0 == 0x80:
+            cut += 1
+        data = data[cut:]
+    return data.decode("utf-8", errors="replace")
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process (zombies included) is still in process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+@dataclass
+class _Run:
+    """Mutable state of one task in this backend; only `LocalBackend` touches it."""
+
+    task_id: str
+    executors: tuple[Executor, ...]
+    task_dir: Path
+    devices: int
+    started_at: float
+    index: int = 0  # the executor running now, or the next one to start
+    proc: subprocess.Popen[bytes] | None = None
+    pgid: int | None = None  # group of the current executor, kept until it is empty
+    leader_code: int | None = None  # exit code of the current executor once reaped
+    cpu_s: float = 0.0
+    cancel_requested: bool = False
+    term_sent_at: float | None = None
+    kill_sent: bool = False
+    final: Status | None = None
+
+
+class LocalBackend:
+    """Runs executors as local process groups; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        grace_s: float = 2.0,
+        tail_bytes: int = TAIL_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.grace_s = grace_s
+        self.tail_bytes = tail_bytes
+        self._clock = clock
+        self._runs: dict[str, _Run] = {}
+
+    @property
+    def name(self) -> str:
+        return "local"
+
+    def start(
+        self, task_id: str, executors: Sequence[Executor], workdir: Path, devices: int = 0
+    ) -> Handle:
+        ref = task_id
+        if ref in self._runs:
+            raise ValueError(f"task {task_id!r} is already running on this backend")
+        run = _Run(
+            task_id=task_id,
+            executors=tuple(executors),
+            task_dir=Path(workdir),
+            devices=max(0, devices),
+            started_at=self._clock(),
+        )
+        self._runs[ref] = run
+        try:
+            run.task_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._finish(run, TaskState.SYSTEM_ERROR, None, f"cannot make task directory: {exc}")
+        else:
+            self._advance(run)
+        return Handle(task_id=task_id, backend=self.name, ref=ref)
+
+    def poll(self, handle: Handle) -> Status | None:
+        run = self._runs[handle.ref]
+        if run.final is None:
+            self._advance(run)
+        if run.final is None:
+            return None
+        del self._runs[handle.ref]
+        return run.final
+
+    def cancel(self, handle: Handle) -> None:
+        run = self._runs.get(handle.ref)
+        if run is None or run.final is not None or run.cancel_requested:
+            return
+        run.cancel_requested = True
+        if run.pgid is not None:
+            self._terminate(run)
+
+    # -- the state machine, driven by start/poll/cancel ----------------------------------
+
+    def _advance(self, run: _Run) -> None:
+        """Move `run` as far as it can go without waiting."""
+        while run.final is None:
+            if run.pgid is not None and not self._group_done(run):
+                return
+            if run.leader_code is not None:
+                code, run.leader_code = run.leader_code, None
+                if code != 0 and not run.cancel_requested:
+                    n = len(run.executors)
+                    reason = f"executor {run.index + 1} of {n} exited with code {code}"
+                    self._finish(run, TaskState.EXECUTOR_ERROR, code, reason)
+                    return
+                run.index += 1
+            if run.cancel_requested:
+                self._finish(run, TaskState.CANCELED, None, "canceled")
+                return
+            if run.index >= len(run.executors):
+                self._finish(run, TaskState.COMPLETE, 0, "")
+                return
+            self._spawn(run)
+
+    def _group_done(self, run: _Run) -> bool:
+        """Reap the leader if it exited; then wait for (and clean up) the rest of its group."""
+        assert run.pgid is not None
+        if run.proc is not None:
+            try:
+                pid, wait_status, rusage = os.wait4(run.proc.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere; nothing to measure
+                pid, wait_status, rusage = run.proc.pid, 0, None
+            if pid == 0:
+                self._escalate(run)
+                return False
+            code = os.waitstatus_to_exitcode(wait_status)
+            run.proc.returncode = code
+            run.proc = None
+            run.leader_code = code
+            if rusage is not None:
+                run.cpu_s += rusage.ru_utime + rusage.ru_stime
+        if _group_alive(run.pgid) and not run.kill_sent:
+            if run.term_sent_at is None:
+                self._terminate(run)  # leftovers of a finished leader get the same grace
+            self._escalate(run)
+            if not run.kill_sent:
+                return False
+        run.pgid = None
+        run.term_sent_at = None
+        run.kill_sent = False
+        return True
+
+    def _terminate(self, run: _Run) -> None:
+        assert run.pgid is not None
+        run.term_sent_at = self._clock()
+        _signal_group(run.pgid, signal.SIGTERM)
+
+    def _escalate(self, run: _Run) -> None:
+        if run.pgid is None or run.term_sent_at is None or run.kill_sent:
+            return
+        if self._clock() - run.term_sent_at >= self.grace_s:
+            _signal_group(run.pgid, signal.SIGKILL)
+            run.kill_sent = True
+
+    def _spawn(self, run: _Run) -> None:
+        executor = run.executors[run.index]
+        env = {**os.environ, **executor.env}
+        try:
+            cwd = run.task_dir / executor.workdir if executor.workdir else run.task_dir
+            cwd.mkdir(parents=True, exist_ok=True)
+            with (
+                (run.task_dir / STDOUT_FILE).open("ab") as out,
+                (run.task_dir / STDERR_FILE).open("ab") as err,
+            ):
+                run.proc = subprocess.Popen(
+                    list(executor.command),
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            code = (
+                EXIT_NOT_FOUND
+                if isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT
+                else EXIT_NOT_EXECUTABLE
+            )
+            message = f"cannot start {executor.command[0]!r}: {exc}"
+            with (
+                contextlib.suppress(OSError),
+                (run.task_dir / STDERR_FILE).open("ab") as err,
+            ):
+                err.write(f"suanli agent: {message}\n".encode())
+            self._finish(run, TaskState.EXECUTOR_ERROR, code, message)
+            return
+        run.pgid = run.proc.pid
+
+    def _finish(self, run: _Run, state: TaskState, exit_code: int | None, reason: str) -> None:
+        wall_s = max(0.0, self._clock() - run.started_at)
+        run.final = Status(
+            state=state,
+            exit_code=exit_code,
+            stdout_tail=read_tail(run.task_dir / STDOUT_FILE, self.tail_bytes),
+            stderr_tail=read_tail(run.task_dir / STDERR_FILE, self.tail_bytes),
+            usage=Usage(wall_s=wall_s, cpu_s=run.cpu_s, device_s=wall_s * run.devices),
+            reason=reason,
+        )

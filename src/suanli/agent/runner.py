@@ -1,0 +1,539 @@
+"""The provider agent loop: register, heartbeat, lease, run on a backend, report.
+
+An agent runs on a provider's machine and only ever calls the server (agents pull, so firewalls
+and NAT stay closed). The protocol is JSON over HTTP with `Authorization: Bearer <token>`:
+
+1. `POST /v1/agents` `{"site_id", "name", "slots", "backend"}` -> 201
+   `{"id", "lease_s", "heartbeat_s"}`;
+2. every `heartbeat_s`: `POST /v1/agents/{id}/heartbeat` `{"running": [task ids]}` -> 200
+   `{"cancel": [task ids]}`; it renews the leases of the listed tasks;
+3. while slots are free: `POST /v1/agents/{id}/lease` `{"max": free}` -> 200
+   `{"tasks": [{"id", "executors", "devices", "lease_expires_at"}]}`;
+4. `POST /v1/tasks/{task}/report` `{"agent_id", "state": "RUNNING"}` after the start, then
+   `{"agent_id", "state", "exit_code", "stdout_tail", "stderr_tail", "usage", "reason"}` at the
+   end, `state` one of COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED.
+
+Invariants:
+- a task is reported in order (RUNNING before its terminal state) and at most once terminally;
+- a report answered 409 or 404 means the task is no longer this agent's: it is cancelled on the
+  backend, drained silently and never reported again; so is a task whose lease the agent could
+  not renew within `lease_s` (the server will have put it back in the queue);
+- transient failures (network errors, timeouts, 5xx, 429, malformed answers) never end the loop:
+  the agent logs one line and retries after a capped exponential backoff (0.5 s .. 10 s by
+  default), keeping pending reports in an outbox; the backend is still polled every `poll_s`;
+- 401 or 403 ends the agent with `AgentRejected`, a one-line bilingual error;
+- on stop, running tasks are cancelled and reported CANCELED with reason "agent stopped".
+
+All timing is injectable (`poll_s`, `backoff_s`, `clock`); one progress line per task state
+change goes to the `log` callable (stderr by default). One thread drives an `Agent`.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeGuard
+from urllib.parse import quote
+
+import httpx
+
+from suanli.agent.backends import (
+    TERMINAL_STATES,
+    Backend,
+    Executor,
+    Handle,
+    Status,
+    TaskState,
+    Usage,
+    backend_named,
+)
+from suanli.errors import InvalidValue, SuanliError
+
+__all__ = ["STOP_REASON", "Agent", "AgentRejected", "Backoff", "ServerUnavailable", "run_agent"]
+
+STOP_REASON = "agent stopped"
+SERVER_CANCEL_REASON = "canceled by the server"
+LEASE_LOST_REASON = "lease not renewed in time"
+REASON_CHARS = 1000  # the server's limit on a report's reason
+
+
+class AgentRejected(SuanliError):
+    """The server refused the agent's credentials (HTTP 401 or 403): retrying cannot help."""
+
+    def __init__(self, status_code: int, path: str, detail: str = "") -> None:
+        self.status_code = status_code
+        self.path = path
+        self.detail = detail
+        what = "token rejected" if status_code == 401 else "not allowed"
+        what_zh = "令牌被拒绝" if status_code == 401 else "无权操作"
+        suffix = f": {detail}" if detail else ""
+        super().__init__(
+            f"server refused the agent ({what}, HTTP {status_code} on POST {path}){suffix}; "
+            "check the agent token and the site it is issued for",
+            f"服务器拒绝了代理（{what_zh}，POST {path} 返回 HTTP {status_code}）{suffix}；"
+            "请检查代理令牌及其所属站点",
+        )
+
+
+class ServerUnavailable(SuanliError):
+    """A transient failure talking to the server; the agent retries after a backoff."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"server unavailable on POST {path}: {problem}",
+            f"服务器暂不可用（POST {path}）：{problem}",
+        )
+
+
+class Backoff:
+    """Capped exponential backoff: `min_s`, doubling on each failure up to `max_s`."""
+
+    def __init__(self, min_s: float = 0.5, max_s: float = 10.0) -> None:
+        if not 0 < min_s <= max_s:
+            raise InvalidValue("backoff_s", (min_s, max_s), "0 < min <= max", "0 < 最小 <= 最大")
+        self.min_s = min_s
+        self.max_s = max_s
+        self._next_s = min_s
+
+    def failure(self) -> float:
+        """The delay before the next try; the one after will be twice as long (capped)."""
+        delay = self._next_s
+        self._next_s = min(self.max_s, delay * 2)
+        return delay
+
+    def success(self) -> None:
+        self._next_s = self.min_s
+
+
+@dataclass
+class _Task:
+    """A task the backend is running for this agent."""
+
+    id: str
+    handle: Handle
+    lease_deadline: float  # clock() after which the lease is presumed lost
+    cancel_reason: str | None = None
+    dropped: bool = False  # no longer ours: drain on the backend, never report
+
+
+@dataclass(frozen=True)
+class _Report:
+    task_id: str
+    body: dict[str, Any]
+    terminal: bool
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _dir_name(task_id: str) -> str:
+    """A task id made safe as one path component."""
+    name = _UNSAFE.sub("_", task_id).lstrip(".")
+    return name or "task"
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class Agent:
+    """One provider agent; `run(stop)` drives it until `stop` is set."""
+
+    def __init__(
+        self,
+        server_url: str,
+        token: str,
+        site_id: str,
+        backend: Backend | str = "local",
+        *,
+        slots: int = 1,
+        name: str | None = None,
+        work_root: Path | str | None = None,
+        poll_s: float = 0.5,
+        timeout_s: float = 10.0,
+        backoff_s: tuple[float, float] = (0.5, 10.0),
+        shutdown_s: float = 10.0,
+        log: Callable[[str], None] = _stderr_line,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        url = httpx.URL(server_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise InvalidValue("server_url", server_url, "an http(s) URL", "http(s) 网址")
+        if slots < 1:
+            raise InvalidValue("slots", slots, "at least 1", "至少 1")
+        if poll_s <= 0:
+            raise InvalidValue("poll_s", poll_s, "a positive number of seconds", "正的秒数")
+        self.server_url = server_url
+        self.site_id = site_id
+        self.backend = backend_named(backend) if isinstance(backend, str) else backend
+        self.slots = slots
+        self.name = name or socket.gethostname()
+        self.work_root = (
+            Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="suanli-agent-"))
+        )
+        self.poll_s = poll_s
+        self.shutdown_s = shutdown_s
+        self.agent_id: str | None = None
+        self.lease_s = 0.0
+        self.heartbeat_s = 0.0
+        self._log_line = log
+        self._clock = clock
+        self._backoff = Backoff(*backoff_s)
+        self._client = httpx.Client(
+            base_url=server_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+        )
+        self._tasks: dict[str, _Task] = {}
+        self._outbox: deque[_Report] = deque()
+        self._net_ready_at = 0.0
+        self._next_heartbeat_at = 0.0
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Register, then tick every `poll_s` until `stop` is set; then shut down cleanly.
+
+        Raises `AgentRejected` on 401/403 (after cancelling what runs).
+        """
+        try:
+            while not stop.is_set():
+                self.tick()
+                stop.wait(self.poll_s)
+        finally:
+            self.shutdown()
+
+    def tick(self) -> None:
+        """One pass: poll the backend, then (unless backing off) talk to the server."""
+        now = self._clock()
+        self._poll_backend()
+        self._expire_leases(now)
+        if now < self._net_ready_at:
+            return
+        try:
+            if self.agent_id is None:
+                self.register()
+            self._flush_outbox()
+            if self._clock() >= self._next_heartbeat_at:
+                self._heartbeat()
+            if self.agent_id is not None and self.free_slots() > 0:
+                self._lease()
+                self._flush_outbox()
+        except ServerUnavailable as error:
+            delay = self._backoff.failure()
+            self._net_ready_at = self._clock() + delay
+            self._log(f"{error.one_line()}; retrying in {delay:.1f} s")
+        else:
+            self._backoff.success()
+
+    def register(self) -> str:
+        """`POST /v1/agents`; sets `agent_id`, `lease_s`, `heartbeat_s`."""
+        body = {
+            "site_id": self.site_id,
+            "name": self.name,
+            "slots": self.slots,
+            "backend": self.backend.name,
+        }
+        path = "/v1/agents"
+        code, answer = self._post(path, body)
+        if code == 404 or not 200 <= code < 300:
+            raise ServerUnavailable(path, f"HTTP {code} {_detail(answer)}".strip())
+        agent_id = answer.get("id")
+        lease_s = answer.get("lease_s")
+        heartbeat_s = answer.get("heartbeat_s")
+        if (
+            not isinstance(agent_id, str | int)
+            or not _positive(lease_s)
+            or not _positive(heartbeat_s)
+        ):
+            raise ServerUnavailable(path, f"malformed answer {answer!r}")
+        self.agent_id = str(agent_id)
+        self.lease_s = float(lease_s)
+        self.heartbeat_s = float(heartbeat_s)
+        self._next_heartbeat_at = self._clock() + self.heartbeat_s
+        self._log(
+            f"registered at {self.server_url} (site {self.site_id}, {self.slots} slot(s), "
+            f"backend {self.backend.name}, work root {self.work_root})"
+        )
+        return self.agent_id
+
+    def free_slots(self) -> int:
+        return max(0, self.slots - len(self._tasks))
+
+    def running(self) -> list[str]:
+        """Ids of the tasks this agent holds: running, or finished with a report still pending."""
+        ids = [t.id for t in self._tasks.values() if not t.dropped]
+        ids += [r.task_id for r in self._outbox if r.terminal and r.task_id not in ids]
+        return ids
+
+    def shutdown(self, reason: str = STOP_REASON) -> None:
+        """Cancel what runs, report it CANCELED with `reason`, flush reports; bounded in time."""
+        for task in self._tasks.values():
+            if not task.dropped and task.cancel_reason is None:
+                task.cancel_reason = reason
+            self._cancel_on_backend(task)
+        deadline = self._clock() + self.shutdown_s
+        while self._tasks and self._clock() < deadline:
+            self._poll_backend()
+            if self._tasks:
+                time.sleep(min(self.poll_s, 0.05))
+        for task in list(self._tasks.values()):  # the backend did not confirm in time
+            del self._tasks[task.id]
+            if not task.dropped:
+                self._finished(task, _no_status(TaskState.CANCELED, "cancel not confirmed"))
+        while self._outbox and self.agent_id is not None and self._clock() < deadline:
+            try:
+                self._flush_outbox()
+            except ServerUnavailable as error:
+                delay = min(self._backoff.failure(), max(0.0, deadline - self._clock()))
+                self._log(f"{error.one_line()}; retrying in {delay:.1f} s")
+                time.sleep(delay)
+            except AgentRejected as error:
+                self._log(error.one_line())
+                break
+        if self._outbox:
+            self._log(f"{len(self._outbox)} report(s) not delivered before shutdown")
+            self._outbox.clear()
+        self._client.close()
+        self._log("stopped")
+
+    # -- server calls ---------------------------------------------------------------------
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST JSON; raise `AgentRejected` on 401/403 and `ServerUnavailable` if transient."""
+        try:
+            response = self._client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(path, f"{type(exc).__name__}: {exc}") from exc
+        code = response.status_code
+        try:
+            answer = response.json() if response.content else {}
+        except ValueError:
+            answer = {"detail": response.text[:200]}
+        if not isinstance(answer, dict):
+            answer = {"detail": answer}
+        if code in (401, 403):
+            raise AgentRejected(code, path, _detail(answer))
+        if code >= 500 or code == 429:
+            raise ServerUnavailable(path, f"HTTP {code} {_detail(answer)}".strip())
+        return code, answer
+
+    def _agent_path(self, action: str) -> str:
+        assert self.agent_id is not None
+        return f"/v1/agents/{quote(self.agent_id, safe='')}/{action}"
+
+    def _heartbeat(self) -> None:
+        path = self._agent_path("heartbeat")
+        sent_at = self._clock()
+        ids = self.running()
+        code, answer = self._post(path, {"running": ids})
+        self._next_heartbeat_at = sent_at + self.heartbeat_s
+        if code == 404:
+            self._log("the server no longer knows this agent; registering again")
+            self.agent_id = None
+            return
+        if not 200 <= code < 300:
+            raise ServerUnavailable(path, f"HTTP {code} {_detail(answer)}".strip())
+        for task_id in ids:
+            if task_id in self._tasks:
+                self._tasks[task_id].lease_deadline = sent_at + self.lease_s
+        cancel = answer.get("cancel") or []
+        if not isinstance(cancel, list):
+            raise ServerUnavailable(path, f"malformed answer {answer!r}")
+        for task_id in map(str, cancel):
+            task = self._tasks.get(task_id)
+            if task is None or task.dropped or task.cancel_reason is not None:
+                continue
+            task.cancel_reason = SERVER_CANCEL_REASON
+            self._log(f"task {task_id} cancel requested by the server")
+            self._cancel_on_backend(task)
+
+    def _lease(self) -> None:
+        path = self._agent_path("lease")
+        code, answer = self._post(path, {"max": self.free_slots()})
+        if code == 404:
+            self._log("the server no longer knows this agent; registering again")
+            self.agent_id = None
+            return
+        tasks = answer.get("tasks")
+        if not 200 <= code < 300 or not isinstance(tasks, list):
+            raise ServerUnavailable(path, f"HTTP {code} {_detail(answer) or answer!r}")
+        for item in tasks:
+            self._start(item)
+
+    def _start(self, item: object) -> None:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str | int):
+            self._log(f"ignoring a malformed leased task {item!r}")
+            return
+        task_id = str(item["id"])
+        if task_id in self._tasks:
+            self._log(f"task {task_id} leased again while running; keeping the running copy")
+            return
+        try:
+            executors = [Executor.from_json(e) for e in item.get("executors") or []]
+            if not executors:
+                raise InvalidValue("executors", [], "at least one executor", "至少一个执行器")
+            devices = int(item.get("devices") or 0)
+            workdir = self.work_root / _dir_name(task_id)
+            handle = self.backend.start(task_id, executors, workdir, devices)
+        except Exception as exc:  # a bad spec or a backend failure: the task cannot run here
+            message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
+            self._finished_id(task_id, _no_status(TaskState.SYSTEM_ERROR, message))
+            return
+        self._tasks[task_id] = _Task(
+            id=task_id, handle=handle, lease_deadline=self._clock() + self.lease_s
+        )
+        self._enqueue(task_id, {"state": TaskState.RUNNING.value}, terminal=False)
+        self._log(f"task {task_id} {TaskState.RUNNING.value}")
+
+    def _flush_outbox(self) -> None:
+        while self._outbox and self.agent_id is not None:
+            report = self._outbox[0]
+            path = f"/v1/tasks/{quote(report.task_id, safe='')}/report"
+            code, answer = self._post(path, {"agent_id": self.agent_id, **report.body})
+            self._outbox.popleft()
+            if code in (404, 409):
+                self._drop(report.task_id, f"server answered {code} to a report")
+            elif not 200 <= code < 300:
+                self._log(
+                    f"task {report.task_id}: report {report.body['state']} refused with "
+                    f"HTTP {code} {_detail(answer)}; not retrying it"
+                )
+
+    # -- local bookkeeping ----------------------------------------------------------------
+
+    def _poll_backend(self) -> None:
+        for task in list(self._tasks.values()):
+            try:
+                status = self.backend.poll(task.handle)
+            except Exception as exc:  # the backend lost the task: it cannot finish here
+                status = _no_status(TaskState.SYSTEM_ERROR, f"backend poll failed: {exc}")
+            if status is None:
+                continue
+            del self._tasks[task.id]
+            if not task.dropped:
+                self._finished(task, status)
+
+    def _finished(self, task: _Task, status: Status) -> None:
+        reason = status.reason
+        if status.state is TaskState.CANCELED and task.cancel_reason is not None:
+            reason = task.cancel_reason
+        self._finished_id(task.id, status, reason)
+
+    def _finished_id(self, task_id: str, status: Status, reason: str | None = None) -> None:
+        assert status.state in TERMINAL_STATES
+        body = {
+            "state": status.state.value,
+            "exit_code": status.exit_code,
+            "stdout_tail": status.stdout_tail,
+            "stderr_tail": status.stderr_tail,
+            "usage": status.usage.as_json(),
+            "reason": (status.reason if reason is None else reason)[:REASON_CHARS],
+        }
+        self._enqueue(task_id, body, terminal=True)
+        detail = f"exit {status.exit_code}, " if status.exit_code is not None else ""
+        detail += f"{status.usage.wall_s:.1f} s"
+        if body["reason"]:
+            detail += f"; {body['reason']}"
+        self._log(f"task {task_id} {status.state.value} ({detail})")
+
+    def _enqueue(self, task_id: str, body: dict[str, Any], *, terminal: bool) -> None:
+        self._outbox.append(_Report(task_id=task_id, body=body, terminal=terminal))
+
+    def _drop(self, task_id: str, why: str) -> None:
+        """The task is no longer ours: cancel it locally and forget its reports."""
+        self._outbox = deque(r for r in self._outbox if r.task_id != task_id)
+        task = self._tasks.get(task_id)
+        if task is not None and not task.dropped:
+            task.dropped = True
+            self._cancel_on_backend(task)
+        self._log(f"task {task_id} dropped: {why}")
+
+    def _expire_leases(self, now: float) -> None:
+        for task in list(self._tasks.values()):
+            if not task.dropped and now > task.lease_deadline:
+                self._drop(task.id, LEASE_LOST_REASON)
+
+    def _cancel_on_backend(self, task: _Task) -> None:
+        try:
+            self.backend.cancel(task.handle)
+        except Exception as exc:  # keep the loop alive; the next poll will tell
+            self._log(f"task {task.id}: cancel failed on the backend: {exc}")
+
+    def _log(self, message: str) -> None:
+        self._log_line(f"agent {self.agent_id or '(unregistered)'}: {message}")
+
+
+def _positive(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _detail(answer: Mapping[str, Any]) -> str:
+    """The server's words: `{"error": {"message": ...}}` (suanli's API) or `{"detail": ...}`."""
+    error = answer.get("error")
+    if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    detail = answer.get("detail", "")
+    return detail if isinstance(detail, str) else repr(detail)
+
+
+def _no_status(state: TaskState, reason: str) -> Status:
+    """A terminal status for work the backend never ran or never confirmed."""
+    return Status(state, None, "", "", Usage(0.0, 0.0, 0.0), reason)
+
+
+def run_agent(
+    server_url: str,
+    token: str,
+    site_id: str,
+    backend: str = "local",
+    slots: int = 1,
+    name: str | None = None,
+    work_root: Path | str | None = None,
+    stop: threading.Event | None = None,
+    poll_s: float = 0.5,
+) -> None:
+    """Run an agent until `stop` is set; with no `stop`, until SIGINT or SIGTERM (main thread).
+
+    Raises `AgentRejected` when the server refuses the token (401/403) and `InvalidValue` for a
+    bad argument; transient server failures are retried forever.
+    """
+    agent = Agent(
+        server_url,
+        token,
+        site_id,
+        backend,
+        slots=slots,
+        name=name,
+        work_root=work_root,
+        poll_s=poll_s,
+    )
+    if stop is not None:
+        agent.run(stop)
+        return
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        agent.run(stop)  # no signals off the main thread; the caller must stop the process
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        agent.run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

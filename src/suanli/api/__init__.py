@@ -1,0 +1,1 @@
+"""suanli.api — the HTTP edge: `create_app(settings)` in `app`, schemas, and error mapping."""

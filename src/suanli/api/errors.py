@@ -1,0 +1,111 @@
+"""The one place where errors become HTTP responses.
+
+Every error body is JSON: `{"error": {"code": ..., "message": ..., "message_zh": ...,
+"field": ...}}`. Domain errors map to 401/403/404/409/422; request validation errors name the
+field by its path (`body.resources.devices`). No error escapes as a 500 with a traceback: an
+unexpected exception is logged and answered 500 with a request id, never with internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from suanli.errors import InvalidValue, SuanliError, UnknownName
+from suanli.services.core import Conflict, Forbidden, NotFound, Unauthorized
+
+log = logging.getLogger("suanli.api")
+
+STATUS: list[tuple[type[SuanliError], int, str]] = [
+    (Unauthorized, 401, "unauthorized"),
+    (Forbidden, 403, "forbidden"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (InvalidValue, 422, "invalid_value"),
+    (UnknownName, 422, "unknown_name"),
+]
+
+
+def _body(
+    code: str, message: str, message_zh: str, field: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "message_zh": message_zh,
+            "field": field,
+            **extra,
+        }
+    }
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "type": "http"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(SuanliError)
+    async def _domain(_: Request, error: SuanliError) -> JSONResponse:
+        status, code = 422, "invalid"
+        for kind, kind_status, kind_code in STATUS:
+            if isinstance(error, kind):
+                status, code = kind_status, kind_code
+                break
+        field = getattr(error, "field", None)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(
+            _body(code, error.message_en, error.message_zh, field), status, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(part) for part in first.get("loc", ()))
+        message = f"{field}: {first.get('msg', 'invalid')}"
+        return JSONResponse(
+            _body(
+                "invalid_request",
+                message,
+                f"请求字段 {field} 无效：{first.get('msg')}",
+                field,
+                count=len(problems),
+            ),
+            422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        detail = str(error.detail)
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:  # list every method the path accepts, not just one route's
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(app, request)))
+        return JSONResponse(
+            _body("http_error", detail, detail), error.status_code, headers=headers or None
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        ident = secrets.token_hex(4)
+        log.exception("unexpected error %s on %s %s", ident, request.method, request.url.path)
+        return JSONResponse(
+            _body(
+                "internal",
+                f"internal error (request {ident}); the server log has details",
+                f"服务器内部错误（请求 {ident}）",
+            ),
+            500,
+        )

@@ -1,0 +1,168 @@
+"""Request and response bodies of the HTTP API (Pydantic 2, strict: no silent coercion).
+
+Separate create / read shapes; every create model refuses unknown keys, NaN and infinities.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class Executor(_In):
+    command: Annotated[list[Annotated[str, Field(max_length=10_000)]], Field(min_length=1)]
+    env: dict[str, str] = {}
+    workdir: str | None = None
+
+
+class Resources(_In):
+    devices: Annotated[int, Field(ge=1, le=100_000)] = 1
+    device_kind: Literal["gpu", "npu", "cpu"] = "cpu"
+    device_models: Annotated[list[Name], Field(min_length=1)] | None = None
+    precision: Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8"] = "fp32"
+    work_flop: Annotated[float, Field(gt=0)] | None = None
+    duration_s: Annotated[float, Field(gt=0)] | None = None
+    memory_gb: Annotated[float, Field(ge=0)] = 0.0
+    workload: Literal["training", "inference", "hpc", "general"] = "general"
+
+
+class TaskCreate(_In):
+    name: Annotated[str, Field(max_length=200)] = ""
+    executors: Annotated[list[Executor], Field(min_length=1, max_length=100)]
+    resources: Resources = Resources()
+    latency_tier: Literal["interactive", "standard", "batch"] = "batch"
+    origin: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    data_gb: Annotated[float, Field(ge=0)] = 0.0
+    deadline_s: Annotated[float, Field(gt=0)] | None = None
+    max_price_fen: Annotated[int, Field(ge=0)] | None = None
+    policy: Literal["nearest", "cost", "green", "latency", "balanced"] | None = None
+    tags: dict[str, str] = {}
+
+
+class TaskRead(BaseModel):
+    id: str
+    name: str
+    state: str
+    owner: str
+    devices: int
+    pool: str | None
+    site: str | None
+    placement: dict[str, Any] | None
+    unplaced_reason: str | None
+    requeues: int
+    exit_code: int | None
+    usage: dict[str, Any] | None
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    spec: dict[str, Any]
+
+
+class TaskLogs(BaseModel):
+    id: str
+    state: str
+    exit_code: int | None
+    stdout_tail: str
+    stderr_tail: str
+
+
+class SiteCreate(_In):
+    name: Name
+    cluster: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    province: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    pue: Annotated[float, Field(ge=1.0, le=5.0)] | None = None
+    green_share: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+
+
+class SiteRead(BaseModel):
+    id: str
+    name: str
+    owner: str
+    cluster: str | None
+    province: str
+    lat: float
+    lon: float
+    pue: float
+    green_share: float
+
+
+class PoolCreate(_In):
+    site_id: Name
+    device: Name
+    count: Annotated[int, Field(ge=1, le=10_000_000)]
+    price_fen_per_device_hour: Annotated[int, Field(ge=0, le=10_000_000_000)]
+
+
+class PoolRead(BaseModel):
+    id: str
+    site_id: str
+    device: str
+    count: int
+    free: int
+    price_fen_per_device_hour: int
+
+
+class AgentCreate(_In):
+    site_id: Name
+    name: Annotated[str, Field(max_length=200)] = "agent"
+    slots: Annotated[int, Field(ge=1, le=10_000)] = 1
+    backend: Literal["local", "slurm", "ray", "kubernetes"] = "local"
+
+
+class AgentRead(BaseModel):
+    id: str
+    lease_s: float
+    heartbeat_s: float
+
+
+class Heartbeat(_In):
+    running: list[Name] = []
+
+
+class HeartbeatReply(BaseModel):
+    cancel: list[str]
+
+
+class LeaseRequest(_In):
+    max: Annotated[int, Field(ge=0, le=1000)] = 1
+
+
+class LeasedTask(BaseModel):
+    id: str
+    executors: list[dict[str, Any]]
+    devices: int
+    lease_expires_at: datetime
+
+
+class LeaseReply(BaseModel):
+    tasks: list[LeasedTask]
+
+
+class Usage(_In):
+    wall_s: Annotated[float, Field(ge=0)] = 0.0
+    cpu_s: Annotated[float, Field(ge=0)] = 0.0
+    device_s: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Report(_In):
+    agent_id: Name
+    state: Literal["RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"]
+    exit_code: int | None = None
+    stdout_tail: Annotated[str, Field(max_length=65_536)] = ""
+    stderr_tail: Annotated[str, Field(max_length=65_536)] = ""
+    usage: Usage | None = None
+    reason: Annotated[str, Field(max_length=1000)] = ""
+
+
+class ErrorBody(BaseModel):
+    error: dict[str, Any]

@@ -1,0 +1,484 @@
+"""The platform commands of the `suanli` CLI: the server, the agent and the HTTP client.
+
+`serve` runs the FastAPI app under uvicorn; `admin token create` works on the database directly
+(bootstrapping); `agent` runs a provider agent; the client commands (`submit`, `tasks`, `task`,
+`logs`, `cancel`, `sites`, `pools`, `site add`, `pool add`) read `SUANLI_SERVER` and
+`SUANLI_TOKEN` (or `--server` / `--token`). Every command has `--json`; ids and tokens are under
+the keys `id` and `token`. Server errors are shown as the server's one-line message, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from suanli.errors import SuanliError
+
+out = Console(soft_wrap=False, width=200)
+err = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Decorator(Protocol):
+    """The CLI's error-mapping decorator (keeps the command's signature for Typer)."""
+
+    def __call__(self, command: F, /) -> F: ...
+
+
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts / 输出 JSON")]
+ServerOpt = Annotated[str, typer.Option(envvar="SUANLI_SERVER", help="Server URL / 服务地址")]
+TokenOpt = Annotated[str, typer.Option(envvar="SUANLI_TOKEN", help="Bearer token / 访问令牌")]
+
+
+class ServerError(SuanliError):
+    """The server refused a request: its own message, with the status."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        message = error.get("message") or f"HTTP {status}"
+        self.status = status
+        super().__init__(f"{message} (HTTP {status})", error.get("message_zh") or message)
+
+
+class Unreachable(SuanliError):
+    def __init__(self, server: str, why: str) -> None:
+        super().__init__(
+            f"cannot reach the suanli server at {server} ({why}); start it with 'suanli serve' "
+            "or set SUANLI_SERVER",
+            f"无法连接 suanli 服务 {server}（{why}）；请先运行 'suanli serve' 或设置 SUANLI_SERVER",
+        )
+
+
+class Client:
+    """A thin JSON client of the platform API."""
+
+    def __init__(self, server: str, token: str) -> None:
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.server, timeout=30.0, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise Unreachable(self.server, type(error).__name__) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 400:
+            raise ServerError(response.status_code, body)
+        return body
+
+
+def _print_json(document: object) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+
+
+def _tasks_table(tasks: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in (
+        "Task 任务",
+        "Name 名称",
+        "State 状态",
+        "Devices 设备",
+        "Pool 资源池",
+        "Exit 退出码",
+        "Note 说明",
+    ):
+        table.add_column(column)
+    for t in tasks:
+        note = t.get("unplaced_reason") or ""
+        if t.get("placement"):
+            p = t["placement"]
+            note = f"{p['cost_fen'] / 100:,.2f} CNY, {p['carbon_kg']:.3f} kg, {p['policy']}"
+        table.add_row(
+            t["id"],
+            t["name"],
+            t["state"],
+            str(t["devices"]),
+            t["pool"] or "—",
+            "" if t["exit_code"] is None else str(t["exit_code"]),
+            note[:90],
+        )
+    return table
+
+
+def register(app: typer.Typer, handles_errors: Decorator) -> None:
+    """Add the platform commands to the main Typer app."""
+
+    @app.command()
+    @handles_errors
+    def serve(
+        host: Annotated[str | None, typer.Option(help="Bind address / 监听地址")] = None,
+        port: Annotated[int | None, typer.Option(help="Port / 端口")] = None,
+        db: Annotated[str | None, typer.Option(help="Database URL (SQLite or PostgreSQL)")] = None,
+        home: Annotated[str | None, typer.Option(help="Data directory / 数据目录")] = None,
+        upgrade: Annotated[bool, typer.Option(help="Migrate the schema on start")] = True,
+    ) -> None:
+        """Run the platform server (FastAPI + uvicorn). 运行平台服务。"""
+        import uvicorn
+
+        from suanli.api.app import create_app
+        from suanli.config import load_settings
+
+        settings = load_settings(host=host, port=port, database_url=db, home=home)
+        application = create_app(settings, migrate=upgrade)
+        err.print(
+            f"suanli server on http://{settings.host}:{settings.port} (docs at /docs), "
+            f"database {settings.url.split('@')[-1]}",
+            markup=False,
+        )
+        uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+
+    admin = typer.Typer(help="Administration on the database directly. 直接操作数据库的管理命令。")
+    token_app = typer.Typer(help="Bearer tokens. 访问令牌。")
+    admin.add_typer(token_app, name="token")
+    app.add_typer(admin, name="admin")
+
+    @token_app.command("create")
+    @handles_errors
+    def token_create(
+        role: Annotated[str, typer.Option(help="operator|provider|consumer / 角色")],
+        name: Annotated[str, typer.Option(help="Owner name / 所有者名称")],
+        db: Annotated[str | None, typer.Option(help="Database URL")] = None,
+        home: Annotated[str | None, typer.Option(help="Data directory")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Create a principal and print its token once. 创建令牌（仅显示一次）。"""
+        from suanli.config import load_settings
+        from suanli.errors import InvalidValue
+        from suanli.services.core import Role, create_token
+        from suanli.store.db import make_engine, session_factory, upgrade
+
+        try:
+            chosen = Role(role)
+        except ValueError:
+            raise InvalidValue(
+                "role",
+                role,
+                "one of operator, provider, consumer",
+                "operator、provider、consumer 之一",
+            ) from None
+        settings = load_settings(database_url=db, home=home)
+        engine = make_engine(settings.url)
+        upgrade(engine)
+        with session_factory(engine).begin() as session:
+            principal, token = create_token(session, chosen, name)
+        engine.dispose()
+        if as_json:
+            _print_json({"id": principal.id, "role": chosen.value, "token": token})
+        else:
+            out.print(f"{chosen.value} {principal.id}: {token}", markup=False)
+            err.print("store it now: it is shown only once / 请立即保存：仅显示一次")
+
+    @app.command()
+    @handles_errors
+    def agent(
+        server: ServerOpt,
+        token: TokenOpt,
+        site: Annotated[str, typer.Option(help="Site id / 站点 id")],
+        backend: Annotated[str, typer.Option(help="local / 执行后端")] = "local",
+        slots: Annotated[int, typer.Option(help="Tasks at once / 并发任务数")] = 1,
+        name: Annotated[str | None, typer.Option(help="Agent name / 代理名称")] = None,
+        work_root: Annotated[str | None, typer.Option(help="Task directories / 工作目录")] = None,
+    ) -> None:
+        """Run a provider agent: lease tasks of a site and run them. 运行提供方代理。"""
+        from suanli.agent.runner import run_agent
+
+        run_agent(server, token, site, backend=backend, slots=slots, name=name, work_root=work_root)
+
+    @app.command()
+    @handles_errors
+    def submit(
+        server: ServerOpt,
+        token: TokenOpt,
+        command: Annotated[list[str], typer.Argument(help="-- CMD ARGS... / 要运行的命令")],
+        devices: Annotated[int, typer.Option(help="Devices / 设备数")] = 1,
+        kind: Annotated[str, typer.Option(help="gpu|npu|cpu / 设备类型")] = "cpu",
+        model: Annotated[list[str] | None, typer.Option(help="Allowed models / 型号")] = None,
+        precision: Annotated[str, typer.Option(help="Precision / 精度")] = "fp32",
+        work_flop: Annotated[float | None, typer.Option(help="Estimated work / 计算量")] = None,
+        duration: Annotated[float | None, typer.Option(help="Estimated seconds / 预计时长")] = None,
+        memory_gb: Annotated[float, typer.Option(help="Memory per device / 显存")] = 0.0,
+        tier: Annotated[str, typer.Option(help="interactive|standard|batch / 时延等级")] = "batch",
+        origin: Annotated[str | None, typer.Option(help="Where you are / 来源地")] = None,
+        data_gb: Annotated[float, typer.Option(help="Input data, GB / 数据量")] = 0.0,
+        deadline: Annotated[float | None, typer.Option(help="Seconds from now / 截止")] = None,
+        budget_fen: Annotated[int | None, typer.Option(help="Price ceiling, fen / 预算")] = None,
+        policy: Annotated[str | None, typer.Option(help="Placement policy / 调度策略")] = None,
+        name: Annotated[str, typer.Option(help="Task name / 任务名称")] = "",
+        env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE / 环境变量")] = None,
+        workdir: Annotated[str | None, typer.Option(help="Working directory / 工作目录")] = None,
+        idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe key / 幂等键")] = None,
+        wait: Annotated[bool, typer.Option(help="Follow until it ends / 等待结束")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Submit a command as a task. 提交任务。"""
+        from suanli.errors import InvalidValue
+
+        variables: dict[str, str] = {}
+        for item in env or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise InvalidValue("env", item, "KEY=VALUE", "KEY=VALUE 形式")
+            variables[key] = value
+        resources: dict[str, Any] = {
+            "devices": devices,
+            "device_kind": kind,
+            "precision": precision,
+            "memory_gb": memory_gb,
+        }
+        if model:
+            resources["device_models"] = model
+        if work_flop is not None:
+            resources["work_flop"] = work_flop
+        if duration is not None:
+            resources["duration_s"] = duration
+        body: dict[str, Any] = {
+            "name": name or " ".join(command)[:200],
+            "executors": [{"command": command, "env": variables, "workdir": workdir}],
+            "resources": resources,
+            "latency_tier": tier,
+            "data_gb": data_gb,
+        }
+        optional: dict[str, Any] = {
+            "origin": origin,
+            "deadline_s": deadline,
+            "max_price_fen": budget_fen,
+            "policy": policy,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        client = Client(server, token)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        task = client.call("POST", "/v1/tasks", json=body, headers=headers)
+        if not wait:
+            if as_json:
+                _print_json(task)
+            else:
+                out.print(task["id"], markup=False)
+            return
+        task = _follow(client, task["id"], quiet=as_json)
+        logs = client.call("GET", f"/v1/tasks/{task['id']}/logs")
+        if as_json:
+            _print_json(
+                {**task, "stdout_tail": logs["stdout_tail"], "stderr_tail": logs["stderr_tail"]}
+            )
+        else:
+            out.print(f"{task['id']} {task['state']} exit {task['exit_code']}", markup=False)
+            if logs["stdout_tail"]:
+                sys.stdout.write(logs["stdout_tail"])
+            if logs["stderr_tail"]:
+                sys.stderr.write(logs["stderr_tail"])
+        code = task["exit_code"]
+        if task["state"] == "COMPLETE":
+            raise typer.Exit(0)
+        raise typer.Exit(code if isinstance(code, int) and code > 0 else 1)
+
+    def _follow(client: Client, task_id: str, quiet: bool) -> dict[str, Any]:
+        task: dict[str, Any] = client.call("GET", f"/v1/tasks/{task_id}")
+        started = time.monotonic()
+        with Live(console=err, transient=True, auto_refresh=False) as live:
+            while task["state"] not in TERMINAL:
+                if not quiet:
+                    where = task["pool"] or (task["unplaced_reason"] or "")[:80]
+                    live.update(
+                        f"{task_id}: {task['state']} · {where} · "
+                        f"{time.monotonic() - started:.0f} s",
+                        refresh=True,
+                    )
+                time.sleep(0.5)
+                task = client.call("GET", f"/v1/tasks/{task_id}")
+        return task
+
+    @app.command()
+    @handles_errors
+    def tasks(
+        server: ServerOpt,
+        token: TokenOpt,
+        state: Annotated[str | None, typer.Option(help="Only this state / 状态")] = None,
+        limit: Annotated[int, typer.Option(help="At most / 最多")] = 100,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """List your tasks. 列出任务。"""
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        rows = Client(server, token).call("GET", "/v1/tasks", params=params)
+        if as_json:
+            _print_json(rows)
+        else:
+            out.print(_tasks_table(rows, "Tasks 任务"))
+
+    @app.command()
+    @handles_errors
+    def task(
+        server: ServerOpt,
+        token: TokenOpt,
+        task_id: Annotated[str, typer.Argument(help="Task id / 任务 id")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Show one task. 查看任务。"""
+        row = Client(server, token).call("GET", f"/v1/tasks/{task_id}")
+        if as_json:
+            _print_json(row)
+        else:
+            out.print(_tasks_table([row], f"Task 任务 {task_id}"))
+
+    @app.command()
+    @handles_errors
+    def logs(
+        server: ServerOpt,
+        token: TokenOpt,
+        task_id: Annotated[str, typer.Argument(help="Task id / 任务 id")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Show a task's output tails. 查看任务输出。"""
+        row = Client(server, token).call("GET", f"/v1/tasks/{task_id}/logs")
+        if as_json:
+            _print_json(row)
+        else:
+            sys.stdout.write(row["stdout_tail"])
+            sys.stderr.write(row["stderr_tail"])
+
+    @app.command()
+    @handles_errors
+    def cancel(
+        server: ServerOpt,
+        token: TokenOpt,
+        task_id: Annotated[str, typer.Argument(help="Task id / 任务 id")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Cancel a task. 取消任务。"""
+        row = Client(server, token).call("POST", f"/v1/tasks/{task_id}/cancel")
+        if as_json:
+            _print_json(row)
+        else:
+            out.print(
+                f"{row['id']} {row['state']}"
+                + (" (cancel requested / 已请求取消)" if row["cancel_requested"] else ""),
+                markup=False,
+            )
+
+    @app.command()
+    @handles_errors
+    def sites(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+        """List sites. 列出站点。"""
+        rows = Client(server, token).call("GET", "/v1/sites")
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table(title="Sites 站点")
+        for column in (
+            "Site 站点",
+            "Name 名称",
+            "Cluster 集群",
+            "Province 省份",
+            "PUE",
+            "Green 绿电",
+        ):
+            table.add_column(column)
+        for s in rows:
+            table.add_row(
+                s["id"],
+                s["name"],
+                s["cluster"] or "—",
+                s["province"],
+                f"{s['pue']:g}",
+                f"{s['green_share']:.0%}",
+            )
+        out.print(table)
+
+    @app.command()
+    @handles_errors
+    def pools(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+        """List pools with their free devices. 列出资源池。"""
+        rows = Client(server, token).call("GET", "/v1/pools")
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table(title="Pools 资源池")
+        for column in ("Pool 资源池", "Device 设备", "Count 总数", "Free 空闲", "Price fen/h 单价"):
+            table.add_column(column)
+        for p in rows:
+            table.add_row(
+                p["id"],
+                p["device"],
+                str(p["count"]),
+                str(p["free"]),
+                str(p["price_fen_per_device_hour"]),
+            )
+        out.print(table)
+
+    site_app = typer.Typer(help="Provider sites. 提供方站点。")
+    pool_app = typer.Typer(help="Provider pools. 提供方资源池。")
+    app.add_typer(site_app, name="site")
+    app.add_typer(pool_app, name="pool")
+
+    @site_app.command("add")
+    @handles_errors
+    def site_add(
+        server: ServerOpt,
+        token: TokenOpt,
+        name: Annotated[str, typer.Option(help="Site name / 站点名称")],
+        cluster: Annotated[str | None, typer.Option(help="Catalog cluster id / 集群")] = None,
+        province: Annotated[str | None, typer.Option(help="Province / 省份")] = None,
+        lat: Annotated[float | None, typer.Option(help="Latitude / 纬度")] = None,
+        lon: Annotated[float | None, typer.Option(help="Longitude / 经度")] = None,
+        pue: Annotated[float | None, typer.Option(help="PUE")] = None,
+        green_share: Annotated[float | None, typer.Option(help="Green power share / 绿电")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Register a site (a cluster, or a province with coordinates). 注册站点。"""
+        body = {
+            k: v
+            for k, v in {
+                "name": name,
+                "cluster": cluster,
+                "province": province,
+                "lat": lat,
+                "lon": lon,
+                "pue": pue,
+                "green_share": green_share,
+            }.items()
+            if v is not None
+        }
+        row = Client(server, token).call("POST", "/v1/sites", json=body)
+        _print_json(row) if as_json else out.print(row["id"], markup=False)
+
+    @pool_app.command("add")
+    @handles_errors
+    def pool_add(
+        server: ServerOpt,
+        token: TokenOpt,
+        site: Annotated[str, typer.Option(help="Site id / 站点 id")],
+        device: Annotated[str, typer.Option(help="Device model, or 'cpu' / 设备")],
+        count: Annotated[int, typer.Option(help="Devices / 数量")],
+        price_fen_per_hour: Annotated[int, typer.Option(help="Fen per device-hour / 单价")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Add a pool of devices to a site. 添加资源池。"""
+        row = Client(server, token).call(
+            "POST",
+            "/v1/pools",
+            json={
+                "site_id": site,
+                "device": device,
+                "count": count,
+                "price_fen_per_device_hour": price_fen_per_hour,
+            },
+        )
+        _print_json(row) if as_json else out.print(row["id"], markup=False)

@@ -1,0 +1,558 @@
+"""The platform's use cases: sites, pools, tasks, agents, leases and the scheduling pass.
+
+Each public function is one unit of work on an open session: it validates, changes rows, appends
+events to the audit chain and returns; `api` commits (or rolls back on error), so nothing is
+ever half-written. Ownership: a consumer sees only its tasks, a provider only its sites, pools,
+agents and the tasks placed there, the operator everything; anything else is `NotFound` (404),
+so ids do not leak.
+
+Leases: an agent leases tasks placed on its site; a heartbeat renews them; `expire_leases` puts a
+task whose lease ran out back in the queue (counted in `requeues`), so it is never lost and never
+run by two agents at once: reports from an agent that no longer holds the lease are refused (409).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from suanli.catalog import Pool, Site, find_place, find_site, provider_site
+from suanli.errors import FieldError, InvalidValue, SuanliError
+from suanli.metering import (
+    EFFICIENCY,
+    find_device,
+    match_devices,
+    parse_kind,
+    parse_precision,
+    parse_workload,
+)
+from suanli.scheduler import LatencyTier, Snapshot, Task, place, policy_named
+from suanli.services.core import (
+    TERMINAL,
+    Conflict,
+    NotFound,
+    Role,
+    State,
+    append_event,
+    aware,
+    new_id,
+    now,
+    require,
+    transition,
+)
+from suanli.store.models import AgentRow, PoolRow, Principal, SiteRow, TaskRow
+
+HOLDING = (State.QUEUED.value, State.INITIALIZING.value, State.RUNNING.value, State.PAUSED.value)
+REFERENCE_DEVICE = {"gpu": "A100 SXM4", "npu": "Ascend 910B", "cpu": "cpu"}
+DEFAULT_DURATION_S = 60.0
+DEFAULT_ORIGIN = "北京"
+
+
+# --- sites and pools ----------------------------------------------------------------------------
+
+
+def add_site(session: Session, who: Principal, spec: dict[str, Any]) -> SiteRow:
+    """A provider's site: a catalog cluster (`cluster`) or a province with coordinates."""
+    require(who, Role.PROVIDER, Role.OPERATOR)
+    cluster = spec.get("cluster")
+    if cluster:
+        try:
+            site = find_site(cluster)
+        except SuanliError as error:
+            raise FieldError("cluster", cluster, error) from None
+        province, lat, lon = site.provinces[0], site.lat, site.lon
+        pue = spec.get("pue") or site.pue
+        green = site.green_share if spec.get("green_share") is None else spec["green_share"]
+    else:
+        where = spec.get("province")
+        if not where:
+            raise InvalidValue("province", None, "a province (or give cluster)", "省份（或集群）")
+        try:
+            place_ = find_place(where)
+        except SuanliError as error:
+            raise FieldError("province", where, error) from None
+        province = place_.province_zh
+        lat = place_.lat if spec.get("lat") is None else float(spec["lat"])
+        lon = place_.lon if spec.get("lon") is None else float(spec["lon"])
+        pue = spec.get("pue") or 1.42
+        green = spec.get("green_share") or 0.0
+        provider_site("check", province, pue=pue, green_share=green)  # validates the factors
+    row = SiteRow(
+        id=f"{who.id}/{new_id('site')}",
+        owner_id=who.id,
+        name=spec["name"],
+        cluster_id=find_site(cluster).id if cluster else None,
+        province=province,
+        lat=float(lat),
+        lon=float(lon),
+        pue=float(pue),
+        green_share=float(green),
+        created_at=now(),
+    )
+    session.add(row)
+    append_event(
+        session,
+        "site.added",
+        row.id,
+        who.id,
+        {"name": row.name, "province": province, "cluster": row.cluster_id},
+    )
+    return row
+
+
+def _own_site(session: Session, who: Principal, site_id: str) -> SiteRow:
+    site = session.get(SiteRow, site_id)
+    if site is None or (who.role != Role.OPERATOR.value and site.owner_id != who.id):
+        raise NotFound("site", site_id)
+    return site
+
+
+def add_pool(session: Session, who: Principal, spec: dict[str, Any]) -> PoolRow:
+    require(who, Role.PROVIDER, Role.OPERATOR)
+    site = _own_site(session, who, spec["site_id"])
+    try:
+        device = find_device(spec["device"])
+    except SuanliError as error:
+        raise FieldError("device", spec["device"], error) from None
+    row = PoolRow(
+        id=f"{site.id}/{new_id('pool')}",
+        site_id=site.id,
+        device=device.id,
+        count=int(spec["count"]),
+        price_fen_per_device_hour=int(spec["price_fen_per_device_hour"]),
+        created_at=now(),
+    )
+    session.add(row)
+    append_event(
+        session,
+        "pool.added",
+        row.id,
+        who.id,
+        {
+            "device": device.id,
+            "count": row.count,
+            "price_fen_per_device_hour": row.price_fen_per_device_hour,
+        },
+    )
+    return row
+
+
+def list_sites(session: Session) -> list[SiteRow]:
+    return list(session.scalars(select(SiteRow).order_by(SiteRow.created_at)))
+
+
+def list_pools(session: Session) -> list[tuple[PoolRow, int]]:
+    """Every pool with its free device count now."""
+    held = _held(session)
+    pools = session.scalars(select(PoolRow).order_by(PoolRow.created_at))
+    return [(p, p.count - held.get(p.id, 0)) for p in pools]
+
+
+def _held(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(TaskRow.pool_id, func.sum(TaskRow.devices))
+        .where(TaskRow.pool_id.is_not(None), TaskRow.state.in_(HOLDING))
+        .group_by(TaskRow.pool_id)
+    )
+    return {pool_id: int(total) for pool_id, total in rows if pool_id is not None}
+
+
+# --- tasks --------------------------------------------------------------------------------------
+
+
+def _check_spec(spec: dict[str, Any]) -> None:
+    """Names in a task spec must resolve; errors name the field."""
+    resources = spec["resources"]
+    for field, parse, value in (
+        ("resources.device_kind", parse_kind, resources["device_kind"]),
+        ("resources.precision", parse_precision, resources["precision"]),
+        ("resources.workload", parse_workload, resources["workload"]),
+    ):
+        try:
+            parse(value)
+        except SuanliError as error:
+            raise FieldError(field, value, error) from None
+    for n, name in enumerate(resources.get("device_models") or []):
+        try:
+            match_devices(name)
+        except SuanliError as error:
+            raise FieldError(f"resources.device_models[{n}]", name, error) from None
+    try:
+        find_place(spec["origin"])
+    except SuanliError as error:
+        raise FieldError("origin", spec["origin"], error) from None
+    if spec.get("policy"):
+        policy_named(spec["policy"])
+
+
+def submit(
+    session: Session, who: Principal, spec: dict[str, Any], idempotency_key: str | None
+) -> tuple[TaskRow, bool]:
+    """A new task (QUEUED), or the one this key already created: (task, created)."""
+    require(who, Role.CONSUMER, Role.OPERATOR)
+    idempotency_key = (idempotency_key or "").strip() or None
+    if idempotency_key:
+        existing = session.scalars(
+            select(TaskRow).where(
+                TaskRow.owner_id == who.id, TaskRow.idempotency_key == idempotency_key
+            )
+        ).first()
+        if existing is not None:
+            return existing, False
+    spec = {**spec, "origin": spec.get("origin") or DEFAULT_ORIGIN}
+    _check_spec(spec)
+    moment = now()
+    row = TaskRow(
+        id=new_id("task"),
+        owner_id=who.id,
+        idempotency_key=idempotency_key,
+        name=spec.get("name") or "",
+        state=State.QUEUED.value,
+        spec=spec,
+        devices=int(spec["resources"]["devices"]),
+        policy=spec.get("policy") or "",
+        pool_id=None,
+        site_id=None,
+        placement=None,
+        unplaced_reason="waiting for a scheduling pass",
+        agent_id=None,
+        lease_expires_at=None,
+        cancel_requested=False,
+        requeues=0,
+        exit_code=None,
+        stdout_tail=None,
+        stderr_tail=None,
+        usage=None,
+        created_at=moment,
+        updated_at=moment,
+    )
+    session.add(row)
+    append_event(
+        session,
+        "task.submitted",
+        row.id,
+        who.id,
+        {"devices": row.devices, "kind": spec["resources"]["device_kind"]},
+    )
+    return row, True
+
+
+def _visible(session: Session, who: Principal, task: TaskRow | None, ident: str) -> TaskRow:
+    if task is None:
+        raise NotFound("task", ident)
+    if who.role == Role.OPERATOR.value or task.owner_id == who.id:
+        return task
+    if who.role == Role.PROVIDER.value and task.site_id is not None:
+        site = session.get(SiteRow, task.site_id)
+        if site is not None and site.owner_id == who.id:
+            return task
+    raise NotFound("task", ident)
+
+
+def get_task(session: Session, who: Principal, ident: str) -> TaskRow:
+    return _visible(session, who, session.get(TaskRow, ident), ident)
+
+
+def list_tasks(session: Session, who: Principal, state: str | None, limit: int) -> list[TaskRow]:
+    query = select(TaskRow).order_by(TaskRow.created_at.desc()).limit(limit)
+    if state:
+        try:
+            query = query.where(TaskRow.state == State(state.upper()).value)
+        except ValueError:
+            accepted = ", ".join(s.value for s in State)
+            raise InvalidValue("state", state, f"one of {accepted}", f"{accepted} 之一") from None
+    if who.role == Role.CONSUMER.value:
+        query = query.where(TaskRow.owner_id == who.id)
+    elif who.role == Role.PROVIDER.value:
+        owned = select(SiteRow.id).where(SiteRow.owner_id == who.id)
+        query = query.where(TaskRow.site_id.in_(owned))
+    return list(session.scalars(query))
+
+
+def cancel_task(session: Session, who: Principal, ident: str) -> TaskRow:
+    task = session.get(TaskRow, ident, with_for_update=True)
+    task = _visible(session, who, task, ident)
+    if who.role == Role.PROVIDER.value and task.owner_id != who.id:
+        raise NotFound("task", ident)
+    state = State(task.state)
+    if state in TERMINAL:
+        raise Conflict(f"task {ident} already ended ({state.value})", f"任务 {ident} 已结束")
+    if state is State.QUEUED:
+        transition(session, task, State.CANCELED, "canceled before it started", who.id)
+        task.pool_id = None
+    else:  # the agent kills it at its next heartbeat and reports CANCELED
+        task.cancel_requested = True
+        task.updated_at = now()
+        append_event(session, "task.cancel_requested", task.id, who.id, {})
+    return task
+
+
+# --- agents -------------------------------------------------------------------------------------
+
+
+def register_agent(session: Session, who: Principal, spec: dict[str, Any]) -> AgentRow:
+    require(who, Role.PROVIDER, Role.OPERATOR)
+    site = _own_site(session, who, spec["site_id"])
+    moment = now()
+    row = AgentRow(
+        id=new_id("agent"),
+        site_id=site.id,
+        owner_id=who.id,
+        name=spec.get("name") or "agent",
+        slots=int(spec.get("slots") or 1),
+        backend=spec.get("backend") or "local",
+        registered_at=moment,
+        last_heartbeat_at=moment,
+    )
+    session.add(row)
+    append_event(session, "agent.registered", row.id, who.id, {"site": site.id})
+    return row
+
+
+def _own_agent(session: Session, who: Principal, agent_id: str) -> AgentRow:
+    agent = session.get(AgentRow, agent_id)
+    if agent is None or (who.role != Role.OPERATOR.value and agent.owner_id != who.id):
+        raise NotFound("agent", agent_id)
+    return agent
+
+
+def heartbeat(session: Session, who: Principal, agent_id: str, lease_s: float) -> list[str]:
+    """Renew the agent's leases; the ids of its tasks that should be cancelled."""
+    agent = _own_agent(session, who, agent_id)
+    moment = now()
+    agent.last_heartbeat_at = moment
+    tasks = session.scalars(
+        select(TaskRow)
+        .where(TaskRow.agent_id == agent.id, TaskRow.state.in_(HOLDING[1:]))
+        .with_for_update()
+    ).all()
+    for task in tasks:
+        task.lease_expires_at = moment + timedelta(seconds=lease_s)
+    return [t.id for t in tasks if t.cancel_requested]
+
+
+def lease(
+    session: Session, who: Principal, agent_id: str, limit: int, lease_s: float
+) -> list[TaskRow]:
+    """Up to `limit` tasks placed on the agent's site, now INITIALIZING under its lease."""
+    agent = _own_agent(session, who, agent_id)
+    moment = now()
+    agent.last_heartbeat_at = moment
+    query = (
+        select(TaskRow)
+        .where(
+            TaskRow.state == State.QUEUED.value,
+            TaskRow.site_id == agent.site_id,
+            TaskRow.pool_id.is_not(None),
+            TaskRow.cancel_requested.is_(False),
+        )
+        .order_by(TaskRow.created_at)
+        .limit(max(0, limit))
+        .with_for_update(skip_locked=True)
+    )
+    leased = list(session.scalars(query))
+    for task in leased:
+        transition(session, task, State.INITIALIZING, f"leased by {agent.id}", agent.id)
+        task.agent_id = agent.id
+        task.lease_expires_at = moment + timedelta(seconds=lease_s)
+    return leased
+
+
+def report(session: Session, who: Principal, task_id: str, spec: dict[str, Any]) -> TaskRow:
+    """An agent's report of a task's progress; 409 unless it holds the task's lease."""
+    agent = _own_agent(session, who, spec["agent_id"])
+    task = session.get(TaskRow, task_id, with_for_update=True)
+    if task is None or task.site_id != agent.site_id:
+        raise NotFound("task", task_id)
+    if task.agent_id != agent.id or State(task.state) in TERMINAL:
+        raise Conflict(
+            f"agent {agent.id} does not hold task {task_id} (it may have been re-queued)",
+            f"代理 {agent.id} 不再持有任务 {task_id}（可能已重新排队）",
+        )
+    to = State(spec["state"])
+    if to is State.RUNNING and task.state == State.RUNNING.value:
+        return task
+    if to in TERMINAL:
+        task.exit_code = spec.get("exit_code")
+        task.stdout_tail = spec.get("stdout_tail")
+        task.stderr_tail = spec.get("stderr_tail")
+        task.usage = spec.get("usage")
+    reason = spec.get("reason") or f"reported by {agent.id}"
+    transition(session, task, to, reason, agent.id)
+    if to in TERMINAL:
+        task.lease_expires_at = None
+    return task
+
+
+def expire_leases(session: Session) -> list[str]:
+    """Put every task whose lease ran out back in the queue; their ids."""
+    moment = now()
+    stale = session.scalars(
+        select(TaskRow)
+        .where(TaskRow.state.in_(HOLDING[1:]), TaskRow.lease_expires_at < moment)
+        .with_for_update()
+    ).all()
+    for task in stale:
+        if task.cancel_requested:
+            transition(session, task, State.CANCELED, "lease expired while cancelling", "server")
+        else:
+            transition(session, task, State.QUEUED, f"lease of {task.agent_id} expired", "server")
+            task.requeues += 1
+        task.agent_id = None
+        task.lease_expires_at = None
+        task.pool_id = None
+        task.site_id = None
+        task.placement = None
+        task.unplaced_reason = "re-queued after a lease expired; waiting for a scheduling pass"
+    return [t.id for t in stale]
+
+
+# --- scheduling ---------------------------------------------------------------------------------
+
+
+def _site(row: SiteRow) -> Site:
+    if row.cluster_id:
+        base = find_site(row.cluster_id)
+        return replace(base, id=row.id, pue=row.pue, green_share=row.green_share)
+    return provider_site(
+        row.id,
+        row.province,
+        pue=row.pue,
+        green_share=row.green_share,
+        lat=row.lat,
+        lon=row.lon,
+        name_en=row.name,
+        name_zh=row.name,
+    )
+
+
+def _task(row: TaskRow, created: datetime) -> Task:
+    spec, resources = row.spec, row.spec["resources"]
+    kind = parse_kind(resources["device_kind"])
+    precision = parse_precision(resources["precision"])
+    workload = parse_workload(resources["workload"])
+    work = resources.get("work_flop")
+    if work is None:
+        reference = find_device(REFERENCE_DEVICE[kind.value])
+        peak = reference.peak_flops[reference.resolve_precision(precision)]
+        duration = resources.get("duration_s") or DEFAULT_DURATION_S
+        work = duration * row.devices * peak * EFFICIENCY[workload].value
+    models = None
+    if resources.get("device_models"):
+        models = frozenset(d.id for n in resources["device_models"] for d in match_devices(n))
+    deadline = None
+    if spec.get("deadline_s") is not None:
+        deadline = aware(created).timestamp() + float(spec["deadline_s"])
+    return Task(
+        id=row.id,
+        devices=row.devices,
+        device_kind=kind,
+        precision=precision,
+        work_flop=float(work),
+        origin=find_place(spec["origin"]),
+        latency_tier=LatencyTier(spec.get("latency_tier") or "batch"),
+        workload=workload,
+        device_models=models,
+        memory_gb=float(resources.get("memory_gb") or 0.0),
+        data_gb=float(spec.get("data_gb") or 0.0),
+        deadline_s=deadline,
+        max_price_fen=spec.get("max_price_fen"),
+        deferrable=False,
+    )
+
+
+def schedule_pass(session: Session, default_policy: str) -> int:
+    """Place every queued, unplaced task on a fresh snapshot of free capacity; how many."""
+    pending = session.scalars(
+        select(TaskRow)
+        .where(
+            TaskRow.state == State.QUEUED.value,
+            TaskRow.pool_id.is_(None),
+            TaskRow.cancel_requested.is_(False),
+        )
+        .order_by(TaskRow.created_at)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not pending:
+        return 0
+    held = _held(session)
+    sites = {row.id: _site(row) for row in session.scalars(select(SiteRow))}
+    pools = tuple(
+        Pool(
+            p.id,
+            p.site_id,
+            find_device(p.device),
+            p.count,
+            max(0, p.count - held.get(p.id, 0)),
+            p.price_fen_per_device_hour,
+        )
+        for p in session.scalars(select(PoolRow).order_by(PoolRow.id))
+    )
+    clock = now().timestamp()
+    placed = 0
+    by_policy: dict[str, list[TaskRow]] = {}
+    for row in pending:
+        by_policy.setdefault(row.policy or default_policy, []).append(row)
+    free = {p.id: p.free for p in pools}
+    for policy_name, rows in sorted(by_policy.items()):
+        snapshot_pools = tuple(replace(p, free=free[p.id]) for p in pools)
+        tasks = [_task(row, row.created_at) for row in rows]
+        plan = place(
+            tasks,
+            Snapshot(snapshot_pools, sites),
+            policy_named(policy_name),
+            clock,
+            solver="greedy",
+        )
+        by_id = {row.id: row for row in rows}
+        for placement in plan.placements:
+            row = by_id[placement.task]
+            row.pool_id, row.site_id = placement.pool, placement.site
+            row.unplaced_reason = None
+            b = placement.breakdown
+            row.placement = {
+                "pool": placement.pool,
+                "site": placement.site,
+                "cost_fen": b.cost_fen,
+                "energy_kwh": b.energy_kwh,
+                "carbon_kg": b.carbon_kg,
+                "latency_ms": b.latency_ms,
+                "runner_up": placement.runner_up,
+                "policy": policy_name,
+                "duration_s": b.duration_s,
+            }
+            free[placement.pool] -= row.devices
+            append_event(
+                session,
+                "task.placed",
+                row.id,
+                "scheduler",
+                {
+                    "pool": placement.pool,
+                    "cost_fen": b.cost_fen,
+                    "carbon_kg": round(b.carbon_kg, 6),
+                },
+            )
+            placed += 1
+        for unplaced in plan.unplaced:
+            by_id[unplaced.task].unplaced_reason = unplaced.sentence
+    return placed
+
+
+def task_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(TaskRow.state, func.count()).group_by(TaskRow.state))
+    return {state: int(n) for state, n in rows}
+
+
+def agent_count(session: Session, within_s: float) -> int:
+    since = now() - timedelta(seconds=within_s)
+    return int(
+        session.scalar(
+            select(func.count()).select_from(AgentRow).where(AgentRow.last_heartbeat_at >= since)
+        )
+        or 0
+    )

@@ -1,0 +1,133 @@
+"""SQLAlchemy 2 models of the platform's state.
+
+Owns the tables: principals and their hashed tokens, sites, pools, agents, tasks with their
+TES state and lease, and the append-only, hash-chained event log (可信、可溯) that records every
+state change. Money is integer fen; times are timezone-aware UTC; ids are stable strings.
+Invariant: rows change only inside a service's unit of work; the schema changes only through
+Alembic migrations (`store/migrations`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
+
+
+class Principal(Base):
+    """An owner of tokens: the operator, a provider or a consumer."""
+
+    __tablename__ = "principals"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+
+
+class Token(Base):
+    """A bearer token, stored only as its SHA-256 hash."""
+
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class SiteRow(Base):
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    cluster_id: Mapped[str | None] = mapped_column(String(32))
+    province: Mapped[str] = mapped_column(String(32))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    pue: Mapped[float] = mapped_column(Float)
+    green_share: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    device: Mapped[str] = mapped_column(String(80))
+    count: Mapped[int] = mapped_column(Integer)
+    price_fen_per_device_hour: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("principals.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    slots: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(32))
+    registered_at: Mapped[datetime]
+    last_heartbeat_at: Mapped[datetime]
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_owner_idempotency", "owner_id", "idempotency_key", unique=True),
+        Index("ix_tasks_state_pool", "state", "pool_id"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    spec: Mapped[dict[str, Any]]  # executors, resources, tier, origin, ... as submitted
+    devices: Mapped[int] = mapped_column(Integer)
+    policy: Mapped[str] = mapped_column(String(32))
+    pool_id: Mapped[str | None] = mapped_column(ForeignKey("pools.id"), index=True)
+    site_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    unplaced_reason: Mapped[str | None] = mapped_column(Text)
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    requeues: Mapped[int] = mapped_column(Integer, default=0)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    stdout_tail: Mapped[str | None] = mapped_column(Text)
+    stderr_tail: Mapped[str | None] = mapped_column(Text)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ChainHead(Base):
+    """The single row that serialises appends to the event chain (locked FOR UPDATE)."""
+
+    __tablename__ = "chain_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class EventRow(Base):
+    """One state change: append-only, each row hashing the previous one (a tamper-evident chain)."""
+
+    __tablename__ = "events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(160), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,198 @@
+"""A real platform for the integration suite: the server as a `suanli serve` subprocess on a
+free loopback port, real agents as `suanli agent` subprocesses, and a real database — a fresh
+SQLite file, and a fresh database on the PostgreSQL server that `make test` starts
+(`scripts/postgres.sh`, URL in SUANLI_TEST_PG_URL)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from suanli.services.core import Role, create_token
+from suanli.store.db import make_engine, session_factory, upgrade
+
+FAST = {  # short leases and passes so that the suite runs in seconds
+    "SUANLI_LEASE_S": "3",
+    "SUANLI_HEARTBEAT_S": "0.5",
+    "SUANLI_SCHEDULE_INTERVAL_S": "0.3",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_admin_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'suanli.db'}"
+        return
+    base = os.environ.get("SUANLI_TEST_PG_URL")
+    if not base:
+        pytest.skip("no PostgreSQL: run the suite with 'make test' (it starts one)")
+    import psycopg
+
+    name = f"test_{secrets.token_hex(4)}"
+    with psycopg.connect(_pg_admin_url(base), autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    yield base.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(_pg_admin_url(base), autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@dataclass
+class Platform:
+    """A running server, its database, and helpers to act as the three roles."""
+
+    url: str
+    database_url: str
+    home: Path
+    env: dict[str, str]
+    server: subprocess.Popen[bytes] | None = None
+    agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    port: int = 0
+
+    def start(self) -> None:
+        log = open(self.home / f"server-{len(self.agents)}-{time.time_ns()}.log", "wb")  # noqa: SIM115
+        self.server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "suanli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--db",
+                self.database_url,
+                "--home",
+                str(self.home),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the server did not start; see " + str(self.home))
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.send_signal(signal.SIGTERM)
+            self.server.wait(timeout=20)
+        self.server = None
+
+    def token(self, role: Role, name: str) -> str:
+        engine = make_engine(self.database_url)
+        with session_factory(engine).begin() as session:
+            _, token = create_token(session, role, name)
+        engine.dispose()
+        return token
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def site_with_pool(self, provider: str, count: int = 4, province: str = "上海") -> str:
+        with self.client(provider) as http:
+            site = http.post("/v1/sites", json={"name": "test site", "province": province})
+            assert site.status_code == 201, site.text
+            pool = http.post(
+                "/v1/pools",
+                json={
+                    "site_id": site.json()["id"],
+                    "device": "cpu",
+                    "count": count,
+                    "price_fen_per_device_hour": 10,
+                },
+            )
+            assert pool.status_code == 201, pool.text
+        return str(site.json()["id"])
+
+    def agent(self, provider: str, site: str, slots: int = 2) -> subprocess.Popen[bytes]:
+        log = open(self.home / f"agent-{len(self.agents)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "suanli",
+                "agent",
+                "--server",
+                self.url,
+                "--token",
+                provider,
+                "--site",
+                site,
+                "--slots",
+                str(slots),
+                "--work-root",
+                str(self.home / f"work-{len(self.agents)}"),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.agents.append(process)
+        return process
+
+    def wait_for(
+        self, token: str, task_id: str, states: set[str], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.client(token) as http:
+            while True:
+                task = http.get(f"/v1/tasks/{task_id}").json()
+                if task["state"] in states or time.monotonic() > deadline:
+                    return dict(task)
+                time.sleep(0.2)
+
+
+@pytest.fixture
+def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    engine.dispose()
+    port = free_port()
+    env = {**os.environ, **FAST, "SUANLI_HOME": str(tmp_path)}
+    env.pop("SUANLI_DATABASE_URL", None)
+    running = Platform(f"http://127.0.0.1:{port}", database_url, tmp_path, env, port=port)
+    running.start()
+    try:
+        yield running
+    finally:
+        for agent in running.agents:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGTERM)
+                try:
+                    agent.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(agent.pid, signal.SIGKILL)
+        running.stop()
+
+
+def submit_body(*command: str, **extra: Any) -> dict[str, Any]:
+    return {"executors": [{"command": list(command)}], **extra}

@@ -1,0 +1,223 @@
+"""The local backend against real subprocesses: outcomes, output, environment, order, cancel."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from suanli.agent.backends import Executor, Handle, Status, TaskState, backend_named
+from suanli.agent.backends.local import TAIL_BYTES, LocalBackend, read_tail
+from suanli.errors import InvalidValue
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+
+
+def sh(script: str, **env: str) -> Executor:
+    return Executor(command=("sh", "-c", script), env=env)
+
+
+def wait_for(backend: LocalBackend, handle: Handle, timeout_s: float = 10.0) -> Status:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = backend.poll(handle)
+        if status is not None:
+            return status
+        time.sleep(0.01)
+    raise AssertionError(f"task {handle.task_id} still running after {timeout_s} s")
+
+
+def alive(pid: int) -> bool:
+    """`os.kill(pid, 0)` succeeds, and the process is not a zombie awaiting its reaper."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def backend() -> LocalBackend:
+    return LocalBackend(grace_s=0.5)
+
+
+def test_a_successful_command_completes_with_its_output(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    handle = backend.start("t-1", [sh("echo hello")], tmp_path / "t-1", devices=2)
+    status = wait_for(backend, handle)
+    assert status.state is TaskState.COMPLETE
+    assert status.exit_code == 0
+    assert status.stdout_tail == "hello\n"
+    assert status.stderr_tail == ""
+    assert status.usage.wall_s > 0
+    assert status.usage.device_s == pytest.approx(2 * status.usage.wall_s)
+    assert (tmp_path / "t-1" / "stdout.txt").read_text() == "hello\n"
+
+
+def test_poll_does_not_block_and_forgets_the_task_after_its_end(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    handle = backend.start("t-1", [sh("sleep 0.3")], tmp_path / "t-1")
+    began = time.monotonic()
+    assert backend.poll(handle) is None
+    assert time.monotonic() - began < 0.1
+    wait_for(backend, handle)
+    with pytest.raises(KeyError):
+        backend.poll(handle)
+    backend.cancel(handle)  # a no-op once forgotten
+
+
+def test_a_failing_command_is_an_executor_error_with_its_code_and_stderr(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    handle = backend.start("t-1", [sh("echo oops >&2; exit 3")], tmp_path / "t-1")
+    status = wait_for(backend, handle)
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert status.exit_code == 3
+    assert "oops" in status.stderr_tail
+
+
+def test_env_is_merged_with_the_agent_environment_and_runs_in_the_task_directory(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    task_dir = tmp_path / "t-1"
+    script = 'echo "$SUANLI_GREETING|$PATH|$(pwd)"'
+    handle = backend.start("t-1", [sh(script, SUANLI_GREETING="你好")], task_dir)
+    greeting, path, cwd = wait_for(backend, handle).stdout_tail.strip().split("|")
+    assert greeting == "你好"
+    assert path == os.environ["PATH"]
+    assert Path(cwd).resolve() == task_dir.resolve()
+
+
+def test_an_executor_workdir_is_honoured(backend: LocalBackend, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    executors = [
+        Executor(command=("sh", "-c", "pwd"), workdir=str(elsewhere)),
+        Executor(command=("sh", "-c", "pwd"), workdir="sub"),
+    ]
+    status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
+    first, second = status.stdout_tail.split()
+    assert Path(first).resolve() == elsewhere.resolve()
+    assert Path(second).resolve() == (tmp_path / "t-1" / "sub").resolve()
+
+
+def test_executors_run_in_order(backend: LocalBackend, tmp_path: Path) -> None:
+    executors = [sh("echo one; sleep 0.1"), sh("echo two")]
+    status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
+    assert status.state is TaskState.COMPLETE
+    assert status.stdout_tail == "one\ntwo\n"
+
+
+def test_the_second_executor_does_not_run_when_the_first_fails(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    marker = tmp_path / "second-ran"
+    executors = [sh("echo one; exit 5"), sh(f"touch {marker}; echo two")]
+    status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert status.exit_code == 5
+    assert status.stdout_tail == "one\n"
+    assert "executor 1 of 2" in status.reason
+    assert not marker.exists()
+
+
+def test_a_missing_binary_is_an_executor_error_127(backend: LocalBackend, tmp_path: Path) -> None:
+    executors = [Executor(command=("suanli-no-such-binary-xyz", "--flag"))]
+    status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert status.exit_code == 127
+    assert "suanli-no-such-binary-xyz" in status.stderr_tail
+
+
+def test_cancel_kills_the_whole_process_group(backend: LocalBackend, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"sleep 60 & a=$!; sleep 60 & b=$!; echo $$ $a $b > {pids}; wait"
+    handle = backend.start("t-1", [sh(script)], tmp_path / "t-1")
+    deadline = time.monotonic() + 5
+    while not (pids.exists() and len(pids.read_text().split()) == 3):
+        assert time.monotonic() < deadline, "the script never wrote its pids"
+        assert backend.poll(handle) is None
+        time.sleep(0.01)
+    shell, *children = (int(pid) for pid in pids.read_text().split())
+    assert all(alive(pid) for pid in (shell, *children))
+
+    began = time.monotonic()
+    backend.cancel(handle)
+    status = wait_for(backend, handle, timeout_s=5)
+    assert time.monotonic() - began < 3
+    assert status.state is TaskState.CANCELED
+    deadline = time.monotonic() + 3
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [pid for pid in (shell, *children) if alive(pid)] == []
+
+
+def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ready"
+    script = f"trap '' TERM; touch {ready}; while :; do sleep 0.05; done"
+    handle = backend.start("t-1", [sh(script)], tmp_path / "t-1")
+    while not ready.exists():
+        assert backend.poll(handle) is None
+        time.sleep(0.01)
+    began = time.monotonic()
+    backend.cancel(handle)
+    status = wait_for(backend, handle, timeout_s=5)
+    assert status.state is TaskState.CANCELED
+    assert backend.grace_s <= time.monotonic() - began < 3
+
+
+def test_a_task_leaves_no_process_behind(backend: LocalBackend, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    handle = backend.start("t-1", [sh(f"sleep 60 & echo $! > {pid_file}")], tmp_path / "t-1")
+    status = wait_for(backend, handle, timeout_s=5)
+    assert status.state is TaskState.COMPLETE
+    straggler = int(pid_file.read_text())
+    deadline = time.monotonic() + 3
+    while alive(straggler) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(straggler)
+
+
+def test_output_tails_are_at_most_4_kib(backend: LocalBackend, tmp_path: Path) -> None:
+    script = (
+        "import sys\nsys.stdout.write('算' * 5000 + 'END')\nsys.stderr.write('x' * 10000 + 'END')\n"
+    )
+    executors = [
+        Executor(command=(sys.executable, "-c", script), env={"PYTHONIOENCODING": "utf-8"})
+    ]
+    status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
+    assert status.state is TaskState.COMPLETE
+    for tail in (status.stdout_tail, status.stderr_tail):
+        assert len(tail.encode()) <= TAIL_BYTES
+        assert tail.endswith("END")
+    assert set(status.stdout_tail[:-3]) == {"算"}  # the character cut in half is dropped
+    assert len(status.stderr_tail) == TAIL_BYTES
+
+
+def test_cpu_time_counts_the_work_of_the_executor(backend: LocalBackend, tmp_path: Path) -> None:
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    executors = [sh(f"{sys.executable} -c '{burn}'")]
+    status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
+    assert status.state is TaskState.COMPLETE
+    assert status.usage.cpu_s >= 0.25
+
+
+def test_read_tail_of_a_missing_file_is_empty(tmp_path: Path) -> None:
+    assert read_tail(tmp_path / "absent") == ""
+
+
+def test_backend_named() -> None:
+    assert backend_named("local").name == "local"
+    with pytest.raises(InvalidValue, match="one of local"):
+        backend_named("slurm")

@@ -1,0 +1,339 @@
+"""The agent against a real, minimal HTTP server that speaks the agent protocol from memory.
+
+`FakeServer` is the protocol in a few dozen lines: it registers agents, leases queued tasks,
+answers heartbeats with the cancellations a test asked for, and records every report. Tests
+script it (reject the token, answer 409 or 503) and watch what the agent does, with intervals
+short enough that each test takes about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from suanli.agent import Agent, AgentRejected, run_agent
+from suanli.agent.backends.local import LocalBackend
+from tests.unit.agent.test_local_backend import alive
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+
+TOKEN = "secret-token"
+PRINT_HI = [sys.executable, "-c", "print('hi')"]
+SLEEP_30 = ["sleep", "30"]
+
+
+@dataclass
+class ServerState:
+    """In-memory protocol state, guarded by `lock`; tests read it through `wait_until`."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    queue: list[dict[str, Any]] = field(default_factory=list)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    leased: dict[str, str] = field(default_factory=dict)  # task id -> agent id
+    cancel: set[str] = field(default_factory=set)
+    conflict: set[str] = field(default_factory=set)  # task ids whose reports get 409
+    conflict_gate: threading.Event = field(default_factory=threading.Event)  # ... once set
+    unavailable: int = 0  # answer this many requests with 503 first
+    reports: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    heartbeats: list[list[str]] = field(default_factory=list)
+    lease_s: float = 30.0
+    heartbeat_s: float = 0.1
+
+    def states(self, task_id: str) -> list[str]:
+        with self.lock:
+            return [body["state"] for tid, body in self.reports if tid == task_id]
+
+    def report(self, task_id: str, state: str) -> dict[str, Any]:
+        with self.lock:
+            return next(b for t, b in self.reports if t == task_id and b["state"] == state)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        state = self.server.state
+        with state.lock:
+            gated = any(self.path == f"/v1/tasks/{task_id}/report" for task_id in state.conflict)
+        if gated:
+            state.conflict_gate.wait(timeout=5)
+        with state.lock:
+            code, answer = self.route(state, self.path.strip("/").split("/"), body)
+        data = json.dumps(answer).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def route(
+        self, state: ServerState, parts: list[str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            error = {"code": "unauthorized", "message": "invalid token", "message_zh": "令牌无效"}
+            return 401, {"error": error}  # suanli's error body; the others use {"detail": ...}
+        if state.unavailable > 0:
+            state.unavailable -= 1
+            return 503, {"detail": "try later"}
+        match parts:
+            case ["v1", "agents"]:
+                agent_id = f"a-{len(state.agents) + 1}"
+                state.agents[agent_id] = body
+                return 201, {
+                    "id": agent_id,
+                    "lease_s": state.lease_s,
+                    "heartbeat_s": state.heartbeat_s,
+                }
+            case ["v1", "agents", agent_id, "heartbeat"]:
+                state.heartbeats.append(list(body["running"]))
+                cancel = sorted(state.cancel & set(body["running"]))
+                return 200, {"cancel": cancel}
+            case ["v1", "agents", agent_id, "lease"]:
+                tasks, state.queue = state.queue[: body["max"]], state.queue[body["max"] :]
+                for task in tasks:
+                    state.leased[task["id"]] = agent_id
+                return 200, {"tasks": tasks}
+            case ["v1", "tasks", task_id, "report"]:
+                if task_id in state.conflict or state.leased.get(task_id) != body["agent_id"]:
+                    return 409, {"detail": "task not leased to this agent"}
+                state.reports.append((task_id, body))
+                return 200, {}
+        return 404, {"detail": "no such route"}
+
+
+class FakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.state = ServerState()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def add_task(self, task_id: str, command: list[str], devices: int = 1) -> None:
+        task = {
+            "id": task_id,
+            "executors": [{"command": command, "env": {}, "workdir": None}],
+            "devices": devices,
+            "lease_expires_at": "2030-01-01T00:00:00Z",
+        }
+        with self.state.lock:
+            self.state.queue.append(task)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    server = FakeServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class RunningAgent:
+    agent: Agent
+    stop: threading.Event
+    thread: threading.Thread
+    lines: list[str]
+    errors: list[BaseException]
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive()
+        assert self.errors == []
+
+
+@pytest.fixture
+def start_agent(server: FakeServer, tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
+    started: list[RunningAgent] = []
+
+    def start(**options: Any) -> RunningAgent:
+        lines: list[str] = []
+        errors: list[BaseException] = []
+        agent = Agent(
+            server.url,
+            TOKEN,
+            "site-1",
+            LocalBackend(grace_s=0.5),
+            slots=2,
+            name="test-agent",
+            work_root=tmp_path / "work",
+            poll_s=0.02,
+            backoff_s=(0.05, 0.2),
+            log=lines.append,
+            **options,
+        )
+        stop = threading.Event()
+
+        def target() -> None:
+            try:
+                agent.run(stop)
+            except BaseException as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        running = RunningAgent(agent, stop, thread, lines, errors)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop.set()
+        running.thread.join(timeout=15)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_an_agent_registers_runs_a_task_and_reports_it_complete(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    server.add_task("t-1", PRINT_HI, devices=2)
+    running = start_agent()
+    wait_until(lambda: "COMPLETE" in server.state.states("t-1"))
+    running.finish()
+
+    assert server.state.agents["a-1"] == {
+        "site_id": "site-1",
+        "name": "test-agent",
+        "slots": 2,
+        "backend": "local",
+    }
+    assert server.state.states("t-1") == ["RUNNING", "COMPLETE"]
+    assert server.state.report("t-1", "RUNNING") == {"agent_id": "a-1", "state": "RUNNING"}
+    done = server.state.report("t-1", "COMPLETE")
+    assert done["agent_id"] == "a-1"
+    assert done["exit_code"] == 0
+    assert "hi" in done["stdout_tail"]
+    assert done["usage"]["wall_s"] > 0
+    assert done["usage"]["device_s"] == pytest.approx(2 * done["usage"]["wall_s"])
+    assert set(done) == {
+        "agent_id",
+        "state",
+        "exit_code",
+        "stdout_tail",
+        "stderr_tail",
+        "usage",
+        "reason",
+    }
+    assert "agent a-1: task t-1 RUNNING" in running.lines
+    assert any(line.startswith("agent a-1: task t-1 COMPLETE") for line in running.lines)
+
+
+def test_a_heartbeat_asking_to_cancel_makes_the_agent_cancel_and_report_canceled(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    server.add_task("t-long", SLEEP_30)
+    running = start_agent()
+    wait_until(lambda: "RUNNING" in server.state.states("t-long"))
+    wait_until(lambda: any("t-long" in beat for beat in server.state.heartbeats))
+    began = time.monotonic()
+    with server.state.lock:
+        server.state.cancel.add("t-long")
+    wait_until(lambda: "CANCELED" in server.state.states("t-long"), timeout_s=5)
+    assert time.monotonic() - began < 3
+    canceled = server.state.report("t-long", "CANCELED")
+    assert canceled["reason"] == "canceled by the server"
+    assert canceled["usage"]["wall_s"] > 0
+    running.finish()
+    assert server.state.states("t-long") == ["RUNNING", "CANCELED"]
+
+
+def test_a_409_answer_makes_the_agent_drop_the_task(
+    server: FakeServer, start_agent: Callable[..., RunningAgent], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    with server.state.lock:
+        server.state.conflict.add("t-lost")
+    server.add_task("t-lost", ["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"])
+    running = start_agent()
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+    server.state.conflict_gate.set()  # the 409 comes only once the task surely runs
+    wait_until(lambda: any("dropped" in line for line in running.lines))
+    wait_until(lambda: running.agent.free_slots() == 2, timeout_s=5)  # drained on the backend
+    beats = len(server.state.heartbeats)
+    wait_until(lambda: len(server.state.heartbeats) >= beats + 2)
+    with server.state.lock:
+        assert server.state.heartbeats[-1] == []
+    running.finish()
+    assert server.state.states("t-lost") == []  # the 409 was the only answer; nothing recorded
+    assert not alive(int(pid_file.read_text()))
+
+
+def test_stopping_the_agent_cancels_running_tasks_with_reason_agent_stopped(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    server.add_task("t-long", SLEEP_30)
+    running = start_agent()
+    wait_until(lambda: "RUNNING" in server.state.states("t-long"))
+    running.finish()
+    assert server.state.states("t-long") == ["RUNNING", "CANCELED"]
+    assert server.state.report("t-long", "CANCELED")["reason"] == "agent stopped"
+    assert running.lines[-1] == "agent a-1: stopped"
+
+
+def test_transient_server_errors_are_retried(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    with server.state.lock:
+        server.state.unavailable = 3  # registration fails three times
+    server.add_task("t-1", PRINT_HI)
+    running = start_agent()
+    wait_until(lambda: "COMPLETE" in server.state.states("t-1"))
+    running.finish()
+    assert sum("HTTP 503" in line and "retrying" in line for line in running.lines) == 3
+
+
+def test_an_unreachable_server_is_retried_until_stopped(tmp_path: Path) -> None:
+    lines: list[str] = []
+    agent = Agent(
+        "http://127.0.0.1:9",  # discard port: connection refused
+        TOKEN,
+        "site-1",
+        poll_s=0.02,
+        backoff_s=(0.05, 0.1),
+        work_root=tmp_path,
+        log=lines.append,
+    )
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    agent.run(stop)
+    assert sum("retrying" in line for line in lines) >= 3
+    assert lines[-1].endswith("stopped")
+
+
+def test_a_401_on_registration_ends_run_agent_with_a_clear_error(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    with pytest.raises(AgentRejected) as caught:
+        run_agent(server.url, "wrong-token", "site-1", work_root=tmp_path, poll_s=0.02)
+    error = caught.value
+    assert error.status_code == 401
+    assert "\n" not in error.one_line()
+    assert "HTTP 401" in error.message_en and "invalid token" in error.message_en
+    assert "令牌" in error.message_zh
