@@ -24,6 +24,7 @@ test: $(STAMP) ## The whole suite (SQLite and a real PostgreSQL), plus the impor
 bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_metering.py
 	$(BIN)/python benchmarks/bench_scheduler.py
+	$(BIN)/python benchmarks/bench_platform.py
 
 lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
 	$(BIN)/ruff check src tests benchmarks

@@ -13,10 +13,11 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import Annotated, Any
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -26,6 +27,8 @@ from prometheus_client import (
     generate_latest,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from suanli import __version__
 from suanli.api import errors
@@ -49,11 +52,14 @@ from suanli.api.schemas import (
 )
 from suanli.config import Settings
 from suanli.services import platform
-from suanli.services.core import Unauthorized, authenticate, aware
+from suanli.services.core import Unauthorized, authenticate, aware, now
 from suanli.store.db import check_schema, make_engine, session_factory, upgrade
 from suanli.store.models import PoolRow, Principal, SiteRow, TaskRow
 
 log = logging.getLogger("suanli.server")
+R = TypeVar("R")
+MIN_PASS_GAP_S = 0.05
+TOKEN_CACHE_S = 30.0
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422)
 }
@@ -86,38 +92,84 @@ class Metrics:
 class Platform:
     """What the routes share: sessions, settings, metrics and the scheduler's wake-up call."""
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        readers: sessionmaker[Session],
+        serialise_writes: bool,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.readers = readers
+        # SQLite has one writer at a time: queue writers on a lock here instead of letting them
+        # poll the database's busy handler (fairer, and far faster under contention)
+        self.write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if serialise_writes else nullcontext()
+        )
         self.metrics = Metrics()
+        self.tokens: dict[str, tuple[float, Principal]] = {}
         self.wake = threading.Event()
+        self.capacity_grew = threading.Event()
+        self.last_pass_at: datetime | None = None
+        self.last_full_pass = 0.0
         self.stop = threading.Event()
 
+    def principal(self, session: Session, token: str) -> Principal:
+        """The token's principal, remembered for TOKEN_CACHE_S (so a revoked token may work
+        that much longer); unknown tokens are never cached."""
+        moment = time.monotonic()
+        cached = self.tokens.get(token)
+        if cached is not None and moment - cached[0] < TOKEN_CACHE_S:
+            return cached[1]
+        who = authenticate(session, token)
+        session.expunge(who)
+        if len(self.tokens) > 10_000:
+            self.tokens.clear()
+        self.tokens[token] = (moment, who)
+        return who
+
     @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
-        session = self.sessions()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+    def unit_of_work(self, write: bool = True) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
+        with self.write_lock if write else nullcontext():
+            session = (self.sessions if write else self.readers)()
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     def schedule_once(self) -> None:
         with self.unit_of_work() as session:
             expired = platform.expire_leases(session)
         if expired:
+            self.capacity_grew.set()
             self.metrics.requeues.inc(len(expired))
             log.warning("re-queued %d task(s) after lease expiry: %s", len(expired), expired)
-        with self.unit_of_work() as session:
-            placed = platform.schedule_pass(session, self.settings.policy)
+        # a full pass when capacity may have grown (or every interval); else only new tasks
+        full = self.capacity_grew.is_set() or (
+            time.monotonic() - self.last_full_pass >= self.settings.schedule_interval_s
+        )
+        started = now()
+        self.capacity_grew.clear()
+        with self.unit_of_work(write=False) as session:  # a short read
+            since = None if full or self.last_pass_at is None else self.last_pass_at
+            decided = platform.plan_pass(session, self.settings.policy, since)
+        self.last_pass_at = started
+        if full:
+            self.last_full_pass = time.monotonic()
+        with self.unit_of_work() as session:  # a short write
+            placed = platform.apply_pass(session, decided)
         self.metrics.placements.inc(placed)
 
     def scheduling_loop(self) -> None:
         while not self.stop.is_set():
             self.wake.wait(self.settings.schedule_interval_s)
+            time.sleep(MIN_PASS_GAP_S)  # let a burst of submissions gather into one pass
             self.wake.clear()
             if self.stop.is_set():
                 return
@@ -127,7 +179,35 @@ class Platform:
                 log.exception("scheduling pass failed")
 
 
-def bearer(authorization: Annotated[str | None, Header()] = None) -> str:
+class MeasureRequests:
+    """Pure ASGI middleware: request count and latency per route (no body buffering)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+
+
+async def bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     """The bearer token of a request (checked against the database in the unit of work)."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized()
@@ -189,7 +269,9 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     if migrate:
         upgrade(engine)
     check_schema(engine)
-    state = Platform(settings, session_factory(engine))
+    sqlite = engine.dialect.name == "sqlite"
+    reader = make_engine(settings.url, reader=True) if sqlite else engine
+    state = Platform(settings, session_factory(engine), session_factory(reader), sqlite)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -205,6 +287,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         if thread is not None:
             thread.join(timeout=10)
         engine.dispose()
+        reader.dispose()
 
     app = FastAPI(
         title="suanli",
@@ -216,35 +299,33 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     app.state.platform = state
     errors.install(app)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[..., Any]) -> Response:
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        state.metrics.latency.labels(path).observe(time.perf_counter() - started)
-        state.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(MeasureRequests, metrics=state.metrics)
 
-    @contextmanager
-    def acting(token: str) -> Iterator[tuple[Session, Principal]]:
-        with state.unit_of_work() as session:
-            yield session, authenticate(session, token)
+    def acted(token: str, write: bool, work: Callable[[Session, Principal], R]) -> R:
+        with state.unit_of_work(write) as session:
+            return work(session, state.principal(session, token))
+
+    async def run(token: str, write: bool, work: Callable[[Session, Principal], R]) -> R:
+        """One unit of work in the thread pool: the only thread hop of a request."""
+        return await run_in_threadpool(acted, token, write, work)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
-    def metrics() -> Response:
-        with state.unit_of_work() as session:
-            counts = platform.task_counts(session)
-            unplaced = (
-                session.query(TaskRow)
-                .filter(TaskRow.state == "QUEUED", TaskRow.pool_id.is_(None))
-                .count()
-            )
-            agents = platform.agent_count(session, 3 * state.settings.heartbeat_s)
+    async def metrics() -> Response:
+        def gauges() -> tuple[dict[str, int], int, int]:
+            with state.unit_of_work(write=False) as session:
+                unplaced = (
+                    session.query(TaskRow)
+                    .filter(TaskRow.state == "QUEUED", TaskRow.pool_id.is_(None))
+                    .count()
+                )
+                agents = platform.agent_count(session, 3 * state.settings.heartbeat_s)
+                return platform.task_counts(session), unplaced, agents
+
+        counts, unplaced, agents = await run_in_threadpool(gauges)
         for name in (
             "QUEUED",
             "INITIALIZING",
@@ -269,38 +350,48 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         responses=SUBMIT_RESPONSES,
         tags=["tasks"],
     )
-    def submit(
+    async def submit(
         body: TaskCreate,
         token: Token,
         response: Response,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> TaskRead:
-        with acting(token) as (session, who):
-            task, created = platform.submit(session, who, body.model_dump(), idempotency_key)
-            read = _task_read(task)
-        if not created:
-            response.status_code = 200
-        else:
+        spec = body.model_dump()
+
+        def work(session: Session, who: Principal) -> tuple[TaskRead, bool]:
+            task, created = platform.submit(session, who, spec, idempotency_key)
+            return _task_read(task), created
+
+        read, created = await run(token, True, work)
+        if created:
             state.wake.set()
+        else:
+            response.status_code = 200
         return read
 
     @app.get("/v1/tasks", response_model=list[TaskRead], responses=ERRORS, tags=["tasks"])
-    def tasks(
+    async def tasks(
         token: Token,
         state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[TaskRead]:
-        with acting(token) as (session, who):
-            return [_task_read(t) for t in platform.list_tasks(session, who, state_, limit)]
+        return await run(
+            token,
+            False,
+            lambda session, who: [
+                _task_read(t) for t in platform.list_tasks(session, who, state_, limit)
+            ],
+        )
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskRead, responses=ERRORS, tags=["tasks"])
-    def task(task_id: str, token: Token) -> TaskRead:
-        with acting(token) as (session, who):
-            return _task_read(platform.get_task(session, who, task_id))
+    async def task(task_id: str, token: Token) -> TaskRead:
+        return await run(
+            token, False, lambda session, who: _task_read(platform.get_task(session, who, task_id))
+        )
 
     @app.get("/v1/tasks/{task_id}/logs", response_model=TaskLogs, responses=ERRORS, tags=["tasks"])
-    def logs(task_id: str, token: Token) -> TaskLogs:
-        with acting(token) as (session, who):
+    async def logs(task_id: str, token: Token) -> TaskLogs:
+        def work(session: Session, who: Principal) -> TaskLogs:
             t = platform.get_task(session, who, task_id)
             return TaskLogs(
                 id=t.id,
@@ -310,53 +401,75 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
                 stderr_tail=t.stderr_tail or "",
             )
 
+        return await run(token, False, work)
+
     @app.post(
         "/v1/tasks/{task_id}/cancel", response_model=TaskRead, responses=ERRORS, tags=["tasks"]
     )
-    def cancel(task_id: str, token: Token) -> TaskRead:
-        with acting(token) as (session, who):
-            return _task_read(platform.cancel_task(session, who, task_id))
+    async def cancel(task_id: str, token: Token) -> TaskRead:
+        read = await run(
+            token,
+            True,
+            lambda session, who: _task_read(platform.cancel_task(session, who, task_id)),
+        )
+        state.capacity_grew.set()
+        return read
 
     # --- sites and pools (providers) ---------------------------------------------------------
 
     @app.post(
         "/v1/sites", status_code=201, response_model=SiteRead, responses=ERRORS, tags=["providers"]
     )
-    def add_site(body: SiteCreate, token: Token) -> SiteRead:
-        with acting(token) as (session, who):
-            return _site_read(platform.add_site(session, who, body.model_dump()))
+    async def add_site(body: SiteCreate, token: Token) -> SiteRead:
+        spec = body.model_dump()
+        return await run(
+            token, True, lambda session, who: _site_read(platform.add_site(session, who, spec))
+        )
 
     @app.get("/v1/sites", response_model=list[SiteRead], responses=ERRORS, tags=["providers"])
-    def sites(token: Token) -> list[SiteRead]:
-        with acting(token) as (session, _):
-            return [_site_read(s) for s in platform.list_sites(session)]
+    async def sites(token: Token) -> list[SiteRead]:
+        return await run(
+            token, False, lambda session, _: [_site_read(s) for s in platform.list_sites(session)]
+        )
 
     @app.post(
         "/v1/pools", status_code=201, response_model=PoolRead, responses=ERRORS, tags=["providers"]
     )
-    def add_pool(body: PoolCreate, token: Token) -> PoolRead:
-        with acting(token) as (session, who):
-            pool = platform.add_pool(session, who, body.model_dump())
-            read = _pool_read(pool, pool.count)
+    async def add_pool(body: PoolCreate, token: Token) -> PoolRead:
+        spec = body.model_dump()
+
+        def work(session: Session, who: Principal) -> PoolRead:
+            pool = platform.add_pool(session, who, spec)
+            return _pool_read(pool, pool.count)
+
+        read = await run(token, True, work)
+        state.capacity_grew.set()
         state.wake.set()
         return read
 
     @app.get("/v1/pools", response_model=list[PoolRead], responses=ERRORS, tags=["providers"])
-    def pools(token: Token) -> list[PoolRead]:
-        with acting(token) as (session, _):
-            return [_pool_read(p, free) for p, free in platform.list_pools(session)]
+    async def pools(token: Token) -> list[PoolRead]:
+        return await run(
+            token,
+            False,
+            lambda session, _: [_pool_read(p, free) for p, free in platform.list_pools(session)],
+        )
 
     # --- agents -------------------------------------------------------------------------------
 
     @app.post(
         "/v1/agents", status_code=201, response_model=AgentRead, responses=ERRORS, tags=["agents"]
     )
-    def register(body: AgentCreate, token: Token) -> AgentRead:
-        with acting(token) as (session, who):
-            agent = platform.register_agent(session, who, body.model_dump())
+    async def register(body: AgentCreate, token: Token) -> AgentRead:
+        spec = body.model_dump()
+
+        def work(session: Session, who: Principal) -> AgentRead:
+            agent = platform.register_agent(session, who, spec)
             return AgentRead(
                 id=agent.id, lease_s=state.settings.lease_s, heartbeat_s=state.settings.heartbeat_s
             )
+
+        return await run(token, True, work)
 
     @app.post(
         "/v1/agents/{agent_id}/heartbeat",
@@ -364,17 +477,20 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         responses=ERRORS,
         tags=["agents"],
     )
-    def beat(agent_id: str, body: Heartbeat, token: Token) -> HeartbeatReply:
-        with acting(token) as (session, who):
-            return HeartbeatReply(
+    async def beat(agent_id: str, body: Heartbeat, token: Token) -> HeartbeatReply:
+        return await run(
+            token,
+            True,
+            lambda session, who: HeartbeatReply(
                 cancel=platform.heartbeat(session, who, agent_id, state.settings.lease_s)
-            )
+            ),
+        )
 
     @app.post(
         "/v1/agents/{agent_id}/lease", response_model=LeaseReply, responses=ERRORS, tags=["agents"]
     )
-    def take(agent_id: str, body: LeaseRequest, token: Token) -> LeaseReply:
-        with acting(token) as (session, who):
+    async def take(agent_id: str, body: LeaseRequest, token: Token) -> LeaseReply:
+        def work(session: Session, who: Principal) -> LeaseReply:
             leased = platform.lease(session, who, agent_id, body.max, state.settings.lease_s)
             return LeaseReply(
                 tasks=[
@@ -388,14 +504,21 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
                 ]
             )
 
+        return await run(token, True, work)
+
     @app.post(
         "/v1/tasks/{task_id}/report", response_model=TaskRead, responses=ERRORS, tags=["agents"]
     )
-    def report(task_id: str, body: Report, token: Token) -> TaskRead:
-        with acting(token) as (session, who):
-            read = _task_read(platform.report(session, who, task_id, body.model_dump()))
+    async def report(task_id: str, body: Report, token: Token) -> TaskRead:
+        spec = body.model_dump()
+        read = await run(
+            token,
+            True,
+            lambda session, who: _task_read(platform.report(session, who, task_id, spec)),
+        )
         if read.state not in ("RUNNING", "INITIALIZING"):
-            state.wake.set()  # capacity came free
+            state.capacity_grew.set()  # its devices came free
+            state.wake.set()
         return read
 
     return app

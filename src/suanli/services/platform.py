@@ -13,7 +13,7 @@ run by two agents at once: reports from an agent that no longer holds the lease 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -465,9 +465,21 @@ def _task(row: TaskRow, created: datetime) -> Task:
     )
 
 
-def schedule_pass(session: Session, default_policy: str) -> int:
-    """Place every queued, unplaced task on a fresh snapshot of free capacity; how many."""
-    pending = session.scalars(
+@dataclass(frozen=True)
+class PassPlan:
+    """What a scheduling pass decided, computed outside any write transaction."""
+
+    placements: dict[str, tuple[str, str, dict[str, Any]]]  # task -> (pool, site, placement)
+    reasons: dict[str, str]  # task -> why it is not placed
+
+
+def plan_pass(session: Session, default_policy: str, since: datetime | None = None) -> PassPlan:
+    """Read the queue and free capacity, and place with the engine (no rows are changed).
+
+    `since`: only tasks submitted or re-queued after it (when capacity has not grown since the
+    last pass, older queued tasks cannot have become placeable).
+    """
+    query = (
         select(TaskRow)
         .where(
             TaskRow.state == State.QUEUED.value,
@@ -475,10 +487,12 @@ def schedule_pass(session: Session, default_policy: str) -> int:
             TaskRow.cancel_requested.is_(False),
         )
         .order_by(TaskRow.created_at)
-        .with_for_update(skip_locked=True)
-    ).all()
+    )
+    if since is not None:
+        query = query.where(TaskRow.updated_at >= since)
+    pending = session.scalars(query).all()
     if not pending:
-        return 0
+        return PassPlan({}, {})
     held = _held(session)
     sites = {row.id: _site(row) for row in session.scalars(select(SiteRow))}
     pools = tuple(
@@ -492,54 +506,83 @@ def schedule_pass(session: Session, default_policy: str) -> int:
         )
         for p in session.scalars(select(PoolRow).order_by(PoolRow.id))
     )
+    if not pools:
+        reason = "no pool is registered yet; waiting for providers"
+        return PassPlan({}, {row.id: reason for row in pending if row.unplaced_reason != reason})
     clock = now().timestamp()
-    placed = 0
     by_policy: dict[str, list[TaskRow]] = {}
     for row in pending:
         by_policy.setdefault(row.policy or default_policy, []).append(row)
     free = {p.id: p.free for p in pools}
+    placements: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    reasons: dict[str, str] = {}
     for policy_name, rows in sorted(by_policy.items()):
-        snapshot_pools = tuple(replace(p, free=free[p.id]) for p in pools)
+        snapshot = Snapshot(tuple(replace(p, free=free[p.id]) for p in pools), sites)
         tasks = [_task(row, row.created_at) for row in rows]
-        plan = place(
-            tasks,
-            Snapshot(snapshot_pools, sites),
-            policy_named(policy_name),
-            clock,
-            solver="greedy",
-        )
-        by_id = {row.id: row for row in rows}
+        plan = place(tasks, snapshot, policy_named(policy_name), clock, solver="greedy")
+        devices = {row.id: row.devices for row in rows}
         for placement in plan.placements:
-            row = by_id[placement.task]
-            row.pool_id, row.site_id = placement.pool, placement.site
-            row.unplaced_reason = None
             b = placement.breakdown
-            row.placement = {
-                "pool": placement.pool,
-                "site": placement.site,
-                "cost_fen": b.cost_fen,
-                "energy_kwh": b.energy_kwh,
-                "carbon_kg": b.carbon_kg,
-                "latency_ms": b.latency_ms,
-                "runner_up": placement.runner_up,
-                "policy": policy_name,
-                "duration_s": b.duration_s,
-            }
-            free[placement.pool] -= row.devices
+            placements[placement.task] = (
+                placement.pool,
+                placement.site,
+                {
+                    "pool": placement.pool,
+                    "site": placement.site,
+                    "cost_fen": b.cost_fen,
+                    "energy_kwh": b.energy_kwh,
+                    "carbon_kg": b.carbon_kg,
+                    "latency_ms": b.latency_ms,
+                    "runner_up": placement.runner_up,
+                    "policy": policy_name,
+                    "duration_s": b.duration_s,
+                },
+            )
+            free[placement.pool] -= devices[placement.task]
+        current = {row.id: row.unplaced_reason for row in rows}
+        reasons.update({u.task: u.sentence for u in plan.unplaced if current[u.task] != u.sentence})
+    return PassPlan(placements, reasons)
+
+
+def apply_pass(session: Session, decided: PassPlan) -> int:
+    """Write a pass's decisions for the tasks still queued and unplaced; how many were placed.
+
+    Only this pass assigns pools and capacity only grows between its read and its write (leases
+    keep their pool; re-queues and completions free devices), so the plan cannot overfill a pool.
+    """
+    ids = list(decided.placements) + list(decided.reasons)
+    if not ids:
+        return 0
+    rows = session.scalars(
+        select(TaskRow)
+        .where(
+            TaskRow.id.in_(ids),
+            TaskRow.state == State.QUEUED.value,
+            TaskRow.pool_id.is_(None),
+            TaskRow.cancel_requested.is_(False),
+        )
+        .with_for_update()
+    ).all()
+    placed = 0
+    for row in rows:
+        if row.id in decided.placements:
+            pool, site, placement = decided.placements[row.id]
+            row.pool_id, row.site_id, row.placement = pool, site, placement
+            row.unplaced_reason = None
             append_event(
                 session,
                 "task.placed",
                 row.id,
                 "scheduler",
                 {
-                    "pool": placement.pool,
-                    "cost_fen": b.cost_fen,
-                    "carbon_kg": round(b.carbon_kg, 6),
+                    "pool": pool,
+                    "cost_fen": placement["cost_fen"],
+                    "carbon_kg": round(placement["carbon_kg"], 6),
                 },
             )
             placed += 1
-        for unplaced in plan.unplaced:
-            by_id[unplaced.task].unplaced_reason = unplaced.sentence
+        elif row.unplaced_reason != decided.reasons[row.id]:
+            row.unplaced_reason = decided.reasons[row.id]
     return placed
 
 

@@ -24,8 +24,9 @@ from suanli.errors import SuanliError
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and immediate write transactions."""
+def make_engine(url: str, *, reader: bool = False) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and immediate write transactions
+    (a `reader` engine's transactions are deferred: WAL lets them run beside a writer)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -49,7 +50,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql("BEGIN" if reader else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
