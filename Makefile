@@ -13,9 +13,8 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP) ## Print the national catalog and the indicators on the embedded defaults
-	$(BIN)/suanli catalog
-	$(BIN)/suanli indicators
+demo: $(STAMP) ## The platform on this machine: server, site, agent, real tasks (Ctrl-C stops)
+	$(BIN)/python scripts/demo.py
 
 test: $(STAMP) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
 	$(BIN)/lint-imports

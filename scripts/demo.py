@@ -1,0 +1,133 @@
+"""`make demo`: the whole platform on this machine, on the embedded SQLite.
+
+Starts `suanli serve`, creates an operator, a provider and a consumer, registers a site with a
+pool of this machine's CPU cores, starts an agent for it, submits a few real commands, shows
+them placed and finished, then leaves the server running with its URL and tokens printed.
+Ctrl-C stops the agent and the server cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from suanli.services.core import Role, create_token
+from suanli.store.db import make_engine, session_factory, upgrade
+
+HOME = Path(os.environ.get("SUANLI_DEMO_HOME", ".suanli-demo")).resolve()
+SUANLI = [sys.executable, "-m", "suanli"]
+COMMANDS = [
+    ["uname", "-sm"],
+    [sys.executable, "-c", "import math; print(round(sum(math.sqrt(i) for i in range(10**6))))"],
+    ["sh", "-c", "echo computing on the compute network...; sleep 1; echo done"],
+    ["sh", "-c", "echo this one fails on purpose >&2; exit 3"],
+]
+
+
+def port() -> int:
+    wanted = int(os.environ.get("SUANLI_PORT", "8000"))
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", wanted))
+            return wanted
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+
+def main() -> int:
+    shutil.rmtree(HOME, ignore_errors=True)
+    HOME.mkdir(parents=True)
+    database = f"sqlite:///{HOME / 'suanli.db'}"
+    engine = make_engine(database)
+    upgrade(engine)
+    with session_factory(engine).begin() as session:
+        tokens = {role: create_token(session, role, f"demo {role.value}")[1] for role in Role}
+    engine.dispose()
+    url = f"http://127.0.0.1:{port()}"
+    env = {**os.environ, "SUANLI_HOME": str(HOME), "SUANLI_SCHEDULE_INTERVAL_S": "0.5",
+           "SUANLI_HEARTBEAT_S": "1"}
+    children: list[subprocess.Popen[bytes]] = []
+
+    def stop(*_: object) -> None:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        print("\nstopped the agent and the server / 已停止代理与服务", file=sys.stderr)
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        print(f"starting the server at {url} / 启动服务 ...", file=sys.stderr)
+        children.append(subprocess.Popen(
+            [*SUANLI, "serve", "--port", url.rsplit(":", 1)[1], "--db", database],
+            env=env, stdout=open(HOME / "server.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        provider = httpx.Client(base_url=url, headers={
+            "Authorization": f"Bearer {tokens[Role.PROVIDER]}"})
+        site = provider.post("/v1/sites", json={"name": "this machine", "province": "上海",
+                                                "pue": 1.3}).json()["id"]
+        cores = os.cpu_count() or 1
+        pool = provider.post("/v1/pools", json={"site_id": site, "device": "cpu", "count": cores,
+                                                "price_fen_per_device_hour": 20}).json()["id"]
+        print(f"provider site {site} with {cores} CPU core(s) in pool {pool}", file=sys.stderr)
+        children.append(subprocess.Popen(
+            [*SUANLI, "agent", "--server", url, "--token", tokens[Role.PROVIDER], "--site", site,
+             "--slots", str(cores), "--work-root", str(HOME / "work")],
+            env=env, stdout=open(HOME / "agent.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
+        consumer_env = {**env, "SUANLI_SERVER": url, "SUANLI_TOKEN": tokens[Role.CONSUMER]}
+        for command in COMMANDS:
+            subprocess.run([*SUANLI, "submit", "--", *command], env=consumer_env, check=True)
+        consumer = httpx.Client(base_url=url, headers={
+            "Authorization": f"Bearer {tokens[Role.CONSUMER]}"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = [t["state"] for t in consumer.get("/v1/tasks").json()]
+            if all(s in {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+                   for s in states):
+                break
+            time.sleep(0.3)
+        subprocess.run([*SUANLI, "tasks"], env=consumer_env, check=False)
+        for task in reversed(consumer.get("/v1/tasks").json()):
+            logs = consumer.get(f"/v1/tasks/{task['id']}/logs").json()
+            output = (logs["stdout_tail"] + logs["stderr_tail"]).strip()
+            print(f"{task['id']} {task['state']} (exit {task['exit_code']}): {output}")
+        print(f"""
+The server is running at {url} (API docs at {url}/docs, metrics at {url}/metrics).
+服务正在运行。Try it / 试试看:
+  export SUANLI_SERVER={url}
+  export SUANLI_TOKEN={tokens[Role.CONSUMER]}
+  .venv/bin/suanli submit --wait -- echo hello
+  .venv/bin/suanli tasks
+Provider token / 提供方令牌: {tokens[Role.PROVIDER]}
+Operator token / 运营方令牌: {tokens[Role.OPERATOR]}
+Logs in {HOME}. Press Ctrl-C to stop / 按 Ctrl-C 停止.""")
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("a platform process exited; see the logs", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
