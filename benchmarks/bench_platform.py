@@ -39,8 +39,13 @@ def _free_port() -> int:
 
 def _postgres_url() -> str | None:
     try:
-        base = subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "start"], check=True,
-                              capture_output=True, text=True, timeout=300).stdout.strip()
+        base = subprocess.run(
+            [str(ROOT / "scripts" / "postgres.sh"), "start"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout.strip()
     except (subprocess.SubprocessError, OSError) as error:
         print(f"... PostgreSQL unavailable ({error}); skipping it", file=sys.stderr)
         return None
@@ -72,8 +77,9 @@ async def _load(base: str, token: str, total: int) -> list[float]:
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
 
     async def client() -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits,
-                                     headers={"Authorization": f"Bearer {token}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=60, limits=limits, headers={"Authorization": f"Bearer {token}"}
+        ) as http:
             for _ in counter:
                 started = time.perf_counter()
                 response = await http.post("/v1/tasks", json=body)
@@ -90,9 +96,9 @@ def _measure(label: str, url: str) -> dict[str, Any]:
     port = _free_port()
     home = tempfile.mkdtemp(prefix="suanli-bench-")
     server = subprocess.Popen(
-        [sys.executable, "-m", "suanli", "serve", "--port", str(port), "--db", url,
-         "--home", home],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "suanli", "serve", "--port", str(port), "--db", url, "--home", home],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -102,8 +108,10 @@ def _measure(label: str, url: str) -> dict[str, Any]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        print(f"... {label}: {WARMUP} warm-up submissions, then {SUBMISSIONS} with {CLIENTS} "
-              "clients", file=sys.stderr)
+        print(
+            f"... {label}: {WARMUP} warm-up submissions, then {SUBMISSIONS} with {CLIENTS} clients",
+            file=sys.stderr,
+        )
         asyncio.run(_load(base, token, WARMUP))
         started = time.perf_counter()
         latencies = sorted(asyncio.run(_load(base, token, SUBMISSIONS)))
@@ -115,8 +123,13 @@ def _measure(label: str, url: str) -> dict[str, Any]:
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     print(f"{label:<12} {rate:>8,.0f} submissions/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
-    return {"submissions_per_s": round(rate), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
-            "clients": CLIENTS, "submissions": SUBMISSIONS}
+    return {
+        "submissions_per_s": round(rate),
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "clients": CLIENTS,
+        "submissions": SUBMISSIONS,
+    }
 
 
 def main() -> None:

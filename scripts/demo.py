@@ -53,8 +53,12 @@ def main() -> int:
         tokens = {role: create_token(session, role, f"demo {role.value}")[1] for role in Role}
     engine.dispose()
     url = f"http://127.0.0.1:{port()}"
-    env = {**os.environ, "SUANLI_HOME": str(HOME), "SUANLI_SCHEDULE_INTERVAL_S": "0.5",
-           "SUANLI_HEARTBEAT_S": "1"}
+    env = {
+        **os.environ,
+        "SUANLI_HOME": str(HOME),
+        "SUANLI_SCHEDULE_INTERVAL_S": "0.5",
+        "SUANLI_HEARTBEAT_S": "1",
+    }
     children: list[subprocess.Popen[bytes]] = []
 
     def stop(*_: object) -> None:
@@ -71,37 +75,68 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         print(f"starting the server at {url} / 启动服务 ...", file=sys.stderr)
-        children.append(subprocess.Popen(
-            [*SUANLI, "serve", "--port", url.rsplit(":", 1)[1], "--db", database],
-            env=env, stdout=open(HOME / "server.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
+        children.append(
+            subprocess.Popen(
+                [*SUANLI, "serve", "--port", url.rsplit(":", 1)[1], "--db", database],
+                env=env,
+                stdout=open(HOME / "server.log", "wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         for _ in range(300):
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        provider = httpx.Client(base_url=url, headers={
-            "Authorization": f"Bearer {tokens[Role.PROVIDER]}"})
-        site = provider.post("/v1/sites", json={"name": "this machine", "province": "上海",
-                                                "pue": 1.3}).json()["id"]
+        provider = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {tokens[Role.PROVIDER]}"}
+        )
+        site = provider.post(
+            "/v1/sites", json={"name": "this machine", "province": "上海", "pue": 1.3}
+        ).json()["id"]
         cores = os.cpu_count() or 1
-        pool = provider.post("/v1/pools", json={"site_id": site, "device": "cpu", "count": cores,
-                                                "price_fen_per_device_hour": 20}).json()["id"]
+        pool = provider.post(
+            "/v1/pools",
+            json={
+                "site_id": site,
+                "device": "cpu",
+                "count": cores,
+                "price_fen_per_device_hour": 20,
+            },
+        ).json()["id"]
         print(f"provider site {site} with {cores} CPU core(s) in pool {pool}", file=sys.stderr)
-        children.append(subprocess.Popen(
-            [*SUANLI, "agent", "--server", url, "--token", tokens[Role.PROVIDER], "--site", site,
-             "--slots", str(cores), "--work-root", str(HOME / "work")],
-            env=env, stdout=open(HOME / "agent.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
+        children.append(
+            subprocess.Popen(
+                [
+                    *SUANLI,
+                    "agent",
+                    "--server",
+                    url,
+                    "--token",
+                    tokens[Role.PROVIDER],
+                    "--site",
+                    site,
+                    "--slots",
+                    str(cores),
+                    "--work-root",
+                    str(HOME / "work"),
+                ],
+                env=env,
+                stdout=open(HOME / "agent.log", "wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         consumer_env = {**env, "SUANLI_SERVER": url, "SUANLI_TOKEN": tokens[Role.CONSUMER]}
         for command in COMMANDS:
             subprocess.run([*SUANLI, "submit", "--", *command], env=consumer_env, check=True)
-        consumer = httpx.Client(base_url=url, headers={
-            "Authorization": f"Bearer {tokens[Role.CONSUMER]}"})
+        consumer = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {tokens[Role.CONSUMER]}"}
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             states = [t["state"] for t in consumer.get("/v1/tasks").json()]
-            if all(s in {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
-                   for s in states):
+            if all(s in {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"} for s in states):
                 break
             time.sleep(0.3)
         subprocess.run([*SUANLI, "tasks"], env=consumer_env, check=False)
