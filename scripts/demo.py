@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -30,6 +31,11 @@ COMMANDS = [
     ["sh", "-c", "echo computing on the compute network...; sleep 1; echo done"],
     ["sh", "-c", "echo this one fails on purpose >&2; exit 3"],
 ]
+
+
+def log_file(name: str) -> IO[bytes]:
+    """A child's log; it stays open as long as the child runs."""
+    return open(HOME / name, "wb")  # noqa: SIM115
 
 
 def port() -> int:
@@ -79,7 +85,7 @@ def main() -> int:
             subprocess.Popen(
                 [*SUANLI, "serve", "--port", url.rsplit(":", 1)[1], "--db", database],
                 env=env,
-                stdout=open(HOME / "server.log", "wb"),
+                stdout=log_file("server.log"),
                 stderr=subprocess.STDOUT,
             )
         )
@@ -123,7 +129,7 @@ def main() -> int:
                     str(HOME / "work"),
                 ],
                 env=env,
-                stdout=open(HOME / "agent.log", "wb"),
+                stdout=log_file("agent.log"),
                 stderr=subprocess.STDOUT,
             )
         )
