@@ -35,7 +35,7 @@ COMMANDS = [
 
 def log_file(name: str) -> IO[bytes]:
     """A child's log; it stays open as long as the child runs."""
-    return open(HOME / name, "wb")  # noqa: SIM115
+    return open(HOME / name, "wb")
 
 
 def port() -> int:
