@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from suanli.errors import SuanliError
@@ -136,25 +136,30 @@ def _event_hash(
 
 def append_event(
     session: Session, kind: str, subject: str, actor: str, data: dict[str, Any]
-) -> EventRow:
-    """Append one event to the chain (the head row is locked until the transaction ends)."""
-    head = session.scalars(select(ChainHead).where(ChainHead.id == 1).with_for_update()).one()
+) -> int:
+    """Append one event to the chain; its seq. The head row is locked until the transaction
+    ends, so appends are serialised and the chain never forks. (Core statements: this runs on
+    every state change, so it skips the ORM's unit-of-work bookkeeping.)"""
+    prev_seq, prev_hash = session.execute(
+        select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1).with_for_update()
+    ).one()
     moment = now()
-    seq = head.seq + 1
-    digest = _event_hash(head.hash, seq, moment, kind, subject, actor, data)
-    row = EventRow(
-        seq=seq,
-        at=moment,
-        kind=kind,
-        subject=subject,
-        actor=actor,
-        data=data,
-        prev_hash=head.hash,
-        hash=digest,
+    seq = prev_seq + 1
+    digest = _event_hash(prev_hash, seq, moment, kind, subject, actor, data)
+    session.execute(
+        insert(EventRow).values(
+            seq=seq,
+            at=moment,
+            kind=kind,
+            subject=subject,
+            actor=actor,
+            data=data,
+            prev_hash=prev_hash,
+            hash=digest,
+        )
     )
-    session.add(row)
-    head.seq, head.hash = seq, digest
-    return row
+    session.execute(update(ChainHead).where(ChainHead.id == 1).values(seq=seq, hash=digest))
+    return int(seq)
 
 
 def verify_chain(session: Session) -> int | None:
