@@ -117,6 +117,63 @@ def _tasks_table(tasks: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def _task_body(
+    command: list[str],
+    devices: int,
+    kind: str,
+    model: list[str] | None,
+    precision: str,
+    work_flop: float | None,
+    duration: float | None,
+    memory_gb: float,
+    tier: str,
+    origin: str | None,
+    data_gb: float,
+    deadline: float | None,
+    budget_fen: int | None,
+    policy: str | None,
+    name: str,
+    env: list[str] | None,
+    workdir: str | None,
+) -> dict[str, Any]:
+    """The JSON body of a task (submit and quote share it)."""
+    from suanli.errors import InvalidValue
+
+    variables: dict[str, str] = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidValue("env", item, "KEY=VALUE", "KEY=VALUE 形式")
+        variables[key] = value
+    resources: dict[str, Any] = {
+        "devices": devices,
+        "device_kind": kind,
+        "precision": precision,
+        "memory_gb": memory_gb,
+    }
+    if model:
+        resources["device_models"] = model
+    if work_flop is not None:
+        resources["work_flop"] = work_flop
+    if duration is not None:
+        resources["duration_s"] = duration
+    body: dict[str, Any] = {
+        "name": name or " ".join(command)[:200],
+        "executors": [{"command": command, "env": variables, "workdir": workdir}],
+        "resources": resources,
+        "latency_tier": tier,
+        "data_gb": data_gb,
+    }
+    optional: dict[str, Any] = {
+        "origin": origin,
+        "deadline_s": deadline,
+        "max_price_fen": budget_fen,
+        "policy": policy,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
 def register(app: typer.Typer, handles_errors: Decorator) -> None:
     """Add the platform commands to the main Typer app."""
 
@@ -228,40 +285,25 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Submit a command as a task. 提交任务。"""
-        from suanli.errors import InvalidValue
-
-        variables: dict[str, str] = {}
-        for item in env or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise InvalidValue("env", item, "KEY=VALUE", "KEY=VALUE 形式")
-            variables[key] = value
-        resources: dict[str, Any] = {
-            "devices": devices,
-            "device_kind": kind,
-            "precision": precision,
-            "memory_gb": memory_gb,
-        }
-        if model:
-            resources["device_models"] = model
-        if work_flop is not None:
-            resources["work_flop"] = work_flop
-        if duration is not None:
-            resources["duration_s"] = duration
-        body: dict[str, Any] = {
-            "name": name or " ".join(command)[:200],
-            "executors": [{"command": command, "env": variables, "workdir": workdir}],
-            "resources": resources,
-            "latency_tier": tier,
-            "data_gb": data_gb,
-        }
-        optional: dict[str, Any] = {
-            "origin": origin,
-            "deadline_s": deadline,
-            "max_price_fen": budget_fen,
-            "policy": policy,
-        }
-        body.update({k: v for k, v in optional.items() if v is not None})
+        body = _task_body(
+            command,
+            devices,
+            kind,
+            model,
+            precision,
+            work_flop,
+            duration,
+            memory_gb,
+            tier,
+            origin,
+            data_gb,
+            deadline,
+            budget_fen,
+            policy,
+            name,
+            env,
+            workdir,
+        )
         client = Client(server, token)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         task = client.call("POST", "/v1/tasks", json=body, headers=headers)
@@ -482,3 +524,276 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             },
         )
         _print_json(row) if as_json else out.print(row["id"], markup=False)
+
+    @app.command()
+    @handles_errors
+    def quote(
+        server: ServerOpt,
+        token: TokenOpt,
+        command: Annotated[list[str], typer.Argument(help="-- CMD ARGS... / 要运行的命令")],
+        devices: Annotated[int, typer.Option(help="Devices / 设备数")] = 1,
+        kind: Annotated[str, typer.Option(help="gpu|npu|cpu / 设备类型")] = "cpu",
+        model: Annotated[list[str] | None, typer.Option(help="Allowed models / 型号")] = None,
+        precision: Annotated[str, typer.Option(help="Precision / 精度")] = "fp32",
+        work_flop: Annotated[float | None, typer.Option(help="Estimated work / 计算量")] = None,
+        duration: Annotated[float | None, typer.Option(help="Estimated seconds / 预计时长")] = None,
+        tier: Annotated[str, typer.Option(help="interactive|standard|batch / 时延等级")] = "batch",
+        origin: Annotated[str | None, typer.Option(help="Where you are / 来源地")] = None,
+        data_gb: Annotated[float, typer.Option(help="Input data, GB / 数据量")] = 0.0,
+        deadline: Annotated[float | None, typer.Option(help="Seconds from now / 截止")] = None,
+        policy: Annotated[str | None, typer.Option(help="Placement policy / 调度策略")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Priced options for a task, valid for a few minutes. 报价。"""
+        body = _task_body(
+            command,
+            devices,
+            kind,
+            model,
+            precision,
+            work_flop,
+            duration,
+            0.0,
+            tier,
+            origin,
+            data_gb,
+            deadline,
+            None,
+            policy,
+            "",
+            None,
+            None,
+        )
+        row = Client(server, token).call("POST", "/v1/quotes", json=body)
+        if as_json:
+            _print_json(row)
+            return
+        table = Table(title=f"Quote 报价 {row['id']} (valid until {row['expires_at']})")
+        for column in (
+            "#",
+            "Pool 资源池",
+            "Province 省份",
+            "Duration 时长",
+            "Max CNY 最高价",
+            "Carbon kg 碳排",
+            "Why 原因",
+        ):
+            table.add_column(column)
+        for n, option in enumerate(row["options"]):
+            table.add_row(
+                str(n),
+                option["pool"],
+                option["province"],
+                f"{option['duration_s']:.0f} s",
+                f"{option['price_range']['max']['fen'] / 100:,.2f}",
+                f"{option['carbon_kg']:.3f}",
+                option["reason"],
+            )
+        out.print(table)
+        if not row["options"]:
+            out.print(f"no option / 无可用选项: {row['unavailable']}", markup=False)
+
+    @app.command()
+    @handles_errors
+    def accept(
+        server: ServerOpt,
+        token: TokenOpt,
+        quote_id: Annotated[str, typer.Argument(help="Quote id / 报价 id")],
+        option: Annotated[int, typer.Option(help="Option number / 选项序号")] = 0,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Accept a quote: escrow the price, create the order and the task. 接受报价。"""
+        row = Client(server, token).call(
+            "POST", f"/v1/quotes/{quote_id}/accept", json={"option": option}
+        )
+        _print_json(row) if as_json else out.print(
+            f"order {row['id']} task {row['task_id']} escrow {row['escrow']['fen']} fen",
+            markup=False,
+        )
+
+    @app.command()
+    @handles_errors
+    def balance(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+        """Your account balances (fen). 账户余额。"""
+        row = Client(server, token).call("GET", "/v1/balance")
+        if as_json:
+            _print_json(row)
+            return
+        for account, amount in row["accounts"].items():
+            out.print(
+                f"{account}: {amount['fen'] / 100:,.2f} {amount['currency']} ({amount['fen']} fen)",
+                markup=False,
+            )
+
+    @app.command()
+    @handles_errors
+    def statement(
+        server: ServerOpt,
+        token: TokenOpt,
+        account: Annotated[str, typer.Option(help="Account, e.g. wallet:cons-... / 账户")],
+        start: Annotated[str | None, typer.Option("--from", help="ISO date-time / 起")] = None,
+        end: Annotated[str | None, typer.Option("--to", help="ISO date-time / 止")] = None,
+        format_: Annotated[str, typer.Option("--format", help="table|csv|json")] = "table",
+    ) -> None:
+        """Postings of an account, for invoicing. 账单明细。"""
+        params = {k: v for k, v in {"account": account, "from": start, "to": end}.items() if v}
+        row = Client(server, token).call("GET", "/v1/statement", params=params)
+        if format_ == "json":
+            _print_json(row)
+        elif format_ == "csv":
+            import csv
+
+            writer = csv.writer(sys.stdout)
+            writer.writerow(
+                ["at", "transaction", "kind", "order", "amount_fen", "balance_fen", "currency"]
+            )
+            for line in row["lines"]:
+                writer.writerow(
+                    [
+                        line["at"],
+                        line["transaction"],
+                        line["kind"],
+                        line["order"],
+                        line["amount"]["fen"],
+                        line["balance"]["fen"],
+                        "CNY",
+                    ]
+                )
+        else:
+            table = Table(title=f"Statement 账单 {account}")
+            for column in ("At 时间", "Kind 类型", "Order 订单", "Amount 金额 fen", "Balance 余额"):
+                table.add_column(column)
+            for line in row["lines"]:
+                table.add_row(
+                    line["at"],
+                    line["kind"],
+                    line["order"] or "",
+                    str(line["amount"]["fen"]),
+                    str(line["balance"]["fen"]),
+                )
+            out.print(table)
+
+    @app.command()
+    @handles_errors
+    def rate(
+        server: ServerOpt,
+        token: TokenOpt,
+        order_id: Annotated[str, typer.Argument(help="Order id / 订单 id")],
+        stars: Annotated[int, typer.Option(help="1..5 / 评分")],
+        comment: Annotated[str, typer.Option(help="Comment / 评语")] = "",
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Rate a finished order, once. 评价订单。"""
+        row = Client(server, token).call(
+            "POST", f"/v1/orders/{order_id}/rating", json={"stars": stars, "comment": comment}
+        )
+        _print_json(row) if as_json else out.print(row["id"], markup=False)
+
+    def _session(db: str | None, home: str | None) -> Any:
+        from suanli.config import load_settings
+        from suanli.store.db import make_engine, session_factory, upgrade
+
+        engine = make_engine(load_settings(database_url=db, home=home).url)
+        upgrade(engine)
+        return session_factory(engine)
+
+    def _operator(session: Any) -> Any:
+        from suanli.store.models import Principal
+
+        return Principal(id="admin", name="admin (database)", role="operator")
+
+    @admin.command("credit")
+    @handles_errors
+    def admin_credit(
+        consumer: Annotated[str, typer.Option(help="Consumer id / 使用方 id")],
+        fen: Annotated[int, typer.Option(help="Amount in fen / 金额（分）")],
+        db: Annotated[str | None, typer.Option(help="Database URL")] = None,
+        home: Annotated[str | None, typer.Option(help="Data directory")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Top up a consumer's wallet. 充值。"""
+        from suanli.services import market
+
+        with _session(db, home).begin() as session:
+            left = market.credit(session, _operator(session), consumer, fen)
+        _print_json({"id": consumer, "balance": market.money(left)}) if as_json else out.print(
+            f"{consumer}: wallet {left} fen", markup=False
+        )
+
+    @admin.command("payout")
+    @handles_errors
+    def admin_payout(
+        provider: Annotated[str, typer.Option(help="Provider id / 提供方 id")],
+        fen: Annotated[int, typer.Option(help="Amount in fen / 金额（分）")],
+        db: Annotated[str | None, typer.Option(help="Database URL")] = None,
+        home: Annotated[str | None, typer.Option(help="Data directory")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Pay a provider out of its receivable. 结算付款。"""
+        from suanli.services import market
+
+        with _session(db, home).begin() as session:
+            left = market.payout(session, _operator(session), provider, fen)
+        _print_json({"id": provider, "balance": market.money(left)}) if as_json else out.print(
+            f"{provider}: receivable {left} fen", markup=False
+        )
+
+    audit = typer.Typer(help="The audit trail. 审计。")
+    app.add_typer(audit, name="audit")
+
+    @audit.command("verify")
+    @handles_errors
+    def audit_verify(
+        db: Annotated[str | None, typer.Option(help="Database URL")] = None,
+        home: Annotated[str | None, typer.Option(help="Data directory")] = None,
+    ) -> None:
+        """Re-walk the event chain and the ledger. 校验审计链与账本。"""
+        from suanli.services import market
+
+        with _session(db, home)() as session:
+            broken = market.verify(session)
+        if broken is not None:
+            err.print(f"audit FAILED / 审计失败: {broken}", markup=False)
+            raise typer.Exit(1)
+        out.print("audit OK: the chain and the ledger verify / 审计通过", markup=False)
+
+    @audit.command("export")
+    @handles_errors
+    def audit_export(
+        start: Annotated[str | None, typer.Option("--from", help="ISO date-time")] = None,
+        end: Annotated[str | None, typer.Option("--to", help="ISO date-time")] = None,
+        db: Annotated[str | None, typer.Option(help="Database URL")] = None,
+        home: Annotated[str | None, typer.Option(help="Data directory")] = None,
+    ) -> None:
+        """Write the events with their hashes as JSON lines. 导出审计记录。"""
+        from datetime import datetime
+
+        from sqlalchemy import select
+
+        from suanli.services.core import aware
+        from suanli.store.models import EventRow
+
+        low = aware(datetime.fromisoformat(start)) if start else None
+        high = aware(datetime.fromisoformat(end)) if end else None
+        with _session(db, home)() as session:
+            for event in session.scalars(select(EventRow).order_by(EventRow.seq)):
+                at = aware(event.at)
+                if (low and at < low) or (high and at >= high):
+                    continue
+                sys.stdout.write(
+                    json.dumps(
+                        {
+                            "seq": event.seq,
+                            "at": at.isoformat(),
+                            "kind": event.kind,
+                            "subject": event.subject,
+                            "actor": event.actor,
+                            "data": event.data,
+                            "prev_hash": event.prev_hash,
+                            "hash": event.hash,
+                        },
+                        ensure_ascii=False,
+                        sort_keys=True,
+                    )
+                    + "\n"
+                )

@@ -33,28 +33,35 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from suanli import __version__
 from suanli.api import errors
 from suanli.api.schemas import (
+    AcceptQuote,
     AgentCreate,
     AgentRead,
+    BalanceRead,
     ErrorBody,
     Heartbeat,
     HeartbeatReply,
     LeasedTask,
     LeaseReply,
     LeaseRequest,
+    OrderRead,
     PoolCreate,
     PoolRead,
+    QuoteRead,
+    RatingCreate,
+    RatingRead,
     Report,
     SiteCreate,
     SiteRead,
+    StatementRead,
     TaskCreate,
     TaskLogs,
     TaskRead,
 )
 from suanli.config import Settings
-from suanli.services import platform
+from suanli.services import market, platform
 from suanli.services.core import Unauthorized, authenticate, aware, now
 from suanli.store.db import check_schema, make_engine, session_factory, upgrade
-from suanli.store.models import PoolRow, Principal, SiteRow, TaskRow
+from suanli.store.models import OrderRow, PoolRow, Principal, SiteRow, TaskRow
 
 log = logging.getLogger("suanli.server")
 R = TypeVar("R")
@@ -453,6 +460,111 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
             token,
             False,
             lambda session, _: [_pool_read(p, free) for p, free in platform.list_pools(session)],
+        )
+
+    # --- market: quotes, orders, ratings, money ----------------------------------------------
+
+    def _order_read(order: OrderRow) -> OrderRead:
+        return OrderRead(
+            id=order.id,
+            task_id=order.task_id,
+            quote_id=order.quote_id,
+            state=order.state,
+            escrow=market.money(order.escrow_fen),
+            offer=order.offer,
+            settlement=order.settlement,
+        )
+
+    @app.post(
+        "/v1/quotes", status_code=201, response_model=QuoteRead, responses=ERRORS, tags=["market"]
+    )
+    async def quote(body: TaskCreate, token: Token) -> QuoteRead:
+        spec = body.model_dump()
+
+        def work(session: Session, who: Principal) -> QuoteRead:
+            row = market.quote(session, who, spec, state.settings.policy)
+            return QuoteRead(
+                id=row.id,
+                options=row.options["options"],
+                unavailable=row.options["unavailable"],
+                expires_at=aware(row.expires_at),
+            )
+
+        return await run(token, True, work)
+
+    @app.post(
+        "/v1/quotes/{quote_id}/accept",
+        status_code=201,
+        response_model=OrderRead,
+        responses={**ERRORS, 402: {"model": ErrorBody}},
+        tags=["market"],
+    )
+    async def accept(quote_id: str, body: AcceptQuote, token: Token) -> OrderRead:
+        read = await run(
+            token,
+            True,
+            lambda session, who: _order_read(
+                market.accept(session, who, quote_id, body.option, state.settings.policy)
+            ),
+        )
+        state.wake.set()
+        return read
+
+    @app.get("/v1/orders/{order_id}", response_model=OrderRead, responses=ERRORS, tags=["market"])
+    async def order(order_id: str, token: Token) -> OrderRead:
+        return await run(
+            token, False, lambda session, who: _order_read(market.get_order(session, who, order_id))
+        )
+
+    @app.post(
+        "/v1/orders/{order_id}/rating",
+        status_code=201,
+        response_model=RatingRead,
+        responses=ERRORS,
+        tags=["market"],
+    )
+    async def rate(order_id: str, body: RatingCreate, token: Token) -> RatingRead:
+        def work(session: Session, who: Principal) -> RatingRead:
+            row = market.rate(session, who, order_id, body.stars, body.comment)
+            return RatingRead(
+                id=row.id, order_id=row.order_id, stars=row.stars, comment=row.comment
+            )
+
+        return await run(token, True, work)
+
+    @app.get("/v1/balance", response_model=BalanceRead, responses=ERRORS, tags=["market"])
+    async def balance(token: Token) -> BalanceRead:
+        return await run(
+            token,
+            False,
+            lambda session, who: BalanceRead(
+                accounts={
+                    account: market.money(market.balance(session, account))
+                    for account in market.accounts_of(who)
+                }
+            ),
+        )
+
+    @app.get("/v1/statement", response_model=StatementRead, responses=ERRORS, tags=["market"])
+    async def statement(
+        token: Token,
+        account: Annotated[str, Query(min_length=1, max_length=160)],
+        start: Annotated[datetime | None, Query(alias="from")] = None,
+        end: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> StatementRead:
+        return await run(
+            token,
+            False,
+            lambda session, who: StatementRead(
+                account=account,
+                lines=market.statement(
+                    session,
+                    who,
+                    account,
+                    None if start is None else aware(start),
+                    None if end is None else aware(end),
+                ),
+            ),
         )
 
     # --- agents -------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ from starlette.routing import Match
 
 from suanli.errors import InvalidValue, SuanliError, UnknownName
 from suanli.services.core import Conflict, Forbidden, NotFound, Unauthorized
+from suanli.services.market import InsufficientFunds
 
 log = logging.getLogger("suanli.api")
 
 STATUS: list[tuple[type[SuanliError], int, str]] = [
+    (InsufficientFunds, 402, "insufficient_funds"),
     (Unauthorized, 401, "unauthorized"),
     (Forbidden, 403, "forbidden"),
     (NotFound, 404, "not_found"),

@@ -166,3 +166,45 @@ class Report(_In):
 
 class ErrorBody(BaseModel):
     error: dict[str, Any]
+
+
+class QuoteRead(BaseModel):
+    id: str
+    options: list[dict[str, Any]]
+    unavailable: str
+    expires_at: datetime
+
+
+class AcceptQuote(_In):
+    option: Annotated[int, Field(ge=0, le=100)] = 0
+
+
+class OrderRead(BaseModel):
+    id: str
+    task_id: str
+    quote_id: str
+    state: str
+    escrow: dict[str, Any]
+    offer: dict[str, Any]
+    settlement: dict[str, Any] | None
+
+
+class RatingCreate(_In):
+    stars: Annotated[int, Field(ge=1, le=5)]
+    comment: Annotated[str, Field(max_length=2000)] = ""
+
+
+class RatingRead(BaseModel):
+    id: str
+    order_id: str
+    stars: int
+    comment: str
+
+
+class BalanceRead(BaseModel):
+    accounts: dict[str, dict[str, Any]]
+
+
+class StatementRead(BaseModel):
+    account: str
+    lines: list[dict[str, Any]]

@@ -284,6 +284,7 @@ def cancel_task(session: Session, who: Principal, ident: str) -> TaskRow:
     if state is State.QUEUED:
         transition(session, task, State.CANCELED, "canceled before it started", who.id)
         task.pool_id = None
+        _settle(session, task)
     else:  # the agent kills it at its next heartbeat and reports CANCELED
         task.cancel_requested = True
         task.updated_at = now()
@@ -385,7 +386,15 @@ def report(session: Session, who: Principal, task_id: str, spec: dict[str, Any])
     transition(session, task, to, reason, agent.id)
     if to in TERMINAL:
         task.lease_expires_at = None
+        _settle(session, task)
     return task
+
+
+def _settle(session: Session, task: TaskRow) -> None:
+    """Settle the task's order, if it has one (the market owns the money)."""
+    from suanli.services.market import settle_task  # the market builds on this module
+
+    settle_task(session, task)
 
 
 def expire_leases(session: Session) -> list[str]:
@@ -399,6 +408,7 @@ def expire_leases(session: Session) -> list[str]:
     for task in stale:
         if task.cancel_requested:
             transition(session, task, State.CANCELED, "lease expired while cancelling", "server")
+            _settle(session, task)
         else:
             transition(session, task, State.QUEUED, f"lease of {task.agent_id} expired", "server")
             task.requeues += 1
@@ -510,6 +520,11 @@ def plan_pass(session: Session, default_policy: str, since: datetime | None = No
         reason = "no pool is registered yet; waiting for providers"
         return PassPlan({}, {row.id: reason for row in pending if row.unplaced_reason != reason})
     clock = now().timestamp()
+    from suanli.services.market import reputation as provider_reputation
+
+    by_owner = provider_reputation(session)
+    owners = {row.id: row.owner_id for row in session.scalars(select(SiteRow))}
+    reputation = {sid: by_owner[owner] for sid, owner in owners.items() if owner in by_owner}
     by_policy: dict[str, list[TaskRow]] = {}
     for row in pending:
         by_policy.setdefault(row.policy or default_policy, []).append(row)
@@ -517,7 +532,9 @@ def plan_pass(session: Session, default_policy: str, since: datetime | None = No
     placements: dict[str, tuple[str, str, dict[str, Any]]] = {}
     reasons: dict[str, str] = {}
     for policy_name, rows in sorted(by_policy.items()):
-        snapshot = Snapshot(tuple(replace(p, free=free[p.id]) for p in pools), sites)
+        snapshot = Snapshot(
+            tuple(replace(p, free=free[p.id]) for p in pools), sites, reputation=reputation
+        )
         tasks = [_task(row, row.created_at) for row in rows]
         plan = place(tasks, snapshot, policy_named(policy_name), clock, solver="greedy")
         devices = {row.id: row.devices for row in rows}

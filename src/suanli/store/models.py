@@ -131,3 +131,60 @@ class EventRow(Base):
     data: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerTransaction(Base):
+    """A balanced set of postings (double entry); written once, never updated."""
+
+    __tablename__ = "ledger_transactions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    memo: Mapped[str] = mapped_column(Text)
+    order_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    at: Mapped[datetime]
+
+
+class LedgerPosting(Base):
+    __tablename__ = "ledger_postings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
+    account: Mapped[str] = mapped_column(String(160), index=True)
+    amount_fen: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+
+
+class QuoteRow(Base):
+    __tablename__ = "quotes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    spec: Mapped[dict[str, Any]]
+    options: Mapped[dict[str, Any]]  # {"options": [...]} priced offers
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    order_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    quote_id: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(16))  # OPEN | SETTLED
+    escrow_fen: Mapped[int] = mapped_column(Integer)
+    offer: Mapped[dict[str, Any]]
+    settlement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    settled_at: Mapped[datetime | None]
+
+
+class RatingRow(Base):
+    __tablename__ = "ratings"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), unique=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("principals.id"))
+    provider_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    stars: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]

@@ -116,7 +116,9 @@ class Platform:
             base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
         )
 
-    def site_with_pool(self, provider: str, count: int = 4, province: str = "上海") -> str:
+    def site_with_pool(
+        self, provider: str, count: int = 4, province: str = "上海", price: int = 10
+    ) -> str:
         with self.client(provider) as http:
             site = http.post("/v1/sites", json={"name": "test site", "province": province})
             assert site.status_code == 201, site.text
@@ -126,7 +128,7 @@ class Platform:
                     "site_id": site.json()["id"],
                     "device": "cpu",
                     "count": count,
-                    "price_fen_per_device_hour": 10,
+                    "price_fen_per_device_hour": price,
                 },
             )
             assert pool.status_code == 201, pool.text

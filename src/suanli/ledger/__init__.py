@@ -1,0 +1,66 @@
+"""suanli.ledger — double-entry bookkeeping in integer fen (分).
+
+Pure: no I/O, no clock. Every movement of money is a `Transaction` of `Posting`s that sum to
+exactly zero; anything else is refused with `UnbalancedTransaction`. Sign convention: a posting
+adds its amount to its account's balance (positive = the balance grows), and `balances()` is the
+plain sum per account, so the balances of all accounts always sum to zero.
+
+Accounts:
+- `wallet(consumer_id)` = 'wallet:<id>': the consumer's spendable money (>= 0 when the builders
+  are used as documented).
+- `escrow(consumer_id)` = 'escrow:<id>': money held for the consumer's accepted orders.
+- `receivable(provider_id)` = 'receivable:<id>': owed to the provider until paid out.
+- `PLATFORM_REVENUE` = 'platform:revenue': the platform's fees.
+- `NETWORK_OPERATOR` = 'network:operator': the network operator's transfer charges.
+- `SLA_CREDITS` = 'platform:sla-credits': a clearing account that SLA credits pass through
+  from the provider's receivable to the consumer's wallet; its balance is always 0.
+- `EXTERNAL` = 'external:bank': the world outside. Top-ups come from it and payouts go to it, so
+  `-balance(EXTERNAL) == top-ups - payouts == the sum of every other balance`.
+
+Builders: `top_up`, `hold` (wallet -> escrow), `settle` (escrow -> provider / platform / network
+shares, refund and SLA credit to the wallet, from a `suanli.market.Settlement`), `payout`.
+"""
+
+from suanli.ledger.book import (
+    CNY,
+    MoneyNotConserved,
+    Posting,
+    Transaction,
+    UnbalancedTransaction,
+    balances,
+    check_conservation,
+)
+from suanli.ledger.entries import (
+    EXTERNAL,
+    NETWORK_OPERATOR,
+    PLATFORM_REVENUE,
+    SLA_CREDITS,
+    escrow,
+    hold,
+    payout,
+    receivable,
+    settle,
+    top_up,
+    wallet,
+)
+
+__all__ = [
+    "CNY",
+    "EXTERNAL",
+    "NETWORK_OPERATOR",
+    "PLATFORM_REVENUE",
+    "SLA_CREDITS",
+    "MoneyNotConserved",
+    "Posting",
+    "Transaction",
+    "UnbalancedTransaction",
+    "balances",
+    "check_conservation",
+    "escrow",
+    "hold",
+    "payout",
+    "receivable",
+    "settle",
+    "top_up",
+    "wallet",
+]
