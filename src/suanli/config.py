@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=5.0, gt=0)
     schedule_interval_s: float = Field(default=2.0, gt=0)
     policy: str = "balanced"
+    # pricing rules set by the operator (basis points: 1000 = 10%)
+    platform_fee_bp: int = Field(default=1000, ge=0, le=10_000)
+    network_fen_per_gb: int = Field(default=0, ge=0)
+    preemptible_discount_bp: int = Field(default=3000, ge=0, le=10_000)
+    sla_credit_bp: int = Field(default=1000, ge=0, le=10_000)
 
     @property
     def url(self) -> str:

@@ -245,7 +245,7 @@ def _task_read(task: TaskRow) -> TaskRead:
     )
 
 
-def _site_read(site: SiteRow) -> SiteRead:
+def _site_read(site: SiteRow, reputation: float | None = None) -> SiteRead:
     return SiteRead(
         id=site.id,
         name=site.name,
@@ -256,7 +256,13 @@ def _site_read(site: SiteRow) -> SiteRead:
         lon=site.lon,
         pue=site.pue,
         green_share=site.green_share,
+        reputation=reputation,
     )
+
+
+def _sites_with_reputation(session: Session) -> list[SiteRead]:
+    reputation = market.reputation(session)
+    return [_site_read(s, reputation.get(s.owner_id)) for s in platform.list_sites(session)]
 
 
 def _pool_read(pool: PoolRow, free: int) -> PoolRead:
@@ -435,9 +441,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
 
     @app.get("/v1/sites", response_model=list[SiteRead], responses=ERRORS, tags=["providers"])
     async def sites(token: Token) -> list[SiteRead]:
-        return await run(
-            token, False, lambda session, _: [_site_read(s) for s in platform.list_sites(session)]
-        )
+        return await run(token, False, lambda session, _: _sites_with_reputation(session))
 
     @app.post(
         "/v1/pools", status_code=201, response_model=PoolRead, responses=ERRORS, tags=["providers"]
@@ -482,7 +486,9 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         spec = body.model_dump()
 
         def work(session: Session, who: Principal) -> QuoteRead:
-            row = market.quote(session, who, spec, state.settings.policy)
+            row = market.quote(
+                session, who, spec, state.settings.policy, market.rules_from(state.settings)
+            )
             return QuoteRead(
                 id=row.id,
                 options=row.options["options"],

@@ -44,6 +44,7 @@ class TaskCreate(_In):
     deadline_s: Annotated[float, Field(gt=0)] | None = None
     max_price_fen: Annotated[int, Field(ge=0)] | None = None
     policy: Literal["nearest", "cost", "green", "latency", "balanced"] | None = None
+    preemptible: bool = False  # priced with the operator's preemptible discount
     tags: dict[str, str] = {}
 
 
@@ -94,6 +95,7 @@ class SiteRead(BaseModel):
     lon: float
     pue: float
     green_share: float
+    reputation: float | None = None  # the owner's, 0..1 (ratings and SLA adherence)
 
 
 class PoolCreate(_In):

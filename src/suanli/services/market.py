@@ -57,7 +57,22 @@ from suanli.store.models import (
 )
 
 QUOTE_VALID_S = 300
-RULES = market.PricingRules()
+RULE_FIELDS = ("platform_fee_bp", "network_fen_per_gb", "preemptible_discount_bp", "sla_credit_bp")
+
+
+def rules_from(values: Any) -> market.PricingRules:
+    """Pricing rules from the operator's settings (or from an order's recorded rules)."""
+
+    def value(name: str) -> int:
+        found: Any = values[name] if isinstance(values, dict) else getattr(values, name)
+        return int(found)
+
+    return market.PricingRules(
+        platform_fee_bp=value("platform_fee_bp"),
+        network_fen_per_gb=value("network_fen_per_gb"),
+        preemptible_discount_bp=value("preemptible_discount_bp"),
+        sla_credit_bp=value("sla_credit_bp"),
+    )
 
 
 class InsufficientFunds(SuanliError):
@@ -200,8 +215,15 @@ def _utilisation(pool: PoolRow, held: dict[str, int]) -> Decimal:
     return Decimal(held.get(pool.id, 0)) / Decimal(pool.count)
 
 
-def quote(session: Session, who: Principal, spec: dict[str, Any], default_policy: str) -> QuoteRow:
+def quote(
+    session: Session,
+    who: Principal,
+    spec: dict[str, Any],
+    default_policy: str,
+    rules: market.PricingRules | None = None,
+) -> QuoteRow:
     """Priced options for a task: the engine's choice and its runner-up, valid for 5 minutes."""
+    rules = rules or market.PricingRules()
     require(who, Role.CONSUMER, Role.OPERATOR)
     spec = {**spec, "origin": spec.get("origin") or platform.DEFAULT_ORIGIN}
     platform._check_spec(spec)
@@ -247,7 +269,9 @@ def quote(session: Session, who: Principal, spec: dict[str, Any], default_policy
                 chosen.append((placement.runner_up, f"runner-up under the {policy} policy"))
             for pool_id, why in chosen:
                 options.append(
-                    _option(pool_rows[pool_id], site_rows, sites, spec, held, why, moment, probe)
+                    _option(
+                        pool_rows[pool_id], site_rows, sites, spec, held, why, moment, probe, rules
+                    )
                 )
     else:
         reasons = "no pool is registered yet"
@@ -274,6 +298,7 @@ def _option(
     why: str,
     moment: datetime,
     probe: TaskRow,
+    rules: market.PricingRules,
 ) -> dict[str, Any]:
     one = (
         Pool(
@@ -305,9 +330,9 @@ def _option(
         duration_s,
         tou=tou,
         utilisation=_utilisation(pool, held),
-        preemptible=False,
-        data_gb=float(spec.get("data_gb") or 0.0),
-        rules=RULES,
+        preemptible=bool(spec.get("preemptible")),
+        data_gb=spec.get("data_gb") or 0.0,
+        rules=rules,
     )
     return {
         "pool": pool.id,
@@ -321,6 +346,7 @@ def _option(
         "price": {part: money(getattr(breakdown, part)) for part in PRICE_PARTS},
         "provider_fen": breakdown.provider_fen,
         "price_range": {"min": money(0), "max": money(breakdown.total_fen)},
+        "rules": {name: getattr(rules, name) for name in RULE_FIELDS},
     }
 
 
@@ -432,16 +458,24 @@ def settle_task(session: Session, task: TaskRow) -> OrderRow | None:
     if order is None or order.state != "OPEN" or task.state not in OUTCOMES:
         return order
     offer = order.offer
-    planned = float(offer["duration_s"]) * task.devices
-    used = float((task.usage or {}).get("device_s") or 0.0)
+    planned = offer["duration_s"] * task.devices  # device-seconds, not money
+    used = (task.usage or {}).get("device_s") or 0.0
     deadline = task.spec.get("deadline_s")
     missed = (
         deadline is not None
         and task.state == State.COMPLETE.value
-        and (aware(task.updated_at) - aware(task.created_at)).total_seconds() > float(deadline)
+        and (aware(task.updated_at) - aware(task.created_at)).total_seconds() > deadline
     )
     settlement = market.settle(
-        order.escrow_fen, _breakdown(offer), planned, used, OUTCOMES[task.state], missed, RULES
+        order.escrow_fen,
+        _breakdown(offer),
+        planned,
+        used,
+        OUTCOMES[task.state],
+        missed,
+        rules_from(
+            offer.get("rules", {name: getattr(market.PricingRules(), name) for name in RULE_FIELDS})
+        ),
     )
     if order.escrow_fen > 0:
         record(

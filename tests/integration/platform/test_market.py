@@ -74,6 +74,9 @@ def test_top_up_quote_accept_run_settle(platform: Platform) -> None:
             http.post(f"/v1/orders/{order.json()['id']}/rating", json={"stars": 4}).status_code
             == 409
         )
+        # a 5-star rating and an on-time, successful order: full reputation on the site
+        shown = {row["id"]: row["reputation"] for row in http.get("/v1/sites").json()}
+        assert shown[site] == 1.0
     with platform.client(provider) as http:
         receivable = http.get("/v1/balance").json()["accounts"]
         assert _money(receivable[next(iter(receivable))]) == _money(s["provider"])
