@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from suanli import __version__, checks, cli_platform
+from suanli import __version__, checks, cli_platform, cli_sim
 from suanli.catalog import Site, clusters, find_site, hubs, latency_between
 from suanli.catalog.fleet import DEMO_FLEET_LABEL, demo_fleet, parse_fleet
 from suanli.errors import InvalidValue, SuanliError
@@ -749,6 +749,7 @@ def version() -> None:
 
 
 cli_platform.register(app, _handles_errors)
+cli_sim.register(app, _handles_errors)
 
 
 def main() -> None:

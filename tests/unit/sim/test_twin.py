@@ -1,0 +1,219 @@
+"""The digital twin: a hand-computed scenario, conservation in every run, the policies' ordering
+on the openb trace, trace loading, and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from suanli.catalog import Pool, find_site
+from suanli.cli import app
+from suanli.errors import InvalidValue
+from suanli.metering import find_device
+from suanli.scheduler import SiteSeries
+from suanli.sim.traces import Trace, TraceJob, load_generic, load_openb, load_trace, shape
+from suanli.sim.twin import Network, carbon_shape, national_network, run
+
+CORE = find_device("cpu")  # 5 W per core (the generic profile); trace durations are on it
+
+
+def three_sites() -> Network:
+    """ZJK 100, HORINGER 200, YRD_DEMO 300 fen per core-hour; two cores each; flat series."""
+    sites = {s: find_site(s) for s in ("ZJK", "HORINGER", "YRD_DEMO")}
+    pools = tuple(
+        Pool(f"{s}/cpu", s, CORE, 2, 2, price)
+        for s, price in (("ZJK", 100), ("HORINGER", 200), ("YRD_DEMO", 300))
+    )
+    series = {
+        s: SiteSeries(np.ones(24), np.full(24, site.grid_kgco2_per_kwh))
+        for s, site in sites.items()
+    }
+    return Network(sites, pools, series)
+
+
+def job(ident: str, submit: float, duration: float, cores: int) -> TraceJob:
+    return TraceJob(ident, submit, duration, cores, "cpu", origin="北京")
+
+
+def test_hand_computed_scenario() -> None:
+    # j1 takes ZJK (cheapest); j2 and j3 follow into HORINGER and YRD_DEMO; j4 (t=60) takes
+    # YRD_DEMO's last core; j5 (t=120) waits until j2 frees HORINGER at t=1800.
+    trace = Trace(
+        "hand",
+        (
+            job("j1", 0, 3600, 2),
+            job("j2", 0, 1800, 2),
+            job("j3", 0, 3600, 1),
+            job("j4", 60, 3600, 1),
+            job("j5", 120, 1800, 2),
+        ),
+        0,
+        "hand",
+    )
+    result = run(trace, three_sites(), "cost")
+    by = {o.job.id: o for o in result.outcomes}
+    assert {k: (o.site, o.start_s, o.end_s) for k, o in by.items()} == {
+        "j1": ("ZJK", 0, 3600),
+        "j2": ("HORINGER", 0, 1800),
+        "j3": ("YRD_DEMO", 0, 3600),
+        "j4": ("YRD_DEMO", 60, 3660),
+        "j5": ("HORINGER", 1800, 3600),
+    }
+    # cost = cores x fen per core-hour x hours
+    assert {k: o.cost_fen for k, o in by.items()} == {
+        "j1": 200,
+        "j2": 200,
+        "j3": 300,
+        "j4": 300,
+        "j5": 200,
+    }
+    # energy = cores x 0.005 kW x hours x PUE (ZJK, YRD_DEMO 1.25; HORINGER 1.2)
+    assert by["j1"].energy_kwh == pytest.approx(2 * 0.005 * 1 * 1.25)
+    assert by["j2"].energy_kwh == pytest.approx(2 * 0.005 * 0.5 * 1.2)
+    assert by["j3"].energy_kwh == pytest.approx(0.005 * 1.25)
+    # carbon = energy x grid factor x (1 - green share); HORINGER has 84.57% green power
+    assert by["j1"].carbon_kg == pytest.approx(0.0125 * 0.7252)
+    assert by["j2"].carbon_kg == pytest.approx(0.006 * 0.6849 * (1 - 0.8457))
+    assert by["j3"].carbon_kg == pytest.approx(0.00625 * 0.55)
+    m = result.metrics
+    assert (m["tasks_total"], m["tasks_completed"], m["tasks_rejected"]) == (5, 5, 0)
+    assert m["cost_fen"] == 1200
+    assert m["wait_s_p50"] == 0 and by["j5"].start_s - by["j5"].job.submit_s == 1680
+
+
+def test_a_job_no_site_can_ever_run_is_rejected_with_the_reason() -> None:
+    trace = Trace("big", (job("small", 0, 60, 1), job("huge", 0, 60, 3)), 0, "hand")
+    result = run(trace, three_sites(), "cost")
+    m = result.metrics
+    assert (m["tasks_completed"], m["tasks_rejected"]) == (1, 1)
+    reason = next(o.reason for o in result.outcomes if o.job.id == "huge")
+    assert reason.startswith("no pool of 北京 has 3 free cpu")  # a batch job: no RTT budget
+    assert "pool size ruled out 3" in reason
+
+
+@pytest.fixture(scope="module")
+def openb_runs() -> dict[str, dict]:
+    trace = shape(load_trace("openb"), limit=600, time_scale=0.01, seed=3)
+    network = national_network()
+    return {p: run(trace, network, p).metrics for p in ("nearest", "cost", "green", "balanced")}
+
+
+def test_conservation_in_every_run(openb_runs: dict[str, dict]) -> None:
+    for metrics in openb_runs.values():
+        assert metrics["tasks_completed"] + metrics["tasks_rejected"] == metrics["tasks_total"]
+        assert metrics["tasks_total"] == 600
+        assert 0 <= metrics["west_share"] <= 1
+
+
+def test_the_policies_order_as_they_must_on_openb(openb_runs: dict[str, dict]) -> None:
+    carbon = {p: m["carbon_kg"] for p, m in openb_runs.items()}
+    cost = {p: m["cost_fen"] for p, m in openb_runs.items()}
+    latency = {p: m["latency_ms_mean"] for p, m in openb_runs.items()}
+    assert min(carbon, key=carbon.get) == "green"
+    assert min(cost, key=cost.get) == "cost"
+    assert min(latency, key=latency.get) == "nearest"
+    assert openb_runs["green"]["west_share"] > openb_runs["nearest"]["west_share"]
+
+
+def test_energy_is_the_sum_of_the_tasks() -> None:
+    trace = shape(load_trace("openb"), limit=200, time_scale=0.01, seed=1)
+    result = run(trace, national_network(), "balanced")
+    per_task = sum(o.energy_kwh for o in result.outcomes if o.state == "completed")
+    assert result.metrics["energy_kwh"] == pytest.approx(per_task)
+
+
+def test_openb_loader_maps_the_documented_rules() -> None:
+    trace = load_trace("openb")
+    assert len(trace.jobs) + trace.dropped == 8152
+    kinds = {j.device_kind for j in trace.jobs}
+    assert kinds == {"gpu", "cpu"}
+    assert {j.latency_tier for j in trace.jobs} <= {"standard", "batch"}
+    assert all(j.duration_s > 0 for j in trace.jobs)
+    # the default variant names no GPU models; other variants do
+    spec = (
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,"
+        "deletion_time,scheduled_time\n"
+        "p1,8000,1024,2,1000,V100M16|V100M32|G2,LS,Running,10,110,20\n"
+        "p2,3500,1024,0,0,,BE,Running,0,50,5\n"
+        "p3,1000,1024,1,500,,BE,Pending,0,,\n"
+    )
+    mapped = load_openb(spec)
+    assert mapped.dropped == 1
+    first, second = mapped.jobs
+    assert (first.id, first.device_kind, first.devices, first.duration_s) == ("p2", "cpu", 4, 45)
+    assert (second.device_models, second.latency_tier, second.duration_s) == (
+        ("V100",),
+        "standard",
+        90,
+    )
+
+
+def test_generic_csv_and_shaping(tmp_path: Path) -> None:
+    text = (
+        "submit_s,duration_s,devices,device_kind,origin,latency_tier\n"
+        "100,60,1,cpu,上海,standard\n0,30,2,gpu,,batch\n"
+    )
+    trace = load_generic(text, "mine.csv")
+    assert [j.submit_s for j in trace.jobs] == [0, 100]
+    shaped = shape(trace, time_scale=0.5, seed=7)
+    assert [j.submit_s for j in shaped.jobs] == [0, 50]
+    assert shaped.jobs[1].origin == "上海" and shaped.jobs[0].origin is not None
+    with pytest.raises(InvalidValue, match="submit_s"):
+        load_generic("when,devices\n1,2\n", "bad.csv")
+
+
+def test_the_western_carbon_shape_keeps_the_annual_mean() -> None:
+    assert carbon_shape("宁夏").mean() == pytest.approx(1.0)
+    assert carbon_shape("宁夏")[13] < carbon_shape("宁夏")[1]
+    assert (carbon_shape("上海") == 1.0).all()
+
+
+def test_sim_run_command(tmp_path: Path) -> None:
+    out, report = tmp_path / "sim.json", tmp_path / "sim.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            "sim",
+            "run",
+            "--trace",
+            "openb",
+            "--limit",
+            "200",
+            "--time-scale",
+            "0.01",
+            "--compare",
+            "nearest,green",
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    for name in ("nearest", "green"):
+        metrics = document["policies"][name]
+        for key in (
+            "tasks_total",
+            "tasks_completed",
+            "tasks_rejected",
+            "cost_fen",
+            "energy_kwh",
+            "carbon_kg",
+            "ceps",
+            "wait_s_p50",
+            "wait_s_p99",
+            "sla_violations",
+            "utilisation",
+            "west_share",
+            "data_moved_gb",
+            "wall_s",
+            "events_per_s",
+        ):
+            assert key in metrics
+    page = report.read_text()
+    assert "<svg" in page and "Assumptions" in page and "http" not in page.split("<body>")[1]
