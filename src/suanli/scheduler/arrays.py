@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
 
 from suanli.catalog import Place, latency
-from suanli.metering import EFFICIENCY, DeviceKind, Precision, all_devices
+from suanli.errors import SuanliError
+from suanli.metering import EFFICIENCY, DeviceKind, DeviceProfile, Precision, all_devices
 from suanli.scheduler.model import FloatArray, LatencyTier, Objective, Policy, Snapshot, Task
 
 IntArray = npt.NDArray[np.int64]
@@ -97,6 +99,40 @@ def _prefix(series: FloatArray) -> FloatArray:
     return np.concatenate(([0.0], np.cumsum(series)))
 
 
+def _device_columns(device: DeviceProfile) -> tuple[FloatArray, IntArray]:
+    """A device's peak (0 = no figure) and the precision used, for every asked precision."""
+    return _catalog_columns(device.id) if device.id in _catalog_ids() else _columns(device)
+
+
+@cache
+def _catalog_ids() -> frozenset[str]:
+    return frozenset(d.id for d in all_devices())
+
+
+@cache
+def _catalog_columns(device_id: str) -> tuple[FloatArray, IntArray]:
+    return _columns(next(d for d in all_devices() if d.id == device_id))
+
+
+def _columns(device: DeviceProfile) -> tuple[FloatArray, IntArray]:
+    peak = np.zeros(len(PRECISIONS))
+    used = np.zeros(len(PRECISIONS), dtype=np.int64)
+    for i, precision in enumerate(PRECISIONS):
+        try:
+            resolved = device.resolve_precision(precision)
+        except SuanliError:  # no figure: the precision constraint rejects it
+            continue
+        peak[i] = device.peak_flops[resolved]
+        used[i] = PRECISIONS.index(resolved)
+    return peak, used
+
+
+@cache
+def _latency(origin: Place, site: Place) -> tuple[float, float]:
+    found = latency(origin, site)
+    return found.rtt_ms, found.distance_km
+
+
 def pool_arrays(snapshot: Snapshot) -> PoolArrays:
     devices = all_devices()
     device_pos = {d.id: i for i, d in enumerate(devices)}
@@ -107,13 +143,7 @@ def pool_arrays(snapshot: Snapshot) -> PoolArrays:
     peak = np.zeros((len(PRECISIONS), n))
     used = np.zeros((len(PRECISIONS), n), dtype=np.int64)
     for j, pool in enumerate(pools):
-        for i, precision in enumerate(PRECISIONS):
-            try:
-                resolved = pool.device.resolve_precision(precision)
-            except Exception:
-                continue
-            peak[i, j] = pool.device.peak_flops[resolved]
-            used[i, j] = PRECISIONS.index(resolved)
+        peak[:, j], used[:, j] = _device_columns(pool.device)
     memory = np.array(
         [
             np.inf
@@ -236,9 +266,7 @@ def task_arrays(tasks: Sequence[Task], snapshot: Snapshot, pools: PoolArrays) ->
     distance = np.zeros_like(rtt)
     for o, origin in enumerate(origin_places):
         for s, place in enumerate(pools.site_places):
-            found = latency(origin, place)
-            rtt[o, s] = found.rtt_ms
-            distance[o, s] = found.distance_km
+            rtt[o, s], distance[o, s] = _latency(origin, place)
     tiers = snapshot.tier_rtt_ms
 
     def model_bits(task: Task) -> int:

@@ -217,3 +217,17 @@ def test_sim_run_command(tmp_path: Path) -> None:
             assert key in metrics
     page = report.read_text()
     assert "<svg" in page and "Assumptions" in page and "http" not in page.split("<body>")[1]
+
+
+def test_the_other_shipped_traces_load() -> None:
+    from suanli.sim.traces import load_fleet
+
+    dlrm = load_trace("dlrm")
+    assert len(dlrm.jobs) + dlrm.dropped == 23871
+    assert {j.latency_tier for j in dlrm.jobs} == {"interactive"}
+    azure = load_trace("azure-llm")
+    assert len(azure.jobs) == 8819 and azure.jobs[0].submit_s == 0.0
+    philly = load_trace("philly")
+    assert len(philly.jobs) + philly.dropped == 83154
+    fleet = load_fleet()
+    assert fleet["nvidia-h800-sxm5-80gb"] > 0 and fleet["nvidia-a800-sxm4-80gb"] > 0
