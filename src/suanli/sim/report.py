@@ -53,10 +53,10 @@ def _map(network: Network, result: RunResult) -> str:
     )
 
 
-def _series(results: list[RunResult]) -> str:
+def _series(results: list[RunResult], key: str = "busy_devices") -> str:
     colours = ["#d32f2f", "#1976d2", "#388e3c", "#f57c00", "#7b1fa2", "#455a64"]
     end = max((p["t"] for r in results for p in r.timeline), default=1.0) or 1.0
-    peak = max((p["busy_devices"] for r in results for p in r.timeline), default=1.0) or 1.0
+    peak = max((p[key] for r in results for p in r.timeline), default=1.0) or 1.0
     lines = []
     for n, result in enumerate(results):
         points = " ".join(
@@ -134,6 +134,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 <h1>Digital twin 数字孪生: {html.escape(trace_name)}</h1>
 <h2>Policies compared 策略对比</h2>{_table(results)}{_tradeoffs(results)}
 <h2>Busy devices over time 设备占用</h2>{_series(results)}
+<h2>Cumulative cost (fen) 累计费用</h2>{_series(results, "cost_fen")}
+<h2>Cumulative carbon (kg) 累计碳排</h2>{_series(results, "carbon_kg")}
 <h2>Where the work ran 负载分布 (blue east, green west)</h2><div class="maps">{maps}</div>
 <h2>Assumptions 假设</h2><ul>{assumptions}</ul></body></html>
 """

@@ -4,6 +4,7 @@ on the openb trace, trace loading, and the command line."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_hand_computed_scenario() -> None:
             job("j2", 0, 1800, 2),
             job("j3", 0, 3600, 1),
             job("j4", 60, 3600, 1),
-            job("j5", 120, 1800, 2),
+            replace(job("j5", 120, 1800, 2), deadline_s=600.0),
         ),
         0,
         "hand",
@@ -83,6 +84,8 @@ def test_hand_computed_scenario() -> None:
     assert (m["tasks_total"], m["tasks_completed"], m["tasks_rejected"]) == (5, 5, 0)
     assert m["cost_fen"] == 1200
     assert m["wait_s_p50"] == 0 and by["j5"].start_s - by["j5"].job.submit_s == 1680
+    # j5 had 600 s from its submission and ended at 3600: one broken SLA among batch jobs
+    assert m["sla_violations"] == {"interactive": 0, "standard": 0, "batch": 1}
 
 
 def test_a_job_no_site_can_ever_run_is_rejected_with_the_reason() -> None:
