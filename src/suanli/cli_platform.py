@@ -174,6 +174,33 @@ def _task_body(
     return body
 
 
+def _session(db: str | None, home: str | None) -> Any:
+    """Sessions on the configured database, migrated (for the admin and audit commands)."""
+    from suanli.config import load_settings
+    from suanli.store.db import make_engine, session_factory, upgrade
+
+    engine = make_engine(load_settings(database_url=db, home=home).url)
+    upgrade(engine)
+    return session_factory(engine)
+
+
+def _admin_money(
+    move: str, ident: str, fen: int, db: str | None, home: str | None, as_json: bool
+) -> None:
+    """An operator's top-up (`credit`) or payout, straight on the database."""
+    from suanli.services import market
+    from suanli.store.models import Principal
+
+    operator = Principal(id="admin", name="admin (database)", role="operator")
+    with _session(db, home).begin() as session:
+        left = getattr(market, move)(session, operator, ident, fen)
+    account = "wallet" if move == "credit" else "receivable"
+    if as_json:
+        _print_json({"id": ident, "balance": market.money(left)})
+    else:
+        out.print(f"{ident}: {account} {left} fen", markup=False)
+
+
 def register(app: typer.Typer, handles_errors: Decorator) -> None:
     """Add the platform commands to the main Typer app."""
 
@@ -216,10 +243,8 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Create a principal and print its token once. 创建令牌（仅显示一次）。"""
-        from suanli.config import load_settings
         from suanli.errors import InvalidValue
         from suanli.services.core import Role, create_token
-        from suanli.store.db import make_engine, session_factory, upgrade
 
         try:
             chosen = Role(role)
@@ -230,12 +255,8 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 "one of operator, provider, consumer",
                 "operator、provider、consumer 之一",
             ) from None
-        settings = load_settings(database_url=db, home=home)
-        engine = make_engine(settings.url)
-        upgrade(engine)
-        with session_factory(engine).begin() as session:
+        with _session(db, home).begin() as session:
             principal, token = create_token(session, chosen, name)
-        engine.dispose()
         if as_json:
             _print_json({"id": principal.id, "role": chosen.value, "token": token})
         else:
@@ -689,19 +710,6 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         )
         _print_json(row) if as_json else out.print(row["id"], markup=False)
 
-    def _session(db: str | None, home: str | None) -> Any:
-        from suanli.config import load_settings
-        from suanli.store.db import make_engine, session_factory, upgrade
-
-        engine = make_engine(load_settings(database_url=db, home=home).url)
-        upgrade(engine)
-        return session_factory(engine)
-
-    def _operator(session: Any) -> Any:
-        from suanli.store.models import Principal
-
-        return Principal(id="admin", name="admin (database)", role="operator")
-
     @admin.command("credit")
     @handles_errors
     def admin_credit(
@@ -712,13 +720,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Top up a consumer's wallet. 充值。"""
-        from suanli.services import market
-
-        with _session(db, home).begin() as session:
-            left = market.credit(session, _operator(session), consumer, fen)
-        _print_json({"id": consumer, "balance": market.money(left)}) if as_json else out.print(
-            f"{consumer}: wallet {left} fen", markup=False
-        )
+        _admin_money("credit", consumer, fen, db, home, as_json)
 
     @admin.command("payout")
     @handles_errors
@@ -730,13 +732,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Pay a provider out of its receivable. 结算付款。"""
-        from suanli.services import market
-
-        with _session(db, home).begin() as session:
-            left = market.payout(session, _operator(session), provider, fen)
-        _print_json({"id": provider, "balance": market.money(left)}) if as_json else out.print(
-            f"{provider}: receivable {left} fen", markup=False
-        )
+        _admin_money("payout", provider, fen, db, home, as_json)
 
     audit = typer.Typer(help="The audit trail. 审计。")
     app.add_typer(audit, name="audit")

@@ -325,3 +325,22 @@ def test_real_subprocess_generate_then_schedule_from_stdin() -> None:
 def test_generate_rejects_a_zero_size() -> None:
     result = runner.invoke(app, ["schedule", "--generate", "0"])
     assert result.exit_code == 2 and "generate" in result.stderr
+
+
+def test_admin_tokens_credit_payout_and_audit_on_a_database(tmp_path) -> None:
+    db = f"sqlite:///{tmp_path / 'admin.db'}"
+    consumer = _json("admin", "token", "create", "--role", "consumer", "--name", "lab", "--db", db)
+    provider = _json("admin", "token", "create", "--role", "provider", "--name", "dc", "--db", db)
+    assert consumer["token"].startswith("sl_") and consumer["id"]
+    credited = _json("admin", "credit", "--consumer", consumer["id"], "--fen", "500", "--db", db)
+    assert credited["balance"] == {"fen": 500, "currency": "CNY"}
+    refused = runner.invoke(
+        app, ["admin", "payout", "--provider", provider["id"], "--fen", "1", "--db", db]
+    )
+    assert refused.exit_code == 2 and "at most the receivable, 0 fen" in refused.stderr
+    wrong = runner.invoke(
+        app, ["admin", "credit", "--consumer", provider["id"], "--fen", "5", "--db", db]
+    )
+    assert wrong.exit_code == 2 and "not found" in wrong.stderr
+    verified = runner.invoke(app, ["audit", "verify", "--db", db])
+    assert verified.exit_code == 0 and "audit OK" in verified.stdout
