@@ -428,6 +428,10 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         state.capacity_grew.set()
         return read
 
+    from suanli.api import tes  # needs this module's bearer dependency: imported here
+
+    tes.install(app, run, state.wake.set)
+
     # --- sites and pools (providers) ---------------------------------------------------------
 
     @app.post(

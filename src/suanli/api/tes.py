@@ -1,0 +1,346 @@
+"""GA4GH Task Execution Service (TES 1.1.0) on the platform's own task model and scheduler.
+
+Mounted at `/ga4gh/tes/v1` (where py-tes looks first). A TES task becomes a native task: its
+executors' `command`, `env` and `workdir` run in order on the chosen pool; `resources.cpu_cores`
+asks for that many CPU cores unless `backend_parameters` names another device; suanli's own
+options travel in `backend_parameters` (see `BACKEND_PARAMETERS`). The original TES document is
+kept with the task, so `GET /tasks/{id}` gives back what was sent. Responses carry only the
+fields of the spec: suanli's placement and usage go in `logs[].metadata`.
+
+What this first increment refuses, at submission, with the field named: `inputs`, `outputs`
+and `volumes` (no file staging yet), `zones`, an executor's `stdin`/`stdout`/`stderr` files and
+`ignore_error` (the local backend stops at the first failing executor). `image` is recorded and
+not used: the local backend has no container runtime and runs the command on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Body, FastAPI, Query
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+from starlette.convertors import Convertor, register_url_convertor
+
+from suanli import __version__
+from suanli.api.app import ERRORS, Token
+from suanli.errors import InvalidValue
+from suanli.services import platform
+from suanli.services.core import TERMINAL, State, aware
+from suanli.store.models import Principal, TaskRow
+
+PREFIX = "/ga4gh/tes/v1"
+R = TypeVar("R")
+Runner = Callable[[str, bool, Callable[[Session, Principal], R]], Awaitable[R]]
+
+# backend_parameters suanli understands, and the native field each one sets
+BACKEND_PARAMETERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "policy": ("policy", str),
+    "latency_tier": ("latency_tier", str),
+    "origin": ("origin", str),
+    "deadline_s": ("deadline_s", float),
+    "max_price_fen": ("max_price_fen", int),
+    "devices": ("resources.devices", int),
+    "device_kind": ("resources.device_kind", str),
+    "device_models": ("resources.device_models", lambda v: [s.strip() for s in v.split(",")]),
+    "precision": ("resources.precision", str),
+    "work_flop": ("resources.work_flop", float),
+}
+REFUSED = ("inputs", "outputs", "volumes")
+VIEWS = ("MINIMAL", "BASIC", "FULL")
+DEFAULT_PAGE_SIZE = 256
+MAX_PAGE_SIZE = 2048
+
+
+class TaskIdConvertor(Convertor[str]):
+    """A task id in a TES path: no `/` and no `:` (so `/tasks/{id}:cancel` is never a GET)."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("tes_task_id", TaskIdConvertor())
+
+
+def _refuse(field: str, value: object, why: str, why_zh: str) -> InvalidValue:
+    return InvalidValue(field, value, why, why_zh)
+
+
+def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
+    """The native task spec of a TES task document; errors name the TES field."""
+    if not isinstance(tes, dict):
+        raise _refuse("task", type(tes).__name__, "a JSON object", "JSON 对象")
+    for field in REFUSED:
+        if tes.get(field):
+            raise _refuse(
+                field,
+                "...",
+                "empty: file staging is not supported yet (write files in the command)",
+                "为空：暂不支持文件传输",
+            )
+    executors = tes.get("executors")
+    if not isinstance(executors, list) or not executors:
+        raise _refuse("executors", executors, "a list of at least one executor", "至少一个执行器")
+    native_executors = []
+    for n, executor in enumerate(executors):
+        where = f"executors[{n}]"
+        if not isinstance(executor, dict):
+            raise _refuse(where, executor, "an object", "对象")
+        command = executor.get("command")
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(c, str) for c in command)
+        ):
+            raise _refuse(
+                f"{where}.command", command, "a non-empty list of strings", "非空字符串列表"
+            )
+        for field in ("stdin", "stdout", "stderr"):
+            if executor.get(field):
+                raise _refuse(
+                    f"{where}.{field}",
+                    executor[field],
+                    "absent: redirect inside the command (sh -c '... > file')",
+                    "不设置：请在命令内重定向",
+                )
+        if executor.get("ignore_error"):
+            raise _refuse(
+                f"{where}.ignore_error",
+                True,
+                "false: executors stop at the first failure on this backend",
+                "false：本后端在首个失败处停止",
+            )
+        env = executor.get("env") or {}
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise _refuse(f"{where}.env", env, "an object of strings", "字符串对象")
+        workdir = executor.get("workdir")
+        if workdir is not None and not isinstance(workdir, str):
+            raise _refuse(f"{where}.workdir", workdir, "a path string", "路径字符串")
+        native_executors.append({"command": command, "env": env, "workdir": workdir})
+
+    resources = tes.get("resources") or {}
+    for field, value, kind in (
+        ("resources", resources, dict),
+        ("tags", tes.get("tags") or {}, dict),
+        ("name", tes.get("name") or "", str),
+        ("resources.backend_parameters", resources.get("backend_parameters") or {}, dict),
+    ):
+        if not isinstance(value, kind):
+            expected = "an object" if kind is dict else "a string"
+            raise _refuse(field, value, expected, "对象" if kind is dict else "字符串")
+    if resources.get("zones"):
+        raise _refuse("resources.zones", resources["zones"], "absent (not supported yet)", "不设置")
+    cores = resources.get("cpu_cores") or 1
+    if not isinstance(cores, int) or isinstance(cores, bool) or not 1 <= cores <= 100_000:
+        raise _refuse(
+            "resources.cpu_cores", cores, "a whole number from 1 to 100000", "1 到 100000 的整数"
+        )
+    ram = resources.get("ram_gb") or 0.0
+    if not isinstance(ram, int | float) or isinstance(ram, bool) or not 0 <= ram < 1e7:
+        raise _refuse("resources.ram_gb", ram, "a number of GB >= 0", "不小于 0 的 GB 数")
+    spec: dict[str, Any] = {
+        "name": str(tes.get("name") or ""),
+        "executors": native_executors,
+        "resources": {
+            "devices": cores,
+            "device_kind": "cpu",
+            "device_models": None,
+            "precision": "fp32",
+            "work_flop": None,
+            "duration_s": None,
+            "memory_gb": float(ram) / cores,
+            "workload": "general",
+        },
+        "latency_tier": "batch",
+        "origin": None,
+        "data_gb": 0.0,
+        "deadline_s": None,
+        "max_price_fen": None,
+        "policy": None,
+        "preemptible": bool(resources.get("preemptible") or False),
+        "tags": {str(k): str(v) for k, v in (tes.get("tags") or {}).items()},
+    }
+    parameters = resources.get("backend_parameters") or {}
+    strict = bool(resources.get("backend_parameters_strict") or False)
+    for key, value in parameters.items():
+        if key not in BACKEND_PARAMETERS:
+            if strict:
+                raise _refuse(
+                    f"resources.backend_parameters.{key}",
+                    value,
+                    "one of " + ", ".join(BACKEND_PARAMETERS),
+                    "已知参数之一",
+                )
+            continue
+        target, convert = BACKEND_PARAMETERS[key]
+        try:
+            converted = convert(value)
+        except (TypeError, ValueError):
+            raise _refuse(
+                f"resources.backend_parameters.{key}",
+                value,
+                "a value of the right type",
+                "正确类型",
+            ) from None
+        holder = spec["resources"] if target.startswith("resources.") else spec
+        holder[target.removeprefix("resources.")] = converted
+    spec["tes"] = tes
+    return spec
+
+
+def _state(task: TaskRow) -> str:
+    if task.cancel_requested and State(task.state) not in TERMINAL:
+        return "CANCELING"
+    return task.state
+
+
+def _rfc3339(moment: datetime) -> str:
+    return aware(moment).isoformat().replace("+00:00", "Z")
+
+
+def tes_view(task: TaskRow, view: str) -> dict[str, Any]:
+    """The TES document of a task in one view (fields exactly as the spec gives them)."""
+    if view == "MINIMAL":
+        return {"id": task.id, "state": _state(task)}
+    original: dict[str, Any] = dict(task.spec.get("tes") or {})
+    document: dict[str, Any] = {
+        "id": task.id,
+        "state": _state(task),
+        "name": task.name,
+        "creation_time": _rfc3339(task.created_at),
+        "executors": original.get("executors") or task.spec["executors"],
+    }
+    for field in ("description", "resources", "tags"):
+        if original.get(field) is not None:
+            document[field] = original[field]
+    if State(task.state) is not State.QUEUED or task.exit_code is not None:
+        executor_log: dict[str, Any] = {"exit_code": task.exit_code}
+        if view == "FULL":
+            executor_log["stdout"] = task.stdout_tail or ""
+            executor_log["stderr"] = task.stderr_tail or ""
+        metadata = {"pool": task.pool_id or "", "site": task.site_id or ""}
+        if task.usage:
+            metadata.update({k: str(v) for k, v in task.usage.items()})
+        task_log: dict[str, Any] = {
+            "logs": [executor_log] if task.exit_code is not None else [],
+            "metadata": metadata,
+            "outputs": [],
+        }
+        if view == "FULL" and task.unplaced_reason:
+            task_log["system_logs"] = [task.unplaced_reason]
+        document["logs"] = [task_log]
+    return document
+
+
+def _view(view: str) -> str:
+    upper = view.upper()
+    if upper not in VIEWS:
+        raise _refuse("view", view, "MINIMAL, BASIC or FULL", "MINIMAL、BASIC 或 FULL")
+    return upper
+
+
+def _matches_tags(task: TaskRow, keys: list[str], values: list[str]) -> bool:
+    tags = task.spec.get("tags") or {}
+    for n, key in enumerate(keys):
+        if key not in tags:
+            return False
+        if n < len(values) and values[n] != "" and tags[key] != values[n]:
+            return False
+    return True
+
+
+def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
+    """Add the TES routes to `app`; `run(token, write, work)` is the app's unit of work.
+
+    `create_app` imports this module when it builds the app (this module needs the app's
+    bearer dependency, so it cannot be imported while `suanli.api.app` is loading).
+    """
+
+    @app.get(f"{PREFIX}/service-info", tags=["tes"], responses=ERRORS)
+    async def service_info() -> dict[str, Any]:
+        return {
+            "id": "org.suanli.tes",
+            "name": "suanli",
+            "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
+            "description": "suanli compute network: TES tasks placed by the suanli scheduler",
+            "organization": {"name": "suanli", "url": "https://github.com/suanli"},
+            "version": __version__,
+            "storage": [],
+            "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
+        }
+
+    @app.post(f"{PREFIX}/tasks", tags=["tes"], responses=ERRORS)
+    async def create(token: Token, body: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
+        spec = native_spec(body)
+        task_id = await run(
+            token, True, lambda session, who: platform.submit(session, who, spec, None)[0].id
+        )
+        wake()
+        return {"id": task_id}
+
+    @app.get(f"{PREFIX}/tasks", tags=["tes"], responses=ERRORS)
+    async def list_tasks(
+        token: Token,
+        name_prefix: Annotated[str | None, Query(max_length=200)] = None,
+        state: Annotated[str | None, Query(max_length=20)] = None,
+        tag_key: Annotated[list[str] | None, Query()] = None,
+        tag_value: Annotated[list[str] | None, Query()] = None,
+        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+        page_token: Annotated[str | None, Query(max_length=40)] = None,
+        view: Annotated[str, Query(max_length=10)] = "MINIMAL",
+    ) -> dict[str, Any]:
+        chosen = _view(view)
+        try:
+            offset = int(page_token) if page_token else 0
+            if offset < 0:
+                raise ValueError
+        except ValueError:
+            raise _refuse(
+                "page_token", page_token, "a token from next_page_token", "上一页返回的令牌"
+            ) from None
+
+        def work(session: Session, who: Principal) -> dict[str, Any]:
+            rows = platform.list_tasks(session, who, state, limit=1_000_000)
+            picked = [
+                t
+                for t in rows
+                if (not name_prefix or t.name.startswith(name_prefix))
+                and _matches_tags(t, tag_key or [], tag_value or [])
+            ]
+            page = picked[offset : offset + page_size]
+            result: dict[str, Any] = {"tasks": [tes_view(t, chosen) for t in page]}
+            if offset + page_size < len(picked):
+                result["next_page_token"] = str(offset + page_size)
+            return result
+
+        listed: dict[str, Any] = await run(token, False, work)
+        return listed
+
+    @app.get(PREFIX + "/tasks/{task_id:tes_task_id}", tags=["tes"], responses=ERRORS)
+    async def get(
+        task_id: str, token: Token, view: Annotated[str, Query(max_length=10)] = "MINIMAL"
+    ) -> dict[str, Any]:
+        chosen = _view(view)
+        document: dict[str, Any] = await run(
+            token,
+            False,
+            lambda session, who: tes_view(platform.get_task(session, who, task_id), chosen),
+        )
+        return document
+
+    @app.post(PREFIX + "/tasks/{task_id:tes_task_id}:cancel", tags=["tes"], responses=ERRORS)
+    async def cancel(task_id: str, token: Token) -> JSONResponse:
+        def work(session: Session, who: Principal) -> None:
+            task = platform.get_task(session, who, task_id)
+            if State(task.state) not in TERMINAL and not task.cancel_requested:
+                platform.cancel_task(session, who, task_id)
+
+        await run(token, True, work)
+        return JSONResponse({})

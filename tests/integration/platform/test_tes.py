@@ -1,0 +1,206 @@
+"""GA4GH TES on a live server, driven by the real py-tes client (and httpx for the filters
+py-tes does not send), with a real agent running the tasks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+import tes
+
+from suanli.services.core import Role
+
+from .conftest import Platform
+
+TES = "/ga4gh/tes/v1"
+
+
+@pytest.fixture
+def running(platform: Platform) -> tuple[Platform, str]:
+    """A server with one provider site, a CPU pool and an agent; returns a consumer's token."""
+    provider = platform.token(Role.PROVIDER, "tes provider")
+    site = platform.site_with_pool(provider, count=4)
+    platform.agent(provider, site, slots=2)
+    return platform, platform.token(Role.CONSUMER, "tes consumer")
+
+
+def _client(platform: Platform, token: str) -> tes.HTTPClient:
+    return tes.HTTPClient(platform.url, token=token, timeout=30)
+
+
+def _wait_state(http: httpx.Client, task_id: str, states: set[str], limit_s: float = 60) -> str:
+    deadline = time.monotonic() + limit_s
+    state = ""
+    while time.monotonic() < deadline:
+        state = http.get(f"{TES}/tasks/{task_id}").json()["state"]
+        if state in states:
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} stayed {state}, wanted {states}")
+
+
+def test_py_tes_creates_waits_and_reads_a_task_in_every_view(
+    running: tuple[Platform, str],
+) -> None:
+    platform, token = running
+    client = _client(platform, token)
+    info = client.get_service_info()
+    assert info.type["artifact"] == "tes" and info.type["version"] == "1.1.0"
+
+    task = tes.Task(
+        name="hello",
+        executors=[
+            tes.Executor(image="alpine", command=["sh", "-c", "echo hello tes"]),
+            tes.Executor(image="alpine", command=["sh", "-c", "echo second >&2"]),
+        ],
+        resources=tes.Resources(cpu_cores=1, backend_parameters={"policy": "cost"}),
+        tags={"project": "demo"},
+    )
+    task_id = client.create_task(task)
+    client.wait(task_id, timeout=60)
+
+    full = client.get_task(task_id, view="FULL")
+    assert full.state == "COMPLETE"
+    assert full.name == "hello" and full.tags == {"project": "demo"}
+    assert [e.command for e in full.executors] == [e.command for e in task.executors]
+    log = full.logs[0].logs[0]
+    assert log.exit_code == 0
+    assert "hello tes" in log.stdout and "second" in log.stderr
+    assert "pool-" in full.logs[0].metadata["pool"]
+
+    with platform.client(token) as http:
+        minimal = http.get(f"{TES}/tasks/{task_id}").json()
+        assert minimal == {"id": task_id, "state": "COMPLETE"}
+        basic = http.get(f"{TES}/tasks/{task_id}", params={"view": "BASIC"}).json()
+        assert "stdout" not in basic["logs"][0]["logs"][0]
+        assert basic["logs"][0]["logs"][0]["exit_code"] == 0
+        # suanli's own fields never leak into a TES document
+        assert set(basic) <= {
+            "id",
+            "state",
+            "name",
+            "description",
+            "inputs",
+            "outputs",
+            "resources",
+            "executors",
+            "volumes",
+            "tags",
+            "logs",
+            "creation_time",
+        }
+
+
+def test_a_failing_executor_ends_the_task_with_its_exit_code(
+    running: tuple[Platform, str],
+) -> None:
+    platform, token = running
+    client = _client(platform, token)
+    task_id = client.create_task(
+        tes.Task(executors=[tes.Executor(image="alpine", command=["sh", "-c", "exit 3"])])
+    )
+    client.wait(task_id, timeout=60)
+    full = client.get_task(task_id, view="FULL")
+    assert full.state == "EXECUTOR_ERROR"
+    assert full.logs[0].logs[0].exit_code == 3
+
+
+def test_cancel_a_running_task(running: tuple[Platform, str]) -> None:
+    platform, token = running
+    client = _client(platform, token)
+    task_id = client.create_task(
+        tes.Task(executors=[tes.Executor(image="alpine", command=["sleep", "60"])])
+    )
+    with platform.client(token) as http:
+        _wait_state(http, task_id, {"RUNNING"})
+        client.cancel_task(task_id)
+        assert _wait_state(http, task_id, {"CANCELED"}) == "CANCELED"
+
+
+def test_list_filters_and_pages(platform: Platform) -> None:
+    token = platform.token(Role.CONSUMER, "lister")  # no agent: the tasks stay QUEUED
+    client = _client(platform, token)
+    made: dict[str, dict[str, str]] = {}
+    for n in range(5):
+        tags = {"run": "a" if n < 3 else "b", **({"gpu": ""} if n == 0 else {})}
+        task = tes.Task(
+            name=f"batch-{n}",
+            executors=[tes.Executor(image="x", command=["true"])],
+            tags=tags,
+        )
+        made[client.create_task(task)] = tags
+    client.create_task(
+        tes.Task(name="other", executors=[tes.Executor(image="x", command=["true"])])
+    )
+
+    with platform.client(token) as http:
+
+        def ids(**params: Any) -> list[str]:
+            response = http.get(f"{TES}/tasks", params=params)
+            assert response.status_code == 200, response.text
+            return [t["id"] for t in response.json()["tasks"]]
+
+        assert len(ids()) == 6
+        assert set(ids(name_prefix="batch-")) == set(made)
+        assert ids(name_prefix="atch") == []  # a prefix, not a substring
+        assert len(ids(tag_key="run", tag_value="a")) == 3
+        assert len(ids(tag_key="run")) == 5  # a key without a value matches any value
+        assert len(ids(tag_key=["run", "gpu"], tag_value=["a"])) == 1
+        assert len(ids(state="QUEUED")) == 6 and ids(state="COMPLETE") == []
+
+        seen: list[str] = []
+        token_: str | None = None
+        pages = 0
+        while True:
+            params: dict[str, Any] = {"page_size": 2, "view": "BASIC"}
+            if token_:
+                params["page_token"] = token_
+            page = http.get(f"{TES}/tasks", params=params).json()
+            assert len(page["tasks"]) <= 2
+            seen += [t["id"] for t in page["tasks"]]
+            pages += 1
+            token_ = page.get("next_page_token")
+            if not token_:
+                break
+        assert pages == 3 and len(set(seen)) == 6
+
+    listed = client.list_tasks(view="MINIMAL", page_size=4)
+    assert len(listed.tasks) == 4 and listed.next_page_token
+
+
+def test_bad_tes_input_is_a_400_naming_the_field(platform: Platform) -> None:
+    token = platform.token(Role.CONSUMER, "bad input")
+    with platform.client(token) as http:
+        strict = http.post(
+            f"{TES}/tasks",
+            json={
+                "executors": [{"image": "x", "command": ["true"]}],
+                "resources": {
+                    "backend_parameters": {"colour": "red"},
+                    "backend_parameters_strict": True,
+                },
+            },
+        )
+        assert strict.status_code == 400
+        assert strict.json()["error"]["field"] == "resources.backend_parameters.colour"
+        lenient = http.post(
+            f"{TES}/tasks",
+            json={
+                "executors": [{"image": "x", "command": ["true"]}],
+                "resources": {"backend_parameters": {"colour": "red"}},
+            },
+        )
+        assert lenient.status_code == 200
+        staged = http.post(
+            f"{TES}/tasks",
+            json={
+                "executors": [{"image": "x", "command": ["cat", "/in"]}],
+                "inputs": [{"url": "s3://bucket/in", "path": "/in"}],
+            },
+        )
+        assert staged.status_code == 400 and staged.json()["error"]["field"] == "inputs"
+        assert http.get(f"{TES}/tasks", params={"view": "EVERYTHING"}).status_code == 400
+        # nothing half-written: only the lenient task exists
+        assert len(http.get(f"{TES}/tasks").json()["tasks"]) == 1
