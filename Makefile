@@ -24,6 +24,7 @@ bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_metering.py
 	$(BIN)/python benchmarks/bench_scheduler.py
 	$(BIN)/python benchmarks/bench_platform.py
+	$(BIN)/python benchmarks/bench_tes.py
 	$(BIN)/python benchmarks/bench_sim.py --jobs 1000000
 
 lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
