@@ -387,6 +387,7 @@ class Agent:
                 raise InvalidValue("executors", [], "at least one executor", "至少一个执行器")
             devices = int(item.get("devices") or 0)
             workdir = self.work_root / _dir_name(task_id)
+            write_inputs(workdir, item.get("inputs") or [])
             handle = self.backend.start(task_id, executors, workdir, devices)
         except Exception as exc:  # a bad spec or a backend failure: the task cannot run here
             message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
@@ -537,3 +538,22 @@ def run_agent(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def write_inputs(workdir: Path, inputs: list[Any]) -> None:
+    """Write each `{"path", "content"}` input under the task directory before executor 1.
+
+    A path is taken relative to the task directory (`/data/in.txt` lands at
+    `<task dir>/data/in.txt`); one that would leave the directory is refused.
+    """
+    root = workdir.resolve()
+    for n, entry in enumerate(inputs):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise InvalidValue(f"inputs[{n}]", entry, "a path and its content", "路径与内容")
+        target = (root / entry["path"].lstrip("/")).resolve()
+        if root not in target.parents:
+            raise InvalidValue(
+                f"inputs[{n}].path", entry["path"], "a path inside the task directory", "任务目录内"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(str(entry.get("content") or ""), encoding="utf-8")

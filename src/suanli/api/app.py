@@ -620,6 +620,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
                         id=t.id,
                         executors=t.spec["executors"],
                         devices=t.devices,
+                        inputs=t.spec.get("inputs") or [],
                         lease_expires_at=aware(t.lease_expires_at or t.updated_at),
                     )
                     for t in leased

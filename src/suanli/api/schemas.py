@@ -143,6 +143,7 @@ class LeasedTask(BaseModel):
     id: str
     executors: list[dict[str, Any]]
     devices: int
+    inputs: list[dict[str, str]] = []  # {"path", "content"}: files written before executor 1
     lease_expires_at: datetime
 
 

@@ -7,10 +7,12 @@ options travel in `backend_parameters` (see `BACKEND_PARAMETERS`). The original 
 kept with the task, so `GET /tasks/{id}` gives back what was sent. Responses carry only the
 fields of the spec: suanli's placement and usage go in `logs[].metadata`.
 
-What this first increment refuses, at submission, with the field named: `inputs`, `outputs`
-and `volumes` (no file staging yet), `zones`, an executor's `stdin`/`stdout`/`stderr` files and
-`ignore_error` (the local backend stops at the first failing executor). `image` is recorded and
-not used: the local backend has no container runtime and runs the command on the host.
+Inputs with inline `content` are written under the task's directory before the first executor
+(`/data/in.txt` lands at `<task dir>/data/in.txt`). Refused at submission, with the field
+named: URL inputs, `outputs` and `volumes` (no file staging yet), `zones`, an executor's
+`stdin`/`stdout`/`stderr` files and `ignore_error` (the local backend stops at the first
+failing executor). `image` is recorded and not used: the local backend has no container
+runtime and runs the command on the host.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ BACKEND_PARAMETERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "precision": ("resources.precision", str),
     "work_flop": ("resources.work_flop", float),
 }
-REFUSED = ("inputs", "outputs", "volumes")
+REFUSED = ("outputs", "volumes")
+MAX_INPUT_BYTES = 1_000_000  # content inputs, all together
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2048
@@ -85,6 +88,7 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
                 "empty: file staging is not supported yet (write files in the command)",
                 "为空：暂不支持文件传输",
             )
+    inputs = _content_inputs(tes.get("inputs") or [])
     executors = tes.get("executors")
     if not isinstance(executors, list) or not executors:
         raise _refuse("executors", executors, "a list of at least one executor", "至少一个执行器")
@@ -191,8 +195,39 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
             ) from None
         holder = spec["resources"] if target.startswith("resources.") else spec
         holder[target.removeprefix("resources.")] = converted
+    if inputs:
+        spec["inputs"] = inputs
     spec["tes"] = tes
     return spec
+
+
+def _content_inputs(inputs: object) -> list[dict[str, str]]:
+    """TES inputs that carry their `content`, as `{"path", "content"}`; others are refused."""
+    if not isinstance(inputs, list):
+        raise _refuse("inputs", inputs, "a list of inputs", "输入列表")
+    written = []
+    size = 0
+    for n, entry in enumerate(inputs):
+        where = f"inputs[{n}]"
+        if not isinstance(entry, dict):
+            raise _refuse(where, entry, "an object", "对象")
+        path, content = entry.get("path"), entry.get("content")
+        if not isinstance(path, str) or not path.strip("/") or ".." in path.split("/"):
+            raise _refuse(f"{where}.path", path, "a file path without '..'", "不含 '..' 的文件路径")
+        if not isinstance(content, str):
+            raise _refuse(
+                f"{where}.content",
+                entry.get("url"),
+                "inline content: URL inputs are not fetched yet (file staging comes later)",
+                "内联内容：暂不支持 URL 输入",
+            )
+        size += len(content.encode())
+        if size > MAX_INPUT_BYTES:
+            raise _refuse(
+                where, "...", "at most 1 MB of inline content in all", "内联内容合计不超过 1 MB"
+            )
+        written.append({"path": path, "content": content})
+    return written
 
 
 def _state(task: TaskRow) -> str:
@@ -220,6 +255,11 @@ def tes_view(task: TaskRow, view: str) -> dict[str, Any]:
     for field in ("description", "resources", "tags"):
         if original.get(field) is not None:
             document[field] = original[field]
+    if original.get("inputs"):  # BASIC leaves out inline content, as the spec says
+        document["inputs"] = [
+            entry if view == "FULL" else {k: v for k, v in entry.items() if k != "content"}
+            for entry in original["inputs"]
+        ]
     if State(task.state) is not State.QUEUED or task.exit_code is not None:
         executor_log: dict[str, Any] = {"exit_code": task.exit_code}
         if view == "FULL":

@@ -107,6 +107,25 @@ def test_a_failing_executor_ends_the_task_with_its_exit_code(
     assert full.logs[0].logs[0].exit_code == 3
 
 
+def test_input_content_is_written_before_the_first_executor(
+    running: tuple[Platform, str],
+) -> None:
+    platform, token = running
+    client = _client(platform, token)
+    task_id = client.create_task(
+        tes.Task(
+            inputs=[tes.Input(path="/data/in.txt", content="numbers 1 2 3\n", type="FILE")],
+            executors=[tes.Executor(image="alpine", command=["sh", "-c", "wc -w < data/in.txt"])],
+        )
+    )
+    client.wait(task_id, timeout=60)
+    full = client.get_task(task_id, view="FULL")
+    assert full.state == "COMPLETE", full.logs
+    assert full.logs[0].logs[0].stdout.strip() == "4"
+    assert full.inputs[0].content == "numbers 1 2 3\n"
+    assert client.get_task(task_id, view="BASIC").inputs[0].content is None
+
+
 def test_cancel_a_running_task(running: tuple[Platform, str]) -> None:
     platform, token = running
     client = _client(platform, token)
@@ -200,7 +219,17 @@ def test_bad_tes_input_is_a_400_naming_the_field(platform: Platform) -> None:
                 "inputs": [{"url": "s3://bucket/in", "path": "/in"}],
             },
         )
-        assert staged.status_code == 400 and staged.json()["error"]["field"] == "inputs"
+        assert staged.status_code == 400
+        assert staged.json()["error"]["field"] == "inputs[0].content"
+        escaping = http.post(
+            f"{TES}/tasks",
+            json={
+                "executors": [{"image": "x", "command": ["true"]}],
+                "inputs": [{"path": "/../../etc/x", "content": "no"}],
+            },
+        )
+        assert escaping.status_code == 400
+        assert escaping.json()["error"]["field"] == "inputs[0].path"
         assert http.get(f"{TES}/tasks", params={"view": "EVERYTHING"}).status_code == 400
         # nothing half-written: only the lenient task exists
         assert len(http.get(f"{TES}/tasks").json()["tasks"]) == 1
