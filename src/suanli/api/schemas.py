@@ -21,6 +21,7 @@ class Executor(_In):
     command: Annotated[list[Annotated[str, Field(max_length=10_000)]], Field(min_length=1)]
     env: dict[str, str] = {}
     workdir: str | None = None
+    ignore_error: bool = False  # a non-zero exit does not stop the task
 
 
 class Resources(_In):

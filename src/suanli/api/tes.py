@@ -8,11 +8,10 @@ kept with the task, so `GET /tasks/{id}` gives back what was sent. Responses car
 fields of the spec: suanli's placement and usage go in `logs[].metadata`.
 
 Inputs with inline `content` are written under the task's directory before the first executor
-(`/data/in.txt` lands at `<task dir>/data/in.txt`). Refused at submission, with the field
-named: URL inputs, `outputs` and `volumes` (no file staging yet), `zones`, an executor's
-`stdin`/`stdout`/`stderr` files and `ignore_error` (the local backend stops at the first
-failing executor). `image` is recorded and not used: the local backend has no container
-runtime and runs the command on the host.
+(`/data/in.txt` lands at `<task dir>/data/in.txt`). Refused at submission, with the field named:
+URL inputs, `outputs` and `volumes` (no file staging yet), `zones`, an executor's
+`stdin`/`stdout`/`stderr` files. Executors with `ignore_error` let the next one run. `image` is
+recorded and not used: the local backend has no container runtime and runs the command on the host.
 """
 
 from __future__ import annotations
@@ -114,20 +113,18 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
                     "absent: redirect inside the command (sh -c '... > file')",
                     "不设置：请在命令内重定向",
                 )
-        if executor.get("ignore_error"):
-            raise _refuse(
-                f"{where}.ignore_error",
-                True,
-                "false: executors stop at the first failure on this backend",
-                "false：本后端在首个失败处停止",
-            )
+        ignore_error = executor.get("ignore_error") or False
+        if not isinstance(ignore_error, bool):
+            raise _refuse(f"{where}.ignore_error", ignore_error, "true or false", "true 或 false")
         env = executor.get("env") or {}
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             raise _refuse(f"{where}.env", env, "an object of strings", "字符串对象")
         workdir = executor.get("workdir")
         if workdir is not None and not isinstance(workdir, str):
             raise _refuse(f"{where}.workdir", workdir, "a path string", "路径字符串")
-        native_executors.append({"command": command, "env": env, "workdir": workdir})
+        native_executors.append(
+            {"command": command, "env": env, "workdir": workdir, "ignore_error": ignore_error}
+        )
 
     resources = tes.get("resources") or {}
     for field, value, kind in (

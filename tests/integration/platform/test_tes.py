@@ -93,7 +93,7 @@ def test_py_tes_creates_waits_and_reads_a_task_in_every_view(
         }
 
 
-def test_a_failing_executor_ends_the_task_with_its_exit_code(
+def test_a_failing_executor_ends_the_task_unless_it_ignores_errors(
     running: tuple[Platform, str],
 ) -> None:
     platform, token = running
@@ -105,6 +105,19 @@ def test_a_failing_executor_ends_the_task_with_its_exit_code(
     full = client.get_task(task_id, view="FULL")
     assert full.state == "EXECUTOR_ERROR"
     assert full.logs[0].logs[0].exit_code == 3
+
+    ignoring = client.create_task(
+        tes.Task(
+            executors=[
+                tes.Executor(image="alpine", command=["sh", "-c", "exit 3"], ignore_error=True),
+                tes.Executor(image="alpine", command=["echo", "still ran"]),
+            ]
+        )
+    )
+    client.wait(ignoring, timeout=60)
+    full = client.get_task(ignoring, view="FULL")
+    assert full.state == "COMPLETE"
+    assert "still ran" in full.logs[0].logs[0].stdout
 
 
 def test_input_content_is_written_before_the_first_executor(

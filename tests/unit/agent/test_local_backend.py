@@ -130,6 +130,27 @@ def test_the_second_executor_does_not_run_when_the_first_fails(
     assert not marker.exists()
 
 
+def test_an_ignore_error_executor_lets_the_next_one_run(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    first = Executor(command=("sh", "-c", "echo one; exit 5"), ignore_error=True)
+    status = wait_for(backend, backend.start("t-1", [first, sh("echo two")], tmp_path / "t-1"))
+    assert status.state is TaskState.COMPLETE
+    assert status.exit_code == 0
+    assert status.stdout_tail == "one\ntwo\n"
+    assert status.reason == "executor 1 of 2 exited with code 5 (ignore_error)"
+    # a later failure without ignore_error still ends the task
+    executors = [first, sh("exit 7"), sh("echo never")]
+    status = wait_for(backend, backend.start("t-2", executors, tmp_path / "t-2"))
+    assert status.state is TaskState.EXECUTOR_ERROR and status.exit_code == 7
+
+
+def test_ignore_error_must_be_a_boolean() -> None:
+    with pytest.raises(InvalidValue, match="ignore_error"):
+        Executor.from_json({"command": ["true"], "ignore_error": "yes"})
+    assert Executor.from_json({"command": ["true"], "ignore_error": True}).ignore_error
+
+
 def test_a_missing_binary_is_an_executor_error_127(backend: LocalBackend, tmp_path: Path) -> None:
     executors = [Executor(command=("suanli-no-such-binary-xyz", "--flag"))]
     status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))

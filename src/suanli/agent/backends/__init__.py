@@ -69,10 +69,12 @@ class Executor:
     command: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    ignore_error: bool = False  # a non-zero exit does not stop the task; the next one runs
 
     @staticmethod
     def from_json(obj: object) -> Executor:
-        """Parse the server's `{"command": [...], "env": {...}, "workdir": str|null}`."""
+        """Parse the server's `{"command": [...], "env": {...}, "workdir": str|null,
+        "ignore_error": bool}` (`ignore_error` may be absent)."""
         if not isinstance(obj, Mapping):
             raise InvalidValue("executor", obj, "an object with a command", "含 command 的对象")
         command = obj.get("command")
@@ -92,10 +94,16 @@ class Executor:
         workdir = obj.get("workdir")
         if workdir is not None and not isinstance(workdir, str):
             raise InvalidValue("executor.workdir", workdir, "a string or null", "字符串或 null")
+        ignore_error = obj.get("ignore_error") or False
+        if not isinstance(ignore_error, bool):
+            raise InvalidValue(
+                "executor.ignore_error", ignore_error, "true or false", "true 或 false"
+            )
         return Executor(
             command=tuple(command),
             env={str(k): str(v) for k, v in env.items()},
             workdir=workdir or None,
+            ignore_error=ignore_error,
         )
 
 

@@ -18,10 +18,12 @@ returns for each executor's leader, which includes every descendant the leader i
 (a shell's foreground commands) but not orphans it left behind; `device_s` = `wall_s` x devices.
 
 Outcomes: the first executor that exits non-zero ends the task `EXECUTOR_ERROR` with its exit code
-(negative N when killed by signal N); a command that cannot be started (missing binary, missing
-permission) ends it `EXECUTOR_ERROR` with 127 (126 for other OS errors) and the error appended to
-stderr; a task directory that cannot be made is `SYSTEM_ERROR`. Tails are the last `tail_bytes`
-bytes of each file, decoded as UTF-8 with replacement after dropping a character cut in half.
+(negative N when killed by signal N), unless it has `ignore_error` (then the next one runs, and a
+task whose other executors succeed is `COMPLETE`, its reason naming the ignored failures); a
+command that cannot be started (missing binary, missing permission) ends it `EXECUTOR_ERROR` with
+127 (126 for other OS errors) and the error appended to stderr; a task directory that cannot be
+made is `SYSTEM_ERROR`. Tails are the last `tail_bytes` bytes of each file, decoded as UTF-8 with
+replacement after dropping a character cut in half.
 
 Not thread-safe: one agent loop drives one backend.
 """
@@ -35,7 +37,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from suanli.agent.backends import Executor, Handle, Status, TaskState, Usage
@@ -101,6 +103,7 @@ class _Run:
     cancel_requested: bool = False
     term_sent_at: float | None = None
     kill_sent: bool = False
+    ignored: list[str] = field(default_factory=list)  # failures of ignore_error executors
     final: Status | None = None
 
 
@@ -174,14 +177,16 @@ class LocalBackend:
                 if code != 0 and not run.cancel_requested:
                     n = len(run.executors)
                     reason = f"executor {run.index + 1} of {n} exited with code {code}"
-                    self._finish(run, TaskState.EXECUTOR_ERROR, code, reason)
-                    return
+                    if not run.executors[run.index].ignore_error:
+                        self._finish(run, TaskState.EXECUTOR_ERROR, code, reason)
+                        return
+                    run.ignored.append(f"{reason} (ignore_error)")
                 run.index += 1
             if run.cancel_requested:
                 self._finish(run, TaskState.CANCELED, None, "canceled")
                 return
             if run.index >= len(run.executors):
-                self._finish(run, TaskState.COMPLETE, 0, "")
+                self._finish(run, TaskState.COMPLETE, 0, "; ".join(run.ignored))
                 return
             self._spawn(run)
 
