@@ -8,10 +8,12 @@ and NAT stay closed). The protocol is JSON over HTTP with `Authorization: Bearer
 2. every `heartbeat_s`: `POST /v1/agents/{id}/heartbeat` `{"running": [task ids]}` -> 200
    `{"cancel": [task ids]}`; it renews the leases of the listed tasks;
 3. while slots are free: `POST /v1/agents/{id}/lease` `{"max": free}` -> 200
-   `{"tasks": [{"id", "executors", "devices", "lease_expires_at"}]}`;
+   `{"tasks": [{"id", "executors", "devices", "inputs", "lease_expires_at"}]}`;
 4. `POST /v1/tasks/{task}/report` `{"agent_id", "state": "RUNNING"}` after the start, then
-   `{"agent_id", "state", "exit_code", "stdout_tail", "stderr_tail", "usage", "reason"}` at the
-   end, `state` one of COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED.
+   `{"agent_id", "state", "exit_code", "stdout_tail", "stderr_tail", "usage", "reason",
+   "executors"}` at the end (`executors`: one `{"exit_code", "stdout_tail", "stderr_tail",
+   "wall_s"}` per executor that ran), `state` one of COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR,
+   CANCELED.
 
 Invariants:
 - a task is reported in order (RUNNING before its terminal state) and at most once terminally;
@@ -442,6 +444,7 @@ class Agent:
             "stderr_tail": status.stderr_tail,
             "usage": status.usage.as_json(),
             "reason": (status.reason if reason is None else reason)[:REASON_CHARS],
+            "executors": [log.as_json() for log in status.executors],
         }
         self._enqueue(task_id, body, terminal=True)
         detail = f"exit {status.exit_code}, " if status.exit_code is not None else ""

@@ -158,6 +158,13 @@ class Usage(_In):
     device_s: Annotated[float, Field(ge=0)] = 0.0
 
 
+class ExecutorReport(_In):
+    exit_code: int | None = None
+    stdout_tail: Annotated[str, Field(max_length=65_536)] = ""
+    stderr_tail: Annotated[str, Field(max_length=65_536)] = ""
+    wall_s: Annotated[float, Field(ge=0)] = 0.0
+
+
 class Report(_In):
     agent_id: Name
     state: Literal["RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"]
@@ -166,6 +173,7 @@ class Report(_In):
     stderr_tail: Annotated[str, Field(max_length=65_536)] = ""
     usage: Usage | None = None
     reason: Annotated[str, Field(max_length=1000)] = ""
+    executors: Annotated[list[ExecutorReport], Field(max_length=100)] = []  # one per executor run
 
 
 class ErrorBody(BaseModel):

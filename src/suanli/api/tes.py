@@ -258,15 +258,12 @@ def tes_view(task: TaskRow, view: str) -> dict[str, Any]:
             for entry in original["inputs"]
         ]
     if State(task.state) is not State.QUEUED or task.exit_code is not None:
-        executor_log: dict[str, Any] = {"exit_code": task.exit_code}
-        if view == "FULL":
-            executor_log["stdout"] = task.stdout_tail or ""
-            executor_log["stderr"] = task.stderr_tail or ""
+        executor_logs = _executor_logs(task, view)
         metadata = {"pool": task.pool_id or "", "site": task.site_id or ""}
         if task.usage:
             metadata.update({k: str(v) for k, v in task.usage.items()})
         task_log: dict[str, Any] = {
-            "logs": [executor_log] if task.exit_code is not None else [],
+            "logs": executor_logs,
             "metadata": metadata,
             "outputs": [],
         }
@@ -274,6 +271,32 @@ def tes_view(task: TaskRow, view: str) -> dict[str, Any]:
             task_log["system_logs"] = [task.unplaced_reason]
         document["logs"] = [task_log]
     return document
+
+
+def _executor_logs(task: TaskRow, view: str) -> list[dict[str, Any]]:
+    """One TES ExecutorLog per executor that ran (output only in FULL). Tasks reported by an
+    agent that predates per-executor logs get one entry for the whole task."""
+    reported = task.executor_logs
+    if not reported:
+        if task.exit_code is None:
+            return []
+        reported = [
+            {
+                "exit_code": task.exit_code,
+                "stdout_tail": task.stdout_tail,
+                "stderr_tail": task.stderr_tail,
+            }
+        ]
+    logs = []
+    for entry in reported:
+        if entry.get("exit_code") is None:  # never reaped (canceled): ExecutorLog needs a code
+            continue
+        log: dict[str, Any] = {"exit_code": entry["exit_code"]}
+        if view == "FULL":
+            log["stdout"] = entry.get("stdout_tail") or ""
+            log["stderr"] = entry.get("stderr_tail") or ""
+        logs.append(log)
+    return logs
 
 
 def _view(view: str) -> str:

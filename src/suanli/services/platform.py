@@ -382,6 +382,7 @@ def report(session: Session, who: Principal, task_id: str, spec: dict[str, Any])
         task.stdout_tail = spec.get("stdout_tail")
         task.stderr_tail = spec.get("stderr_tail")
         task.usage = spec.get("usage")
+        task.executor_logs = spec.get("executors") or None
     reason = spec.get("reason") or f"reported by {agent.id}"
     transition(session, task, to, reason, agent.id)
     if to in TERMINAL:

@@ -106,6 +106,7 @@ class TaskRow(Base):
     stdout_tail: Mapped[str | None] = mapped_column(Text)
     stderr_tail: Mapped[str | None] = mapped_column(Text)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    executor_logs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # one per executor
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

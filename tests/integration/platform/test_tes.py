@@ -65,9 +65,9 @@ def test_py_tes_creates_waits_and_reads_a_task_in_every_view(
     assert full.state == "COMPLETE"
     assert full.name == "hello" and full.tags == {"project": "demo"}
     assert [e.command for e in full.executors] == [e.command for e in task.executors]
-    log = full.logs[0].logs[0]
-    assert log.exit_code == 0
-    assert "hello tes" in log.stdout and "second" in log.stderr
+    first, second = full.logs[0].logs  # one ExecutorLog per executor, with its own output
+    assert (first.exit_code, first.stdout, first.stderr) == (0, "hello tes\n", "")
+    assert (second.exit_code, second.stdout, second.stderr) == (0, "", "second\n")
     assert "pool-" in full.logs[0].metadata["pool"]
 
     with platform.client(token) as http:
@@ -117,7 +117,8 @@ def test_a_failing_executor_ends_the_task_unless_it_ignores_errors(
     client.wait(ignoring, timeout=60)
     full = client.get_task(ignoring, view="FULL")
     assert full.state == "COMPLETE"
-    assert "still ran" in full.logs[0].logs[0].stdout
+    assert [log.exit_code for log in full.logs[0].logs] == [3, 0]
+    assert full.logs[0].logs[1].stdout == "still ran\n"
 
 
 def test_input_content_is_written_before_the_first_executor(

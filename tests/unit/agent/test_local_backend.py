@@ -115,6 +115,9 @@ def test_executors_run_in_order(backend: LocalBackend, tmp_path: Path) -> None:
     status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
     assert status.state is TaskState.COMPLETE
     assert status.stdout_tail == "one\ntwo\n"
+    assert [e.stdout_tail for e in status.executors] == ["one\n", "two\n"]
+    assert [e.exit_code for e in status.executors] == [0, 0]
+    assert status.executors[0].wall_s >= 0.1
 
 
 def test_the_second_executor_does_not_run_when_the_first_fails(
@@ -139,6 +142,7 @@ def test_an_ignore_error_executor_lets_the_next_one_run(
     assert status.exit_code == 0
     assert status.stdout_tail == "one\ntwo\n"
     assert status.reason == "executor 1 of 2 exited with code 5 (ignore_error)"
+    assert [(e.exit_code, e.stdout_tail) for e in status.executors] == [(5, "one\n"), (0, "two\n")]
     # a later failure without ignore_error still ends the task
     executors = [first, sh("exit 7"), sh("echo never")]
     status = wait_for(backend, backend.start("t-2", executors, tmp_path / "t-2"))

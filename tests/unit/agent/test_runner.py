@@ -240,7 +240,10 @@ def test_an_agent_registers_runs_a_task_and_reports_it_complete(
         "stderr_tail",
         "usage",
         "reason",
+        "executors",
     }
+    assert [e["exit_code"] for e in done["executors"]] == [0]
+    assert "hi" in done["executors"][0]["stdout_tail"]
     assert "agent a-1: task t-1 RUNNING" in running.lines
     assert any(line.startswith("agent a-1: task t-1 COMPLETE") for line in running.lines)
 

@@ -129,6 +129,25 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class ExecutorLog:
+    """How one executor ended: its exit code (None when it never started or was not reaped),
+    the tails of what it wrote, and its wall time."""
+
+    exit_code: int | None
+    stdout_tail: str
+    stderr_tail: str
+    wall_s: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "exit_code": self.exit_code,
+            "stdout_tail": self.stdout_tail,
+            "stderr_tail": self.stderr_tail,
+            "wall_s": self.wall_s,
+        }
+
+
+@dataclass(frozen=True)
 class Status:
     """How a task ended. `exit_code` is the first failing executor's code, 0 when all succeed,
     `None` when no executor's exit could be observed (cancelled, or a system error)."""
@@ -139,6 +158,7 @@ class Status:
     stderr_tail: str
     usage: Usage
     reason: str = ""
+    executors: tuple[ExecutorLog, ...] = ()  # one per executor that ran, in order
 
 
 class Backend(Protocol):

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suanli.agent.backends import Executor, Handle, Status, TaskState, Usage
+from suanli.agent.backends import Executor, ExecutorLog, Handle, Status, TaskState, Usage
 
 __all__ = ["STDERR_FILE", "STDOUT_FILE", "TAIL_BYTES", "LocalBackend", "read_tail"]
 
@@ -51,17 +51,17 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 
 
-def read_tail(path: Path, limit_bytes: int = TAIL_BYTES) -> str:
-    """The last `limit_bytes` of a file as text; '' when the file is missing."""
+def read_tail(path: Path, limit_bytes: int = TAIL_BYTES, start: int = 0) -> str:
+    """The last `limit_bytes` of a file from byte `start` on, as text; '' when it is missing."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - limit_bytes))
+            f.seek(max(start, size - limit_bytes))
             data = f.read(limit_bytes)
     except FileNotFoundError:
         return ""
-    if len(data) == limit_bytes and size > limit_bytes:
+    if len(data) == limit_bytes and size - start > limit_bytes:
         # Drop UTF-8 continuation bytes of a character whose first byte was cut off.
         cut = 0
         while cut < min(3, len(data)) and data[cut] & 0xC0 == 0x80:
@@ -104,6 +104,8 @@ class _Run:
     term_sent_at: float | None = None
     kill_sent: bool = False
     ignored: list[str] = field(default_factory=list)  # failures of ignore_error executors
+    logs: list[ExecutorLog] = field(default_factory=list)  # executors that ended, in order
+    segment: tuple[int, int, float] = (0, 0, 0.0)  # current executor: output offsets, start
     final: Status | None = None
 
 
@@ -174,6 +176,7 @@ class LocalBackend:
                 return
             if run.leader_code is not None:
                 code, run.leader_code = run.leader_code, None
+                self._log_executor(run, code)
                 if code != 0 and not run.cancel_requested:
                     n = len(run.executors)
                     reason = f"executor {run.index + 1} of {n} exited with code {code}"
@@ -240,6 +243,8 @@ class LocalBackend:
                 (run.task_dir / STDOUT_FILE).open("ab") as out,
                 (run.task_dir / STDERR_FILE).open("ab") as err,
             ):
+                sizes = os.fstat(out.fileno()).st_size, os.fstat(err.fileno()).st_size
+                run.segment = (*sizes, self._clock())
                 run.proc = subprocess.Popen(
                     list(executor.command),
                     cwd=cwd,
@@ -261,9 +266,22 @@ class LocalBackend:
                 (run.task_dir / STDERR_FILE).open("ab") as err,
             ):
                 err.write(f"suanli agent: {message}\n".encode())
+            self._log_executor(run, code)
             self._finish(run, TaskState.EXECUTOR_ERROR, code, message)
             return
         run.pgid = run.proc.pid
+
+    def _log_executor(self, run: _Run, code: int | None) -> None:
+        """Record how the current executor ended, with the tails of its own output."""
+        out_start, err_start, started = run.segment
+        run.logs.append(
+            ExecutorLog(
+                exit_code=code,
+                stdout_tail=read_tail(run.task_dir / STDOUT_FILE, self.tail_bytes, out_start),
+                stderr_tail=read_tail(run.task_dir / STDERR_FILE, self.tail_bytes, err_start),
+                wall_s=max(0.0, self._clock() - started),
+            )
+        )
 
     def _finish(self, run: _Run, state: TaskState, exit_code: int | None, reason: str) -> None:
         wall_s = max(0.0, self._clock() - run.started_at)
@@ -274,4 +292,5 @@ class LocalBackend:
             stderr_tail=read_tail(run.task_dir / STDERR_FILE, self.tail_bytes),
             usage=Usage(wall_s=wall_s, cpu_s=run.cpu_s, device_s=wall_s * run.devices),
             reason=reason,
+            executors=tuple(run.logs),
         )
