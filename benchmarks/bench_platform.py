@@ -31,10 +31,21 @@ SUBMISSIONS = 3000
 WARMUP = 200
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_healthy(base: str) -> None:
+    """Wait for a just-started server's /healthz (30 s at most)."""
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the server at {base} did not start")
 
 
 def _postgres_url() -> str | None:
@@ -93,7 +104,7 @@ async def _load(base: str, token: str, total: int) -> list[float]:
 
 def _measure(label: str, url: str) -> dict[str, Any]:
     token = _token(url)
-    port = _free_port()
+    port = free_port()
     home = tempfile.mkdtemp(prefix="suanli-bench-")
     server = subprocess.Popen(
         [sys.executable, "-m", "suanli", "serve", "--port", str(port), "--db", url, "--home", home],
@@ -102,12 +113,7 @@ def _measure(label: str, url: str) -> dict[str, Any]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(base)
         print(
             f"... {label}: {WARMUP} warm-up submissions, then {SUBMISSIONS} with {CLIENTS} clients",
             file=sys.stderr,

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench_platform import _free_port
+from bench_platform import free_port, wait_healthy
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tes.json"
 CLIENTS = 16
@@ -78,21 +78,11 @@ def _round_trip(http: httpx.Client) -> float:
         time.sleep(0.02)
 
 
-def _wait_healthy(base: str) -> None:
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("the server did not start")
-
-
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="suanli-bench-tes-"))
     url = f"sqlite:///{home / 'bench.db'}"
     provider, consumer = _tokens(url)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     server = subprocess.Popen(
@@ -112,7 +102,7 @@ def main() -> None:
     )
     agent = None
     try:
-        _wait_healthy(base)
+        wait_healthy(base)
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {provider}"}) as http:
             site = http.post("/v1/sites", json={"name": "bench", "province": "上海"}).json()["id"]
             pool = {"site_id": site, "device": "cpu", "count": 8, "price_fen_per_device_hour": 10}

@@ -71,17 +71,13 @@ class TaskIdConvertor(Convertor[str]):
 register_url_convertor("tes_task_id", TaskIdConvertor())
 
 
-def _refuse(field: str, value: object, why: str, why_zh: str) -> InvalidValue:
-    return InvalidValue(field, value, why, why_zh)
-
-
 def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
     """The native task spec of a TES task document; errors name the TES field."""
     if not isinstance(tes, dict):
-        raise _refuse("task", type(tes).__name__, "a JSON object", "JSON 对象")
+        raise InvalidValue("task", type(tes).__name__, "a JSON object", "JSON 对象")
     for field in REFUSED:
         if tes.get(field):
-            raise _refuse(
+            raise InvalidValue(
                 field,
                 "...",
                 "empty: file staging is not supported yet (write files in the command)",
@@ -90,24 +86,26 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
     inputs = _content_inputs(tes.get("inputs") or [])
     executors = tes.get("executors")
     if not isinstance(executors, list) or not executors:
-        raise _refuse("executors", executors, "a list of at least one executor", "至少一个执行器")
+        raise InvalidValue(
+            "executors", executors, "a list of at least one executor", "至少一个执行器"
+        )
     native_executors = []
     for n, executor in enumerate(executors):
         where = f"executors[{n}]"
         if not isinstance(executor, dict):
-            raise _refuse(where, executor, "an object", "对象")
+            raise InvalidValue(where, executor, "an object", "对象")
         command = executor.get("command")
         if (
             not isinstance(command, list)
             or not command
             or not all(isinstance(c, str) for c in command)
         ):
-            raise _refuse(
+            raise InvalidValue(
                 f"{where}.command", command, "a non-empty list of strings", "非空字符串列表"
             )
         for field in ("stdin", "stdout", "stderr"):
             if executor.get(field):
-                raise _refuse(
+                raise InvalidValue(
                     f"{where}.{field}",
                     executor[field],
                     "absent: redirect inside the command (sh -c '... > file')",
@@ -115,13 +113,15 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
                 )
         ignore_error = executor.get("ignore_error") or False
         if not isinstance(ignore_error, bool):
-            raise _refuse(f"{where}.ignore_error", ignore_error, "true or false", "true 或 false")
+            raise InvalidValue(
+                f"{where}.ignore_error", ignore_error, "true or false", "true 或 false"
+            )
         env = executor.get("env") or {}
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-            raise _refuse(f"{where}.env", env, "an object of strings", "字符串对象")
+            raise InvalidValue(f"{where}.env", env, "an object of strings", "字符串对象")
         workdir = executor.get("workdir")
         if workdir is not None and not isinstance(workdir, str):
-            raise _refuse(f"{where}.workdir", workdir, "a path string", "路径字符串")
+            raise InvalidValue(f"{where}.workdir", workdir, "a path string", "路径字符串")
         native_executors.append(
             {"command": command, "env": env, "workdir": workdir, "ignore_error": ignore_error}
         )
@@ -135,17 +135,19 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
     ):
         if not isinstance(value, kind):
             expected = "an object" if kind is dict else "a string"
-            raise _refuse(field, value, expected, "对象" if kind is dict else "字符串")
+            raise InvalidValue(field, value, expected, "对象" if kind is dict else "字符串")
     if resources.get("zones"):
-        raise _refuse("resources.zones", resources["zones"], "absent (not supported yet)", "不设置")
+        raise InvalidValue(
+            "resources.zones", resources["zones"], "absent (not supported yet)", "不设置"
+        )
     cores = resources.get("cpu_cores") or 1
     if not isinstance(cores, int) or isinstance(cores, bool) or not 1 <= cores <= 100_000:
-        raise _refuse(
+        raise InvalidValue(
             "resources.cpu_cores", cores, "a whole number from 1 to 100000", "1 到 100000 的整数"
         )
     ram = resources.get("ram_gb") or 0.0
     if not isinstance(ram, int | float) or isinstance(ram, bool) or not 0 <= ram < 1e7:
-        raise _refuse("resources.ram_gb", ram, "a number of GB >= 0", "不小于 0 的 GB 数")
+        raise InvalidValue("resources.ram_gb", ram, "a number of GB >= 0", "不小于 0 的 GB 数")
     spec: dict[str, Any] = {
         "name": str(tes.get("name") or ""),
         "executors": native_executors,
@@ -173,7 +175,7 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
     for key, value in parameters.items():
         if key not in BACKEND_PARAMETERS:
             if strict:
-                raise _refuse(
+                raise InvalidValue(
                     f"resources.backend_parameters.{key}",
                     value,
                     "one of " + ", ".join(BACKEND_PARAMETERS),
@@ -184,7 +186,7 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
         try:
             converted = convert(value)
         except (TypeError, ValueError):
-            raise _refuse(
+            raise InvalidValue(
                 f"resources.backend_parameters.{key}",
                 value,
                 "a value of the right type",
@@ -201,18 +203,20 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
 def _content_inputs(inputs: object) -> list[dict[str, str]]:
     """TES inputs that carry their `content`, as `{"path", "content"}`; others are refused."""
     if not isinstance(inputs, list):
-        raise _refuse("inputs", inputs, "a list of inputs", "输入列表")
+        raise InvalidValue("inputs", inputs, "a list of inputs", "输入列表")
     written = []
     size = 0
     for n, entry in enumerate(inputs):
         where = f"inputs[{n}]"
         if not isinstance(entry, dict):
-            raise _refuse(where, entry, "an object", "对象")
+            raise InvalidValue(where, entry, "an object", "对象")
         path, content = entry.get("path"), entry.get("content")
         if not isinstance(path, str) or not path.strip("/") or ".." in path.split("/"):
-            raise _refuse(f"{where}.path", path, "a file path without '..'", "不含 '..' 的文件路径")
+            raise InvalidValue(
+                f"{where}.path", path, "a file path without '..'", "不含 '..' 的文件路径"
+            )
         if not isinstance(content, str):
-            raise _refuse(
+            raise InvalidValue(
                 f"{where}.content",
                 entry.get("url"),
                 "inline content: URL inputs are not fetched yet (file staging comes later)",
@@ -220,7 +224,7 @@ def _content_inputs(inputs: object) -> list[dict[str, str]]:
             )
         size += len(content.encode())
         if size > MAX_INPUT_BYTES:
-            raise _refuse(
+            raise InvalidValue(
                 where, "...", "at most 1 MB of inline content in all", "内联内容合计不超过 1 MB"
             )
         written.append({"path": path, "content": content})
@@ -302,7 +306,7 @@ def _executor_logs(task: TaskRow, view: str) -> list[dict[str, Any]]:
 def _view(view: str) -> str:
     upper = view.upper()
     if upper not in VIEWS:
-        raise _refuse("view", view, "MINIMAL, BASIC or FULL", "MINIMAL、BASIC 或 FULL")
+        raise InvalidValue("view", view, "MINIMAL, BASIC or FULL", "MINIMAL、BASIC 或 FULL")
     return upper
 
 
@@ -362,21 +366,22 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
             if offset < 0:
                 raise ValueError
         except ValueError:
-            raise _refuse(
+            raise InvalidValue(
                 "page_token", page_token, "a token from next_page_token", "上一页返回的令牌"
             ) from None
 
         def work(session: Session, who: Principal) -> dict[str, Any]:
-            rows = platform.list_tasks(session, who, state, limit=1_000_000)
-            picked = [
-                t
-                for t in rows
-                if (not name_prefix or t.name.startswith(name_prefix))
-                and _matches_tags(t, tag_key or [], tag_value or [])
-            ]
-            page = picked[offset : offset + page_size]
+            if tag_key:  # tags live in the JSON spec: filter them here, then page
+                rows = platform.list_tasks(session, who, state, None, name_prefix=name_prefix)
+                picked = [t for t in rows if _matches_tags(t, tag_key, tag_value or [])]
+                page, more = picked[offset : offset + page_size], offset + page_size < len(picked)
+            else:  # one more row than the page says whether another page exists
+                rows = platform.list_tasks(
+                    session, who, state, page_size + 1, name_prefix=name_prefix, offset=offset
+                )
+                page, more = rows[:page_size], len(rows) > page_size
             result: dict[str, Any] = {"tasks": [tes_view(t, chosen) for t in page]}
-            if offset + page_size < len(picked):
+            if more:
                 result["next_page_token"] = str(offset + page_size)
             return result
 

@@ -257,8 +257,24 @@ def get_task(session: Session, who: Principal, ident: str) -> TaskRow:
     return _visible(session, who, session.get(TaskRow, ident), ident)
 
 
-def list_tasks(session: Session, who: Principal, state: str | None, limit: int) -> list[TaskRow]:
-    query = select(TaskRow).order_by(TaskRow.created_at.desc()).limit(limit)
+def list_tasks(
+    session: Session,
+    who: Principal,
+    state: str | None,
+    limit: int | None,
+    *,
+    name_prefix: str | None = None,
+    offset: int = 0,
+) -> list[TaskRow]:
+    """The tasks `who` may see, newest first; `limit` None means all."""
+    query = (
+        select(TaskRow)
+        .order_by(TaskRow.created_at.desc(), TaskRow.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    if name_prefix:
+        query = query.where(TaskRow.name.startswith(name_prefix, autoescape=True))
     if state:
         try:
             query = query.where(TaskRow.state == State(state.upper()).value)

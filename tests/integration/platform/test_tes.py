@@ -3,10 +3,8 @@ py-tes does not send), with a real agent running the tasks."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import httpx
 import pytest
 import tes
 
@@ -28,17 +26,6 @@ def running(platform: Platform) -> tuple[Platform, str]:
 
 def _client(platform: Platform, token: str) -> tes.HTTPClient:
     return tes.HTTPClient(platform.url, token=token, timeout=30)
-
-
-def _wait_state(http: httpx.Client, task_id: str, states: set[str], limit_s: float = 60) -> str:
-    deadline = time.monotonic() + limit_s
-    state = ""
-    while time.monotonic() < deadline:
-        state = http.get(f"{TES}/tasks/{task_id}").json()["state"]
-        if state in states:
-            return state
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} stayed {state}, wanted {states}")
 
 
 def test_py_tes_creates_waits_and_reads_a_task_in_every_view(
@@ -146,10 +133,9 @@ def test_cancel_a_running_task(running: tuple[Platform, str]) -> None:
     task_id = client.create_task(
         tes.Task(executors=[tes.Executor(image="alpine", command=["sleep", "60"])])
     )
-    with platform.client(token) as http:
-        _wait_state(http, task_id, {"RUNNING"})
-        client.cancel_task(task_id)
-        assert _wait_state(http, task_id, {"CANCELED"}) == "CANCELED"
+    assert platform.wait_for(token, task_id, {"RUNNING"})["state"] == "RUNNING"
+    client.cancel_task(task_id)
+    assert platform.wait_for(token, task_id, {"CANCELED"}, 60)["state"] == "CANCELED"
 
 
 def test_list_filters_and_pages(platform: Platform) -> None:
@@ -178,6 +164,7 @@ def test_list_filters_and_pages(platform: Platform) -> None:
         assert len(ids()) == 6
         assert set(ids(name_prefix="batch-")) == set(made)
         assert ids(name_prefix="atch") == []  # a prefix, not a substring
+        assert ids(name_prefix="b_") == []  # taken literally, not as a LIKE pattern
         assert len(ids(tag_key="run", tag_value="a")) == 3
         assert len(ids(tag_key="run")) == 5  # a key without a value matches any value
         assert len(ids(tag_key=["run", "gpu"], tag_value=["a"])) == 1
