@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SNAKEMAKE_STAMP := .venv-snakemake/.installed
 
 .PHONY: demo test bench lint typecheck contracts clean
 
@@ -16,7 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) ## The platform on this machine: server, site, agent, real tasks (Ctrl-C stops)
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
+$(SNAKEMAKE_STAMP): scripts/snakemake-env.sh
+	@scripts/snakemake-env.sh .venv-snakemake
+
+test: $(STAMP) $(SNAKEMAKE_STAMP) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
 	$(BIN)/lint-imports
 	SUANLI_TEST_PG_URL=$$(scripts/postgres.sh start) $(BIN)/pytest -n auto
 
@@ -34,4 +38,4 @@ lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-snakemake build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -273,11 +273,24 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         slots: Annotated[int, typer.Option(help="Tasks at once / 并发任务数")] = 1,
         name: Annotated[str | None, typer.Option(help="Agent name / 代理名称")] = None,
         work_root: Annotated[str | None, typer.Option(help="Task directories / 工作目录")] = None,
+        file_root: Annotated[
+            list[str] | None,
+            typer.Option(help="Directory tasks may read/write by file:// URL / 允许的文件目录"),
+        ] = None,
     ) -> None:
         """Run a provider agent: lease tasks of a site and run them. 运行提供方代理。"""
         from suanli.agent.runner import run_agent
 
-        run_agent(server, token, site, backend=backend, slots=slots, name=name, work_root=work_root)
+        run_agent(
+            server,
+            token,
+            site,
+            backend=backend,
+            slots=slots,
+            name=name,
+            work_root=work_root,
+            file_roots=file_root or (),
+        )
 
     @app.command()
     @handles_errors

@@ -83,6 +83,13 @@ class UnknownSite(UnknownName):
     kind_zh = "站点"
 
 
+class UnknownZone(UnknownName):
+    kind_en = "zone"
+    kind_zh = "区域"
+    listing_en = "use a hub id (JJJ, YRD...), a cluster id or a province, in Chinese or pinyin"
+    listing_zh = "请使用枢纽 id（JJJ、YRD 等）、集群 id 或省份（中文或拼音）"
+
+
 class UnknownPlace(UnknownName):
     kind_en = "place"
     kind_zh = "地点"

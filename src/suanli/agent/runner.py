@@ -8,12 +8,18 @@ and NAT stay closed). The protocol is JSON over HTTP with `Authorization: Bearer
 2. every `heartbeat_s`: `POST /v1/agents/{id}/heartbeat` `{"running": [task ids]}` -> 200
    `{"cancel": [task ids]}`; it renews the leases of the listed tasks;
 3. while slots are free: `POST /v1/agents/{id}/lease` `{"max": free}` -> 200
-   `{"tasks": [{"id", "executors", "devices", "inputs", "lease_expires_at"}]}`;
+   `{"tasks": [{"id", "executors", "devices", "inputs", "outputs", "volumes",
+   "lease_expires_at"}]}` (inputs, outputs and volumes as in `suanli.agent.staging`);
 4. `POST /v1/tasks/{task}/report` `{"agent_id", "state": "RUNNING"}` after the start, then
    `{"agent_id", "state", "exit_code", "stdout_tail", "stderr_tail", "usage", "reason",
-   "executors"}` at the end (`executors`: one `{"exit_code", "stdout_tail", "stderr_tail",
-   "wall_s"}` per executor that ran), `state` one of COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR,
-   CANCELED.
+   "executors", "outputs"}` at the end (`executors`: one `{"exit_code", "stdout_tail",
+   "stderr_tail", "wall_s", "started_at", "ended_at"}` per executor that ran; `outputs`: one
+   `{"url", "path", "size_bytes"}` per file copied out), `state` one of COMPLETE,
+   EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED.
+
+Files: inputs are staged into the task directory before the backend starts, and outputs are
+copied out after the backend reports COMPLETE; a staging failure ends the task SYSTEM_ERROR
+with the reason (the agent's `file_roots` bound which local files tasks may read or write).
 
 Invariants:
 - a task is reported in order (RUNNING before its terminal state) and at most once terminally;
@@ -40,8 +46,8 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeGuard
@@ -49,6 +55,7 @@ from urllib.parse import quote
 
 import httpx
 
+from suanli.agent import staging
 from suanli.agent.backends import (
     TERMINAL_STATES,
     Backend,
@@ -126,6 +133,8 @@ class _Task:
     id: str
     handle: Handle
     lease_deadline: float  # clock() after which the lease is presumed lost
+    task_dir: Path
+    outputs: list[dict[str, Any]]
     cancel_reason: str | None = None
     dropped: bool = False  # no longer ours: drain on the backend, never report
 
@@ -163,6 +172,7 @@ class Agent:
         slots: int = 1,
         name: str | None = None,
         work_root: Path | str | None = None,
+        file_roots: Sequence[Path | str] = (),
         poll_s: float = 0.5,
         timeout_s: float = 10.0,
         backoff_s: tuple[float, float] = (0.5, 10.0),
@@ -185,6 +195,7 @@ class Agent:
         self.work_root = (
             Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="suanli-agent-"))
         )
+        self.file_roots = tuple(Path(root) for root in file_roots)
         self.poll_s = poll_s
         self.shutdown_s = shutdown_s
         self.agent_id: str | None = None
@@ -198,6 +209,8 @@ class Agent:
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_s,
         )
+        if getattr(self.backend, "private_tmp", True) is False:
+            self._log("this system refuses mount namespaces: tasks share the host's /tmp")
         self._tasks: dict[str, _Task] = {}
         self._outbox: deque[_Report] = deque()
         self._net_ready_at = 0.0
@@ -389,14 +402,22 @@ class Agent:
                 raise InvalidValue("executors", [], "at least one executor", "至少一个执行器")
             devices = int(item.get("devices") or 0)
             workdir = self.work_root / _dir_name(task_id)
-            write_inputs(workdir, item.get("inputs") or [])
+            workdir.mkdir(parents=True, exist_ok=True)
+            outputs = _objects(item, "outputs")
+            staging.stage_in(
+                workdir, _objects(item, "inputs"), item.get("volumes") or [], self.file_roots
+            )
             handle = self.backend.start(task_id, executors, workdir, devices)
         except Exception as exc:  # a bad spec or a backend failure: the task cannot run here
             message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
             self._finished_id(task_id, _no_status(TaskState.SYSTEM_ERROR, message))
             return
         self._tasks[task_id] = _Task(
-            id=task_id, handle=handle, lease_deadline=self._clock() + self.lease_s
+            id=task_id,
+            handle=handle,
+            lease_deadline=self._clock() + self.lease_s,
+            task_dir=workdir,
+            outputs=outputs,
         )
         self._enqueue(task_id, {"state": TaskState.RUNNING.value}, terminal=False)
         self._log(f"task {task_id} {TaskState.RUNNING.value}")
@@ -433,9 +454,23 @@ class Agent:
         reason = status.reason
         if status.state is TaskState.CANCELED and task.cancel_reason is not None:
             reason = task.cancel_reason
-        self._finished_id(task.id, status, reason)
+        copied: list[dict[str, str]] = []
+        if status.state is TaskState.COMPLETE and task.outputs:
+            try:
+                copied = staging.stage_out(task.task_dir, task.outputs, self.file_roots)
+            except (OSError, SuanliError) as exc:
+                detail = exc.one_line() if isinstance(exc, SuanliError) else str(exc)
+                reason = f"copying outputs failed: {detail}"
+                status = replace(status, state=TaskState.SYSTEM_ERROR, reason=reason)
+        self._finished_id(task.id, status, reason, copied)
 
-    def _finished_id(self, task_id: str, status: Status, reason: str | None = None) -> None:
+    def _finished_id(
+        self,
+        task_id: str,
+        status: Status,
+        reason: str | None = None,
+        outputs: list[dict[str, str]] | None = None,
+    ) -> None:
         assert status.state in TERMINAL_STATES
         body = {
             "state": status.state.value,
@@ -445,6 +480,7 @@ class Agent:
             "usage": status.usage.as_json(),
             "reason": (status.reason if reason is None else reason)[:REASON_CHARS],
             "executors": [log.as_json() for log in status.executors],
+            "outputs": outputs or [],
         }
         self._enqueue(task_id, body, terminal=True)
         detail = f"exit {status.exit_code}, " if status.exit_code is not None else ""
@@ -508,6 +544,7 @@ def run_agent(
     work_root: Path | str | None = None,
     stop: threading.Event | None = None,
     poll_s: float = 0.5,
+    file_roots: Sequence[Path | str] = (),
 ) -> None:
     """Run an agent until `stop` is set; with no `stop`, until SIGINT or SIGTERM (main thread).
 
@@ -522,6 +559,7 @@ def run_agent(
         slots=slots,
         name=name,
         work_root=work_root,
+        file_roots=file_roots,
         poll_s=poll_s,
     )
     if stop is not None:
@@ -543,20 +581,9 @@ def run_agent(
             signal.signal(sig, handler)
 
 
-def write_inputs(workdir: Path, inputs: list[Any]) -> None:
-    """Write each `{"path", "content"}` input under the task directory before executor 1.
-
-    A path is taken relative to the task directory (`/data/in.txt` lands at
-    `<task dir>/data/in.txt`); one that would leave the directory is refused.
-    """
-    root = workdir.resolve()
-    for n, entry in enumerate(inputs):
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise InvalidValue(f"inputs[{n}]", entry, "a path and its content", "路径与内容")
-        target = (root / entry["path"].lstrip("/")).resolve()
-        if root not in target.parents:
-            raise InvalidValue(
-                f"inputs[{n}].path", entry["path"], "a path inside the task directory", "任务目录内"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(str(entry.get("content") or ""), encoding="utf-8")
+def _objects(item: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """A leased task's list of objects under `key` (inputs, outputs), checked for shape."""
+    value = item.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise InvalidValue(key, value, "a list of objects", "对象列表")
+    return value

@@ -621,6 +621,8 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
                         executors=t.spec["executors"],
                         devices=t.devices,
                         inputs=t.spec.get("inputs") or [],
+                        outputs=t.spec.get("outputs") or [],
+                        volumes=t.spec.get("volumes") or [],
                         lease_expires_at=aware(t.lease_expires_at or t.updated_at),
                     )
                     for t in leased

@@ -17,11 +17,17 @@ class _In(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
+TaskPath = Annotated[str, Field(min_length=1, max_length=4096)]  # inside the task directory
+
+
 class Executor(_In):
     command: Annotated[list[Annotated[str, Field(max_length=10_000)]], Field(min_length=1)]
     env: dict[str, str] = {}
-    workdir: str | None = None
+    workdir: TaskPath | None = None
     ignore_error: bool = False  # a non-zero exit does not stop the task
+    stdin: TaskPath | None = None  # a file to read standard input from
+    stdout: TaskPath | None = None  # a file of its own instead of the task's stdout.txt
+    stderr: TaskPath | None = None
 
 
 class Resources(_In):
@@ -32,6 +38,7 @@ class Resources(_In):
     work_flop: Annotated[float, Field(gt=0)] | None = None
     duration_s: Annotated[float, Field(gt=0)] | None = None
     memory_gb: Annotated[float, Field(ge=0)] = 0.0
+    disk_gb: Annotated[float, Field(ge=0)] = 0.0  # recorded; pools do not report disk yet
     workload: Literal["training", "inference", "hpc", "general"] = "general"
 
 
@@ -46,6 +53,7 @@ class TaskCreate(_In):
     max_price_fen: Annotated[int, Field(ge=0)] | None = None
     policy: Literal["nearest", "cost", "green", "latency", "balanced"] | None = None
     preemptible: bool = False  # priced with the operator's preemptible discount
+    zones: Annotated[list[Name], Field(min_length=1, max_length=100)] | None = None  # residency
     tags: dict[str, str] = {}
 
 
@@ -144,7 +152,9 @@ class LeasedTask(BaseModel):
     id: str
     executors: list[dict[str, Any]]
     devices: int
-    inputs: list[dict[str, str]] = []  # {"path", "content"}: files written before executor 1
+    inputs: list[dict[str, Any]] = []  # staged before executor 1 (see suanli.agent.staging)
+    outputs: list[dict[str, Any]] = []  # copied out after the last executor succeeds
+    volumes: list[str] = []  # empty directories made before executor 1
     lease_expires_at: datetime
 
 
@@ -163,6 +173,14 @@ class ExecutorReport(_In):
     stdout_tail: Annotated[str, Field(max_length=65_536)] = ""
     stderr_tail: Annotated[str, Field(max_length=65_536)] = ""
     wall_s: Annotated[float, Field(ge=0)] = 0.0
+    started_at: Annotated[float, Field(ge=0)] | None = None  # Unix seconds
+    ended_at: Annotated[float, Field(ge=0)] | None = None
+
+
+class OutputReport(_In):
+    url: Annotated[str, Field(max_length=4096)]
+    path: Annotated[str, Field(max_length=4096)]
+    size_bytes: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]
 
 
 class Report(_In):
@@ -174,6 +192,7 @@ class Report(_In):
     usage: Usage | None = None
     reason: Annotated[str, Field(max_length=1000)] = ""
     executors: Annotated[list[ExecutorReport], Field(max_length=100)] = []  # one per executor run
+    outputs: Annotated[list[OutputReport], Field(max_length=10_000)] = []  # files copied out
 
 
 class ErrorBody(BaseModel):

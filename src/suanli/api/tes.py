@@ -1,23 +1,31 @@
 """GA4GH Task Execution Service (TES 1.1.0) on the platform's own task model and scheduler.
 
-Mounted at `/ga4gh/tes/v1` (where py-tes looks first). A TES task becomes a native task: its
-executors' `command`, `env` and `workdir` run in order on the chosen pool; `resources.cpu_cores`
-asks for that many CPU cores unless `backend_parameters` names another device; suanli's own
-options travel in `backend_parameters` (see `BACKEND_PARAMETERS`). The original TES document is
-kept with the task, so `GET /tasks/{id}` gives back what was sent. Responses carry only the
-fields of the spec: suanli's placement and usage go in `logs[].metadata`.
+Mounted at `/ga4gh/tes/v1`. Clients that put `/v1/tasks` after their base URL (py-tes before
+1.0, and so Snakemake's TES executor) take `<server>/ga4gh/tes` as the base URL. It is not also
+mounted at the root `/v1`: that prefix is suanli's native API, whose `/v1/tasks` takes another
+body and answers with another shape.
 
-Inputs with inline `content` are written under the task's directory before the first executor
-(`/data/in.txt` lands at `<task dir>/data/in.txt`). Refused at submission, with the field named:
-URL inputs, `outputs` and `volumes` (no file staging yet), `zones`, an executor's
-`stdin`/`stdout`/`stderr` files. Executors with `ignore_error` let the next one run. `image` is
-recorded and not used: the local backend has no container runtime and runs the command on the host.
+A TES task becomes a native task: its executors' `command`, `env`, `workdir`, `stdin`,
+`stdout` and `stderr` run in order on the chosen pool; `resources.cpu_cores` asks for that many
+CPU cores unless `backend_parameters` names another device; `ram_gb` becomes memory per device;
+`disk_gb` is recorded; `zones` (hubs, clusters, provinces) restrict placement to their
+provinces; `preemptible` prices the task with the preemptible discount; suanli's own options
+travel in `backend_parameters` (see `BACKEND_PARAMETERS`; unknown keys are dropped, or refused
+with `backend_parameters_strict`). The TES document is kept with the task, so `GET
+/tasks/{id}` gives back what was sent. Responses carry only the fields of the spec: suanli's
+placement and usage go in `logs[].metadata`.
+
+Files: inputs with inline `content` (1 MB in all) and inputs and outputs with `file://` URLs
+are staged by the agent (`suanli.agent.staging`); other URL schemes are refused at submission,
+naming the field. Task paths (`/data/in.txt`) live inside the task's directory on the agent.
+`image` is recorded and not used by the local backend, which has no container runtime: see
+`docs/tes.md` for what each backend does with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Body, FastAPI, Query
@@ -26,6 +34,7 @@ from sqlalchemy.orm import Session
 from starlette.convertors import Convertor, register_url_convertor
 
 from suanli import __version__
+from suanli.agent.staging import WILDCARDS
 from suanli.api.app import ERRORS, Token
 from suanli.errors import InvalidValue
 from suanli.services import platform
@@ -49,7 +58,6 @@ BACKEND_PARAMETERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "precision": ("resources.precision", str),
     "work_flop": ("resources.work_flop", float),
 }
-REFUSED = ("outputs", "volumes")
 MAX_INPUT_BYTES = 1_000_000  # content inputs, all together
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 DEFAULT_PAGE_SIZE = 256
@@ -75,15 +83,9 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
     """The native task spec of a TES task document; errors name the TES field."""
     if not isinstance(tes, dict):
         raise InvalidValue("task", type(tes).__name__, "a JSON object", "JSON 对象")
-    for field in REFUSED:
-        if tes.get(field):
-            raise InvalidValue(
-                field,
-                "...",
-                "empty: file staging is not supported yet (write files in the command)",
-                "为空：暂不支持文件传输",
-            )
-    inputs = _content_inputs(tes.get("inputs") or [])
+    inputs = _inputs(tes.get("inputs") or [])
+    outputs = _outputs(tes.get("outputs") or [])
+    volumes = _paths("volumes", tes.get("volumes") or [])
     executors = tes.get("executors")
     if not isinstance(executors, list) or not executors:
         raise InvalidValue(
@@ -103,14 +105,6 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
             raise InvalidValue(
                 f"{where}.command", command, "a non-empty list of strings", "非空字符串列表"
             )
-        for field in ("stdin", "stdout", "stderr"):
-            if executor.get(field):
-                raise InvalidValue(
-                    f"{where}.{field}",
-                    executor[field],
-                    "absent: redirect inside the command (sh -c '... > file')",
-                    "不设置：请在命令内重定向",
-                )
         ignore_error = executor.get("ignore_error") or False
         if not isinstance(ignore_error, bool):
             raise InvalidValue(
@@ -119,12 +113,11 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
         env = executor.get("env") or {}
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             raise InvalidValue(f"{where}.env", env, "an object of strings", "字符串对象")
-        workdir = executor.get("workdir")
-        if workdir is not None and not isinstance(workdir, str):
-            raise InvalidValue(f"{where}.workdir", workdir, "a path string", "路径字符串")
-        native_executors.append(
-            {"command": command, "env": env, "workdir": workdir, "ignore_error": ignore_error}
-        )
+        native: dict[str, Any] = {"command": command, "env": env, "ignore_error": ignore_error}
+        for field in ("workdir", "stdin", "stdout", "stderr"):
+            value = executor.get(field) or None
+            native[field] = value and _path(f"{where}.{field}", value)
+        native_executors.append(native)
 
     resources = tes.get("resources") or {}
     for field, value, kind in (
@@ -136,18 +129,17 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, kind):
             expected = "an object" if kind is dict else "a string"
             raise InvalidValue(field, value, expected, "对象" if kind is dict else "字符串")
-    if resources.get("zones"):
-        raise InvalidValue(
-            "resources.zones", resources["zones"], "absent (not supported yet)", "不设置"
-        )
     cores = resources.get("cpu_cores") or 1
     if not isinstance(cores, int) or isinstance(cores, bool) or not 1 <= cores <= 100_000:
         raise InvalidValue(
             "resources.cpu_cores", cores, "a whole number from 1 to 100000", "1 到 100000 的整数"
         )
-    ram = resources.get("ram_gb") or 0.0
-    if not isinstance(ram, int | float) or isinstance(ram, bool) or not 0 <= ram < 1e7:
-        raise InvalidValue("resources.ram_gb", ram, "a number of GB >= 0", "不小于 0 的 GB 数")
+    ram, disk = (_gb(f"resources.{f}", resources.get(f) or 0.0) for f in ("ram_gb", "disk_gb"))
+    zones = resources.get("zones") or None
+    if zones is not None and (
+        not isinstance(zones, list) or not all(isinstance(z, str) and z for z in zones)
+    ):
+        raise InvalidValue("resources.zones", zones, "a list of zone names", "区域名称列表")
     spec: dict[str, Any] = {
         "name": str(tes.get("name") or ""),
         "executors": native_executors,
@@ -158,7 +150,8 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
             "precision": "fp32",
             "work_flop": None,
             "duration_s": None,
-            "memory_gb": float(ram) / cores,
+            "memory_gb": ram / cores,
+            "disk_gb": disk,
             "workload": "general",
         },
         "latency_tier": "batch",
@@ -168,6 +161,7 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
         "max_price_fen": None,
         "policy": None,
         "preemptible": bool(resources.get("preemptible") or False),
+        "zones": zones,
         "tags": {str(k): str(v) for k, v in (tes.get("tags") or {}).items()},
     }
     parameters = resources.get("backend_parameters") or {}
@@ -194,41 +188,109 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
             ) from None
         holder = spec["resources"] if target.startswith("resources.") else spec
         holder[target.removeprefix("resources.")] = converted
-    if inputs:
-        spec["inputs"] = inputs
+    for key, value in (("inputs", inputs), ("outputs", outputs), ("volumes", volumes)):
+        if value:
+            spec[key] = value
+    if any(key not in BACKEND_PARAMETERS for key in parameters):
+        # the spec: a backend neither stores nor returns the keys it does not support
+        known = {k: v for k, v in parameters.items() if k in BACKEND_PARAMETERS}
+        tes = {**tes, "resources": {**resources, "backend_parameters": known}}
     spec["tes"] = tes
     return spec
 
 
-def _content_inputs(inputs: object) -> list[dict[str, str]]:
-    """TES inputs that carry their `content`, as `{"path", "content"}`; others are refused."""
+def _gb(field: str, value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1e7:
+        raise InvalidValue(field, value, "a number of GB >= 0", "不小于 0 的 GB 数")
+    return float(value)
+
+
+def _path(field: str, path: object) -> str:
+    """A task path: a string that stays inside the task directory (no '..' component)."""
+    if not isinstance(path, str) or not path.strip("/") or ".." in path.split("/"):
+        raise InvalidValue(field, path, "a file path without '..'", "不含 '..' 的文件路径")
+    return path
+
+
+def _paths(field: str, paths: object) -> list[str]:
+    if not isinstance(paths, list):
+        raise InvalidValue(field, paths, "a list of paths", "路径列表")
+    return [_path(f"{field}[{n}]", p) for n, p in enumerate(paths)]
+
+
+def _file_url(field: str, url: object) -> str:
+    """A `file://` URL or a bare absolute path: the only storage an agent reaches today."""
+    if isinstance(url, str) and (url.startswith("file://") or url.startswith("/")):
+        return url
+    raise InvalidValue(
+        field,
+        url,
+        "a file:// URL (object storage such as s3:// is not supported yet)",
+        "file:// 网址（暂不支持 s3:// 等对象存储）",
+    )
+
+
+def _file_type(field: str, entry: dict[str, Any]) -> str:
+    kind = entry.get("type") or "FILE"
+    if kind not in ("FILE", "DIRECTORY"):
+        raise InvalidValue(field, kind, "FILE or DIRECTORY", "FILE 或 DIRECTORY")
+    return str(kind)
+
+
+def _inputs(inputs: object) -> list[dict[str, str]]:
+    """TES inputs as `{"path", "content"}` or `{"path", "url", "type"}`; sizes bounded."""
     if not isinstance(inputs, list):
         raise InvalidValue("inputs", inputs, "a list of inputs", "输入列表")
-    written = []
+    staged = []
     size = 0
     for n, entry in enumerate(inputs):
         where = f"inputs[{n}]"
         if not isinstance(entry, dict):
             raise InvalidValue(where, entry, "an object", "对象")
-        path, content = entry.get("path"), entry.get("content")
-        if not isinstance(path, str) or not path.strip("/") or ".." in path.split("/"):
-            raise InvalidValue(
-                f"{where}.path", path, "a file path without '..'", "不含 '..' 的文件路径"
-            )
-        if not isinstance(content, str):
-            raise InvalidValue(
-                f"{where}.content",
-                entry.get("url"),
-                "inline content: URL inputs are not fetched yet (file staging comes later)",
-                "内联内容：暂不支持 URL 输入",
-            )
-        size += len(content.encode())
-        if size > MAX_INPUT_BYTES:
-            raise InvalidValue(
-                where, "...", "at most 1 MB of inline content in all", "内联内容合计不超过 1 MB"
-            )
-        written.append({"path": path, "content": content})
-    return written
+        path = _path(f"{where}.path", entry.get("path"))
+        content = entry.get("content")
+        if content is not None:  # the spec: with content, url is ignored
+            if not isinstance(content, str):
+                raise InvalidValue(f"{where}.content", "...", "a string", "字符串")
+            size += len(content.encode())
+            if size > MAX_INPUT_BYTES:
+                raise InvalidValue(
+                    where, "...", "at most 1 MB of inline content in all", "内联内容合计不超过 1 MB"
+                )
+            staged.append({"path": path, "content": content})
+            continue
+        url = _file_url(f"{where}.url", entry.get("url"))
+        staged.append({"path": path, "url": url, "type": _file_type(f"{where}.type", entry)})
+    return staged
+
+
+def _outputs(outputs: object) -> list[dict[str, str]]:
+    """TES outputs as `{"path", "url", "type"[, "path_prefix"]}`."""
+    if not isinstance(outputs, list):
+        raise InvalidValue("outputs", outputs, "a list of outputs", "输出列表")
+    copied = []
+    for n, entry in enumerate(outputs):
+        where = f"outputs[{n}]"
+        if not isinstance(entry, dict):
+            raise InvalidValue(where, entry, "an object", "对象")
+        path = _path(f"{where}.path", entry.get("path"))
+        output = {
+            "path": path,
+            "url": _file_url(f"{where}.url", entry.get("url")),
+            "type": _file_type(f"{where}.type", entry),
+        }
+        if WILDCARDS & set(path):
+            prefix = entry.get("path_prefix")
+            if not isinstance(prefix, str) or not path.startswith(prefix) or not prefix:
+                raise InvalidValue(
+                    f"{where}.path_prefix",
+                    prefix,
+                    "the leading part of path to remove (required with wildcards)",
+                    "通配路径需要的前缀",
+                )
+            output["path_prefix"] = _path(f"{where}.path_prefix", prefix)
+        copied.append(output)
+    return copied
 
 
 def _state(task: TaskRow) -> str:
@@ -241,8 +303,10 @@ def _rfc3339(moment: datetime) -> str:
     return aware(moment).isoformat().replace("+00:00", "Z")
 
 
-def tes_view(task: TaskRow, view: str) -> dict[str, Any]:
-    """The TES document of a task in one view (fields exactly as the spec gives them)."""
+def tes_view(task: TaskRow, view: str, history: list[str] | None = None) -> dict[str, Any]:
+    """The TES document of a task in one view (fields exactly as the spec gives them).
+
+    `history` (FULL only): the task's state changes, shown as `system_logs`."""
     if view == "MINIMAL":
         return {"id": task.id, "state": _state(task)}
     original: dict[str, Any] = dict(task.spec.get("tes") or {})
@@ -269,12 +333,24 @@ def tes_view(task: TaskRow, view: str) -> dict[str, Any]:
         task_log: dict[str, Any] = {
             "logs": executor_logs,
             "metadata": metadata,
-            "outputs": [],
+            "outputs": list(task.output_logs or []),
         }
-        if view == "FULL" and task.unplaced_reason:
-            task_log["system_logs"] = [task.unplaced_reason]
+        times = [e for e in task.executor_logs or [] if e.get("started_at") is not None]
+        if times:
+            task_log["start_time"] = _unix_rfc3339(times[0]["started_at"])
+            if State(task.state) in TERMINAL and times[-1].get("ended_at") is not None:
+                task_log["end_time"] = _unix_rfc3339(times[-1]["ended_at"])
+        system_logs = list(history or [])
+        if State(task.state) is State.QUEUED and task.unplaced_reason:
+            system_logs.append(f"waiting: {task.unplaced_reason}")
+        if view == "FULL" and system_logs:
+            task_log["system_logs"] = system_logs
         document["logs"] = [task_log]
     return document
+
+
+def _unix_rfc3339(seconds: float) -> str:
+    return _rfc3339(datetime.fromtimestamp(seconds, UTC))
 
 
 def _executor_logs(task: TaskRow, view: str) -> list[dict[str, Any]]:
@@ -296,6 +372,9 @@ def _executor_logs(task: TaskRow, view: str) -> list[dict[str, Any]]:
         if entry.get("exit_code") is None:  # never reaped (canceled): ExecutorLog needs a code
             continue
         log: dict[str, Any] = {"exit_code": entry["exit_code"]}
+        for ours, theirs in (("started_at", "start_time"), ("ended_at", "end_time")):
+            if entry.get(ours) is not None:
+                log[theirs] = _unix_rfc3339(entry[ours])
         if view == "FULL":
             log["stdout"] = entry.get("stdout_tail") or ""
             log["stderr"] = entry.get("stderr_tail") or ""
@@ -328,7 +407,10 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
     """
 
     @app.get(f"{PREFIX}/service-info", tags=["tes"], responses=ERRORS)
-    async def service_info() -> dict[str, Any]:
+    @app.get(
+        f"{PREFIX}/tasks/service-info", tags=["tes"], responses=ERRORS, include_in_schema=False
+    )
+    async def service_info() -> dict[str, Any]:  # the second path: py-tes < 1.0 asks there
         return {
             "id": "org.suanli.tes",
             "name": "suanli",
@@ -336,7 +418,7 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
             "description": "suanli compute network: TES tasks placed by the suanli scheduler",
             "organization": {"name": "suanli", "url": "https://github.com/suanli"},
             "version": __version__,
-            "storage": [],
+            "storage": ["file:///"],
             "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
         }
 
@@ -352,12 +434,12 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
     @app.get(f"{PREFIX}/tasks", tags=["tes"], responses=ERRORS)
     async def list_tasks(
         token: Token,
-        name_prefix: Annotated[str | None, Query(max_length=200)] = None,
-        state: Annotated[str | None, Query(max_length=20)] = None,
-        tag_key: Annotated[list[str] | None, Query()] = None,
-        tag_value: Annotated[list[str] | None, Query()] = None,
+        name_prefix: Annotated[str, Query(max_length=200)] = "",
+        state: Annotated[str, Query(max_length=20)] = "",
+        tag_key: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+        tag_value: Annotated[list[str], Query()] = [],  # noqa: B006
         page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-        page_token: Annotated[str | None, Query(max_length=40)] = None,
+        page_token: Annotated[str, Query(max_length=40)] = "",
         view: Annotated[str, Query(max_length=10)] = "MINIMAL",
     ) -> dict[str, Any]:
         chosen = _view(view)
@@ -372,15 +454,27 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
 
         def work(session: Session, who: Principal) -> dict[str, Any]:
             if tag_key:  # tags live in the JSON spec: filter them here, then page
-                rows = platform.list_tasks(session, who, state, None, name_prefix=name_prefix)
-                picked = [t for t in rows if _matches_tags(t, tag_key, tag_value or [])]
+                rows = platform.list_tasks(
+                    session, who, state or None, None, name_prefix=name_prefix or None
+                )
+                picked = [t for t in rows if _matches_tags(t, tag_key, tag_value)]
                 page, more = picked[offset : offset + page_size], offset + page_size < len(picked)
             else:  # one more row than the page says whether another page exists
                 rows = platform.list_tasks(
-                    session, who, state, page_size + 1, name_prefix=name_prefix, offset=offset
+                    session,
+                    who,
+                    state or None,
+                    page_size + 1,
+                    name_prefix=name_prefix or None,
+                    offset=offset,
                 )
                 page, more = rows[:page_size], len(rows) > page_size
-            result: dict[str, Any] = {"tasks": [tes_view(t, chosen) for t in page]}
+            histories = (
+                platform.task_histories(session, [t.id for t in page]) if chosen == "FULL" else {}
+            )
+            result: dict[str, Any] = {
+                "tasks": [tes_view(t, chosen, histories.get(t.id)) for t in page]
+            }
             if more:
                 result["next_page_token"] = str(offset + page_size)
             return result
@@ -393,11 +487,13 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
         task_id: str, token: Token, view: Annotated[str, Query(max_length=10)] = "MINIMAL"
     ) -> dict[str, Any]:
         chosen = _view(view)
-        document: dict[str, Any] = await run(
-            token,
-            False,
-            lambda session, who: tes_view(platform.get_task(session, who, task_id), chosen),
-        )
+
+        def work(session: Session, who: Principal) -> dict[str, Any]:
+            task = platform.get_task(session, who, task_id)
+            history = platform.task_histories(session, [task.id])[task.id]
+            return tes_view(task, chosen, history if chosen == "FULL" else None)
+
+        document: dict[str, Any] = await run(token, False, work)
         return document
 
     @app.post(PREFIX + "/tasks/{task_id:tes_task_id}:cancel", tags=["tes"], responses=ERRORS)

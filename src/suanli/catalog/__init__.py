@@ -15,7 +15,16 @@ from suanli.catalog.factors import (
 )
 from suanli.catalog.latency import Latency, haversine_km, latency, matrix_nodes
 from suanli.catalog.places import Place, PlaceKind, all_places, find_place
-from suanli.catalog.sites import Hub, Pool, Site, clusters, find_site, hubs, provider_site
+from suanli.catalog.sites import (
+    Hub,
+    Pool,
+    Site,
+    clusters,
+    find_site,
+    hubs,
+    provider_site,
+    zone_provinces,
+)
 
 
 def find_point(name: str) -> Place:
@@ -55,4 +64,5 @@ __all__ = [
     "national_grid_factor",
     "provider_site",
     "regional_grid_factor",
+    "zone_provinces",
 ]

@@ -34,7 +34,7 @@ from suanli.catalog.factors import (
 )
 from suanli.catalog.places import Place, PlaceKind, find_place
 from suanli.datafiles import read_rows
-from suanli.errors import InvalidValue, UnknownSite
+from suanli.errors import InvalidValue, SuanliError, UnknownSite, UnknownZone
 from suanli.metering import DeviceProfile
 
 _PUE_CLASS_WORDING = frozenset({"TIANFU", "CHONGQING", "GUIAN", "HORINGER", "ZHONGWEI"})
@@ -323,3 +323,24 @@ def _province_in_hub(province_zh: str, province_en: str, hub: Hub) -> bool:
 def _province_row(province_zh: str) -> dict[str, str]:
     rows = read_rows("suanli.catalog", "provinces.csv")
     return next(r for r in rows if r["province_zh"] == province_zh)
+
+
+@cache
+def zone_provinces(name: str) -> frozenset[str]:
+    """The provinces (Chinese names) a zone covers: a hub (by id or name), a cluster (by id or
+    name), or a province or city. Residency by zone is residency by province."""
+    key = name.strip().lower()
+    for hub in hubs():
+        if key in {hub.id.lower(), hub.name_zh, hub.name_en.lower()}:
+            bare = (re.sub(r"\s*\(.*\)", "", p).strip() for p in hub.provinces)
+            return frozenset(find_place(p).province_zh for p in bare)
+    try:
+        return frozenset(find_site(name).provinces)
+    except UnknownSite:
+        pass
+    try:
+        return frozenset({find_place(name).province_zh})
+    except SuanliError:
+        ids = [h.id for h in hubs()] + [c.id for c in clusters()]
+        close = difflib.get_close_matches(name.strip().upper(), ids, n=5, cutoff=0.5)
+        raise UnknownZone(name, close) from None

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from suanli.catalog import Pool, Site, find_place, find_site, provider_site
+from suanli.catalog import Pool, Site, find_place, find_site, provider_site, zone_provinces
 from suanli.errors import FieldError, InvalidValue, SuanliError
 from suanli.metering import (
     EFFICIENCY,
@@ -44,7 +44,7 @@ from suanli.services.core import (
     require,
     transition,
 )
-from suanli.store.models import AgentRow, PoolRow, Principal, SiteRow, TaskRow
+from suanli.store.models import AgentRow, EventRow, PoolRow, Principal, SiteRow, TaskRow
 
 HOLDING = (State.QUEUED.value, State.INITIALIZING.value, State.RUNNING.value, State.PAUSED.value)
 REFERENCE_DEVICE = {"gpu": "A100 SXM4", "npu": "Ascend 910B", "cpu": "cpu"}
@@ -187,6 +187,11 @@ def _check_spec(spec: dict[str, Any]) -> None:
         raise FieldError("origin", spec["origin"], error) from None
     if spec.get("policy"):
         policy_named(spec["policy"])
+    for n, zone in enumerate(spec.get("zones") or []):
+        try:
+            zone_provinces(zone)
+        except SuanliError as error:
+            raise FieldError(f"zones[{n}]", zone, error) from None
 
 
 def submit(
@@ -287,6 +292,24 @@ def list_tasks(
         owned = select(SiteRow.id).where(SiteRow.owner_id == who.id)
         query = query.where(TaskRow.site_id.in_(owned))
     return list(session.scalars(query))
+
+
+def task_histories(session: Session, task_ids: list[str]) -> dict[str, list[str]]:
+    """Each task's state changes from the audit chain, oldest first, as one line each
+    (`<RFC 3339 time> FROM -> TO: reason`). The caller has already checked visibility."""
+    lines: dict[str, list[str]] = {task_id: [] for task_id in task_ids}
+    if not task_ids:
+        return lines
+    events = session.scalars(
+        select(EventRow)
+        .where(EventRow.kind == "task.state", EventRow.subject.in_(task_ids))
+        .order_by(EventRow.seq)
+    )
+    for event in events:
+        at = aware(event.at).isoformat().replace("+00:00", "Z")
+        data = event.data
+        lines[event.subject].append(f"{at} {data['from']} -> {data['to']}: {data['reason']}")
+    return lines
 
 
 def cancel_task(session: Session, who: Principal, ident: str) -> TaskRow:
@@ -399,6 +422,7 @@ def report(session: Session, who: Principal, task_id: str, spec: dict[str, Any])
         task.stderr_tail = spec.get("stderr_tail")
         task.usage = spec.get("usage")
         task.executor_logs = spec.get("executors") or None
+        task.output_logs = spec.get("outputs") or None
     reason = spec.get("reason") or f"reported by {agent.id}"
     transition(session, task, to, reason, agent.id)
     if to in TERMINAL:
@@ -488,6 +512,11 @@ def _task(row: TaskRow, created: datetime) -> Task:
         data_gb=float(spec.get("data_gb") or 0.0),
         deadline_s=deadline,
         max_price_fen=spec.get("max_price_fen"),
+        allowed_provinces=(
+            frozenset(p for zone in spec["zones"] for p in zone_provinces(zone))
+            if spec.get("zones")
+            else None
+        ),
         deferrable=False,
     )
 

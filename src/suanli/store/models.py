@@ -107,6 +107,7 @@ class TaskRow(Base):
     stderr_tail: Mapped[str | None] = mapped_column(Text)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     executor_logs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # one per executor
+    output_logs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # files copied out
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

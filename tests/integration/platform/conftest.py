@@ -134,7 +134,15 @@ class Platform:
             assert pool.status_code == 201, pool.text
         return str(site.json()["id"])
 
-    def agent(self, provider: str, site: str, slots: int = 2) -> subprocess.Popen[bytes]:
+    def agent(
+        self,
+        provider: str,
+        site: str,
+        slots: int = 2,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """A `suanli agent` subprocess; `extra` arguments and `env` entries are added."""
         log = open(self.home / f"agent-{len(self.agents)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             [
@@ -152,8 +160,9 @@ class Platform:
                 str(slots),
                 "--work-root",
                 str(self.home / f"work-{len(self.agents)}"),
+                *extra,
             ],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -59,10 +59,10 @@ def test_cancel_kills_the_process_tree(platform: Platform, tmp_path: Path) -> No
     provider = platform.token(Role.PROVIDER, "dc-1")
     consumer = platform.token(Role.CONSUMER, "lab")
     platform.agent(provider, platform.site_with_pool(provider))
-    pids = tmp_path / "pids"
-    script = f"sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait"
+    script = "sleep 300 & echo $! > pids; echo $$ >> pids; wait"  # in the task's directory
     with platform.client(consumer) as http:
         task_id = http.post("/v1/tasks", json=submit_body("sh", "-c", script)).json()["id"]
+        pids = platform.home / "work-0" / task_id / "pids"
         platform.wait_for(consumer, task_id, {"RUNNING"})
         deadline = time.monotonic() + 10
         while (
@@ -87,8 +87,7 @@ def test_a_killed_agent_loses_nothing_and_runs_nothing_twice(
     consumer = platform.token(Role.CONSUMER, "lab")
     site = platform.site_with_pool(provider)
     first = platform.agent(provider, site, slots=1)
-    runs = tmp_path / "runs"
-    script = f"echo run >> {runs}; sleep 2; echo done"
+    script = "echo run >> runs; sleep 2; echo done"  # each run writes in its task directory
     with platform.client(consumer) as http:
         task_id = http.post("/v1/tasks", json=submit_body("sh", "-c", script)).json()["id"]
     platform.wait_for(consumer, task_id, {"RUNNING"})
@@ -99,8 +98,9 @@ def test_a_killed_agent_loses_nothing_and_runs_nothing_twice(
     platform.agent(provider, site, slots=1)
     task = platform.wait_for(consumer, task_id, TERMINAL, timeout=30)
     assert task["state"] == "COMPLETE" and task["requeues"] == 1
-    # the first run was killed; the second ran once, to completion
-    assert runs.read_text().count("run") == 2
+    # the first run was killed; the second (the other agent's) ran once, to completion
+    runs = [platform.home / f"work-{n}" / task_id / "runs" for n in (0, 1)]
+    assert [r.read_text() for r in runs] == ["run\n", "run\n"]
 
 
 def test_a_consumer_cannot_see_another_consumers_task(platform: Platform) -> None:

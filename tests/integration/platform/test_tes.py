@@ -3,6 +3,7 @@ py-tes does not send), with a real agent running the tasks."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -221,7 +222,20 @@ def test_bad_tes_input_is_a_400_naming_the_field(platform: Platform) -> None:
             },
         )
         assert staged.status_code == 400
-        assert staged.json()["error"]["field"] == "inputs[0].content"
+        assert staged.json()["error"]["field"] == "inputs[0].url"
+        assert "file://" in staged.json()["error"]["message"]
+        for document, field in (
+            ({"outputs": [{"path": "/o", "url": "gs://b/o"}]}, "outputs[0].url"),
+            ({"outputs": [{"path": "/o/*.txt", "url": "file:///x"}]}, "outputs[0].path_prefix"),
+            ({"volumes": ["/v/../../etc"]}, "volumes[0]"),
+            ({"resources": {"zones": ["Atlantis"]}}, "zones[0]"),
+        ):
+            answer = http.post(
+                f"{TES}/tasks",
+                json={"executors": [{"image": "x", "command": ["true"]}], **document},
+            )
+            assert answer.status_code == 400, document
+            assert answer.json()["error"]["field"] == field, answer.json()
         escaping = http.post(
             f"{TES}/tasks",
             json={
@@ -234,3 +248,86 @@ def test_bad_tes_input_is_a_400_naming_the_field(platform: Platform) -> None:
         assert http.get(f"{TES}/tasks", params={"view": "EVERYTHING"}).status_code == 400
         # nothing half-written: only the lenient task exists
         assert len(http.get(f"{TES}/tasks").json()["tasks"]) == 1
+
+
+def test_files_volumes_and_wildcard_outputs(platform: Platform, tmp_path: Path) -> None:
+    provider = platform.token(Role.PROVIDER, "files provider")
+    site = platform.site_with_pool(provider, count=4)
+    shared = tmp_path / "shared"
+    (shared / "reads").mkdir(parents=True)
+    for name in ("a", "b"):
+        (shared / "reads" / f"{name}.txt").write_text(f"read {name}\n")
+    platform.agent(provider, site, 2, "--file-root", str(shared))
+    token = platform.token(Role.CONSUMER, "files consumer")
+    client = _client(platform, token)
+    task_id = client.create_task(
+        tes.Task(
+            inputs=[tes.Input(path="/in/reads", url=f"file://{shared}/reads", type="DIRECTORY")],
+            outputs=[
+                tes.Output(path="/out/*.upper", path_prefix="/out", url=f"file://{shared}/up"),
+                tes.Output(path="/vol/tree", url=f"file://{shared}/tree", type="DIRECTORY"),
+            ],
+            volumes=["/vol/tree"],
+            executors=[
+                tes.Executor(
+                    image="alpine",
+                    command=[
+                        "sh",
+                        "-c",
+                        "mkdir -p out && for f in in/reads/*.txt; do "
+                        "tr a-z A-Z < $f > out/$(basename $f .txt).upper; done; "
+                        "ls in/reads > vol/tree/listing",
+                    ],
+                )
+            ],
+        )
+    )
+    client.wait(task_id, timeout=60)
+    full = client.get_task(task_id, view="FULL")
+    assert full.state == "COMPLETE", full.logs
+    assert (shared / "up" / "a.upper").read_text() == "READ A\n"
+    assert (shared / "up" / "b.upper").read_text() == "READ B\n"
+    assert (shared / "tree" / "listing").read_text() == "a.txt\nb.txt\n"
+    logged = {(o.path, o.url, o.size_bytes) for o in full.logs[0].outputs}  # py-tes: ints
+    assert logged == {
+        ("/out/a.upper", f"file://{shared}/up/a.upper", 7),
+        ("/out/b.upper", f"file://{shared}/up/b.upper", 7),
+        ("/vol/tree/listing", f"file://{shared}/tree/listing", 12),
+    }
+
+    # a file outside the agent's roots is never read: the task ends SYSTEM_ERROR, saying why
+    outside = client.create_task(
+        tes.Task(
+            inputs=[tes.Input(path="/in/passwd", url="file:///etc/passwd")],
+            executors=[tes.Executor(image="alpine", command=["cat", "in/passwd"])],
+        )
+    )
+    client.wait(outside, timeout=60)
+    refused = client.get_task(outside, view="FULL")
+    assert refused.state == "SYSTEM_ERROR"
+    assert "file roots" in refused.logs[0].system_logs[-1]  # the state change, with its reason
+
+
+def test_zones_restrict_placement_and_unknown_parameters_are_not_kept(
+    platform: Platform,
+) -> None:
+    provider = platform.token(Role.PROVIDER, "zoned provider")
+    shanghai = platform.site_with_pool(provider, count=4, province="上海", price=1)
+    guizhou = platform.site_with_pool(provider, count=4, province="贵州", price=50)
+    platform.agent(provider, shanghai, 2)
+    platform.agent(provider, guizhou, 2)
+    token = platform.token(Role.CONSUMER, "zoned consumer")
+    client = _client(platform, token)
+    task_id = client.create_task(
+        tes.Task(
+            executors=[tes.Executor(image="alpine", command=["true"])],
+            resources=tes.Resources(
+                zones=["Guizhou"], backend_parameters={"policy": "cost", "VmSize": "big"}
+            ),
+        )
+    )
+    client.wait(task_id, timeout=60)
+    task = client.get_task(task_id, view="BASIC")
+    assert task.state == "COMPLETE"
+    assert task.logs[0].metadata["site"] == guizhou  # the cheaper Shanghai pool is out of zone
+    assert task.resources.backend_parameters == {"policy": "cost"}  # VmSize: not ours, dropped

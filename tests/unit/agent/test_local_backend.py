@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from suanli.agent.backends import Executor, Handle, Status, TaskState, backend_named
-from suanli.agent.backends.local import TAIL_BYTES, LocalBackend, read_tail
+from suanli.agent.backends.local import (
+    TAIL_BYTES,
+    LocalBackend,
+    private_tmp_available,
+    read_tail,
+)
 from suanli.errors import InvalidValue
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
@@ -97,17 +102,60 @@ def test_env_is_merged_with_the_agent_environment_and_runs_in_the_task_directory
     assert Path(cwd).resolve() == task_dir.resolve()
 
 
-def test_an_executor_workdir_is_honoured(backend: LocalBackend, tmp_path: Path) -> None:
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
+def test_an_executor_workdir_is_a_task_path(backend: LocalBackend, tmp_path: Path) -> None:
     executors = [
-        Executor(command=("sh", "-c", "pwd"), workdir=str(elsewhere)),
-        Executor(command=("sh", "-c", "pwd"), workdir="sub"),
+        Executor(command=("sh", "-c", "echo 1 > marker"), workdir="/work/here"),
+        Executor(command=("sh", "-c", "echo 2 > marker"), workdir="sub"),
     ]
     status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
-    first, second = status.stdout_tail.split()
-    assert Path(first).resolve() == elsewhere.resolve()
-    assert Path(second).resolve() == (tmp_path / "t-1" / "sub").resolve()
+    assert status.state is TaskState.COMPLETE, status
+    # absolute or relative, a workdir lands inside the task directory
+    assert (tmp_path / "t-1" / "work" / "here" / "marker").read_text() == "1\n"
+    assert (tmp_path / "t-1" / "sub" / "marker").read_text() == "2\n"
+
+
+def test_a_workdir_cannot_leave_the_task_directory(backend: LocalBackend, tmp_path: Path) -> None:
+    executors = [Executor(command=("true",), workdir="../outside")]
+    status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert "executors[0].workdir" in status.reason
+    assert not (tmp_path / "outside").exists()
+
+
+def test_executor_stdin_stdout_and_stderr_files(backend: LocalBackend, tmp_path: Path) -> None:
+    task_dir = tmp_path / "t-1"
+    (task_dir / "data").mkdir(parents=True)
+    (task_dir / "data" / "in.txt").write_text("b\na\n")
+    executors = [
+        Executor(
+            command=("sh", "-c", "sort; echo oops >&2"),
+            stdin="/data/in.txt",
+            stdout="/out/sorted.txt",
+            stderr="/out/err.txt",
+        ),
+        sh("echo shared"),
+    ]
+    status = wait_for(backend, backend.start("t-1", executors, task_dir))
+    assert status.state is TaskState.COMPLETE, status
+    assert (task_dir / "out" / "sorted.txt").read_text() == "a\nb\n"
+    assert (task_dir / "out" / "err.txt").read_text() == "oops\n"
+    first, second = status.executors
+    assert (first.stdout_tail, first.stderr_tail) == ("a\nb\n", "oops\n")  # from its files
+    assert second.stdout_tail == "shared\n" and status.stdout_tail == "shared\n"
+    assert first.started_at is not None and first.ended_at is not None
+    assert first.started_at <= first.ended_at <= second.started_at  # type: ignore[operator]
+
+
+@pytest.mark.skipif(not private_tmp_available(), reason="this kernel refuses mount namespaces")
+def test_each_task_gets_a_private_tmp(tmp_path: Path) -> None:
+    backend = LocalBackend(private_tmp=True)
+    marker = f"suanli-{os.getpid()}-{time.time_ns()}"
+    executors = [sh(f"echo inside > /tmp/{marker}; ls /tmp")]
+    status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
+    assert status.state is TaskState.COMPLETE, status
+    assert status.stdout_tail == f"{marker}\n"  # the host's /tmp is not visible
+    assert not Path("/tmp", marker).exists()
+    assert (tmp_path / "t-1" / "tmp" / marker).read_text() == "inside\n"
 
 
 def test_executors_run_in_order(backend: LocalBackend, tmp_path: Path) -> None:
@@ -123,8 +171,8 @@ def test_executors_run_in_order(backend: LocalBackend, tmp_path: Path) -> None:
 def test_the_second_executor_does_not_run_when_the_first_fails(
     backend: LocalBackend, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "second-ran"
-    executors = [sh("echo one; exit 5"), sh(f"touch {marker}; echo two")]
+    marker = tmp_path / "t-1" / "second-ran"  # commands name task paths: cwd is the task dir
+    executors = [sh("echo one; exit 5"), sh("touch second-ran; echo two")]
     status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
     assert status.state is TaskState.EXECUTOR_ERROR
     assert status.exit_code == 5
@@ -164,8 +212,8 @@ def test_a_missing_binary_is_an_executor_error_127(backend: LocalBackend, tmp_pa
 
 
 def test_cancel_kills_the_whole_process_group(backend: LocalBackend, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
-    script = f"sleep 60 & a=$!; sleep 60 & b=$!; echo $$ $a $b > {pids}; wait"
+    pids = tmp_path / "t-1" / "pids"
+    script = "sleep 60 & a=$!; sleep 60 & b=$!; echo $$ $a $b > pids; wait"
     handle = backend.start("t-1", [sh(script)], tmp_path / "t-1")
     deadline = time.monotonic() + 5
     while not (pids.exists() and len(pids.read_text().split()) == 3):
@@ -189,10 +237,12 @@ def test_cancel_kills_the_whole_process_group(backend: LocalBackend, tmp_path: P
 def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(
     backend: LocalBackend, tmp_path: Path
 ) -> None:
-    ready = tmp_path / "ready"
-    script = f"trap '' TERM; touch {ready}; while :; do sleep 0.05; done"
+    ready = tmp_path / "t-1" / "ready"
+    script = "trap '' TERM; touch ready; while :; do sleep 0.05; done"
     handle = backend.start("t-1", [sh(script)], tmp_path / "t-1")
+    deadline = time.monotonic() + 10
     while not ready.exists():
+        assert time.monotonic() < deadline, "the executor never started"
         assert backend.poll(handle) is None
         time.sleep(0.01)
     began = time.monotonic()
@@ -203,8 +253,8 @@ def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(
 
 
 def test_a_task_leaves_no_process_behind(backend: LocalBackend, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    handle = backend.start("t-1", [sh(f"sleep 60 & echo $! > {pid_file}")], tmp_path / "t-1")
+    pid_file = tmp_path / "t-1" / "pid"
+    handle = backend.start("t-1", [sh("sleep 60 & echo $! > pid")], tmp_path / "t-1")
     status = wait_for(backend, handle, timeout_s=5)
     assert status.state is TaskState.COMPLETE
     straggler = int(pid_file.read_text())

@@ -241,6 +241,7 @@ def test_an_agent_registers_runs_a_task_and_reports_it_complete(
         "usage",
         "reason",
         "executors",
+        "outputs",
     }
     assert [e["exit_code"] for e in done["executors"]] == [0]
     assert "hi" in done["executors"][0]["stdout_tail"]
@@ -270,10 +271,10 @@ def test_a_heartbeat_asking_to_cancel_makes_the_agent_cancel_and_report_canceled
 def test_a_409_answer_makes_the_agent_drop_the_task(
     server: FakeServer, start_agent: Callable[..., RunningAgent], tmp_path: Path
 ) -> None:
-    pid_file = tmp_path / "pid"
+    pid_file = tmp_path / "work" / "t-lost" / "pid"  # the task's own directory
     with server.state.lock:
         server.state.conflict.add("t-lost")
-    server.add_task("t-lost", ["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"])
+    server.add_task("t-lost", ["sh", "-c", "echo $$ > pid; exec sleep 30"])
     running = start_agent()
     wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
     server.state.conflict_gate.set()  # the 409 comes only once the task surely runs

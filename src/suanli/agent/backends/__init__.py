@@ -40,6 +40,7 @@ __all__ = [
     "TaskState",
     "Usage",
     "backend_named",
+    "container_path",
 ]
 
 
@@ -58,23 +59,44 @@ TERMINAL_STATES = frozenset(
 )
 
 
+def container_path(task_dir: Path, path: str, field_name: str = "path") -> Path:
+    """Where a task's path lives on the host: inside the task directory, always.
+
+    Tasks name files as if they ran in a container of their own (`/data/in.txt`, `/tmp/x`);
+    the host path is the task directory joined with that path (`<task dir>/data/in.txt`), and a
+    relative path is taken from the task directory too. A path that would leave the task
+    directory (`..`) is refused with `InvalidValue` naming `field_name`.
+    """
+    root = task_dir.resolve()
+    target = (root / path.lstrip("/")).resolve()
+    if target != root and root not in target.parents:
+        raise InvalidValue(field_name, path, "a path inside the task directory", "任务目录内的路径")
+    return target
+
+
 @dataclass(frozen=True)
 class Executor:
-    """One command of a task: argv, extra environment, and an optional working directory.
+    """One command of a task: argv, extra environment, an optional working directory, and
+    optional files for its standard streams.
 
-    A relative `workdir` is taken relative to the task's own directory; `None` means the task's
-    directory itself.
+    `workdir`, `stdin`, `stdout` and `stderr` are task paths (see `container_path`): absolute
+    or relative, they all land inside the task directory; `None` means the task's directory
+    (for `workdir`), nothing (`stdin`), or the task's shared `stdout.txt`/`stderr.txt`.
     """
 
     command: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
     ignore_error: bool = False  # a non-zero exit does not stop the task; the next one runs
+    stdin: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
 
     @staticmethod
     def from_json(obj: object) -> Executor:
         """Parse the server's `{"command": [...], "env": {...}, "workdir": str|null,
-        "ignore_error": bool}` (`ignore_error` may be absent)."""
+        "ignore_error": bool, "stdin"|"stdout"|"stderr": str|null}` (all but `command` may
+        be absent)."""
         if not isinstance(obj, Mapping):
             raise InvalidValue("executor", obj, "an object with a command", "含 command 的对象")
         command = obj.get("command")
@@ -91,9 +113,12 @@ class Executor:
             isinstance(k, str) and isinstance(v, str | int | float) for k, v in env.items()
         ):
             raise InvalidValue("executor.env", env, "an object of strings", "字符串键值对象")
-        workdir = obj.get("workdir")
-        if workdir is not None and not isinstance(workdir, str):
-            raise InvalidValue("executor.workdir", workdir, "a string or null", "字符串或 null")
+        paths = {}
+        for name in ("workdir", "stdin", "stdout", "stderr"):
+            value = obj.get(name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidValue(f"executor.{name}", value, "a string or null", "字符串或 null")
+            paths[name] = value or None
         ignore_error = obj.get("ignore_error") or False
         if not isinstance(ignore_error, bool):
             raise InvalidValue(
@@ -102,8 +127,8 @@ class Executor:
         return Executor(
             command=tuple(command),
             env={str(k): str(v) for k, v in env.items()},
-            workdir=workdir or None,
             ignore_error=ignore_error,
+            **paths,
         )
 
 
@@ -131,12 +156,14 @@ class Usage:
 @dataclass(frozen=True)
 class ExecutorLog:
     """How one executor ended: its exit code (None when it never started or was not reaped),
-    the tails of what it wrote, and its wall time."""
+    the tails of what it wrote, its wall time, and when it started and ended (Unix seconds)."""
 
     exit_code: int | None
     stdout_tail: str
     stderr_tail: str
     wall_s: float
+    started_at: float | None = None
+    ended_at: float | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -144,6 +171,8 @@ class ExecutorLog:
             "stdout_tail": self.stdout_tail,
             "stderr_tail": self.stderr_tail,
             "wall_s": self.wall_s,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
         }
 
 

@@ -1,10 +1,20 @@
 """The local backend: a task's executors run as subprocesses of the agent, one after another.
 
 Each task owns a directory (given by the agent, created if missing) that holds `stdout.txt` and
-`stderr.txt`, appended to by every executor in turn; an executor runs there unless it names a
-`workdir` (relative ones are under the task directory). Its environment is `os.environ` merged
+`stderr.txt`, appended to by every executor in turn unless it names its own `stdout`/`stderr`
+file; an executor runs there unless it names a `workdir`. Every path a task names is a task path
+(`container_path`): `/data/x` is `<task dir>/data/x`. Its environment is `os.environ` merged
 with the executor's `env`. Every executor starts in a new session (`start_new_session=True`), so
 its process group id is its pid and everything it spawns can be signalled at once.
+
+Images: there is no container runtime here. An executor's `image` is recorded by the server and
+not used; the command runs on the host, as the agent's user, with the host's programs. What a
+container would give and this backend gives instead: a private working directory (the task
+directory), and a private `/tmp` where the kernel allows it: each executor runs in its own mount
+namespace (`unshare --mount`, with a user namespace when the agent is not root) in which
+`<task dir>/tmp` is bind-mounted on `/tmp`, so `/tmp/x` in a command and the task path `/tmp/x`
+are the same file. Where namespaces are refused the executor sees the host's `/tmp`
+(`LocalBackend.private_tmp` is then False, and the agent says so when it starts).
 
 Lifecycle, all driven by `poll` and never blocking: an executor's leader is reaped with
 `os.wait4(pid, WNOHANG)`; if members of its group outlive it they get SIGTERM, then SIGKILL after
@@ -32,15 +42,28 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from suanli.agent.backends import Executor, ExecutorLog, Handle, Status, TaskState, Usage
+from suanli.agent.backends import (
+    Executor,
+    ExecutorLog,
+    Handle,
+    Status,
+    TaskState,
+    Usage,
+    container_path,
+)
+from suanli.errors import SuanliError
 
 __all__ = ["STDERR_FILE", "STDOUT_FILE", "TAIL_BYTES", "LocalBackend", "read_tail"]
 
@@ -49,6 +72,26 @@ STDERR_FILE = "stderr.txt"
 TAIL_BYTES = 4096
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
+# Run "$@" with "$0" bind-mounted on /tmp (inside the mount namespace that unshare made).
+_PRIVATE_TMP_SCRIPT = 'mount --bind "$0" /tmp && exec "$@"'
+
+
+def _unshare_prefix() -> list[str]:
+    unshare = shutil.which("unshare") or "unshare"
+    user = [] if os.geteuid() == 0 else ["--map-current-user"]
+    return [unshare, "--mount", "--propagation", "private", *user, "--"]
+
+
+@functools.cache
+def private_tmp_available() -> bool:
+    """Whether this kernel and user may give a process a private /tmp (probed once)."""
+    with tempfile.TemporaryDirectory(prefix="suanli-probe-") as scratch:
+        probe = [*_unshare_prefix(), "/bin/sh", "-c", _PRIVATE_TMP_SCRIPT, scratch, "true"]
+        try:
+            done = subprocess.run(probe, capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0
 
 
 def read_tail(path: Path, limit_bytes: int = TAIL_BYTES, start: int = 0) -> str:
@@ -105,8 +148,20 @@ class _Run:
     kill_sent: bool = False
     ignored: list[str] = field(default_factory=list)  # failures of ignore_error executors
     logs: list[ExecutorLog] = field(default_factory=list)  # executors that ended, in order
-    segment: tuple[int, int, float] = (0, 0, 0.0)  # current executor: output offsets, start
+    segment: _Segment | None = None  # where the current executor's output starts
     final: Status | None = None
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """The current executor's output files, the offsets it started writing at, its start."""
+
+    stdout: Path
+    stdout_from: int
+    stderr: Path
+    stderr_from: int
+    started: float  # backend clock
+    started_at: float  # Unix time
 
 
 class LocalBackend:
@@ -118,11 +173,17 @@ class LocalBackend:
         grace_s: float = 2.0,
         tail_bytes: int = TAIL_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        private_tmp: bool | None = None,
     ) -> None:
+        """`private_tmp`: None = where available (probed), False = never, True = required."""
         self.grace_s = grace_s
         self.tail_bytes = tail_bytes
         self._clock = clock
         self._runs: dict[str, _Run] = {}
+        available = private_tmp is not False and private_tmp_available()
+        if private_tmp and not available:
+            raise OSError("a private /tmp needs 'unshare --mount', which this system refuses")
+        self.private_tmp = available
 
     @property
     def name(self) -> str:
@@ -236,52 +297,99 @@ class LocalBackend:
     def _spawn(self, run: _Run) -> None:
         executor = run.executors[run.index]
         env = {**os.environ, **executor.env}
+        argv = list(executor.command)
         try:
-            cwd = run.task_dir / executor.workdir if executor.workdir else run.task_dir
+            where = f"executors[{run.index}]"
+            task = run.task_dir
+            cwd = (
+                container_path(task, executor.workdir, f"{where}.workdir")
+                if executor.workdir
+                else task
+            )
             cwd.mkdir(parents=True, exist_ok=True)
-            with (
-                (run.task_dir / STDOUT_FILE).open("ab") as out,
-                (run.task_dir / STDERR_FILE).open("ab") as err,
-            ):
-                sizes = os.fstat(out.fileno()).st_size, os.fstat(err.fileno()).st_size
-                run.segment = (*sizes, self._clock())
+            out_path = self._stream_path(run, executor.stdout, f"{where}.stdout", STDOUT_FILE)
+            err_path = self._stream_path(run, executor.stderr, f"{where}.stderr", STDERR_FILE)
+            if self.private_tmp:
+                private = task / "tmp"
+                private.mkdir(exist_ok=True)
+                argv = [
+                    *_unshare_prefix(),
+                    "/bin/sh",
+                    "-c",
+                    _PRIVATE_TMP_SCRIPT,
+                    str(private),
+                    *argv,
+                ]
+            with contextlib.ExitStack() as files:
+                source: IO[bytes] | int = subprocess.DEVNULL
+                if executor.stdin:
+                    stdin_path = container_path(task, executor.stdin, f"{where}.stdin")
+                    source = files.enter_context(stdin_path.open("rb"))
+                out = files.enter_context(out_path.open("ab" if executor.stdout is None else "wb"))
+                err = files.enter_context(err_path.open("ab" if executor.stderr is None else "wb"))
+                run.segment = _Segment(
+                    stdout=out_path,
+                    stdout_from=os.fstat(out.fileno()).st_size,
+                    stderr=err_path,
+                    stderr_from=os.fstat(err.fileno()).st_size,
+                    started=self._clock(),
+                    started_at=time.time(),
+                )
                 run.proc = subprocess.Popen(
-                    list(executor.command),
+                    argv,
                     cwd=cwd,
                     env=env,
-                    stdin=subprocess.DEVNULL,
+                    stdin=source,
                     stdout=out,
                     stderr=err,
                     start_new_session=True,
                 )
-        except OSError as exc:
+        except (OSError, SuanliError) as exc:  # SuanliError: a path that leaves the task dir
             code = (
                 EXIT_NOT_FOUND
-                if isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT
+                if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
                 else EXIT_NOT_EXECUTABLE
             )
-            message = f"cannot start {executor.command[0]!r}: {exc}"
+            detail = exc.one_line() if isinstance(exc, SuanliError) else str(exc)
+            message = f"cannot start {executor.command[0]!r}: {detail}"
             with (
                 contextlib.suppress(OSError),
-                (run.task_dir / STDERR_FILE).open("ab") as err,
+                (run.task_dir / STDERR_FILE).open("ab") as err_file,
             ):
-                err.write(f"suanli agent: {message}\n".encode())
+                err_file.write(f"suanli agent: {message}\n".encode())
             self._log_executor(run, code)
             self._finish(run, TaskState.EXECUTOR_ERROR, code, message)
             return
         run.pgid = run.proc.pid
 
+    @staticmethod
+    def _stream_path(run: _Run, named: str | None, field_name: str, default: str) -> Path:
+        """The file an executor's stdout or stderr goes to (its own, or the task's shared one)."""
+        if named is None:
+            return run.task_dir / default
+        path = container_path(run.task_dir, named, field_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _log_executor(self, run: _Run, code: int | None) -> None:
         """Record how the current executor ended, with the tails of its own output."""
-        out_start, err_start, started = run.segment
+        segment = run.segment
+        now = self._clock()
+        if segment is None:  # it never got as far as opening its output
+            segment = _Segment(
+                run.task_dir / STDOUT_FILE, 0, run.task_dir / STDERR_FILE, 0, now, time.time()
+            )
         run.logs.append(
             ExecutorLog(
                 exit_code=code,
-                stdout_tail=read_tail(run.task_dir / STDOUT_FILE, self.tail_bytes, out_start),
-                stderr_tail=read_tail(run.task_dir / STDERR_FILE, self.tail_bytes, err_start),
-                wall_s=max(0.0, self._clock() - started),
+                stdout_tail=read_tail(segment.stdout, self.tail_bytes, segment.stdout_from),
+                stderr_tail=read_tail(segment.stderr, self.tail_bytes, segment.stderr_from),
+                wall_s=max(0.0, now - segment.started),
+                started_at=segment.started_at,
+                ended_at=segment.started_at + max(0.0, now - segment.started),
             )
         )
+        run.segment = None
 
     def _finish(self, run: _Run, state: TaskState, exit_code: int | None, reason: str) -> None:
         wall_s = max(0.0, self._clock() - run.started_at)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build .venv-snakemake: Snakemake with its TES executor plugin, for the Snakemake-on-TES test
+# and for docs/tes.md. A separate environment because the plugin pins py-tes < 0.5 while suanli's
+# own tests use py-tes 1.x. The fs storage plugin needs rsync, installed from Debian if missing.
+#   scripts/snakemake-env.sh [VENV]   (default .venv-snakemake)
+set -euo pipefail
+VENV=${1:-.venv-snakemake}
+PYTHON=${PYTHON:-python3}
+
+if ! command -v rsync >/dev/null 2>&1; then
+  if [ "$(id -u)" != "0" ]; then
+    echo "rsync is missing and this is not root: install Debian's rsync" >&2
+    exit 1
+  fi
+  echo "installing rsync from Debian's packages..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends rsync >&2 \
+    || { apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends rsync >&2; }
+fi
+
+test -x "${VENV}/bin/python" || "${PYTHON}" -m venv "${VENV}"
+# py-tes 0.4.2 imports six without declaring it
+"${VENV}/bin/python" -m pip install --quiet \
+  "snakemake>=9.20,<10" \
+  "snakemake-executor-plugin-tes==0.1.3" \
+  "snakemake-storage-plugin-fs>=1.1,<2" \
+  "six>=1.16,<2"
+touch "${VENV}/.installed"

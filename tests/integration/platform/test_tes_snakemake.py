@@ -1,0 +1,87 @@
+"""Snakemake with its TES executor plugin (`snakemake-executor-plugin-tes`, from PyPI) runs the
+example workflow in `examples/snakemake` on a live suanli server with a real agent.
+
+Snakemake and the plugin live in their own virtual environment, `.venv-snakemake`, which
+`make test` builds (the plugin pins py-tes < 0.5, the suite uses py-tes 1.x). The agent runs
+each job's script with that environment's `python` on its PATH, as a provider would install
+the workflow's software on its hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from suanli.services.core import Role
+
+from .conftest import Platform
+
+ROOT = Path(__file__).parents[3]
+SNAKEMAKE_ENV = ROOT / ".venv-snakemake"
+EXAMPLE = ROOT / "examples" / "snakemake"
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """The submitter's and the agent's shared filesystem: outside /tmp, which each task
+    replaces with a private one."""
+    path = Path(tempfile.mkdtemp(prefix="suanli-snakemake-", dir="/var/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_snakemake_runs_a_workflow_through_tes(platform: Platform, shared_dir: Path) -> None:
+    snakemake = SNAKEMAKE_ENV / "bin" / "snakemake"
+    assert snakemake.exists(), "no .venv-snakemake: run the suite with 'make test' (it builds it)"
+    workflow = shared_dir / "workflow"
+    shutil.copytree(EXAMPLE, workflow)
+    provider = platform.token(Role.PROVIDER, "snakemake provider")
+    site = platform.site_with_pool(provider, count=4)
+    path = f"{SNAKEMAKE_ENV / 'bin'}:{os.environ['PATH']}"
+    platform.agent(provider, site, 2, "--file-root", str(shared_dir), env={"PATH": path})
+    token = platform.token(Role.CONSUMER, "snakemake user")
+
+    command = [
+        str(snakemake),
+        "--executor",
+        "tes",
+        "--tes-url",
+        f"{platform.url}/ga4gh/tes",
+        "--jobs",
+        "2",
+        "--default-storage-provider",
+        "fs",
+        "--default-storage-prefix",
+        str(shared_dir / "store"),
+        "--latency-wait",
+        "5",
+        "--seconds-between-status-checks",
+        "1",
+    ]
+    done = subprocess.run(
+        command,
+        cwd=workflow,
+        env={**os.environ, "SNAKEMAKE_TES_TOKEN": token, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-6000:]
+    # results go to the default storage (here a directory both sides share)
+    result = shared_dir / "store" / "results" / "shout.txt"
+    assert result.read_text() == "HELLO FROM THE COMPUTE NETWORK\n", log[-3000:]
+
+    with platform.client(token) as http:
+        tasks = http.get("/ga4gh/tes/v1/tasks", params={"view": "BASIC"}).json()["tasks"]
+    assert sorted(t["state"] for t in tasks) == ["COMPLETE", "COMPLETE"]  # one task per rule
