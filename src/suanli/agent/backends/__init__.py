@@ -34,6 +34,7 @@ __all__ = [
     "BACKEND_NAMES",
     "TERMINAL_STATES",
     "Backend",
+    "Capacity",
     "Executor",
     "Handle",
     "Status",
@@ -190,8 +191,31 @@ class Status:
     executors: tuple[ExecutorLog, ...] = ()  # one per executor that ran, in order
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """What the engine behind a backend holds now: for the pool the scheduler sees.
+
+    `gpus_by_model` maps an accelerator model as the engine names it (a Slurm gres type, a Ray
+    custom resource) to its count; the free figures are what no job holds at this moment.
+    """
+
+    nodes: int
+    cpus: int
+    free_cpus: int
+    gpus: int = 0
+    free_gpus: int = 0
+    gpus_by_model: Mapping[str, int] = field(default_factory=dict)
+    memory_mb: int = 0
+
+
 class Backend(Protocol):
-    """Runs tasks' executors; see the module docstring for the invariants."""
+    """Runs tasks' executors; see the module docstring for the invariants.
+
+    Besides `start`/`poll`/`cancel`, a backend answers `capacity()` (None when it cannot tell)
+    and `reattach(task_id, ref)`: after the agent restarts, the `Handle` of work it started
+    before (`ref` as `start` returned it, persisted by the agent), or `None` when that work
+    cannot be found again (the local backend's children die with their agent's session).
+    """
 
     @property
     def name(self) -> str: ...
@@ -208,6 +232,14 @@ class Backend(Protocol):
 
     def cancel(self, handle: Handle) -> None:
         """Ask the work to stop (politely first, then by force); never blocks."""
+        ...
+
+    def capacity(self) -> Capacity | None:
+        """The engine's size and free share now; None when the backend cannot tell."""
+        ...
+
+    def reattach(self, task_id: str, ref: str) -> Handle | None:
+        """Find work started before an agent restart; None when it is gone."""
         ...
 
 

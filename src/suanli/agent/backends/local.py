@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import IO
 
 from suanli.agent.backends import (
+    Capacity,
     Executor,
     ExecutorLog,
     Handle,
@@ -219,6 +220,17 @@ class LocalBackend:
             return None
         del self._runs[handle.ref]
         return run.final
+
+    def capacity(self) -> Capacity | None:
+        """This host's CPUs (the local backend does not track what other programs use)."""
+        cpus = os.cpu_count() or 1
+        busy = sum(max(1, run.devices) for run in self._runs.values())
+        return Capacity(nodes=1, cpus=cpus, free_cpus=max(0, cpus - busy))
+
+    def reattach(self, task_id: str, ref: str) -> Handle | None:
+        """Never: processes of a previous agent are not this process's children, so their exit
+        status cannot be reaped; the agent reports such tasks lost."""
+        return None
 
     def cancel(self, handle: Handle) -> None:
         run = self._runs.get(handle.ref)
