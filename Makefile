@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SNAKEMAKE_STAMP := .venv-snakemake/.installed
+# Snakemake's environment lives outside /tmp: each task gets a private /tmp, and the agent's
+# tasks must still find this environment's python when the checkout itself is under /tmp.
+SNAKEMAKE_VENV ?= /var/tmp/suanli/venv-snakemake
+SNAKEMAKE_STAMP := $(SNAKEMAKE_VENV)/.installed
 
 .PHONY: demo test bench lint typecheck contracts clean
 
@@ -18,11 +21,12 @@ demo: $(STAMP) ## The platform on this machine: server, site, agent, real tasks 
 	$(BIN)/python scripts/demo.py
 
 $(SNAKEMAKE_STAMP): scripts/snakemake-env.sh
-	@scripts/snakemake-env.sh .venv-snakemake
+	@scripts/snakemake-env.sh $(SNAKEMAKE_VENV)
 
 test: $(STAMP) $(SNAKEMAKE_STAMP) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
 	$(BIN)/lint-imports
-	SUANLI_TEST_PG_URL=$$(scripts/postgres.sh start) $(BIN)/pytest -n auto
+	SUANLI_TEST_PG_URL=$$(scripts/postgres.sh start) SUANLI_SNAKEMAKE_VENV=$(SNAKEMAKE_VENV) \
+		$(BIN)/pytest -n auto
 
 bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_metering.py
@@ -38,4 +42,4 @@ lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) .venv-snakemake build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SNAKEMAKE_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

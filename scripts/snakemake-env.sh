@@ -2,9 +2,11 @@
 # Build .venv-snakemake: Snakemake with its TES executor plugin, for the Snakemake-on-TES test
 # and for docs/tes.md. A separate environment because the plugin pins py-tes < 0.5 while suanli's
 # own tests use py-tes 1.x. The fs storage plugin needs rsync, installed from Debian if missing.
-#   scripts/snakemake-env.sh [VENV]   (default .venv-snakemake)
+# Keep it outside /tmp: the local backend gives each task a private /tmp, which would hide it.
+#   scripts/snakemake-env.sh [VENV]   (default /var/tmp/suanli/venv-snakemake)
 set -euo pipefail
-VENV=${1:-.venv-snakemake}
+VENV=${1:-/var/tmp/suanli/venv-snakemake}
+mkdir -p "$(dirname "${VENV}")"
 PYTHON=${PYTHON:-python3}
 
 if ! command -v rsync >/dev/null 2>&1; then

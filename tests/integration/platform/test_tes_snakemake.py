@@ -1,10 +1,11 @@
 """Snakemake with its TES executor plugin (`snakemake-executor-plugin-tes`, from PyPI) runs the
 example workflow in `examples/snakemake` on a live suanli server with a real agent.
 
-Snakemake and the plugin live in their own virtual environment, `.venv-snakemake`, which
-`make test` builds (the plugin pins py-tes < 0.5, the suite uses py-tes 1.x). The agent runs
-each job's script with that environment's `python` on its PATH, as a provider would install
-the workflow's software on its hosts.
+Snakemake and the plugin live in their own virtual environment (`SUANLI_SNAKEMAKE_VENV`,
+default /var/tmp/suanli/venv-snakemake), which `make test` builds with scripts/snakemake-env.sh
+(the plugin pins py-tes < 0.5, the suite uses py-tes 1.x). The agent runs each job's script
+with that environment's `python` on its PATH, as a provider would install the workflow's
+software on its hosts; it lies outside /tmp because every task gets a private /tmp.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from suanli.services.core import Role
 from .conftest import Platform
 
 ROOT = Path(__file__).parents[3]
-SNAKEMAKE_ENV = ROOT / ".venv-snakemake"
+SNAKEMAKE_ENV = Path(os.environ.get("SUANLI_SNAKEMAKE_VENV", "/var/tmp/suanli/venv-snakemake"))
 EXAMPLE = ROOT / "examples" / "snakemake"
 
 
@@ -41,7 +42,7 @@ def shared_dir() -> Iterator[Path]:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_snakemake_runs_a_workflow_through_tes(platform: Platform, shared_dir: Path) -> None:
     snakemake = SNAKEMAKE_ENV / "bin" / "snakemake"
-    assert snakemake.exists(), "no .venv-snakemake: run the suite with 'make test' (it builds it)"
+    assert snakemake.exists(), f"no {snakemake}: run the suite with 'make test' (it builds it)"
     workflow = shared_dir / "workflow"
     shutil.copytree(EXAMPLE, workflow)
     provider = platform.token(Role.PROVIDER, "snakemake provider")

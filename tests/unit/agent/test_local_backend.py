@@ -21,6 +21,11 @@ from suanli.errors import InvalidValue
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
 
+# The interpreter itself, not the venv's link to it: a checkout under /tmp is hidden from
+# executors, which get a private /tmp.
+PYTHON = os.path.realpath(sys.executable)
+
+
 def sh(script: str, **env: str) -> Executor:
     return Executor(command=("sh", "-c", script), env=env)
 
@@ -268,9 +273,7 @@ def test_output_tails_are_at_most_4_kib(backend: LocalBackend, tmp_path: Path) -
     script = (
         "import sys\nsys.stdout.write('算' * 5000 + 'END')\nsys.stderr.write('x' * 10000 + 'END')\n"
     )
-    executors = [
-        Executor(command=(sys.executable, "-c", script), env={"PYTHONIOENCODING": "utf-8"})
-    ]
+    executors = [Executor(command=(PYTHON, "-c", script), env={"PYTHONIOENCODING": "utf-8"})]
     status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
     assert status.state is TaskState.COMPLETE
     for tail in (status.stdout_tail, status.stderr_tail):
@@ -282,7 +285,7 @@ def test_output_tails_are_at_most_4_kib(backend: LocalBackend, tmp_path: Path) -
 
 def test_cpu_time_counts_the_work_of_the_executor(backend: LocalBackend, tmp_path: Path) -> None:
     burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
-    executors = [sh(f"{sys.executable} -c '{burn}'")]
+    executors = [sh(f"{PYTHON} -c '{burn}'")]
     status = wait_for(backend, backend.start("t-1", executors, tmp_path / "t-1"))
     assert status.state is TaskState.COMPLETE
     assert status.usage.cpu_s >= 0.25
