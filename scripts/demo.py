@@ -27,7 +27,11 @@ HOME = Path(os.environ.get("SUANLI_DEMO_HOME", ".suanli-demo")).resolve()
 SUANLI = [sys.executable, "-m", "suanli"]
 COMMANDS = [
     ["uname", "-sm"],
-    [sys.executable, "-c", "import math; print(round(sum(math.sqrt(i) for i in range(10**6))))"],
+    [
+        os.path.realpath(sys.executable),
+        "-c",
+        "import math; print(round(sum(math.sqrt(i) for i in range(10**6))))",
+    ],
     ["sh", "-c", "echo computing on the compute network...; sleep 1; echo done"],
     ["sh", "-c", "echo this one fails on purpose >&2; exit 3"],
 ]

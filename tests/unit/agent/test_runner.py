@@ -9,6 +9,7 @@ short enough that each test takes about a second.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -27,7 +28,11 @@ from tests.unit.agent.test_local_backend import alive
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
 TOKEN = "secret-token"
-PRINT_HI = [sys.executable, "-c", "print('hi')"]
+PRINT_HI = [
+    os.path.realpath(sys.executable),
+    "-c",
+    "print('hi')",
+]  # not the venv link: /tmp is private
 SLEEP_30 = ["sleep", "30"]
 
 
