@@ -269,7 +269,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         server: ServerOpt,
         token: TokenOpt,
         site: Annotated[str, typer.Option(help="Site id / 站点 id")],
-        backend: Annotated[str, typer.Option(help="local / 执行后端")] = "local",
+        backend: Annotated[str, typer.Option(help="local|slurm|ray / 执行后端")] = "local",
         slots: Annotated[int, typer.Option(help="Tasks at once / 并发任务数")] = 1,
         name: Annotated[str | None, typer.Option(help="Agent name / 代理名称")] = None,
         work_root: Annotated[str | None, typer.Option(help="Task directories / 工作目录")] = None,
@@ -277,15 +277,26 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             list[str] | None,
             typer.Option(help="Directory tasks may read/write by file:// URL / 允许的文件目录"),
         ] = None,
+        partition: Annotated[str | None, typer.Option(help="Slurm partition / Slurm 分区")] = None,
+        account: Annotated[str | None, typer.Option(help="Slurm account / Slurm 账户")] = None,
+        ray_address: Annotated[
+            str, typer.Option(help="Ray dashboard address or 'local' / Ray 地址")
+        ] = "local",
     ) -> None:
         """Run a provider agent: lease tasks of a site and run them. 运行提供方代理。"""
+        from suanli.agent.backends import backend_named
         from suanli.agent.runner import run_agent
 
+        options: dict[str, object] = {}
+        if backend == "slurm":
+            options = {"partition": partition, "account": account}
+        elif backend == "ray":
+            options = {"address": ray_address}
         run_agent(
             server,
             token,
             site,
-            backend=backend,
+            backend=backend_named(backend, **options),
             slots=slots,
             name=name,
             work_root=work_root,

@@ -538,7 +538,7 @@ def run_agent(
     server_url: str,
     token: str,
     site_id: str,
-    backend: str = "local",
+    backend: Backend | str = "local",
     slots: int = 1,
     name: str | None = None,
     work_root: Path | str | None = None,

@@ -46,6 +46,7 @@ def sweep(
     if started_here:
         if ray_address == "local":
             ray.init(
+                address="local",  # a cluster of its own, even when another runs here
                 num_cpus=workers,
                 include_dashboard=False,
                 _node_ip_address="127.0.0.1",

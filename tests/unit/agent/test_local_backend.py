@@ -297,5 +297,6 @@ def test_read_tail_of_a_missing_file_is_empty(tmp_path: Path) -> None:
 
 def test_backend_named() -> None:
     assert backend_named("local").name == "local"
-    with pytest.raises(InvalidValue, match="one of local"):
-        backend_named("slurm")
+    assert backend_named("slurm", partition="debug").name == "slurm"  # constructing runs nothing
+    with pytest.raises(InvalidValue, match="one of local, slurm, ray"):
+        backend_named("kubernetes")

@@ -243,13 +243,22 @@ class Backend(Protocol):
         ...
 
 
-BACKEND_NAMES = ("local",)
+BACKEND_NAMES = ("local", "slurm", "ray")
 
 
-def backend_named(name: str) -> Backend:
-    """The backend called `name`, with its default settings."""
+def backend_named(name: str, **options: object) -> Backend:
+    """The backend called `name`; `options` go to its constructor (`partition`, `account`
+    for slurm; `address` for ray). Each module is imported only when asked for."""
     if name == "local":
         from suanli.agent.backends.local import LocalBackend
 
-        return LocalBackend()
-    raise InvalidValue("backend", name, "one of local", "local 之一")
+        return LocalBackend(**options)  # type: ignore[arg-type]
+    if name == "slurm":
+        from suanli.agent.backends.slurm import SlurmBackend
+
+        return SlurmBackend(**options)  # type: ignore[arg-type]
+    if name == "ray":
+        from suanli.agent.backends.ray import RayBackend
+
+        return RayBackend(**options)  # type: ignore[arg-type]
+    raise InvalidValue("backend", name, "one of " + ", ".join(BACKEND_NAMES), "local、slurm 或 ray")

@@ -1,0 +1,442 @@
+"""The Ray backend: each task is one Ray job, submitted through the Ray Jobs REST API.
+
+A task becomes a job whose entrypoint is `python -m suanli.agent.backends.ray_entry <task dir>
+<plan>` (see that module): it runs the executors in order exactly as the local backend does and
+reports each executor's end on the job's log. The job asks for `entrypoint_num_cpus` =
+max(1, devices), so Ray queues it (PENDING) until a node has that many CPUs free. `Handle.ref`
+is the job's submission id (`suanli-<task id>-<random>`); the job's metadata carries the task
+id, its devices and its task directory, so a fresh backend can `reattach` to it after the agent
+restarts: Ray jobs outlive the process that submitted them.
+
+The backend talks to the Ray dashboard over HTTP (`/api/jobs/...`, `/api/cluster_status`,
+`/api/v0/nodes`) with a timeout on every request, so nothing blocks for long and the agent
+needs neither `ray` nor its `aiohttp` client stack at run time; the cluster needs
+`ray[default]` (the dashboard). Addresses: `"local"` is the dashboard on `127.0.0.1:8265`, and
+when none answers there the first request starts a head with the `ray` CLI next to this Python
+(`ray start --head`, about 5-8 s, the only slow call); `http(s)://host:port` is a dashboard;
+`ray://host[:port]` (a Ray Client address) means the dashboard on the same host, port 8265.
+Token authentication (Ray's default on new clusters) is honoured: the token is `token`, else
+`$RAY_AUTH_TOKEN`, else the file `$RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`.
+
+Outcomes on `poll`: PENDING/RUNNING is `None`; SUCCEEDED is COMPLETE; FAILED is EXECUTOR_ERROR
+with the failing executor's exit code when the runner reported it, else SYSTEM_ERROR with Ray's
+message (the entrypoint could not start, the node died, the job never got its CPUs); STOPPED is
+CANCELED. A job Ray no longer knows, or a dashboard that has not answered for `lost_after_s`,
+ends SYSTEM_ERROR; a shorter outage makes `poll` return `None`.
+
+Metering: `wall_s` is Ray's end time minus its start time for the job (the driver's life, which
+includes about a second of Ray's own set-up), `cpu_s` the sum of the executors' leaders' CPU time
+as the runner measured it (0 for work that was cancelled before it reported), `device_s` =
+`wall_s` x devices.
+
+Where the files are: the runner runs on the node Ray picks, so on a cluster of several nodes the
+task directory must be on a filesystem that all of them share, and the same Python (with suanli
+importable) must exist there (`python`, default this interpreter). Tails come back in the job's
+log, so the agent can report them even when it cannot read the task directory. No private /tmp.
+
+Not thread-safe: one agent loop drives one backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from suanli.agent.backends import (
+    Capacity,
+    Executor,
+    ExecutorLog,
+    Handle,
+    Status,
+    TaskState,
+    Usage,
+)
+from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, TAIL_BYTES, read_tail
+from suanli.agent.backends.ray_entry import RESULT_PREFIX, encode_plan
+
+__all__ = ["DEFAULT_DASHBOARD", "RayBackend", "RayUnavailable", "dashboard_url"]
+
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+DASHBOARD_PORT = 8265
+_META_TASK = "suanli_task_id"
+_META_DEVICES = "suanli_devices"
+_META_DIR = "suanli_task_dir"
+
+
+class RayUnavailable(OSError):
+    """The Ray dashboard did not answer (or answered with an unexpected error)."""
+
+
+def dashboard_url(address: str) -> str:
+    """The dashboard URL that a backend address names (see the module docstring)."""
+    if address == "local":
+        return DEFAULT_DASHBOARD
+    if address.startswith("ray://"):
+        host = urllib.parse.urlsplit(address).hostname or "127.0.0.1"
+        return f"http://{host}:{DASHBOARD_PORT}"
+    if "://" not in address:
+        address = f"http://{address}"
+    return address.rstrip("/")
+
+
+def _default_token() -> str | None:
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if token:
+        return token.strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _safe_id(task_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)[:64]
+
+
+@dataclass
+class _Run:
+    """What this backend remembers of one job."""
+
+    task_id: str
+    task_dir: Path
+    devices: int
+    unreachable_since: float | None = None
+
+
+class RayBackend:
+    """Runs each task as a Ray job; see the module docstring."""
+
+    def __init__(
+        self,
+        address: str = "local",
+        *,
+        token: str | None = None,
+        python: str | None = None,
+        tail_bytes: int = TAIL_BYTES,
+        timeout_s: float = 10.0,
+        lost_after_s: float = 120.0,
+        local_num_cpus: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`python`: the interpreter that runs the entrypoint on the node (default this one);
+        `local_num_cpus`: CPUs a head started by this backend declares (default all)."""
+        self.address = address
+        self.url = dashboard_url(address)
+        self.python = python or sys.executable
+        self.tail_bytes = tail_bytes
+        self.timeout_s = timeout_s
+        self.lost_after_s = lost_after_s
+        self.local_num_cpus = local_num_cpus
+        self._token = token if token is not None else _default_token()
+        self._clock = clock
+        self._runs: dict[str, _Run] = {}
+        self._checked = False
+
+    @property
+    def name(self) -> str:
+        return "ray"
+
+    # -- the Backend protocol --------------------------------------------------------------
+
+    def start(
+        self, task_id: str, executors: Sequence[Executor], workdir: Path, devices: int = 0
+    ) -> Handle:
+        task_dir = Path(workdir).resolve()
+        task_dir.mkdir(parents=True, exist_ok=True)
+        devices = max(0, devices)
+        ref = f"suanli-{_safe_id(task_id)}-{uuid.uuid4().hex[:8]}"
+        plan = encode_plan(list(executors), self.tail_bytes)
+        entrypoint = " ".join(
+            shlex.quote(word)
+            for word in (self.python, "-m", "suanli.agent.backends.ray_entry", str(task_dir), plan)
+        )
+        body = {
+            "entrypoint": entrypoint,
+            "submission_id": ref,
+            "entrypoint_num_cpus": max(1, devices),
+            "metadata": {
+                _META_TASK: task_id,
+                _META_DEVICES: str(devices),
+                _META_DIR: str(task_dir),
+            },
+        }
+        status, answer = self._request("POST", "/api/jobs/", body)
+        if status != 200:
+            raise RayUnavailable(f"Ray refused job {ref}: HTTP {status}: {answer}")
+        self._runs[ref] = _Run(task_id=task_id, task_dir=task_dir, devices=devices)
+        return Handle(task_id=task_id, backend=self.name, ref=ref)
+
+    def poll(self, handle: Handle) -> Status | None:
+        run = self._runs[handle.ref]
+        try:
+            status, info = self._request("GET", f"/api/jobs/{_quote(handle.ref)}")
+        except RayUnavailable as exc:
+            now = self._clock()
+            if run.unreachable_since is None:
+                run.unreachable_since = now
+            if now - run.unreachable_since < self.lost_after_s:
+                return None
+            del self._runs[handle.ref]
+            return self._system_error(run, f"Ray has not answered for {self.lost_after_s}s: {exc}")
+        run.unreachable_since = None
+        if status == 404:
+            del self._runs[handle.ref]
+            return self._system_error(run, f"Ray no longer knows job {handle.ref}")
+        if status != 200 or not isinstance(info, dict):
+            return None  # a transient dashboard error; ask again next time
+        state = info.get("status")
+        if state not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return None
+        final = self._final(handle.ref, run, info)
+        del self._runs[handle.ref]
+        return final
+
+    def cancel(self, handle: Handle) -> None:
+        if handle.ref not in self._runs:
+            return
+        # Nothing to stop, or nobody to ask: either way the next poll tells.
+        with contextlib.suppress(RayUnavailable):
+            self._request("POST", f"/api/jobs/{_quote(handle.ref)}/stop")
+
+    def capacity(self) -> Capacity | None:
+        """Ray's alive nodes and their resources. Totals come from the nodes themselves; what
+        is in use comes from the autoscaler's load report (refreshed every few seconds, absent
+        for a few seconds after the head starts: then everything counts as free). GPUs by
+        model come from each node's `accelerator_type:<model>` resource. None when the
+        dashboard does not answer."""
+        try:
+            node_status, nodes = self._request("GET", "/api/v0/nodes?limit=10000")
+            status, cluster = self._request("GET", "/api/cluster_status")
+        except RayUnavailable:
+            return None
+        if node_status != 200 or not isinstance(nodes, dict):
+            return None
+        alive = 0
+        totals: dict[str, float] = {}
+        gpus_by_model: dict[str, int] = {}
+        for node in nodes.get("data", {}).get("result", {}).get("result", []):
+            if node.get("state") != "ALIVE":
+                continue
+            alive += 1
+            resources: Mapping[str, float] = node.get("resources_total") or {}
+            for key, value in resources.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+            node_gpus = int(resources.get("GPU", 0))
+            for key in resources:
+                if key.startswith("accelerator_type:") and node_gpus:
+                    model = key.split(":", 1)[1]
+                    gpus_by_model[model] = gpus_by_model.get(model, 0) + node_gpus
+        usage: Mapping[str, Sequence[float]] = {}
+        if status == 200 and isinstance(cluster, dict):
+            try:
+                usage = cluster["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
+            except (KeyError, TypeError):
+                usage = {}
+
+        def used(key: str) -> float:
+            pair = usage.get(key)
+            return float(pair[0]) if pair else 0.0
+
+        cpus, gpus = int(totals.get("CPU", 0)), int(totals.get("GPU", 0))
+        return Capacity(
+            nodes=alive,
+            cpus=cpus,
+            free_cpus=max(0, int(cpus - used("CPU"))),
+            gpus=gpus,
+            free_gpus=max(0, int(gpus - used("GPU"))),
+            gpus_by_model=gpus_by_model,
+            memory_mb=int(totals.get("memory", 0) // 2**20),
+        )
+
+    def reattach(self, task_id: str, ref: str) -> Handle | None:
+        """The job `ref` if Ray still knows it and it was submitted for `task_id`."""
+        if ref in self._runs:
+            return Handle(task_id=task_id, backend=self.name, ref=ref)
+        try:
+            status, info = self._request("GET", f"/api/jobs/{_quote(ref)}")
+        except RayUnavailable:
+            return None
+        if status != 200 or not isinstance(info, dict):
+            return None
+        metadata = info.get("metadata") or {}
+        if metadata.get(_META_TASK) != task_id:
+            return None
+        try:
+            devices = int(metadata.get(_META_DEVICES, "0"))
+        except ValueError:
+            devices = 0
+        task_dir = Path(metadata.get(_META_DIR) or ".")
+        self._runs[ref] = _Run(task_id=task_id, task_dir=task_dir, devices=devices)
+        return Handle(task_id=task_id, backend=self.name, ref=ref)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _final(self, ref: str, run: _Run, info: Mapping[str, object]) -> Status:
+        """The terminal status of a finished job, from its info and the runner's records."""
+        logs: list[ExecutorLog] = []
+        end: dict[str, object] | None = None
+        cpu_s = 0.0
+        try:
+            log_status, answer = self._request("GET", f"/api/jobs/{_quote(ref)}/logs")
+        except RayUnavailable:
+            log_status, answer = 0, None
+        text = answer.get("logs", "") if log_status == 200 and isinstance(answer, dict) else ""
+        for line in str(text).splitlines():
+            if not line.startswith(RESULT_PREFIX):
+                continue
+            try:
+                record = json.loads(line[len(RESULT_PREFIX) :])
+            except ValueError:
+                continue
+            if record.get("kind") == "executor":
+                cpu_s += float(record.get("cpu_s") or 0.0)
+                logs.append(
+                    ExecutorLog(
+                        exit_code=record.get("exit_code"),
+                        stdout_tail=str(record.get("stdout_tail", "")),
+                        stderr_tail=str(record.get("stderr_tail", "")),
+                        wall_s=float(record.get("wall_s") or 0.0),
+                        started_at=record.get("started_at"),
+                        ended_at=record.get("ended_at"),
+                    )
+                )
+            elif record.get("kind") == "end":
+                end = record
+        start_ms, end_ms = info.get("start_time"), info.get("end_time")
+        wall_s = (
+            max(0.0, (end_ms - start_ms) / 1000)
+            if isinstance(start_ms, int | float) and isinstance(end_ms, int | float)
+            else 0.0
+        )
+        usage = Usage(wall_s=wall_s, cpu_s=cpu_s, device_s=wall_s * run.devices)
+        ray_state = info.get("status")
+        message = str(info.get("message") or "")
+        if ray_state == "STOPPED":
+            state, exit_code, reason = TaskState.CANCELED, None, "canceled"
+        elif end is not None and end.get("state") in (
+            TaskState.COMPLETE.value,
+            TaskState.EXECUTOR_ERROR.value,
+        ):
+            state = TaskState(str(end["state"]))
+            code = end.get("exit_code")
+            exit_code = code if isinstance(code, int) else None
+            reason = str(end.get("reason", ""))
+        elif ray_state == "SUCCEEDED":
+            state, exit_code, reason = TaskState.COMPLETE, 0, ""
+        else:
+            state, exit_code, reason = TaskState.SYSTEM_ERROR, None, f"Ray job failed: {message}"
+        if end is not None:
+            stdout_tail = str(end.get("stdout_tail", ""))
+            stderr_tail = str(end.get("stderr_tail", ""))
+        else:  # the runner was stopped or died before its last word: read what is here
+            stdout_tail = read_tail(run.task_dir / STDOUT_FILE, self.tail_bytes)
+            stderr_tail = read_tail(run.task_dir / STDERR_FILE, self.tail_bytes)
+        return Status(
+            state=state,
+            exit_code=exit_code,
+            stdout_tail=stdout_tail,
+            stderr_tail=stderr_tail,
+            usage=usage,
+            reason=reason,
+            executors=tuple(logs),
+        )
+
+    def _system_error(self, run: _Run, reason: str) -> Status:
+        return Status(
+            state=TaskState.SYSTEM_ERROR,
+            exit_code=None,
+            stdout_tail=read_tail(run.task_dir / STDOUT_FILE, self.tail_bytes),
+            stderr_tail=read_tail(run.task_dir / STDERR_FILE, self.tail_bytes),
+            usage=Usage(wall_s=0.0, cpu_s=0.0, device_s=0.0),
+            reason=reason,
+        )
+
+    def _request(
+        self, method: str, path: str, body: Mapping[str, object] | None = None
+    ) -> tuple[int, object]:
+        """One HTTP exchange with the dashboard: (status, parsed JSON or text). Raises
+        `RayUnavailable` when nothing answers (after starting a local head, once, if this
+        backend's address is "local")."""
+        try:
+            return self._http(method, path, body)
+        except RayUnavailable:
+            if self.address != "local" or self._checked:
+                raise
+            self._checked = True
+            self._start_local_head()
+            return self._http(method, path, body)
+
+    def _http(
+        self, method: str, path: str, body: Mapping[str, object] | None = None
+    ) -> tuple[int, object]:
+        headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise RayUnavailable(f"Ray dashboard at {self.url} did not answer: {exc}") from exc
+        self._checked = True
+        if status in (401, 403):
+            raise RayUnavailable(f"Ray dashboard at {self.url} refused our token: HTTP {status}")
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def _start_local_head(self) -> None:
+        """`ray start --head` on 127.0.0.1 with the dashboard, from this Python's `ray` CLI."""
+        cli = Path(sys.executable).with_name("ray")
+        ray = str(cli) if cli.exists() else shutil.which("ray")
+        if ray is None:
+            raise RayUnavailable("no Ray dashboard answers and no 'ray' command to start one")
+        cpus = self.local_num_cpus or os.cpu_count() or 1
+        argv = [
+            ray,
+            "start",
+            "--head",
+            f"--num-cpus={cpus}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            "--disable-usage-stats",
+        ]
+        try:
+            subprocess.run(argv, capture_output=True, timeout=120, check=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RayUnavailable(f"cannot start a local Ray head: {exc}") from exc
+        self._token = self._token or _default_token()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._http("GET", "/api/version")
+                return
+            except RayUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
+def _quote(ref: str) -> str:
+    return urllib.parse.quote(ref, safe="")

@@ -1,0 +1,680 @@
+"""The Slurm backend: a task becomes one Slurm batch job whose script runs its executors in order.
+
+`start` writes, in the task directory's `.suanli-slurm/` folder, a bash batch script (`job.sh`)
+and the task's description (`task.json`: devices, and for each executor its output files and
+`ignore_error`), then submits the script with `sbatch --parsable`; the `Handle`'s `ref` is the
+job id. The script runs each executor as the local backend does: in its `workdir` (a task path,
+see `container_path`; the task directory by default), with the job's environment (sbatch
+exports the agent's) merged with the executor's `env`, its `stdin` from a task path or
+`/dev/null`, and its output appended to the task's `stdout.txt`/`stderr.txt` (the job's own
+streams, opened by Slurm in append mode) unless it names its own file (then truncated). A
+non-zero exit stops the script with that code unless the executor has `ignore_error`. The script
+records in `.suanli-slurm/results.txt` when each executor started (with the sizes of its output
+files then, so each `ExecutorLog` gets the tails of its own output), how it ended and the CPU
+time of the children so far; that file, `task.json` and Slurm's record of the job are all `poll`
+needs, so a fresh backend can `reattach` to a job by id after an agent restart.
+
+`poll` asks `squeue -h -j ID -o %T --states=all`; once the job has left the queue it reads
+`scontrol show job ID` (while slurmctld remembers it, `MinJobAge`), else the job's line in the
+jobcomp file (`JobCompType=jobcomp/filetxt`, see `scripts/slurm.sh`). Slurm's states map to
+ours: PENDING/CONFIGURING/RUNNING/COMPLETING/SUSPENDED -> still running; COMPLETED -> COMPLETE;
+FAILED/OUT_OF_MEMORY -> EXECUTOR_ERROR with the first failing executor's code (SYSTEM_ERROR if no
+executor failed, e.g. the script could not start); CANCELLED -> CANCELED; TIMEOUT ->
+EXECUTOR_ERROR, reason "time limit"; NODE_FAIL/PREEMPTED/BOOT_FAIL/DEADLINE -> SYSTEM_ERROR. A
+failing `sbatch` does not raise: the next `poll` of the handle returns SYSTEM_ERROR with its
+error.
+
+Metering: `wall_s` is from the script's first to its last record (microsecond clock), or from
+Slurm's StartTime to EndTime (whole seconds) when the script was killed before it could write
+its last record (cancel, time limit). `cpu_s` is user + system time of the batch shell and
+its executors as its `times` builtin reports it (what bash waited for), since Slurm without
+slurmdbd keeps no CPU time for finished jobs; 0 when the script never recorded it. `device_s` =
+`wall_s` x the task's devices. Exit codes are bash's: an executor killed by signal N shows as
+128 + N.
+
+Differences from the local backend: no private `/tmp` (executors see the node's), the command
+runs on whichever node Slurm picks (the task directory must be on a file system that node sees),
+and `--time` is `default_time_limit_s` x `time_margin` (start has no runtime estimate).
+
+Not thread-safe: one agent loop drives one backend. Every command has a timeout, and a failure
+is a `SlurmCommandError` carrying the command's stderr. None escapes: `start` records it (see
+above), `cancel` ignores it, `capacity` answers None, `reattach` None, and `poll` answers None
+(still running) until Slurm's commands have failed for `unreachable_s`, then SYSTEM_ERROR with
+the error, so a restarting slurmctld does not fail every task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suanli.agent.backends import (
+    Capacity,
+    Executor,
+    ExecutorLog,
+    Handle,
+    Status,
+    TaskState,
+    Usage,
+    container_path,
+)
+from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, TAIL_BYTES, read_tail
+from suanli.errors import SuanliError
+
+__all__ = ["JOBCOMP_PATH", "STATE_DIR", "SlurmBackend", "SlurmCommandError"]
+
+STATE_DIR = ".suanli-slurm"  # inside the task directory: job.sh, task.json, results.txt
+JOBCOMP_PATH = Path("/var/log/slurm/jobcomp.txt")
+JOBCOMP_SCAN_BYTES = 8 << 20  # how much of the jobcomp file's end is searched for a job
+PROGRAMS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
+EXIT_NOT_EXECUTABLE = 126
+
+_RUNNING = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "SUSPENDED",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+        "STOPPED",
+        "RESV_DEL_HOLD",
+        "SPECIAL_EXIT",
+    }
+)
+_FIELD = re.compile(r"(\w+)=(\S*)")
+_TIMES = re.compile(r"(\d+)m([\d.,]+)s")
+
+
+class SlurmCommandError(RuntimeError):
+    """A Slurm command failed or timed out; carries its argv, exit status and stderr."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        how = "timed out" if returncode is None else f"exited with {returncode}"
+        super().__init__(f"{shlex.join(self.argv)} {how}: {self.stderr or '(no stderr)'}")
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """Where one executor's stdout or stderr goes, and whether that file is its own."""
+
+    path: Path
+    own: bool
+
+
+@dataclass
+class _Job:
+    """What this backend knows of one submitted task (rebuilt from task.json on reattach)."""
+
+    task_id: str
+    task_dir: Path
+    devices: int
+    stdouts: list[_Stream]
+    stderrs: list[_Stream]
+    ignore_error: list[bool]
+    final: Status | None = None  # set at start when sbatch failed
+    failing_since: float | None = None  # when squeue/scontrol began failing for this job
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "task_id": self.task_id,
+            "devices": self.devices,
+            "executors": [
+                {
+                    "stdout": str(out.path),
+                    "stdout_own": out.own,
+                    "stderr": str(err.path),
+                    "stderr_own": err.own,
+                    "ignore_error": ignore,
+                }
+                for out, err, ignore in zip(
+                    self.stdouts, self.stderrs, self.ignore_error, strict=True
+                )
+            ],
+        }
+
+    @staticmethod
+    def from_json(task_dir: Path, obj: Mapping[str, object]) -> _Job:
+        executors = obj["executors"]
+        assert isinstance(executors, list)
+        devices = obj["devices"]
+        assert isinstance(devices, int)
+        return _Job(
+            task_id=str(obj["task_id"]),
+            task_dir=task_dir,
+            devices=devices,
+            stdouts=[_Stream(Path(e["stdout"]), bool(e["stdout_own"])) for e in executors],
+            stderrs=[_Stream(Path(e["stderr"]), bool(e["stderr_own"])) for e in executors],
+            ignore_error=[bool(e["ignore_error"]) for e in executors],
+        )
+
+
+@dataclass
+class _Record:
+    """One executor's lines in results.txt."""
+
+    started_at: float
+    stdout_from: int
+    stderr_from: int
+    exit_code: int | None = None
+    ended_at: float | None = None
+    stdout_to: int | None = None  # sizes when it ended: its output is [from, to)
+    stderr_to: int | None = None
+
+
+@dataclass
+class _Results:
+    """What the batch script wrote to results.txt."""
+
+    began_at: float | None = None
+    done_at: float | None = None
+    cpu_s: float = 0.0
+    executors: list[_Record] = field(default_factory=list)
+
+
+def _number(text: str) -> float:
+    """A float written by bash, whose decimal point follows the locale."""
+    return float(text.replace(",", "."))
+
+
+def _times_cpu_s(text: str) -> float:
+    """User + system seconds from a line of bash's `times` (`0m1.5s 0m0.2s`)."""
+    return sum(int(m) * 60 + _number(s) for m, s in _TIMES.findall(text))
+
+
+def _read_results(path: Path) -> _Results:
+    results = _Results()
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return results
+    cpu_lines: list[str] = []  # the latest `times` output: cumulative, so the last one counts
+    for line in lines:
+        # begin T | start INDEX T STDOUT_SIZE STDERR_SIZE | end CODE T STDOUT_SIZE STDERR_SIZE
+        # | done T | cpu, then the two lines of `times` ("0m0.01s 0m0.00s": the shell's user
+        # and system time, then its children's), T a Unix time.
+        if _TIMES.match(line):
+            cpu_lines.append(line)
+            results.cpu_s = sum(_times_cpu_s(cpu) for cpu in cpu_lines)
+            continue
+        word, _, rest = line.partition(" ")
+        parts = rest.split(" ")
+        try:
+            if word == "cpu":
+                cpu_lines = []
+            elif word == "begin":
+                results.began_at = _number(parts[0])
+            elif word == "start":
+                results.executors.append(_Record(_number(parts[1]), int(parts[2]), int(parts[3])))
+            elif word == "end" and results.executors:
+                record = results.executors[-1]
+                record.exit_code = int(parts[0])
+                record.ended_at = _number(parts[1])
+                record.stdout_to, record.stderr_to = int(parts[2]), int(parts[3])
+            elif word == "done":
+                results.done_at = _number(parts[0])
+        except (IndexError, ValueError):
+            continue  # a line cut short by a kill: the rest of the file is still good
+    return results
+
+
+def _slurm_time(value: str | None) -> float | None:
+    """A Slurm timestamp (`2026-11-27T11:02:36`, the controller's local time) as Unix time."""
+    if not value or value in ("Unknown", "None", "N/A"):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _time_limit(seconds: float) -> str:
+    """sbatch's `--time` in minutes (Slurm keeps limits in whole minutes), at least one."""
+    return str(max(1, math.ceil(seconds / 60)))
+
+
+def _script(job: _Job, executors: Sequence[Executor]) -> str:
+    """The batch script that runs `executors` in order and writes results.txt."""
+    q = shlex.quote
+    results = q(str(job.task_dir / STATE_DIR / "results.txt"))
+    lines = [
+        "#!/bin/bash",
+        f"# Written by suanli's Slurm backend for task {job.task_id}; see",
+        "# suanli/agent/backends/slurm.py. Records go to results.txt beside this file.",
+        f"R={results}",
+        'size() { stat -c %s -- "$1" 2>/dev/null || echo 0; }',
+        # `times` in this shell (a subshell's would be its own): the shell's, then children's.
+        'cpu() { echo cpu >>"$R"; times >>"$R"; }',
+        'echo "begin $EPOCHREALTIME" >>"$R"',
+    ]
+    n = len(executors)
+    for index, executor in enumerate(executors):
+        out, err = job.stdouts[index], job.stderrs[index]
+        lines.append(f"# executor {index + 1} of {n}")
+        lines.append(
+            f'echo "start {index} $EPOCHREALTIME $(size {q(str(out.path))})'
+            f' $(size {q(str(err.path))})" >>"$R"'
+        )
+        try:
+            body = _executor_command(job.task_dir, index, executor, out, err)
+        except SuanliError as exc:  # a path that leaves the task directory
+            message = f"suanli agent: cannot start {executor.command[0]!r}: {exc.one_line()}"
+            body = f"echo {q(message)} >&2; (exit {EXIT_NOT_EXECUTABLE})"
+        lines.append(body)
+        lines.append(
+            f'code=$?; echo "end $code $EPOCHREALTIME $(size {q(str(out.path))})'
+            f' $(size {q(str(err.path))})" >>"$R"; cpu'
+        )
+        if not executor.ignore_error:
+            lines.append('if [ "$code" -ne 0 ]; then echo "done $EPOCHREALTIME" >>"$R";')
+            lines.append('  exit "$code"; fi')
+    lines.append('echo "done $EPOCHREALTIME" >>"$R"')
+    lines.append("exit 0")
+    return "\n".join(lines) + "\n"
+
+
+def _executor_command(
+    task_dir: Path, index: int, executor: Executor, out: _Stream, err: _Stream
+) -> str:
+    """One executor as a subshell line: cd, redirections, environment, exec."""
+    q = shlex.quote
+    where = f"executors[{index}]"
+    cwd = (
+        container_path(task_dir, executor.workdir, f"{where}.workdir")
+        if executor.workdir
+        else task_dir
+    )
+    stdin = (
+        container_path(task_dir, executor.stdin, f"{where}.stdin")
+        if executor.stdin
+        else Path("/dev/null")
+    )
+    redirects = [f"<{q(str(stdin))}"]
+    if out.own:
+        redirects.append(f">{q(str(out.path))}")
+    if err.own:
+        redirects.append(f"2>{q(str(err.path))}")
+    env = [q(f"{key}={value}") for key, value in executor.env.items()]
+    command = " ".join(q(arg) for arg in executor.command)
+    prefix = f"env -- {' '.join(env)} " if env else ""
+    dirs = {cwd, *(s.path.parent for s in (out, err) if s.own)}
+    mkdir = " ".join(q(str(d)) for d in sorted(dirs))
+    run = f"exec {prefix}{command} {' '.join(redirects)}"
+    return f"( mkdir -p -- {mkdir} && cd -- {q(str(cwd))} && {run} )"
+
+
+class SlurmBackend:
+    """Runs each task as one Slurm batch job; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        partition: str | None = None,
+        account: str | None = None,
+        time_margin: float = 1.5,
+        default_time_limit_s: int = 3600,
+        commands: Mapping[str, Sequence[str]] | None = None,
+        jobcomp_path: Path = JOBCOMP_PATH,
+        command_timeout_s: float = 15.0,
+        unreachable_s: float = 300.0,
+        tail_bytes: int = TAIL_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`commands` maps a Slurm program (sbatch, squeue, scontrol, scancel, sinfo) to the
+        argv that runs it (default: its name on PATH), e.g. to go through `ssh login-node`.
+        `unreachable_s`: how long `poll` keeps answering None while Slurm's commands fail
+        before it gives the job up as SYSTEM_ERROR with their error."""
+        self.partition = partition
+        self.account = account
+        self.time_limit_s = default_time_limit_s * time_margin
+        self.jobcomp_path = jobcomp_path
+        self.command_timeout_s = command_timeout_s
+        self.tail_bytes = tail_bytes
+        self.unreachable_s = unreachable_s
+        self._clock = clock
+        self._commands: dict[str, tuple[str, ...]] = {name: (name,) for name in PROGRAMS}
+        self._commands.update({name: tuple(argv) for name, argv in (commands or {}).items()})
+        self._jobs: dict[str, _Job] = {}
+
+    @property
+    def name(self) -> str:
+        return "slurm"
+
+    # -- the Protocol ---------------------------------------------------------------------
+
+    def start(
+        self, task_id: str, executors: Sequence[Executor], workdir: Path, devices: int = 0
+    ) -> Handle:
+        task_dir = Path(workdir).resolve()
+        job = _Job(task_id, task_dir, max(0, devices), [], [], [])
+        for index, executor in enumerate(executors):
+            job.stdouts.append(self._stream(job, index, executor.stdout, "stdout", STDOUT_FILE))
+            job.stderrs.append(self._stream(job, index, executor.stderr, "stderr", STDERR_FILE))
+            job.ignore_error.append(executor.ignore_error)
+        try:
+            state_dir = task_dir / STATE_DIR
+            state_dir.mkdir(parents=True, exist_ok=True)
+            (state_dir / "results.txt").unlink(missing_ok=True)
+            (state_dir / "task.json").write_text(json.dumps(job.as_json(), indent=1) + "\n")
+            script = state_dir / "job.sh"
+            script.write_text(_script(job, executors))
+            argv = [
+                "--parsable",
+                f"--job-name=suanli-{task_id}",
+                f"--chdir={task_dir}",
+                f"--cpus-per-task={max(1, devices)}",
+                "--ntasks=1",
+                f"--output={task_dir / STDOUT_FILE}",
+                f"--error={task_dir / STDERR_FILE}",
+                "--open-mode=append",
+                f"--time={_time_limit(self.time_limit_s)}",
+                "--no-requeue",
+            ]
+            if self.partition:
+                argv.append(f"--partition={self.partition}")
+            if self.account:
+                argv.append(f"--account={self.account}")
+            out = self._run("sbatch", [*argv, str(script)])
+            ref = out.strip().split(";", 1)[0]  # "id" or "id;cluster"
+            if not ref.isdigit():
+                raise SlurmCommandError(["sbatch"], 0, f"unexpected output {out.strip()!r}")
+        except (OSError, SlurmCommandError) as exc:
+            reason = f"cannot submit the job: {exc}"
+            ref = f"unsubmitted:{task_id}"
+            job.final = self._status(job, TaskState.SYSTEM_ERROR, None, reason, None, None)
+        self._jobs[ref] = job
+        return Handle(task_id=task_id, backend=self.name, ref=ref)
+
+    def poll(self, handle: Handle) -> Status | None:
+        job = self._jobs[handle.ref]
+        status = job.final
+        if status is None:
+            try:
+                status = self._check(handle.ref, job)
+                job.failing_since = None
+            except SlurmCommandError as exc:  # slurmctld busy or restarting: ask again later
+                now = self._clock()
+                job.failing_since = job.failing_since if job.failing_since is not None else now
+                if now - job.failing_since < self.unreachable_s:
+                    return None
+                reason = f"Slurm unreachable for {now - job.failing_since:.0f} s: {exc}"
+                status = self._status(job, TaskState.SYSTEM_ERROR, None, reason, None, None)
+        if status is not None:
+            del self._jobs[handle.ref]
+        return status
+
+    def cancel(self, handle: Handle) -> None:
+        if handle.ref not in self._jobs or not handle.ref.isdigit():
+            return
+        with contextlib.suppress(SlurmCommandError, OSError):
+            self._run("scancel", [handle.ref], timeout_s=min(5.0, self.command_timeout_s))
+
+    def capacity(self) -> Capacity | None:
+        """The partition's (or the cluster's) nodes, CPUs, GPUs (gres) and memory now."""
+        argv = ["-h", "-N", "-O", "NodeList:|,CPUsState:|,Gres:|,GresUsed:|,Memory:|"]
+        if self.partition:
+            argv += ["-p", self.partition]
+        try:
+            out = self._run("sinfo", argv)
+        except (SlurmCommandError, OSError):
+            return None
+        seen: set[str] = set()
+        cpus = free_cpus = gpus = free_gpus = memory_mb = 0
+        by_model: dict[str, int] = {}
+        for line in out.splitlines():
+            cells = [cell.strip() for cell in line.split("|")]
+            if len(cells) < 5 or cells[0] in seen:
+                continue  # a node listed once per partition counts once
+            seen.add(cells[0])
+            with contextlib.suppress(ValueError, IndexError):
+                _allocated, idle, _other, total = (int(x) for x in cells[1].split("/"))
+                cpus += total
+                free_cpus += idle
+            node_gpus = _gres_gpus(cells[2])
+            used = sum(_gres_gpus(cells[3]).values())
+            for model, count in node_gpus.items():
+                by_model[model] = by_model.get(model, 0) + count
+            gpus += sum(node_gpus.values())
+            free_gpus += max(0, sum(node_gpus.values()) - used)
+            with contextlib.suppress(ValueError):
+                memory_mb += int(cells[4].rstrip("+"))
+        if not seen:
+            return None
+        return Capacity(
+            nodes=len(seen),
+            cpus=cpus,
+            free_cpus=free_cpus,
+            gpus=gpus,
+            free_gpus=free_gpus,
+            gpus_by_model=by_model,
+            memory_mb=memory_mb,
+        )
+
+    def reattach(self, task_id: str, ref: str) -> Handle | None:
+        """The job `ref` if Slurm still knows it as this task's (queued, running or finished
+        recently enough to be in slurmctld or the jobcomp file) and its task directory still
+        holds the description `start` wrote; else None."""
+        if not ref.isdigit():
+            return None
+        try:
+            info = self._job_info(ref)
+        except (SlurmCommandError, OSError):
+            return None
+        if info is None or info.get("JobName", info.get("Name")) != f"suanli-{task_id}":
+            return None
+        task_dir = Path(info.get("WorkDir", ""))
+        try:
+            obj = json.loads((task_dir / STATE_DIR / "task.json").read_text())
+            job = _Job.from_json(task_dir, obj)
+        except (OSError, ValueError, KeyError, AssertionError, TypeError):
+            return None
+        if job.task_id != task_id:
+            return None
+        self._jobs[ref] = job
+        return Handle(task_id=task_id, backend=self.name, ref=ref)
+
+    # -- talking to Slurm -----------------------------------------------------------------
+
+    def _run(self, program: str, args: Sequence[str], timeout_s: float | None = None) -> str:
+        argv = [*self._commands[program], *args]
+        try:
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s or self.command_timeout_s,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+            raise SlurmCommandError(argv, None, stderr) from exc
+        except OSError as exc:
+            raise SlurmCommandError(argv, EXIT_NOT_EXECUTABLE, str(exc)) from exc
+        if done.returncode != 0:
+            raise SlurmCommandError(argv, done.returncode, done.stderr)
+        return done.stdout
+
+    def _job_info(self, ref: str) -> dict[str, str] | None:
+        """`scontrol show job` fields while slurmctld remembers the job, else its jobcomp line;
+        None when neither knows it."""
+        try:
+            out = self._run("scontrol", ["show", "job", "-o", ref])
+        except SlurmCommandError as exc:
+            if "Invalid job id" not in exc.stderr:
+                raise
+            return self._jobcomp_info(ref)
+        return dict(_FIELD.findall(out)) or self._jobcomp_info(ref)
+
+    def _jobcomp_info(self, ref: str) -> dict[str, str] | None:
+        """The last line of the jobcomp file for job `ref` (ids restart when Slurm's state is
+        wiped, so the latest wins), or None."""
+        try:
+            with self.jobcomp_path.open("rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - JOBCOMP_SCAN_BYTES))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return None
+        needle = f"JobId={ref} "
+        for line in reversed(text.splitlines()):
+            if line.startswith(needle):
+                return dict(_FIELD.findall(line))
+        return None
+
+    def _check(self, ref: str, job: _Job) -> Status | None:
+        """One look at the job: None while it runs, else its terminal status."""
+        out = self._run(
+            "squeue", ["-h", "-j", ref, "-o", "%T", "--states=all"], timeout_s=None
+        ).strip()
+        if out in _RUNNING:
+            return None
+        info = self._job_info(ref)
+        if info is None:
+            return self._status(
+                job, TaskState.SYSTEM_ERROR, None, f"Slurm has no record of job {ref}", None, None
+            )
+        state = info.get("JobState", "UNKNOWN").split()[0]
+        if state in _RUNNING:
+            return None
+        started = _slurm_time(info.get("StartTime"))
+        ended = _slurm_time(info.get("EndTime"))
+        results = _read_results(job.task_dir / STATE_DIR / "results.txt")
+        failed = next(
+            (
+                (index, record.exit_code)
+                for index, record in enumerate(results.executors)
+                if record.exit_code and not job.ignore_error[index]
+            ),
+            None,
+        )
+        n = len(job.ignore_error)
+        if state == "COMPLETED":
+            ignored = [
+                f"executor {i + 1} of {n} exited with code {r.exit_code} (ignore_error)"
+                for i, r in enumerate(results.executors)
+                if r.exit_code
+            ]
+            return self._status(job, TaskState.COMPLETE, 0, "; ".join(ignored), started, ended)
+        if state in ("FAILED", "OUT_OF_MEMORY") and failed is not None:
+            index, code = failed
+            reason = f"executor {index + 1} of {n} exited with code {code}"
+            if state == "OUT_OF_MEMORY":
+                reason += " (out of memory)"
+            return self._status(job, TaskState.EXECUTOR_ERROR, code, reason, started, ended)
+        if state == "CANCELLED":
+            return self._status(job, TaskState.CANCELED, None, "canceled", started, ended)
+        if state == "TIMEOUT":
+            return self._status(job, TaskState.EXECUTOR_ERROR, None, "time limit", started, ended)
+        detail = f"Slurm job {ref} ended {state}"
+        if info.get("Reason") not in (None, "None"):
+            detail += f" ({info['Reason']})"
+        if info.get("ExitCode"):
+            detail += f", exit {info['ExitCode']}"
+        # NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE, or a script that failed before any
+        # executor did (its task directory vanished): the engine's fault, not the task's.
+        return self._status(job, TaskState.SYSTEM_ERROR, None, detail, started, ended)
+
+    # -- building statuses ----------------------------------------------------------------
+
+    def _status(
+        self,
+        job: _Job,
+        state: TaskState,
+        exit_code: int | None,
+        reason: str,
+        slurm_start: float | None,
+        slurm_end: float | None,
+    ) -> Status:
+        results = _read_results(job.task_dir / STATE_DIR / "results.txt")
+        begin = results.began_at if results.done_at is not None else slurm_start
+        end = results.done_at if results.done_at is not None else slurm_end
+        wall_s = max(0.0, end - begin) if begin is not None and end is not None else 0.0
+        logs = []
+        for index, record in enumerate(results.executors[: len(job.stdouts)]):
+            out, err = job.stdouts[index], job.stderrs[index]
+            ended_at = record.ended_at
+            if ended_at is None and slurm_end is not None:
+                ended_at = max(record.started_at, slurm_end)  # killed: the job's end
+            logs.append(
+                ExecutorLog(
+                    exit_code=record.exit_code,
+                    stdout_tail=self._tail(out, record.stdout_from, record.stdout_to),
+                    stderr_tail=self._tail(err, record.stderr_from, record.stderr_to),
+                    wall_s=max(0.0, (ended_at or record.started_at) - record.started_at),
+                    started_at=record.started_at,
+                    ended_at=ended_at,
+                )
+            )
+        return Status(
+            state=state,
+            exit_code=exit_code,
+            stdout_tail=read_tail(job.task_dir / STDOUT_FILE, self.tail_bytes),
+            stderr_tail=read_tail(job.task_dir / STDERR_FILE, self.tail_bytes),
+            usage=Usage(wall_s=wall_s, cpu_s=results.cpu_s, device_s=wall_s * job.devices),
+            reason=reason,
+            executors=tuple(logs),
+        )
+
+    def _tail(self, stream: _Stream, start: int, end: int | None) -> str:
+        """The tail of one executor's own output: bytes [start, end) of a shared file (to its
+        end while the executor never finished), or all of a file it named for itself."""
+        if stream.own:
+            return read_tail(stream.path, self.tail_bytes)
+        if end is None:
+            return read_tail(stream.path, self.tail_bytes, start)
+        try:
+            with stream.path.open("rb") as f:
+                f.seek(max(start, end - self.tail_bytes))
+                data = f.read(max(0, end - max(start, end - self.tail_bytes)))
+        except OSError:
+            return ""
+        if end - start > self.tail_bytes:  # drop a character cut in half at the front
+            cut = 0
+            while cut < min(3, len(data)) and data[cut] & 0xC0 == 0x80:
+                cut += 1
+            data = data[cut:]
+        return data.decode("utf-8", errors="replace")
+
+    @staticmethod
+    def _stream(job: _Job, index: int, named: str | None, which: str, default: str) -> _Stream:
+        """An executor's stdout/stderr file; a path outside the task directory falls back to
+        the shared file (the script then fails that executor, see `_script`)."""
+        if named is None:
+            return _Stream(job.task_dir / default, own=False)
+        try:
+            return _Stream(container_path(job.task_dir, named, f"executors[{index}].{which}"), True)
+        except SuanliError:
+            return _Stream(job.task_dir / default, own=False)
+
+
+def _gres_gpus(gres: str) -> dict[str, int]:
+    """GPUs by model from a sinfo gres cell: `gpu:a100:4(S:0-1),gpu:2` -> {a100: 4, gpu: 2}."""
+    found: dict[str, int] = {}
+    if not gres or gres == "(null)":
+        return found
+    for item in re.split(r",(?![^(]*\))", gres):
+        parts = item.split("(", 1)[0].split(":")
+        if parts[0] != "gpu" or len(parts) < 2:
+            continue
+        model = parts[1] if len(parts) > 2 else "gpu"
+        with contextlib.suppress(ValueError):
+            found[model] = found.get(model, 0) + int(parts[-1])
+    return found

@@ -1,0 +1,251 @@
+"""The Slurm backend against a real single-node Slurm (`scripts/slurm.sh start`), no mocks.
+
+If the cluster cannot be started the tests fail with the script's message, unless
+SUANLI_SKIP_SLURM=1 is set (then they are skipped with it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from suanli.agent.backends import Executor, Handle, Status, TaskState
+from suanli.agent.backends.slurm import SlurmBackend
+
+REPO = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def partition() -> str:
+    """The partition of the cluster that scripts/slurm.sh starts (or reuses)."""
+    try:
+        done = subprocess.run(
+            ["bash", str(REPO / "scripts" / "slurm.sh"), "start"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        ok, message = done.returncode == 0, done.stderr.strip() or done.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ok, message = False, str(exc)
+    if not ok:
+        why = f"scripts/slurm.sh start failed: {message}"
+        if os.environ.get("SUANLI_SKIP_SLURM") == "1":
+            pytest.skip(why)
+        pytest.fail(why)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def backend(partition: str) -> SlurmBackend:
+    return SlurmBackend(partition=partition)
+
+
+def wait(backend: SlurmBackend, handle: Handle, timeout_s: float = 60.0) -> Status:
+    """Poll until the terminal status (as an agent would, every 50 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = backend.poll(handle)
+        if status is not None:
+            return status
+        time.sleep(0.05)
+    backend.cancel(handle)
+    raise AssertionError(f"job {handle.ref} did not finish in {timeout_s} s")
+
+
+def wait_running(backend: SlurmBackend, handle: Handle, marker: Path) -> None:
+    """Wait until the job's first executor has written `marker` (it is really running)."""
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, f"job {handle.ref} never started"
+        assert backend.poll(handle) is None
+        time.sleep(0.05)
+
+
+def sh(script: str, **kwargs: object) -> Executor:
+    return Executor(command=("sh", "-c", script), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_job_completes_with_its_output(backend: SlurmBackend, tmp_path: Path) -> None:
+    handle = backend.start("echo", [Executor(("echo", "hello slurm"))], tmp_path, devices=1)
+    assert handle.backend == "slurm" and handle.ref.isdigit()
+    status = wait(backend, handle)
+    assert status.state is TaskState.COMPLETE and status.exit_code == 0
+    assert status.stdout_tail == "hello slurm\n"
+    assert (tmp_path / "stdout.txt").read_text() == "hello slurm\n"
+    assert status.usage.wall_s >= 0 and status.usage.device_s == pytest.approx(status.usage.wall_s)
+
+
+def test_the_second_poll_after_the_end_raises_key_error(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    handle = backend.start("twice", [Executor(("true",))], tmp_path)
+    assert wait(backend, handle).state is TaskState.COMPLETE
+    with pytest.raises(KeyError):
+        backend.poll(handle)
+    backend.cancel(handle)  # a no-op for a forgotten handle
+
+
+def test_executors_run_in_order_with_their_own_logs(backend: SlurmBackend, tmp_path: Path) -> None:
+    executors = [
+        sh("echo one; echo oops >&2"),
+        sh('echo "$GREETING from $(pwd)"', env={"GREETING": "two"}, workdir="/work"),
+        sh("tr a-z A-Z", stdin="/work/in.txt", stdout="/out/upper.txt"),
+    ]
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "in.txt").write_text("three\n")
+    status = wait(backend, backend.start("order", executors, tmp_path))
+    assert status.state is TaskState.COMPLETE, status.reason
+    assert status.stdout_tail == f"one\ntwo from {tmp_path.resolve()}/work\n"
+    assert [log.exit_code for log in status.executors] == [0, 0, 0]
+    first, second, third = status.executors
+    assert (first.stdout_tail, first.stderr_tail) == ("one\n", "oops\n")
+    assert (second.stdout_tail, second.stderr_tail) == (f"two from {tmp_path.resolve()}/work\n", "")
+    assert third.stdout_tail == "THREE\n"
+    assert (tmp_path / "out" / "upper.txt").read_text() == "THREE\n"
+    assert first.started_at is not None and first.ended_at is not None
+    assert second.started_at is not None and third.started_at is not None
+    assert first.started_at <= first.ended_at <= second.started_at <= third.started_at
+
+
+def test_a_failing_executor_ends_the_task_with_its_code(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    executors = [sh("echo before"), sh("echo failing >&2; exit 7"), sh("echo never")]
+    status = wait(backend, backend.start("fail", executors, tmp_path))
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert status.exit_code == 7
+    assert status.reason == "executor 2 of 3 exited with code 7"
+    assert [log.exit_code for log in status.executors] == [0, 7]
+    assert status.executors[1].stderr_tail == "failing\n"
+    assert "never" not in status.stdout_tail
+
+
+def test_ignore_error_lets_the_next_executor_run(backend: SlurmBackend, tmp_path: Path) -> None:
+    executors = [sh("exit 3", ignore_error=True), sh("echo after")]
+    status = wait(backend, backend.start("ignore", executors, tmp_path))
+    assert status.state is TaskState.COMPLETE and status.exit_code == 0
+    assert status.reason == "executor 1 of 2 exited with code 3 (ignore_error)"
+    assert [log.exit_code for log in status.executors] == [3, 0]
+    assert status.stdout_tail == "after\n"
+
+
+def test_a_missing_program_is_an_executor_error(backend: SlurmBackend, tmp_path: Path) -> None:
+    status = wait(backend, backend.start("missing", [Executor(("no-such-program-x",))], tmp_path))
+    assert status.state is TaskState.EXECUTOR_ERROR and status.exit_code == 127
+    assert "no-such-program-x" in status.stderr_tail
+
+
+def test_a_path_outside_the_task_directory_fails_that_executor(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    executors = [sh("echo ok"), Executor(("cat",), stdin="../../etc/passwd")]
+    status = wait(backend, backend.start("escape", executors, tmp_path / "task"))
+    assert status.state is TaskState.EXECUTOR_ERROR and status.exit_code == 126
+    assert "executors[1].stdin" in status.stderr_tail
+
+
+def test_cancel_of_a_running_job_ends_it_canceled(backend: SlurmBackend, tmp_path: Path) -> None:
+    executors = [sh("touch started; sleep 60"), sh("echo never")]
+    handle = backend.start("cancel", executors, tmp_path)
+    wait_running(backend, handle, tmp_path / "started")
+    began = time.monotonic()
+    backend.cancel(handle)
+    assert time.monotonic() - began < 5  # cancel does not wait for the job
+    backend.cancel(handle)  # idempotent
+    status = wait(backend, handle, timeout_s=30)
+    assert status.state is TaskState.CANCELED and status.exit_code is None
+    assert len(status.executors) == 1 and status.executors[0].exit_code is None
+    assert "never" not in status.stdout_tail
+    backend.cancel(handle)  # a no-op once forgotten
+
+
+def test_capacity_reports_the_nodes_cpus(backend: SlurmBackend) -> None:
+    capacity = backend.capacity()
+    assert capacity is not None
+    assert capacity.nodes >= 1
+    assert capacity.cpus >= 16  # scripts/slurm.sh declares 16 CPUs on the node
+    assert 0 <= capacity.free_cpus <= capacity.cpus
+    assert capacity.memory_mb > 0
+
+
+def test_capacity_is_none_when_sinfo_fails() -> None:
+    backend = SlurmBackend(commands={"sinfo": ["false"]})
+    assert backend.capacity() is None
+
+
+def test_a_fresh_backend_reattaches_to_a_running_job(
+    backend: SlurmBackend, partition: str, tmp_path: Path
+) -> None:
+    executors = [
+        sh("touch started; sleep 2; echo first"),
+        sh("echo second; exit 4", ignore_error=True),
+    ]
+    handle = backend.start("reattach", executors, tmp_path, devices=2)
+    wait_running(backend, handle, tmp_path / "started")
+
+    fresh = SlurmBackend(partition=partition)  # as after an agent restart
+    assert fresh.reattach("another-task", handle.ref) is None
+    again = fresh.reattach("reattach", handle.ref)
+    assert again == handle
+    status = wait(fresh, again)
+    assert status.state is TaskState.COMPLETE, status.reason
+    assert status.stdout_tail == "first\nsecond\n"
+    assert [log.exit_code for log in status.executors] == [0, 4]
+    assert status.usage.wall_s >= 2
+    assert status.usage.device_s == pytest.approx(2 * status.usage.wall_s)
+
+    # The job has finished; Slurm still knows it, so it can be found once more.
+    assert SlurmBackend(partition=partition).reattach("reattach", handle.ref) == handle
+
+
+def test_reattach_to_an_unknown_job_is_none(backend: SlurmBackend) -> None:
+    assert backend.reattach("nothing", "999999") is None
+    assert backend.reattach("nothing", "not-a-job") is None
+
+
+def test_cpu_time_is_metered(backend: SlurmBackend, tmp_path: Path) -> None:
+    burn = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"
+    status = wait(backend, backend.start("burn", [Executor(("bash", "-c", burn))], tmp_path))
+    assert status.state is TaskState.COMPLETE
+    assert status.usage.cpu_s > 0.1
+    assert status.usage.wall_s >= status.usage.cpu_s * 0.5
+
+
+def test_a_failing_sbatch_is_a_system_error_on_the_next_poll(tmp_path: Path) -> None:
+    backend = SlurmBackend(partition="no-such-partition")
+    handle = backend.start("refused", [Executor(("true",))], tmp_path)
+    status = backend.poll(handle)
+    assert status is not None and status.state is TaskState.SYSTEM_ERROR
+    assert "invalid partition" in status.reason.lower()
+    with pytest.raises(KeyError):
+        backend.poll(handle)
+
+
+def test_poll_waits_out_an_unreachable_slurm_then_gives_up(
+    backend: SlurmBackend, partition: str, tmp_path: Path
+) -> None:
+    handle = backend.start("unreachable", [Executor(("true",))], tmp_path)
+    now = [0.0]
+    broken = SlurmBackend(
+        partition=partition,
+        commands={"squeue": ["false"], "scontrol": ["false"]},
+        unreachable_s=60,
+        clock=lambda: now[0],
+    )
+    assert broken.reattach("unreachable", handle.ref) is None  # scontrol fails: cannot tell
+    broken._jobs[handle.ref] = backend._jobs[handle.ref]  # the same job, seen by a broken client
+    assert broken.poll(handle) is None
+    now[0] = 59.0
+    assert broken.poll(handle) is None
+    now[0] = 61.0
+    status = broken.poll(handle)
+    assert status is not None and status.state is TaskState.SYSTEM_ERROR
+    assert "Slurm unreachable" in status.reason and "false" in status.reason
+    assert wait(backend, handle).state is TaskState.COMPLETE
