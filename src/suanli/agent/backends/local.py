@@ -66,7 +66,15 @@ from suanli.agent.backends import (
 )
 from suanli.errors import SuanliError
 
-__all__ = ["STDERR_FILE", "STDOUT_FILE", "TAIL_BYTES", "LocalBackend", "read_tail"]
+__all__ = [
+    "STDERR_FILE",
+    "STDOUT_FILE",
+    "TAIL_BYTES",
+    "LocalBackend",
+    "group_alive",
+    "read_tail",
+    "signal_group",
+]
 
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
@@ -114,7 +122,7 @@ def read_tail(path: Path, limit_bytes: int = TAIL_BYTES, start: int = 0) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """Whether any process (zombies included) is still in process group `pgid`."""
     try:
         os.killpg(pgid, 0)
@@ -125,7 +133,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
@@ -283,7 +291,7 @@ class LocalBackend:
             run.leader_code = code
             if rusage is not None:
                 run.cpu_s += rusage.ru_utime + rusage.ru_stime
-        if _group_alive(run.pgid) and not run.kill_sent:
+        if group_alive(run.pgid) and not run.kill_sent:
             if run.term_sent_at is None:
                 self._terminate(run)  # leftovers of a finished leader get the same grace
             self._escalate(run)
@@ -297,13 +305,13 @@ class LocalBackend:
     def _terminate(self, run: _Run) -> None:
         assert run.pgid is not None
         run.term_sent_at = self._clock()
-        _signal_group(run.pgid, signal.SIGTERM)
+        signal_group(run.pgid, signal.SIGTERM)
 
     def _escalate(self, run: _Run) -> None:
         if run.pgid is None or run.term_sent_at is None or run.kill_sent:
             return
         if self._clock() - run.term_sent_at >= self.grace_s:
-            _signal_group(run.pgid, signal.SIGKILL)
+            signal_group(run.pgid, signal.SIGKILL)
             run.kill_sent = True
 
     def _spawn(self, run: _Run) -> None:

@@ -39,7 +39,14 @@ from types import FrameType
 from typing import IO
 
 from suanli.agent.backends import Executor, TaskState, container_path
-from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, TAIL_BYTES, read_tail
+from suanli.agent.backends.local import (
+    STDERR_FILE,
+    STDOUT_FILE,
+    TAIL_BYTES,
+    group_alive,
+    read_tail,
+    signal_group,
+)
 from suanli.errors import SuanliError
 
 __all__ = ["RESULT_PREFIX", "decode_plan", "encode_plan", "main"]
@@ -79,21 +86,6 @@ def _emit(record: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 class _Runner:
     """Runs the executors one after another; `stop` (a signal handler) cancels the rest."""
 
@@ -110,7 +102,7 @@ class _Runner:
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
         if self.pgid is not None:
-            _signal_group(self.pgid, signal.SIGTERM)
+            signal_group(self.pgid, signal.SIGTERM)
 
     def run(self) -> int:
         self.task_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +194,7 @@ class _Runner:
         else:
             self.pgid = proc.pid
             if self.stopping:  # the signal came before the group existed
-                _signal_group(proc.pid, signal.SIGTERM)
+                signal_group(proc.pid, signal.SIGTERM)
             _, wait_status, rusage = os.wait4(proc.pid, 0)
             proc.returncode = code = os.waitstatus_to_exitcode(wait_status)
             cpu_s = rusage.ru_utime + rusage.ru_stime
@@ -226,13 +218,13 @@ class _Runner:
 
     def _clean_group(self, pgid: int) -> None:
         """SIGTERM what the executor left in its group, SIGKILL after `grace_s`."""
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        _signal_group(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
