@@ -17,6 +17,15 @@ and NAT stay closed). The protocol is JSON over HTTP with `Authorization: Bearer
    `{"url", "path", "size_bytes"}` per file copied out), `state` one of COMPLETE,
    EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED.
 
+Restarts: the agent keeps its id, its server, its site and the backend's `ref` of every task it
+runs in `<work root>/agent-state.json`. Started again with the same work root, it resumes that
+id (if the server still knows it, its leases are renewed by the first heartbeat) and asks the
+backend to `reattach` each task: work the engine still has (a Slurm job, a Ray job) is followed
+to its end and reported once; work that cannot be found again (the local backend's processes)
+is reported SYSTEM_ERROR. A task whose lease ran out meanwhile is answered 409 and dropped, as
+always, so nothing runs twice. Every `capacity_every_s` the heartbeat also carries the
+backend's `capacity()`, from which the server sizes the site's pools.
+
 Files: inputs are staged into the task directory before the backend starts, and outputs are
 copied out after the backend reports COMPLETE; a staging failure ends the task SYSTEM_ERROR
 with the reason (the agent's `file_roots` bound which local files tasks may read or write).
@@ -38,6 +47,9 @@ change goes to the `log` callable (stderr by default). One thread drives an `Age
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import signal
 import socket
@@ -47,7 +59,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeGuard
@@ -71,6 +83,8 @@ from suanli.errors import InvalidValue, SuanliError
 __all__ = ["STOP_REASON", "Agent", "AgentRejected", "Backoff", "ServerUnavailable", "run_agent"]
 
 STOP_REASON = "agent stopped"
+STATE_FILE = "agent-state.json"
+LOST_REASON = "lost when the agent restarted: the backend cannot find it again"
 SERVER_CANCEL_REASON = "canceled by the server"
 LEASE_LOST_REASON = "lease not renewed in time"
 REASON_CHARS = 1000  # the server's limit on a report's reason
@@ -173,6 +187,7 @@ class Agent:
         name: str | None = None,
         work_root: Path | str | None = None,
         file_roots: Sequence[Path | str] = (),
+        capacity_every_s: float = 30.0,
         poll_s: float = 0.5,
         timeout_s: float = 10.0,
         backoff_s: tuple[float, float] = (0.5, 10.0),
@@ -215,6 +230,10 @@ class Agent:
         self._outbox: deque[_Report] = deque()
         self._net_ready_at = 0.0
         self._next_heartbeat_at = 0.0
+        self.capacity_every_s = capacity_every_s
+        self._next_capacity_at = 0.0
+        self._state_path = self.work_root / STATE_FILE
+        self._recovered = self._load_state()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -254,7 +273,11 @@ class Agent:
             self._backoff.success()
 
     def register(self) -> str:
-        """`POST /v1/agents`; sets `agent_id`, `lease_s`, `heartbeat_s`."""
+        """Resume the id of a previous run in this work root if the server still knows it,
+        else `POST /v1/agents`; sets `agent_id`, `lease_s`, `heartbeat_s`."""
+        if self._recovered is not None and self._resume(self._recovered):
+            assert self.agent_id is not None
+            return self.agent_id
         body = {
             "site_id": self.site_id,
             "name": self.name,
@@ -282,7 +305,89 @@ class Agent:
             f"registered at {self.server_url} (site {self.site_id}, {self.slots} slot(s), "
             f"backend {self.backend.name}, work root {self.work_root})"
         )
+        self._save_state()
         return self.agent_id
+
+    def _resume(self, state: Mapping[str, Any]) -> bool:
+        """Take up a previous run's id and tasks; False when the server has forgotten it."""
+        tasks: Mapping[str, Any] = state.get("tasks") or {}
+        self.agent_id = str(state["agent_id"])
+        path = self._agent_path("heartbeat")
+        try:
+            code, _ = self._post(path, {"running": list(tasks)})
+        except ServerUnavailable:
+            self.agent_id = None  # try to resume again after the backoff
+            raise
+        self._recovered = None
+        if code == 404 or not 200 <= code < 300:
+            self._log(f"the server no longer knows agent {self.agent_id}; registering anew")
+            self.agent_id = None
+            for task_id, saved in tasks.items():  # not ours any more: stop what still runs
+                with contextlib.suppress(Exception):
+                    handle = self.backend.reattach(task_id, str(saved["ref"]))
+                    if handle is not None:
+                        self.backend.cancel(handle)
+            return False
+        self.lease_s = float(state["lease_s"])
+        self.heartbeat_s = float(state["heartbeat_s"])
+        self._next_heartbeat_at = self._clock() + self.heartbeat_s
+        self._log(f"resumed at {self.server_url} with {len(tasks)} task(s) to find again")
+        for task_id, saved in tasks.items():
+            try:
+                handle = self.backend.reattach(task_id, str(saved["ref"]))
+            except Exception as exc:  # the engine cannot answer: treat as lost, say why
+                self._log(f"task {task_id}: reattach failed: {exc}")
+                handle = None
+            if handle is None:
+                self._finished_id(task_id, _no_status(TaskState.SYSTEM_ERROR, LOST_REASON))
+                continue
+            self._tasks[task_id] = _Task(
+                id=task_id,
+                handle=handle,
+                lease_deadline=self._clock() + self.lease_s,
+                task_dir=Path(saved["task_dir"]),
+                outputs=list(saved.get("outputs") or []),
+            )
+            self._enqueue(task_id, {"state": TaskState.RUNNING.value}, terminal=False)
+            self._log(f"task {task_id} found again on the backend ({handle.ref})")
+        self._save_state()
+        return True
+
+    def _load_state(self) -> dict[str, Any] | None:
+        """The state a previous run left in this work root, if it was for this server, site
+        and backend."""
+        try:
+            state = json.loads(self._state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        same = (state.get("server_url"), state.get("site_id"), state.get("backend")) == (
+            self.server_url,
+            self.site_id,
+            self.backend.name,
+        )
+        return state if same and state.get("agent_id") else None
+
+    def _save_state(self) -> None:
+        """Write the id and the tasks' refs (atomically: a crash leaves the old file or the new)."""
+        if self.agent_id is None:
+            return
+        state = {
+            "server_url": self.server_url,
+            "site_id": self.site_id,
+            "backend": self.backend.name,
+            "agent_id": self.agent_id,
+            "lease_s": self.lease_s,
+            "heartbeat_s": self.heartbeat_s,
+            "tasks": {
+                t.id: {"ref": t.handle.ref, "task_dir": str(t.task_dir), "outputs": t.outputs}
+                for t in self._tasks.values()
+                if not t.dropped
+            },
+        }
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        scratch = self._state_path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(state))
+        os.replace(scratch, self._state_path)
 
     def free_slots(self) -> int:
         return max(0, self.slots - len(self._tasks))
@@ -353,7 +458,13 @@ class Agent:
         path = self._agent_path("heartbeat")
         sent_at = self._clock()
         ids = self.running()
-        code, answer = self._post(path, {"running": ids})
+        body: dict[str, Any] = {"running": ids}
+        if sent_at >= self._next_capacity_at:
+            self._next_capacity_at = sent_at + self.capacity_every_s
+            capacity = self._capacity()
+            if capacity is not None:
+                body["capacity"] = capacity
+        code, answer = self._post(path, body)
         self._next_heartbeat_at = sent_at + self.heartbeat_s
         if code == 404:
             self._log("the server no longer knows this agent; registering again")
@@ -374,6 +485,17 @@ class Agent:
             task.cancel_reason = SERVER_CANCEL_REASON
             self._log(f"task {task_id} cancel requested by the server")
             self._cancel_on_backend(task)
+
+    def _capacity(self) -> dict[str, Any] | None:
+        """The backend's capacity as the heartbeat carries it; None when it cannot tell."""
+        try:
+            capacity = self.backend.capacity()
+        except Exception as exc:  # an engine that cannot answer now: try again next time
+            self._log(f"capacity unknown: {exc}")
+            return None
+        if capacity is None:
+            return None
+        return {**asdict(capacity), "gpus_by_model": dict(capacity.gpus_by_model)}
 
     def _lease(self) -> None:
         path = self._agent_path("lease")
@@ -420,6 +542,7 @@ class Agent:
             outputs=outputs,
         )
         self._enqueue(task_id, {"state": TaskState.RUNNING.value}, terminal=False)
+        self._save_state()
         self._log(f"task {task_id} {TaskState.RUNNING.value}")
 
     def _flush_outbox(self) -> None:
@@ -447,6 +570,7 @@ class Agent:
             if status is None:
                 continue
             del self._tasks[task.id]
+            self._save_state()
             if not task.dropped:
                 self._finished(task, status)
 
@@ -499,6 +623,7 @@ class Agent:
         if task is not None and not task.dropped:
             task.dropped = True
             self._cancel_on_backend(task)
+            self._save_state()
         self._log(f"task {task_id} dropped: {why}")
 
     def _expire_leases(self, now: float) -> None:

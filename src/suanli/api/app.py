@@ -604,7 +604,13 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
             token,
             True,
             lambda session, who: HeartbeatReply(
-                cancel=platform.heartbeat(session, who, agent_id, state.settings.lease_s)
+                cancel=platform.heartbeat(
+                    session,
+                    who,
+                    agent_id,
+                    state.settings.lease_s,
+                    body.capacity.model_dump() if body.capacity else None,
+                )
             ),
         )
 

@@ -136,8 +136,24 @@ class AgentRead(BaseModel):
     heartbeat_s: float
 
 
+Count = Annotated[int, Field(ge=0, le=100_000_000)]
+
+
+class CapacityReport(_In):
+    """What the agent's engine holds now (its backend's `capacity()`)."""
+
+    nodes: Count
+    cpus: Count
+    free_cpus: Count
+    gpus: Count = 0
+    free_gpus: Count = 0
+    gpus_by_model: dict[Annotated[str, Field(max_length=100)], Count] = {}
+    memory_mb: Count = 0
+
+
 class Heartbeat(_In):
     running: list[Name] = []
+    capacity: CapacityReport | None = None  # sizes the site's pools (see platform.apply_capacity)
 
 
 class HeartbeatReply(BaseModel):

@@ -149,7 +149,13 @@ def list_pools(session: Session) -> list[tuple[PoolRow, int]]:
     """Every pool with its free device count now."""
     held = _held(session)
     pools = session.scalars(select(PoolRow).order_by(PoolRow.created_at))
-    return [(p, p.count - held.get(p.id, 0)) for p in pools]
+    return [(p, _free(p, held)) for p in pools]
+
+
+def _free(pool: PoolRow, held: dict[str, int]) -> int:
+    """Devices of a pool that suanli may still place on: neither held by its tasks nor busy
+    with the engine's other work."""
+    return max(0, pool.count - held.get(pool.id, 0) - (pool.unavailable or 0))
 
 
 def _held(session: Session) -> dict[str, int]:
@@ -360,9 +366,18 @@ def _own_agent(session: Session, who: Principal, agent_id: str) -> AgentRow:
     return agent
 
 
-def heartbeat(session: Session, who: Principal, agent_id: str, lease_s: float) -> list[str]:
-    """Renew the agent's leases; the ids of its tasks that should be cancelled."""
+def heartbeat(
+    session: Session,
+    who: Principal,
+    agent_id: str,
+    lease_s: float,
+    capacity: dict[str, Any] | None = None,
+) -> list[str]:
+    """Renew the agent's leases (and take its engine's capacity, if it sent one); the ids of
+    its tasks that should be cancelled."""
     agent = _own_agent(session, who, agent_id)
+    if capacity is not None:
+        apply_capacity(session, agent, capacity)
     moment = now()
     agent.last_heartbeat_at = moment
     tasks = session.scalars(
@@ -373,6 +388,50 @@ def heartbeat(session: Session, who: Principal, agent_id: str, lease_s: float) -
     for task in tasks:
         task.lease_expires_at = moment + timedelta(seconds=lease_s)
     return [t.id for t in tasks if t.cancel_requested]
+
+
+def apply_capacity(session: Session, agent: AgentRow, capacity: dict[str, Any]) -> None:
+    """Size the pools of the agent's site from what its engine reports (`sinfo`, Ray's
+    resources): a CPU pool gets the engine's CPUs, a GPU or NPU pool the accelerators of its
+    model (or all of them when the engine does not name models); devices the engine reports
+    busy beyond what suanli's own tasks hold there become `unavailable`. Each change is an
+    audit event; an unchanged report writes nothing."""
+    held = _held(session)
+    by_model = {str(k).lower(): int(v) for k, v in (capacity.get("gpus_by_model") or {}).items()}
+    pools = session.scalars(
+        select(PoolRow).where(PoolRow.site_id == agent.site_id).order_by(PoolRow.id)
+    ).all()
+    for pool in pools:
+        device = find_device(pool.device)
+        if device.kind.value == "cpu":
+            total, free = int(capacity["cpus"]), int(capacity["free_cpus"])
+        else:
+            matched = [n for model, n in by_model.items() if device.id in _device_ids(model)]
+            total = sum(matched) if by_model else int(capacity.get("gpus") or 0)
+            free = min(total, int(capacity.get("free_gpus") or 0))
+        busy_outside = max(0, (total - free) - held.get(pool.id, 0))
+        if (pool.count, pool.unavailable) == (total, busy_outside):
+            continue
+        append_event(
+            session,
+            "pool.capacity",
+            pool.id,
+            agent.id,
+            {
+                "count": [pool.count, total],
+                "unavailable": [pool.unavailable, busy_outside],
+                "reported": {k: capacity.get(k) for k in ("nodes", "cpus", "free_cpus", "gpus")},
+            },
+        )
+        pool.count, pool.unavailable = total, busy_outside
+
+
+def _device_ids(name: str) -> set[str]:
+    """The catalog devices an engine's accelerator name (a gres type, a Ray resource) means."""
+    try:
+        return {d.id for d in match_devices(name)}
+    except SuanliError:
+        return set()
 
 
 def lease(
@@ -557,7 +616,7 @@ def plan_pass(session: Session, default_policy: str, since: datetime | None = No
             p.site_id,
             find_device(p.device),
             p.count,
-            max(0, p.count - held.get(p.id, 0)),
+            _free(p, held),
             p.price_fen_per_device_hour,
         )
         for p in session.scalars(select(PoolRow).order_by(PoolRow.id))

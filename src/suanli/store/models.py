@@ -66,6 +66,8 @@ class PoolRow(Base):
     count: Mapped[int] = mapped_column(Integer)
     price_fen_per_device_hour: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
+    # devices the site's engine reports busy with work suanli did not place (agent capacity)
+    unavailable: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AgentRow(Base):

@@ -141,8 +141,10 @@ class Platform:
         slots: int = 2,
         *extra: str,
         env: dict[str, str] | None = None,
+        work_root: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        """A `suanli agent` subprocess; `extra` arguments and `env` entries are added."""
+        """A `suanli agent` subprocess; `extra` arguments and `env` entries are added. Its
+        work root is `home/work-<n>` unless given (give the same one to restart an agent)."""
         log = open(self.home / f"agent-{len(self.agents)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             [
@@ -159,7 +161,7 @@ class Platform:
                 "--slots",
                 str(slots),
                 "--work-root",
-                str(self.home / f"work-{len(self.agents)}"),
+                str(work_root or self.home / f"work-{len(self.agents)}"),
                 *extra,
             ],
             env={**self.env, **(env or {})},

@@ -230,10 +230,9 @@ class LocalBackend:
         return run.final
 
     def capacity(self) -> Capacity | None:
-        """This host's CPUs (the local backend does not track what other programs use)."""
-        cpus = os.cpu_count() or 1
-        busy = sum(max(1, run.devices) for run in self._runs.values())
-        return Capacity(nodes=1, cpus=cpus, free_cpus=max(0, cpus - busy))
+        """None: the local backend cannot tell what else uses this host, so the provider's
+        declared pool stands (it may oversubscribe the host on purpose)."""
+        return None
 
     def reattach(self, task_id: str, ref: str) -> Handle | None:
         """Never: processes of a previous agent are not this process's children, so their exit
