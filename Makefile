@@ -25,20 +25,14 @@ $(SNAKEMAKE_STAMP): scripts/snakemake-env.sh
 
 test: $(STAMP) $(SNAKEMAKE_STAMP) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
 	$(BIN)/lint-imports
-	@# Slurm and Ray for the backend tests: a backend whose engine cannot start fails its tests
-	@# loudly (SUANLI_SKIP_SLURM=1 / SUANLI_SKIP_RAY=1 turn that into a skip with the reason).
-	scripts/slurm.sh start >/dev/null || echo "Slurm did not start: its backend tests will fail" >&2
-	scripts/ray.sh start >/dev/null || echo "Ray did not start" >&2
-	SUANLI_TEST_PG_URL=$$(scripts/postgres.sh start) SUANLI_SNAKEMAKE_VENV=$(SNAKEMAKE_VENV) \
-		$(BIN)/pytest -n auto; status=$$?; \
-		scripts/ray.sh stop >/dev/null 2>&1; \
-		scripts/slurm.sh stop >/dev/null 2>&1; exit $$status
+	SUANLI_SNAKEMAKE_VENV=$(SNAKEMAKE_VENV) scripts/run-tests.sh -n auto
 
 bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_metering.py
 	$(BIN)/python benchmarks/bench_scheduler.py
 	$(BIN)/python benchmarks/bench_platform.py
 	$(BIN)/python benchmarks/bench_tes.py
+	$(BIN)/python benchmarks/bench_backends.py
 	$(BIN)/python benchmarks/bench_sim.py --jobs 1000000
 
 lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)

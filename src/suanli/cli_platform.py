@@ -282,6 +282,9 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         ray_address: Annotated[
             str, typer.Option(help="Ray dashboard address or 'local' / Ray 地址")
         ] = "local",
+        poll_s: Annotated[
+            float, typer.Option(help="Seconds between passes over the backend / 轮询间隔")
+        ] = 0.5,
     ) -> None:
         """Run a provider agent: lease tasks of a site and run them. 运行提供方代理。"""
         from suanli.agent.backends import backend_named
@@ -301,6 +304,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             name=name,
             work_root=work_root,
             file_roots=file_root or (),
+            poll_s=poll_s,
         )
 
     @app.command()

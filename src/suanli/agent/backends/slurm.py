@@ -336,8 +336,11 @@ class SlurmBackend:
         unreachable_s: float = 300.0,
         tail_bytes: int = TAIL_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        queue_ttl_s: float = 0.2,
     ) -> None:
-        """`commands` maps a Slurm program (sbatch, squeue, scontrol, scancel, sinfo) to the
+        """`queue_ttl_s`: how long one `squeue` answer for all this backend's jobs serves the
+        polls of a round (an agent polls every task each tick; one call serves them all).
+        `commands` maps a Slurm program (sbatch, squeue, scontrol, scancel, sinfo) to the
         argv that runs it (default: its name on PATH), e.g. to go through `ssh login-node`.
         `unreachable_s`: how long `poll` keeps answering None while Slurm's commands fail
         before it gives the job up as SYSTEM_ERROR with their error."""
@@ -352,6 +355,9 @@ class SlurmBackend:
         self._commands: dict[str, tuple[str, ...]] = {name: (name,) for name in PROGRAMS}
         self._commands.update({name: tuple(argv) for name, argv in (commands or {}).items()})
         self._jobs: dict[str, _Job] = {}
+        self.queue_ttl_s = queue_ttl_s
+        self._queue: dict[str, str] = {}  # job id -> state, from one squeue for all jobs
+        self._queue_at = -math.inf
 
     @property
     def name(self) -> str:
@@ -492,6 +498,31 @@ class SlurmBackend:
 
     # -- talking to Slurm -----------------------------------------------------------------
 
+    def _queue_state(self, ref: str) -> str:
+        """The job's state in the queue ('' once it has left), from one `squeue` for every job
+        this backend follows, asked again once `queue_ttl_s` has passed or for a job the last
+        answer did not cover."""
+        now = self._clock()
+        if now - self._queue_at > self.queue_ttl_s or ref not in self._queue:
+            ids = sorted({ref, *(r for r in self._jobs if r.isdigit())}, key=int)
+            try:
+                out = self._run(
+                    "squeue",
+                    ["-h", "-j", ",".join(ids), "-o", "%i %T", "--states=all"],
+                    timeout_s=None,
+                )
+            except SlurmCommandError as exc:  # every id forgotten: they have all left
+                if "Invalid job id" not in str(exc):
+                    raise
+                out = ""
+            self._queue = dict.fromkeys(ids, "")
+            for line in out.splitlines():
+                parts = line.split()
+                if len(parts) == 2:
+                    self._queue[parts[0]] = parts[1]
+            self._queue_at = now
+        return self._queue.get(ref, "")
+
     def _run(self, program: str, args: Sequence[str], timeout_s: float | None = None) -> str:
         argv = [*self._commands[program], *args]
         try:
@@ -541,10 +572,7 @@ class SlurmBackend:
 
     def _check(self, ref: str, job: _Job) -> Status | None:
         """One look at the job: None while it runs, else its terminal status."""
-        out = self._run(
-            "squeue", ["-h", "-j", ref, "-o", "%T", "--states=all"], timeout_s=None
-        ).strip()
-        if out in _RUNNING:
+        if self._queue_state(ref) in _RUNNING:
             return None
         info = self._job_info(ref)
         if info is None:

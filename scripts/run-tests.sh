@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite with the services it needs: PostgreSQL, a single-node Slurm and a local
+# Ray head are started (installed first when missing), pytest runs, and Slurm and Ray are stopped
+# again. An engine that cannot start does not stop the run: its backend's tests are skipped
+# with the reason (pytest's summary lists them) and a banner says which backend was NOT TESTED.
+#   scripts/run-tests.sh [PYTEST ARGS...]     (make test runs it with -n auto)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=.venv/bin
+not_tested=()
+
+if ! scripts/slurm.sh start >/dev/null; then
+  export SUANLI_SKIP_SLURM=1
+  not_tested+=("slurm (scripts/slurm.sh start failed; see its message above)")
+fi
+if ! scripts/ray.sh start >/dev/null; then
+  export SUANLI_SKIP_RAY=1
+  not_tested+=("ray (scripts/ray.sh start failed; see its message above)")
+fi
+banner() {
+  for line in "${not_tested[@]}"; do
+    echo "*** backend NOT TESTED: ${line} ***" >&2
+  done
+}
+banner
+
+SUANLI_TEST_PG_URL=$(scripts/postgres.sh start) || exit 1
+export SUANLI_TEST_PG_URL
+"${BIN}/pytest" "$@"
+status=$?
+
+[ -z "${SUANLI_SKIP_RAY:-}" ] && scripts/ray.sh stop >/dev/null 2>&1
+[ -z "${SUANLI_SKIP_SLURM:-}" ] && scripts/slurm.sh stop >/dev/null 2>&1
+banner
+exit "${status}"

@@ -1,0 +1,304 @@
+"""The conformance suite of the `Backend` Protocol: every case runs against every backend, each
+on its real engine (a local process group, the Slurm cluster of `scripts/slurm.sh`, the Ray head
+of `scripts/ray.sh`), through the Protocol only. No mocks.
+
+What a backend may legitimately do differently is stated once, in the table below, and nowhere
+else. An engine that cannot be started fails its backend's tests with the start script's message
+(or skips them, loudly, with SUANLI_SKIP_SLURM=1 / SUANLI_SKIP_RAY=1; see conftest.py).
+
+Commands name files by task-relative paths only: the local backend gives each task a private
+/tmp, so a host path under /tmp may not be the same file inside a task.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from suanli.agent.backends import (
+    TERMINAL_STATES,
+    Backend,
+    Capacity,
+    Executor,
+    Handle,
+    Status,
+    TaskState,
+)
+from suanli.agent.backends.local import LocalBackend
+from suanli.agent.backends.ray import RayBackend
+from suanli.agent.backends.slurm import SlurmBackend
+
+pytestmark = pytest.mark.slow
+
+BACKENDS = ("local", "slurm", "ray")
+# Whether a fresh instance finds work that an earlier instance (a dead agent) started. The local
+# backend cannot: a previous agent's children are not the new agent's, so they cannot be reaped.
+REATTACHES = {"local": False, "slurm": True, "ray": True}
+# Whether `capacity()` can tell the engine's size (the Protocol allows None when it cannot). The
+# local backend answers None: it cannot tell what else uses the host, so the provider's declared
+# pool stands.
+KNOWS_CAPACITY = {"local": False, "slurm": True, "ray": True}
+assert set(REATTACHES) == set(KNOWS_CAPACITY) == set(BACKENDS)
+
+TIMEOUT_S = 90.0  # a job's whole life; Slurm and Ray take ~1 s per job on a 2-core machine
+CANCEL_TIMEOUT_S = 30.0  # from cancel to CANCELED (Ray waits up to 3 s before SIGKILL)
+POLL_LIMIT_S = 5.0  # poll and cancel must not block; one engine round trip is far less
+POLL_EVERY_S = 0.05
+
+Factory = Callable[[], Backend]
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_backend(kind: str, request: pytest.FixtureRequest) -> Factory:
+    """Builds fresh instances of the backend `kind`, each on the same engine (starting that
+    engine first, once per process)."""
+    if kind == "local":
+        return LocalBackend
+    if kind == "slurm":
+        partition = str(request.getfixturevalue("slurm_partition"))
+        return lambda: SlurmBackend(partition=partition)
+    if kind == "ray":
+        address = str(request.getfixturevalue("ray_dashboard"))
+        return lambda: RayBackend(address=address)
+    raise AssertionError(f"no factory for backend {kind!r}")
+
+
+@pytest.fixture
+def backend(make_backend: Factory, kind: str) -> Backend:
+    made = make_backend()
+    assert made.name == kind
+    return made
+
+
+@pytest.fixture
+def task_id(kind: str) -> str:
+    """Unique across workers and runs: Slurm names jobs after it, the local backend refs."""
+    return f"conf-{kind}-{uuid.uuid4().hex[:10]}"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def sh(script: str, **options: object) -> Executor:
+    return Executor(command=("sh", "-c", script), **options)  # type: ignore[arg-type]
+
+
+def timed_poll(backend: Backend, handle: Handle) -> Status | None:
+    began = time.monotonic()
+    status = backend.poll(handle)
+    took = time.monotonic() - began
+    assert took < POLL_LIMIT_S, f"{backend.name}: poll blocked for {took:.1f} s"
+    return status
+
+
+def wait(backend: Backend, handle: Handle, timeout_s: float = TIMEOUT_S) -> Status:
+    """Poll as an agent does until the terminal status; cancel and fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = timed_poll(backend, handle)
+        if status is not None:
+            assert status.state in TERMINAL_STATES, status
+            return status
+        time.sleep(POLL_EVERY_S)
+    backend.cancel(handle)
+    raise AssertionError(f"{backend.name}: task {handle.task_id} not done in {timeout_s} s")
+
+
+def wait_running(backend: Backend, handle: Handle, marker: Path) -> None:
+    """Wait until the task's first executor has written `marker`: it is really running."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (marker.exists() and marker.read_text().strip()):
+        if time.monotonic() > deadline:
+            backend.cancel(handle)
+            raise AssertionError(f"{backend.name}: task {handle.task_id} never started")
+        assert timed_poll(backend, handle) is None, "ended before it wrote its marker"
+        time.sleep(POLL_EVERY_S)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie waiting for its reaper."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # gone between the two looks
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# -- the cases -------------------------------------------------------------------------------
+
+
+def test_submit_and_complete(backend: Backend, kind: str, task_id: str, tmp_path: Path) -> None:
+    handle = backend.start(task_id, [Executor(("echo", "hello conformance"))], tmp_path, devices=2)
+    assert (handle.task_id, handle.backend) == (task_id, kind) and handle.ref
+    status = wait(backend, handle)
+    assert status.state is TaskState.COMPLETE, status
+    assert status.exit_code == 0
+    assert status.stdout_tail == "hello conformance\n"
+    assert status.usage.wall_s > 0
+    assert status.usage.cpu_s >= 0
+    assert status.usage.device_s == pytest.approx(2 * status.usage.wall_s)
+    assert [log.exit_code for log in status.executors] == [0]
+
+
+def test_poll_is_none_while_running_then_one_terminal_status(
+    backend: Backend, task_id: str, tmp_path: Path
+) -> None:
+    handle = backend.start(task_id, [sh("sleep 2; echo slept")], tmp_path)
+    assert timed_poll(backend, handle) is None  # just started: still running
+    polls, status = 1, None
+    deadline = time.monotonic() + TIMEOUT_S
+    while status is None:
+        assert time.monotonic() < deadline, "never finished"
+        time.sleep(POLL_EVERY_S)
+        status = timed_poll(backend, handle)
+        polls += 1
+    assert polls > 2, "a 2 s sleep was seen running for less than two polls"
+    assert status.state is TaskState.COMPLETE, status
+    assert status.stdout_tail == "slept\n"
+    with pytest.raises(KeyError):
+        backend.poll(handle)  # the terminal status came exactly once; the handle is forgotten
+
+
+def test_a_failing_executor_stops_the_task(backend: Backend, task_id: str, tmp_path: Path) -> None:
+    handle = backend.start(task_id, [sh("exit 3"), sh("touch after-failure")], tmp_path)
+    status = wait(backend, handle)
+    assert status.state is TaskState.EXECUTOR_ERROR, status
+    assert status.exit_code == 3
+    assert [log.exit_code for log in status.executors] == [3]
+    assert not (tmp_path / "after-failure").exists(), "the executor after a failure ran"
+
+
+def test_ignore_error_lets_the_next_executor_run(
+    backend: Backend, task_id: str, tmp_path: Path
+) -> None:
+    executors = [sh("exit 3", ignore_error=True), sh("touch after-failure")]
+    status = wait(backend, backend.start(task_id, executors, tmp_path))
+    assert status.state is TaskState.COMPLETE, status
+    assert status.exit_code == 0
+    assert [log.exit_code for log in status.executors] == [3, 0]
+    assert (tmp_path / "after-failure").exists()
+
+
+def test_executors_log_in_order_with_their_own_output_and_task_paths(
+    backend: Backend, task_id: str, tmp_path: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "words.txt").write_text("three\n")
+    executors = [
+        sh("echo one; echo err-one >&2"),
+        sh("echo two"),
+        # Task paths: absolute (rooted at the task directory) and relative (from it).
+        Executor(("tr", "a-z", "A-Z"), stdin="/in/words.txt", stdout="out/upper.txt"),
+        sh("cat /dev/null; echo four >&2", stderr="/err/four.txt"),
+    ]
+    status = wait(backend, backend.start(task_id, executors, tmp_path))
+    assert status.state is TaskState.COMPLETE, status
+    logs = status.executors
+    assert [log.exit_code for log in logs] == [0, 0, 0, 0]
+    assert [log.stdout_tail for log in logs] == ["one\n", "two\n", "THREE\n", ""]
+    assert [log.stderr_tail for log in logs] == ["err-one\n", "", "", "four\n"]
+    assert status.stdout_tail == "one\ntwo\n"  # the third wrote its own file
+    assert status.stderr_tail == "err-one\n"  # and so did the fourth
+    assert (tmp_path / "out" / "upper.txt").read_text() == "THREE\n"
+    assert (tmp_path / "err" / "four.txt").read_text() == "four\n"
+    times: list[float] = []
+    for log in logs:
+        assert log.started_at is not None and log.ended_at is not None, log
+        times += [log.started_at, log.ended_at]
+    assert times == sorted(times), f"executors overlap or run out of order: {times}"
+
+
+def test_cancel_stops_running_work(backend: Backend, task_id: str, tmp_path: Path) -> None:
+    handle = backend.start(
+        task_id, [sh("echo $$ > pid; exec sleep 60"), sh("touch after")], tmp_path
+    )
+    wait_running(backend, handle, tmp_path / "pid")
+    pid = int((tmp_path / "pid").read_text())
+    began = time.monotonic()
+    backend.cancel(handle)
+    backend.cancel(handle)  # idempotent
+    assert time.monotonic() - began < 2 * POLL_LIMIT_S, "cancel blocked"
+    status = wait(backend, handle, timeout_s=CANCEL_TIMEOUT_S)
+    assert status.state is TaskState.CANCELED, status
+    assert status.exit_code is None
+    assert not process_alive(pid), "CANCELED while the work it started still runs"
+    assert not (tmp_path / "after").exists(), "an executor ran after the cancel"
+    backend.cancel(handle)  # forgotten now: a no-op
+    with pytest.raises(KeyError):
+        backend.poll(handle)
+
+
+def test_cancel_of_finished_or_unknown_work_is_a_no_op(
+    backend: Backend, kind: str, task_id: str, tmp_path: Path
+) -> None:
+    handle = backend.start(task_id, [Executor(("true",))], tmp_path)
+    status = wait(backend, handle)
+    assert status.state is TaskState.COMPLETE, status
+    backend.cancel(handle)
+    backend.cancel(Handle(task_id="never-started", backend=kind, ref="9999999"))
+    with pytest.raises(KeyError):
+        backend.poll(handle)
+
+
+def test_capacity(backend: Backend, kind: str) -> None:
+    capacity = backend.capacity()
+    assert (capacity is not None) is KNOWS_CAPACITY[kind], f"capacity() gave {capacity}"
+    if capacity is None:
+        return
+    assert isinstance(capacity, Capacity)
+    assert capacity.nodes >= 1
+    assert capacity.cpus >= 1
+    assert 0 <= capacity.free_cpus <= capacity.cpus
+    assert 0 <= capacity.free_gpus <= capacity.gpus
+    assert sum(capacity.gpus_by_model.values()) <= capacity.gpus
+
+
+def test_a_fresh_instance_reattaches_to_running_work(
+    make_backend: Factory, kind: str, task_id: str, tmp_path: Path
+) -> None:
+    first = make_backend()
+    handle = first.start(task_id, [sh("echo up > started; sleep 2; echo survived")], tmp_path)
+    wait_running(first, handle, tmp_path / "started")
+
+    second = make_backend()  # the agent restarted: only the task id and the ref survive
+    assert second.reattach(f"{task_id}-other", handle.ref) is None  # not that task's work
+    again = second.reattach(task_id, handle.ref)
+    assert (again is not None) is REATTACHES[kind], f"reattach gave {again}"
+    if again is not None:
+        assert (again.task_id, again.backend, again.ref) == (task_id, kind, handle.ref)
+    # Whoever still holds the work sees it to its end: the fresh instance when it reattached
+    # (the first is dropped, as when an agent dies), else the first (its children are its own).
+    holder, held = (second, again) if again is not None else (first, handle)
+    del first
+    status = wait(holder, held)
+    assert status.state is TaskState.COMPLETE, status
+    assert status.stdout_tail == "survived\n"
+    with pytest.raises(KeyError):
+        holder.poll(held)
+
+
+def test_an_unknown_command_is_exit_127(backend: Backend, task_id: str, tmp_path: Path) -> None:
+    missing = f"suanli-no-such-command-{uuid.uuid4().hex[:6]}"
+    status = wait(backend, backend.start(task_id, [Executor((missing,))], tmp_path))
+    assert status.state is TaskState.EXECUTOR_ERROR, status
+    assert status.exit_code == 127
+    assert [log.exit_code for log in status.executors] == [127]
