@@ -7,11 +7,7 @@ skips). A head this module started is stopped at its end; one that was already u
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,37 +17,13 @@ from suanli.agent.backends.ray import RayBackend
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[3]
-SCRIPT = ROOT / "scripts" / "ray.sh"
 DECLARED_CPUS = int(os.environ.get("SUANLI_RAY_CPUS", "4"))
 
 
-def _dashboard_up(url: str = "http://127.0.0.1:8265") -> bool:
-    try:
-        urllib.request.urlopen(f"{url}/api/version", timeout=2)
-    except urllib.error.HTTPError:
-        return True  # 401: token authentication, but something answers
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
-    was_up = _dashboard_up()
-    started = time.monotonic()
-    done = subprocess.run(
-        [str(SCRIPT), "start"], capture_output=True, text=True, timeout=180, check=False
-    )
-    if done.returncode != 0:
-        message = f"scripts/ray.sh start failed ({done.returncode}): {done.stderr[-2000:]}"
-        if os.environ.get("SUANLI_SKIP_RAY") == "1":
-            pytest.skip(message)
-        pytest.fail(message)
-    print(f"Ray head ready in {time.monotonic() - started:.1f} s")
-    yield done.stdout.strip().splitlines()[-1]
-    if not was_up:
-        subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120, check=False)
+@pytest.fixture
+def ray_address(ray_dashboard: str) -> str:
+    """The dashboard of the Ray head that scripts/ray.sh starts (conftest.py)."""
+    return ray_dashboard
 
 
 @pytest.fixture

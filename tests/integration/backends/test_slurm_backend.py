@@ -6,8 +6,6 @@ SUANLI_SKIP_SLURM=1 is set (then they are skipped with it).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,26 +18,10 @@ REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def partition() -> str:
-    """The partition of the cluster that scripts/slurm.sh starts (or reuses)."""
-    try:
-        done = subprocess.run(
-            ["bash", str(REPO / "scripts" / "slurm.sh"), "start"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        ok, message = done.returncode == 0, done.stderr.strip() or done.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        ok, message = False, str(exc)
-    if not ok:
-        why = f"scripts/slurm.sh start failed: {message}"
-        if os.environ.get("SUANLI_SKIP_SLURM") == "1":
-            pytest.skip(why)
-        pytest.fail(why)
-    return done.stdout.strip()
+@pytest.fixture
+def partition(slurm_partition: str) -> str:
+    """The partition of the cluster that scripts/slurm.sh starts (conftest.py)."""
+    return slurm_partition
 
 
 @pytest.fixture

@@ -12,48 +12,29 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from suanli.services import market
 from suanli.services.core import Role, create_token
 from suanli.store.db import make_engine, session_factory
+from tests.integration.engines import RAY, SLURM
 
 from .conftest import Platform, submit_body
 
-REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
-def _engine(script: str, skip_variable: str) -> str:
-    """Start (or reuse) an engine with its script; what the script prints (partition, URL)."""
-    done = subprocess.run(
-        ["bash", str(REPO / "scripts" / script), "start"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        why = f"scripts/{script} start failed: {done.stderr.strip() or done.stdout.strip()}"
-        if os.environ.get(skip_variable) == "1":
-            pytest.skip(why)
-        pytest.fail(why)
-    return done.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def partition() -> str:
-    return _engine("slurm.sh", "SUANLI_SKIP_SLURM")
+    return SLURM.start()
 
 
 @pytest.fixture(scope="module")
 def ray_url() -> str:
-    return _engine("ray.sh", "SUANLI_SKIP_RAY")
+    return RAY.start()
 
 
 def _consumer_with_money(platform: Platform, fen: int) -> tuple[str, str]:
