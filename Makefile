@@ -17,13 +17,17 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP) ## The platform on this machine: server, site, agent, real tasks (Ctrl-C stops)
+CONSOLE_ASSETS := src/suanli/console/static/vendor/.installed
+$(CONSOLE_ASSETS): scripts/console-assets.sh
+	@scripts/console-assets.sh
+
+demo: $(STAMP) $(CONSOLE_ASSETS) ## The platform on this machine: server, site, agent, real tasks (Ctrl-C stops)
 	$(BIN)/python scripts/demo.py
 
 $(SNAKEMAKE_STAMP): scripts/snakemake-env.sh
 	@scripts/snakemake-env.sh $(SNAKEMAKE_VENV)
 
-test: $(STAMP) $(SNAKEMAKE_STAMP) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
+test: $(STAMP) $(SNAKEMAKE_STAMP) $(CONSOLE_ASSETS) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
 	$(BIN)/lint-imports
 	SUANLI_SNAKEMAKE_VENV=$(SNAKEMAKE_VENV) scripts/run-tests.sh -n auto
 

@@ -20,6 +20,7 @@ from typing import IO
 
 import httpx
 
+from suanli.services import market
 from suanli.services.core import Role, create_token
 from suanli.store.db import make_engine, session_factory, upgrade
 
@@ -53,6 +54,9 @@ def port() -> int:
             return int(sock.getsockname()[1])
 
 
+DEMO_TOPUP_FEN = 100_000  # 1,000.00 yuan in the demo consumer's wallet
+
+
 def main() -> int:
     shutil.rmtree(HOME, ignore_errors=True)
     HOME.mkdir(parents=True)
@@ -60,7 +64,10 @@ def main() -> int:
     engine = make_engine(database)
     upgrade(engine)
     with session_factory(engine).begin() as session:
-        tokens = {role: create_token(session, role, f"demo {role.value}")[1] for role in Role}
+        made = {role: create_token(session, role, f"demo {role.value}") for role in Role}
+        tokens = {role: token for role, (_, token) in made.items()}
+        # a top-up, so that quotes can be accepted (from the CLI or the web console)
+        market.credit(session, made[Role.OPERATOR][0], made[Role.CONSUMER][0].id, DEMO_TOPUP_FEN)
     engine.dispose()
     url = f"http://127.0.0.1:{port()}"
     env = {
@@ -156,6 +163,7 @@ def main() -> int:
             print(f"{task['id']} {task['state']} (exit {task['exit_code']}): {output}")
         print(f"""
 The server is running at {url} (API docs at {url}/docs, metrics at {url}/metrics).
+Web console / 网页控制台: {url}/console (sign in with a token below / 用下方令牌登录)
 服务正在运行。Try it / 试试看:
   export SUANLI_SERVER={url}
   export SUANLI_TOKEN={tokens[Role.CONSUMER]}

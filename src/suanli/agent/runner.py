@@ -78,6 +78,7 @@ from suanli.agent.backends import (
     Usage,
     backend_named,
 )
+from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, read_tail
 from suanli.errors import InvalidValue, SuanliError
 
 __all__ = ["STOP_REASON", "Agent", "AgentRejected", "Backoff", "ServerUnavailable", "run_agent"]
@@ -230,6 +231,7 @@ class Agent:
         self._outbox: deque[_Report] = deque()
         self._net_ready_at = 0.0
         self._next_heartbeat_at = 0.0
+        self._sent_tails: dict[str, dict[str, str]] = {}
         self.capacity_every_s = capacity_every_s
         self._next_capacity_at = 0.0
         self._state_path = self.work_root / STATE_FILE
@@ -459,6 +461,9 @@ class Agent:
         sent_at = self._clock()
         ids = self.running()
         body: dict[str, Any] = {"running": ids}
+        tails = self._new_tails()
+        if tails:
+            body["tails"] = tails
         if sent_at >= self._next_capacity_at:
             self._next_capacity_at = sent_at + self.capacity_every_s
             capacity = self._capacity()
@@ -485,6 +490,22 @@ class Agent:
             task.cancel_reason = SERVER_CANCEL_REASON
             self._log(f"task {task_id} cancel requested by the server")
             self._cancel_on_backend(task)
+
+    def _new_tails(self) -> dict[str, dict[str, str]]:
+        """The last 4 KiB of each running task's stdout.txt and stderr.txt, for the tasks whose
+        output changed since the last heartbeat (every backend writes them in the task dir)."""
+        tails = {}
+        for task in self._tasks.values():
+            if task.dropped:
+                continue
+            tail = {
+                "stdout": read_tail(task.task_dir / STDOUT_FILE),
+                "stderr": read_tail(task.task_dir / STDERR_FILE),
+            }
+            if tail != self._sent_tails.get(task.id):
+                tails[task.id] = tail
+        self._sent_tails = {t: self._sent_tails.get(t, {}) for t in self._tasks} | tails
+        return tails
 
     def _capacity(self) -> dict[str, Any] | None:
         """The backend's capacity as the heartbeat carries it; None when it cannot tell."""

@@ -431,6 +431,9 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     from suanli.api import tes  # needs this module's bearer dependency: imported here
 
     tes.install(app, run, state.wake.set)
+    from suanli.console import web
+
+    web.install(app, run, state.wake.set)
 
     # --- sites and pools (providers) ---------------------------------------------------------
 
@@ -610,6 +613,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
                     agent_id,
                     state.settings.lease_s,
                     body.capacity.model_dump() if body.capacity else None,
+                    {task: (t.stdout, t.stderr) for task, t in body.tails.items()},
                 )
             ),
         )

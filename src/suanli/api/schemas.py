@@ -151,8 +151,14 @@ class CapacityReport(_In):
     memory_mb: Count = 0
 
 
+class Tails(_In):
+    stdout: Annotated[str, Field(max_length=65_536)] = ""
+    stderr: Annotated[str, Field(max_length=65_536)] = ""
+
+
 class Heartbeat(_In):
     running: list[Name] = []
+    tails: dict[Name, Tails] = {}  # output so far of running tasks (what changed since last time)
     capacity: CapacityReport | None = None  # sizes the site's pools (see platform.apply_capacity)
 
 

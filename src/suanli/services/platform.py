@@ -300,22 +300,31 @@ def list_tasks(
     return list(session.scalars(query))
 
 
-def task_histories(session: Session, task_ids: list[str]) -> dict[str, list[str]]:
-    """Each task's state changes from the audit chain, oldest first, as one line each
-    (`<RFC 3339 time> FROM -> TO: reason`). The caller has already checked visibility."""
-    lines: dict[str, list[str]] = {task_id: [] for task_id in task_ids}
+def task_events(session: Session, task_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each task's state changes from the audit chain, oldest first: `{"at", "from", "to",
+    "reason", "actor"}`. The caller has already checked visibility."""
+    found: dict[str, list[dict[str, Any]]] = {task_id: [] for task_id in task_ids}
     if not task_ids:
-        return lines
+        return found
     events = session.scalars(
         select(EventRow)
         .where(EventRow.kind == "task.state", EventRow.subject.in_(task_ids))
         .order_by(EventRow.seq)
     )
     for event in events:
-        at = aware(event.at).isoformat().replace("+00:00", "Z")
-        data = event.data
-        lines[event.subject].append(f"{at} {data['from']} -> {data['to']}: {data['reason']}")
-    return lines
+        found[event.subject].append({"at": aware(event.at), "actor": event.actor, **event.data})
+    return found
+
+
+def task_histories(session: Session, task_ids: list[str]) -> dict[str, list[str]]:
+    """Each task's state changes as one line each (`<RFC 3339 time> FROM -> TO: reason`)."""
+    return {
+        task_id: [
+            f"{e['at'].isoformat().replace('+00:00', 'Z')} {e['from']} -> {e['to']}: {e['reason']}"
+            for e in events
+        ]
+        for task_id, events in task_events(session, task_ids).items()
+    }
 
 
 def cancel_task(session: Session, who: Principal, ident: str) -> TaskRow:
@@ -372,9 +381,10 @@ def heartbeat(
     agent_id: str,
     lease_s: float,
     capacity: dict[str, Any] | None = None,
+    tails: dict[str, tuple[str, str]] | None = None,
 ) -> list[str]:
-    """Renew the agent's leases (and take its engine's capacity, if it sent one); the ids of
-    its tasks that should be cancelled."""
+    """Renew the agent's leases (and take its engine's capacity, and the output so far of its
+    running tasks, if it sent them); the ids of its tasks that should be cancelled."""
     agent = _own_agent(session, who, agent_id)
     if capacity is not None:
         apply_capacity(session, agent, capacity)
@@ -387,6 +397,8 @@ def heartbeat(
     ).all()
     for task in tasks:
         task.lease_expires_at = moment + timedelta(seconds=lease_s)
+        if tails and task.id in tails and task.state == State.RUNNING.value:
+            task.stdout_tail, task.stderr_tail = tails[task.id]  # live output, not a state change
     return [t.id for t in tasks if t.cancel_requested]
 
 

@@ -1,0 +1,144 @@
+"""The console's two languages: every user-facing string in English and 中文, and numbers, money
+and times formatted the way each locale writes them.
+
+A message is looked up by key; a missing key is a programming error and raises `KeyError` at
+render time (tests render every page in both languages, so none can slip through).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+LANGUAGES = ("zh", "en")
+DEFAULT_LANGUAGE = "zh"
+CST = timedelta(hours=8)  # China Standard Time: what the console shows
+
+MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
+    "app": ("suanli compute network", "算力网络"),
+    "nav.overview": ("Network", "全网概览"),
+    "nav.sites": ("Sites", "站点"),
+    "nav.tasks": ("Tasks", "任务"),
+    "nav.new": ("New task", "提交任务"),
+    "nav.money": ("Money", "账务"),
+    "nav.twin": ("Digital twin", "数字孪生"),
+    "nav.signout": ("Sign out", "退出"),
+    "nav.language": ("中文", "English"),  # the button names the other language
+    "nav.main": ("Main", "主导航"),
+    "signin.title": ("Sign in", "登录"),
+    "signin.token": ("Access token", "访问令牌"),
+    "signin.help": (
+        "Paste the token you were given (suanli admin token create prints one).",
+        "粘贴您的访问令牌（由 suanli admin token create 生成）。",
+    ),
+    "signin.submit": ("Sign in", "登录"),
+    "signin.bad": ("That token is not valid.", "令牌无效。"),
+    "role.operator": ("operator", "运营方"),
+    "role.provider": ("provider", "提供方"),
+    "role.consumer": ("consumer", "使用方"),
+    "tasks.title": ("Your tasks", "我的任务"),
+    "tasks.all": ("All tasks", "全部任务"),
+    "tasks.empty": ("No tasks yet.", "暂无任务。"),
+    "tasks.filter": ("Filter", "筛选"),
+    "tasks.state": ("State", "状态"),
+    "tasks.any": ("any", "全部"),
+    "tasks.name": ("Name starts with", "名称前缀"),
+    "task.id": ("Task", "任务"),
+    "task.name": ("Name", "名称"),
+    "task.created": ("Created", "创建时间"),
+    "task.site": ("Site", "站点"),
+    "task.pool": ("Pool", "资源池"),
+    "task.devices": ("Devices", "设备数"),
+    "task.timeline": ("Timeline", "状态时间线"),
+    "task.placement": ("Placement and why", "调度结果与原因"),
+    "task.runner_up": ("Runner-up", "次优选择"),
+    "task.objective": ("Objective", "目标分项"),
+    "task.waiting": ("Waiting", "等待中"),
+    "task.log": ("Output (live)", "输出（实时）"),
+    "task.cost": ("Cost", "费用"),
+    "task.carbon": ("Carbon", "碳排放"),
+    "task.usage": ("Usage", "用量"),
+    "task.cancel": ("Cancel task", "取消任务"),
+    "task.exit": ("Exit code", "退出码"),
+    "task.none": ("none yet", "暂无"),
+    "new.title": ("Submit a task", "提交任务"),
+    "new.command": ("Command", "命令"),
+    "new.command_help": ("Run by sh -c on the chosen site.", "在所选站点以 sh -c 执行。"),
+    "new.name": ("Name", "名称"),
+    "new.devices": ("Devices", "设备数"),
+    "new.kind": ("Device kind", "设备类型"),
+    "new.duration": ("Estimated seconds", "预计时长（秒）"),
+    "new.policy": ("Policy", "调度策略"),
+    "new.origin": ("Where you are", "所在地"),
+    "new.quote": ("Get a quote", "获取报价"),
+    "quote.title": ("Quote", "报价"),
+    "quote.option": ("Option", "方案"),
+    "quote.price": ("Price (at most)", "价格（上限）"),
+    "quote.duration": ("Duration", "时长"),
+    "quote.accept": ("Accept and run", "接受并运行"),
+    "quote.none": ("No site can run this task now.", "当前没有站点可运行该任务。"),
+    "money.title": ("Money", "账务"),
+    "money.accounts": ("Accounts", "账户"),
+    "money.account": ("Account", "账户"),
+    "money.balance": ("Balance", "余额"),
+    "money.statement": ("Statement", "对账单"),
+    "money.csv": ("Download CSV", "下载 CSV"),
+    "money.audit": ("Audit chain", "审计链"),
+    "money.audit_ok": ("intact", "完整"),
+    "money.audit_bad": ("broken at", "断裂于"),
+    "money.when": ("When", "时间"),
+    "money.amount": ("Amount", "金额"),
+    "money.memo": ("Memo", "摘要"),
+    "overview.title": ("The national compute network", "全国算力网络"),
+    "sites.title": ("Sites and pools", "站点与资源池"),
+    "twin.title": ("Digital twin", "数字孪生"),
+    "error.title": ("Something is not right", "出错了"),
+    "error.forbidden": ("Your role cannot open this page.", "您的角色无权访问此页面。"),
+    "error.not_found": ("Not found.", "未找到。"),
+}
+
+
+def translate(key: str, language: str) -> str:
+    english, chinese = MESSAGES[key]
+    return chinese if language == "zh" else english
+
+
+def pick_language(cookie: str | None, accept_language: str | None) -> str:
+    """The cookie's choice; else the browser's first of zh/en; else Chinese."""
+    if cookie in LANGUAGES:
+        return cookie
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh"
+        if tag.startswith("en"):
+            return "en"
+    return DEFAULT_LANGUAGE
+
+
+def number(value: float | int | None, language: str, digits: int = 0) -> str:
+    """Grouped digits; both locales group by thousands with commas (国标 writes 1,234.5 too)."""
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def money(fen: int | None, language: str) -> str:
+    """Integer fen as yuan: ¥1,234.56 (en) / 1,234.56 元 (zh)."""
+    if fen is None:
+        return "—"
+    yuan = (Decimal(fen) / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    text = f"{yuan:,.2f}"
+    return f"{text} 元" if language == "zh" else f"¥{text}"
+
+
+def when(moment: datetime | None, language: str) -> str:
+    """A moment in China Standard Time: 2026年11月27日 19:32 (zh) / 27 Nov 2026 19:32 (en)."""
+    if moment is None:
+        return "—"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    local = moment.astimezone(UTC) + CST
+    if language == "zh":
+        return f"{local.year}年{local.month}月{local.day}日 {local:%H:%M:%S}"
+    return f"{local.day} {local:%b %Y %H:%M:%S}"
