@@ -74,6 +74,7 @@ __all__ = [
     "group_alive",
     "read_tail",
     "signal_group",
+    "start_failure",
 ]
 
 STDOUT_FILE = "stdout.txt"
@@ -89,6 +90,16 @@ def _unshare_prefix() -> list[str]:
     unshare = shutil.which("unshare") or "unshare"
     user = [] if os.geteuid() == 0 else ["--map-current-user"]
     return [unshare, "--mount", "--propagation", "private", *user, "--"]
+
+
+def start_failure(exc: OSError | SuanliError, program: str) -> tuple[int, str]:
+    """The exit code and message of an executor that could not be started: 127 when the
+    program is missing, 126 otherwise (a shell's codes)."""
+    missing = isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
+    detail = exc.one_line() if isinstance(exc, SuanliError) else str(exc)
+    return (
+        EXIT_NOT_FOUND if missing else EXIT_NOT_EXECUTABLE
+    ), f"cannot start {program!r}: {detail}"
 
 
 @functools.cache
@@ -364,13 +375,7 @@ class LocalBackend:
                     start_new_session=True,
                 )
         except (OSError, SuanliError) as exc:  # SuanliError: a path that leaves the task dir
-            code = (
-                EXIT_NOT_FOUND
-                if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
-                else EXIT_NOT_EXECUTABLE
-            )
-            detail = exc.one_line() if isinstance(exc, SuanliError) else str(exc)
-            message = f"cannot start {executor.command[0]!r}: {detail}"
+            code, message = start_failure(exc, executor.command[0])
             with (
                 contextlib.suppress(OSError),
                 (run.task_dir / STDERR_FILE).open("ab") as err_file,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import json
 import os
 import signal
@@ -46,14 +45,13 @@ from suanli.agent.backends.local import (
     group_alive,
     read_tail,
     signal_group,
+    start_failure,
 )
 from suanli.errors import SuanliError
 
 __all__ = ["RESULT_PREFIX", "decode_plan", "encode_plan", "main"]
 
 RESULT_PREFIX = "suanli-ray-result "
-EXIT_NOT_FOUND = 127
-EXIT_NOT_EXECUTABLE = 126
 
 
 def executor_json(executor: Executor) -> dict[str, object]:
@@ -182,13 +180,7 @@ class _Runner:
                     start_new_session=True,
                 )
         except (OSError, SuanliError) as exc:  # SuanliError: a path that leaves the task dir
-            code = (
-                EXIT_NOT_FOUND
-                if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
-                else EXIT_NOT_EXECUTABLE
-            )
-            detail = exc.one_line() if isinstance(exc, SuanliError) else str(exc)
-            message = f"cannot start {executor.command[0]!r}: {detail}"
+            code, message = start_failure(exc, executor.command[0])
             with contextlib.suppress(OSError), (task / STDERR_FILE).open("ab") as err_file:
                 err_file.write(f"suanli agent: {message}\n".encode())
         else:
