@@ -125,7 +125,12 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
         target = next if next.startswith(f"{PREFIX}/") and "//" not in next else f"{PREFIX}/"
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
-            TOKEN_COOKIE, token, httponly=True, samesite="strict", max_age=7 * 24 * 3600
+            TOKEN_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",  # no other site can make the browser send it (no CSRF)
+            secure=request.url.scheme == "https",
+            max_age=7 * 24 * 3600,
         )
         return response
 
