@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite with the services it needs: PostgreSQL, a single-node Slurm and a local
-# Ray head are started (installed first when missing), pytest runs, and Slurm and Ray are stopped
-# again. An engine that cannot start does not stop the run: its backend's tests are skipped
+# Ray head are started (installed first when missing), Chromium is installed, pytest runs, and
+# Slurm and Ray are stopped again. An engine that cannot start does not stop the run: its backend's tests are skipped
 # with the reason (pytest's summary lists them) and a banner says which backend was NOT TESTED.
 #   scripts/run-tests.sh [PYTEST ARGS...]     (make test runs it with -n auto)
 set -uo pipefail
@@ -17,6 +17,10 @@ if ! scripts/ray.sh start >/dev/null; then
   export SUANLI_SKIP_RAY=1
   not_tested+=("ray (scripts/ray.sh start failed; see its message above)")
 fi
+# Chromium for the console's browser tests, installed here, once, before pytest's workers
+# start (two workers installing at once would fight over dpkg's lock)
+scripts/chromium.sh >/dev/null || echo "*** Chromium could not be installed: the console's browser tests will fail ***" >&2
+
 banner() {
   for line in "${not_tested[@]}"; do
     echo "*** backend NOT TESTED: ${line} ***" >&2
