@@ -336,7 +336,7 @@ class SlurmBackend:
         unreachable_s: float = 300.0,
         tail_bytes: int = TAIL_BYTES,
         clock: Callable[[], float] = time.monotonic,
-        queue_ttl_s: float = 0.2,
+        queue_ttl_s: float = 0.05,
     ) -> None:
         """`queue_ttl_s`: how long one `squeue` answer for all this backend's jobs serves the
         polls of a round (an agent polls every task each tick; one call serves them all).
