@@ -273,6 +273,7 @@ def _pool_read(pool: PoolRow, free: int) -> PoolRead:
         count=pool.count,
         free=free,
         price_fen_per_device_hour=pool.price_fen_per_device_hour,
+        queue_depth=pool.queue_depth or 0,
     )
 
 

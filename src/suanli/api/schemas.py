@@ -112,6 +112,9 @@ class PoolCreate(_In):
     device: Name
     count: Annotated[int, Field(ge=1, le=10_000_000)]
     price_fen_per_device_hour: Annotated[int, Field(ge=0, le=10_000_000_000)]
+    # for engines with a queue of their own (Slurm): how many devices' worth of tasks may be
+    # placed beyond the free devices, to wait there; 0 places only on free devices
+    queue_depth: Annotated[int, Field(ge=0, le=10_000_000)] = 0
 
 
 class PoolRead(BaseModel):
@@ -121,6 +124,7 @@ class PoolRead(BaseModel):
     count: int
     free: int
     price_fen_per_device_hour: int
+    queue_depth: int = 0
 
 
 class AgentCreate(_In):

@@ -124,6 +124,7 @@ def add_pool(session: Session, who: Principal, spec: dict[str, Any]) -> PoolRow:
         device=device.id,
         count=int(spec["count"]),
         price_fen_per_device_hour=int(spec["price_fen_per_device_hour"]),
+        queue_depth=int(spec.get("queue_depth") or 0),
         created_at=now(),
     )
     session.add(row)
@@ -136,6 +137,7 @@ def add_pool(session: Session, who: Principal, spec: dict[str, Any]) -> PoolRow:
             "device": device.id,
             "count": row.count,
             "price_fen_per_device_hour": row.price_fen_per_device_hour,
+            "queue_depth": row.queue_depth,
         },
     )
     return row
@@ -152,10 +154,12 @@ def list_pools(session: Session) -> list[tuple[PoolRow, int]]:
     return [(p, _free(p, held)) for p in pools]
 
 
-def _free(pool: PoolRow, held: dict[str, int]) -> int:
-    """Devices of a pool that suanli may still place on: neither held by its tasks nor busy
-    with the engine's other work."""
-    return max(0, pool.count - held.get(pool.id, 0) - (pool.unavailable or 0))
+def _free(pool: PoolRow, held: dict[str, int], *, queue: bool = False) -> int:
+    """Devices of a pool neither held by suanli's tasks nor busy with the engine's other work;
+    with `queue`, plus the pool's `queue_depth` (work that may wait in the engine's own queue,
+    for engines that have one, such as Slurm; 0 by default): what placement may use."""
+    free = pool.count - held.get(pool.id, 0) - (pool.unavailable or 0)
+    return max(0, free + ((pool.queue_depth or 0) if queue else 0))
 
 
 def _held(session: Session) -> dict[str, int]:
@@ -627,8 +631,8 @@ def plan_pass(session: Session, default_policy: str, since: datetime | None = No
             p.id,
             p.site_id,
             find_device(p.device),
-            p.count,
-            _free(p, held),
+            p.count + (p.queue_depth or 0),  # the engine's queue extends what may be placed
+            _free(p, held, queue=True),
             p.price_fen_per_device_hour,
         )
         for p in session.scalars(select(PoolRow).order_by(PoolRow.id))

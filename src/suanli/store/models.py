@@ -68,6 +68,8 @@ class PoolRow(Base):
     created_at: Mapped[datetime]
     # devices the site's engine reports busy with work suanli did not place (agent capacity)
     unavailable: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # devices' worth of tasks that may wait in the engine's own queue (Slurm) beyond the free ones
+    queue_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AgentRow(Base):

@@ -117,7 +117,12 @@ class Platform:
         )
 
     def site_with_pool(
-        self, provider: str, count: int = 4, province: str = "上海", price: int = 10
+        self,
+        provider: str,
+        count: int = 4,
+        province: str = "上海",
+        price: int = 10,
+        queue_depth: int = 0,
     ) -> str:
         with self.client(provider) as http:
             site = http.post("/v1/sites", json={"name": "test site", "province": province})
@@ -129,6 +134,7 @@ class Platform:
                     "device": "cpu",
                     "count": count,
                     "price_fen_per_device_hour": price,
+                    "queue_depth": queue_depth,
                 },
             )
             assert pool.status_code == 201, pool.text

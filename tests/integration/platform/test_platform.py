@@ -103,6 +103,26 @@ def test_a_killed_agent_loses_nothing_and_runs_nothing_twice(
     assert [r.read_text() for r in runs] == ["run\n", "run\n"]
 
 
+def test_a_pool_queue_depth_places_beyond_the_free_devices(platform: Platform) -> None:
+    provider = platform.token(Role.PROVIDER, "hpc centre")
+    consumer = platform.token(Role.CONSUMER, "lab")
+    site = platform.site_with_pool(provider, count=1, queue_depth=2)  # 1 device, 2 may wait
+    platform.agent(provider, site, slots=3)
+    with platform.client(consumer) as http:
+        ids = [
+            http.post("/v1/tasks", json=submit_body("sleep", "4")).json()["id"] for _ in range(4)
+        ]
+    for task_id in ids[:3]:  # one on the device, two in the engine's own queue
+        assert platform.wait_for(consumer, task_id, {"RUNNING"})["state"] == "RUNNING"
+    with platform.client(consumer) as http:
+        fourth = http.get(f"/v1/tasks/{ids[3]}").json()
+    assert fourth["state"] == "QUEUED" and fourth["site"] is None  # beyond count + queue_depth
+    with platform.client(provider) as http:
+        (pool,) = http.get("/v1/pools").json()
+    assert (pool["count"], pool["free"], pool["queue_depth"]) == (1, 0, 2)  # free is real
+    assert platform.wait_for(consumer, ids[3], TERMINAL, 60)["state"] == "COMPLETE"
+
+
 def test_a_consumer_cannot_see_another_consumers_task(platform: Platform) -> None:
     alice = platform.token(Role.CONSUMER, "alice")
     bob = platform.token(Role.CONSUMER, "bob")
