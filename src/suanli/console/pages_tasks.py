@@ -3,6 +3,7 @@ output, cost and carbon, cancel), and the submit form with a quote shown before 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Form, Request
@@ -31,6 +32,22 @@ def _order_of(session: Session, task_id: str) -> OrderRow | None:
     from sqlalchemy import select
 
     return session.scalars(select(OrderRow).where(OrderRow.task_id == task_id)).first()
+
+
+def _task_view(task_id: str) -> Callable[[Session, Principal], dict[str, Any]]:
+    """What a task page (whole, or its live part) shows: the task, its timeline, its order."""
+
+    def work(session: Session, who: Principal) -> dict[str, Any]:
+        row = platform.get_task(session, who, task_id)
+        return {
+            "who": who,
+            "task": row,
+            "events": platform.task_events(session, [row.id])[row.id],
+            "order": _order_of(session, row.id),
+            "terminal": State(row.state) in TERMINAL,
+        }
+
+    return work
 
 
 def install(console: Console) -> None:
@@ -127,19 +144,8 @@ def install(console: Console) -> None:
 
     @router.get("/tasks/{task_id}", response_class=HTMLResponse)
     async def task(request: Request, task_id: str) -> Response:
-        def work(session: Session, who: Principal) -> dict[str, Any]:
-            row = platform.get_task(session, who, task_id)
-            order = _order_of(session, row.id)
-            return {
-                "who": who,
-                "task": row,
-                "events": platform.task_events(session, [row.id])[row.id],
-                "order": order,
-                "terminal": State(row.state) in TERMINAL,
-            }
-
         try:
-            found = await console.act(request, False, work)
+            found = await console.act(request, False, _task_view(task_id))
         except SuanliError as exc:
             return await problem(console, request, exc)
         return console.page(request, "task.html", found.pop("who"), **found)
@@ -148,18 +154,8 @@ def install(console: Console) -> None:
     async def live(request: Request, task_id: str) -> Response:
         """The parts of a task page that change (htmx polls this until the task ends)."""
 
-        def work(session: Session, who: Principal) -> dict[str, Any]:
-            row = platform.get_task(session, who, task_id)
-            return {
-                "who": who,
-                "task": row,
-                "events": platform.task_events(session, [row.id])[row.id],
-                "order": _order_of(session, row.id),
-                "terminal": State(row.state) in TERMINAL,
-            }
-
         try:
-            found = await console.act(request, False, work)
+            found = await console.act(request, False, _task_view(task_id))
         except SuanliError as exc:
             return await problem(console, request, exc)
         response = console.page(request, "task_live.html", found.pop("who"), **found)

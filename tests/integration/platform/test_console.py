@@ -97,6 +97,13 @@ def _sign_in(watched: Watched, platform: Platform, token: str) -> None:
     assert "/signin" not in page.url, page.content()[:500]
 
 
+def _sideways(page: Page) -> int:
+    """How many pixels the page would scroll sideways (0 when it fits its viewport)."""
+    return int(
+        page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    )
+
+
 def _shot(watched: Watched, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     watched.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -269,10 +276,7 @@ def test_every_main_page_on_desktop_and_phone(
             page.wait_for_load_state("networkidle")
             unlabelled = page.evaluate(UNLABELLED)
             assert unlabelled == [], (path, unlabelled)
-            overflow = page.evaluate(
-                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-            )
-            assert overflow <= 1, (path, size_name, overflow)  # no sideways scrolling
+            assert _sideways(page) <= 1, (path, size_name)  # no sideways scrolling
             _shot(watched, f"{role}-{path.replace('/', '-')}-{size_name}")
         assert watched.errors == [], watched.errors
         page.context.close()
@@ -336,10 +340,7 @@ def test_run_the_digital_twin_and_read_its_report(
     page.wait_for_url("**/console/twin/runs/*")
     page.locator("#twin-report").wait_for(timeout=120_000)  # after the progress bar
     assert page.locator("#twin-report table").count() >= 1
-    overflow = page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
-    assert overflow <= 1
+    assert _sideways(page) <= 1
     _shot(watched, "twin-report-phone")
     page.goto(f"{platform.url}/console/twin")
     assert page.locator("#twin-runs a").count() >= 1  # listed among past runs
