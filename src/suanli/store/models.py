@@ -12,7 +12,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -34,7 +44,9 @@ class Principal(Base):
 
 
 class Token(Base):
-    """A bearer token, stored only as its SHA-256 hash."""
+    """A bearer token, stored only as its SHA-256 hash. It may expire (`expires_at`) and be
+    revoked (`revoked_at`); an agent token (`site_id` set) acts for its principal only as an
+    agent of that one site."""
 
     __tablename__ = "tokens"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -42,6 +54,24 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    expires_at: Mapped[datetime | None]
+    site_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class ConsoleSession(Base):
+    """A signed-in console session: the cookie carries a random id, stored here only hashed,
+    with its CSRF token; it ends at `expires_at`, at sign-out (`ended_at`), or when the token it
+    was opened with is revoked."""
+
+    __tablename__ = "console_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"))
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class SiteRow(Base):
@@ -64,7 +94,7 @@ class PoolRow(Base):
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
     device: Mapped[str] = mapped_column(String(80))
     count: Mapped[int] = mapped_column(Integer)
-    price_fen_per_device_hour: Mapped[int] = mapped_column(Integer)
+    price_fen_per_device_hour: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     # devices the site's engine reports busy with work suanli did not place (agent capacity)
     unavailable: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -155,8 +185,30 @@ class LedgerPosting(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     transaction_id: Mapped[str] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
     account: Mapped[str] = mapped_column(String(160), index=True)
-    amount_fen: Mapped[int] = mapped_column(Integer)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
+
+
+class AccountBalance(Base):
+    """An account's balance, kept with its postings: every movement of money locks the rows
+    of the accounts it touches (FOR UPDATE) before it reads them, so balances that must not go
+    negative (wallets, escrow, receivables) cannot be spent twice by concurrent requests."""
+
+    __tablename__ = "account_balances"
+    account: Mapped[str] = mapped_column(String(160), primary_key=True)
+    balance_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class AuditCheckpoint(Base):
+    """Where the last audit stopped (one row, id 1): the chain verified up to `seq`, ending in
+    `hash`, and the ledger replay's state then, so the next check starts from there."""
+
+    __tablename__ = "audit_checkpoint"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[dict[str, Any]]
+    verified_at: Mapped[datetime]
 
 
 class QuoteRow(Base):
@@ -178,7 +230,7 @@ class OrderRow(Base):
     quote_id: Mapped[str] = mapped_column(String(64))
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), unique=True)
     state: Mapped[str] = mapped_column(String(16))  # OPEN | SETTLED
-    escrow_fen: Mapped[int] = mapped_column(Integer)
+    escrow_fen: Mapped[int] = mapped_column(BigInteger)
     offer: Mapped[dict[str, Any]]
     settlement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
