@@ -14,9 +14,9 @@ if ! command -v npm >/dev/null 2>&1; then
     exit 1
   fi
   echo "installing npm from Debian's packages..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends npm >&2 \
-    || { apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends npm >&2; }
+  # shellcheck source=scripts/apt.sh
+  . scripts/apt.sh
+  apt_install npm
 fi
 mkdir -p "${BUILD}" "${VENDOR}"
 ( cd "${BUILD}" && [ -f package.json ] || echo '{"private": true}' > package.json )

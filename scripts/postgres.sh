@@ -3,6 +3,7 @@
 # loopback port, and print its URL. Installs Debian's PostgreSQL when it is missing.
 #   scripts/postgres.sh start   -> prints postgresql+psycopg://pgtest@127.0.0.1:55432/suanli
 #   scripts/postgres.sh stop
+#   scripts/postgres.sh status   (exit 0 when it is running)
 set -euo pipefail
 PORT=${SUANLI_PG_PORT:-55432}
 DIR=${SUANLI_PG_DIR:-/tmp/suanli-pg}
@@ -20,9 +21,9 @@ if [ -z "${BIN}" ] || [ ! -x "${BIN}/initdb" ]; then
     exit 1
   fi
   echo "installing PostgreSQL from Debian's packages..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql >&2
+  # shellcheck source=scripts/apt.sh
+  . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+  apt_install postgresql
   BIN=$(find_bin)
 fi
 
@@ -58,8 +59,11 @@ case "${1:-start}" in
   stop)
     as_pg "${BIN}/pg_ctl" -D "${DIR}/data" -m fast stop >/dev/null 2>&1 || true
     ;;
+  status) # exit 0 when this script's server is running
+    [ -f "${DIR}/data/PG_VERSION" ] && as_pg "${BIN}/pg_ctl" -D "${DIR}/data" status >/dev/null 2>&1
+    ;;
   *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|stop|status" >&2
     exit 2
     ;;
 esac

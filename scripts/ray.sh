@@ -3,6 +3,7 @@
 # 127.0.0.1, and print the dashboard's address; stop it again. Needs ray[default] in .venv.
 #   scripts/ray.sh start   -> prints http://127.0.0.1:8265
 #   scripts/ray.sh stop
+#   scripts/ray.sh status   (exit 0 when a head answers)
 # SUANLI_RAY_CPUS (default 4) is the CPU count the head declares, whatever the machine has.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,8 +51,11 @@ case "${1:-}" in
       "${BIN}/ray" stop --force >&2 || true
     fi
     ;;
+  status) # exit 0 when a dashboard answers
+    answers
+    ;;
   *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|stop|status" >&2
     exit 2
     ;;
 esac

@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
 # The whole test suite with the services it needs: PostgreSQL, a single-node Slurm and a local
 # Ray head are started (installed first when missing), Chromium is installed, pytest runs, and
-# Slurm and Ray are stopped again. An engine that cannot start does not stop the run: its backend's tests are skipped
-# with the reason (pytest's summary lists them) and a banner says which backend was NOT TESTED.
+# every service this script started is stopped again when it ends (also on failure or Ctrl-C);
+# a service that was already running before is left running. An engine that cannot start does
+# not stop the run: its backend's tests are skipped with the reason (pytest's summary lists them)
+# and a banner says which backend was NOT TESTED.
 #   scripts/run-tests.sh [PYTEST ARGS...]     (make test runs it with -n auto)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=.venv/bin
 not_tested=()
+started=()
 
-if ! scripts/slurm.sh start >/dev/null; then
+stop_started() {
+  local service
+  for service in "${started[@]}"; do
+    scripts/"${service}".sh stop >/dev/null 2>&1 || true
+  done
+}
+trap stop_started EXIT
+
+start() { # start SERVICE: start it with scripts/SERVICE.sh, remembering it when it was not up
+  local was_running=1
+  scripts/"$1".sh status >/dev/null 2>&1 || was_running=0
+  scripts/"$1".sh start || return 1
+  [ "${was_running}" = 1 ] || started+=("$1")
+}
+
+if ! start slurm >/dev/null; then
   export SUANLI_SKIP_SLURM=1
   not_tested+=("slurm (scripts/slurm.sh start failed; see its message above)")
 fi
-if ! scripts/ray.sh start >/dev/null; then
+if ! start ray >/dev/null; then
   export SUANLI_SKIP_RAY=1
   not_tested+=("ray (scripts/ray.sh start failed; see its message above)")
 fi
@@ -28,12 +46,12 @@ banner() {
 }
 banner
 
+pg_was_running=1
+scripts/postgres.sh status >/dev/null 2>&1 || pg_was_running=0
 SUANLI_TEST_PG_URL=$(scripts/postgres.sh start) || exit 1
+[ "${pg_was_running}" = 1 ] || started+=(postgres)
 export SUANLI_TEST_PG_URL
 "${BIN}/pytest" "$@"
 status=$?
-
-[ -z "${SUANLI_SKIP_RAY:-}" ] && scripts/ray.sh stop >/dev/null 2>&1
-[ -z "${SUANLI_SKIP_SLURM:-}" ] && scripts/slurm.sh stop >/dev/null 2>&1
 banner
 exit "${status}"

@@ -4,6 +4,7 @@
 # Debian's packages when they are missing. Nothing but the partition name goes to stdout.
 #   scripts/slurm.sh start   -> prints debug
 #   scripts/slurm.sh stop
+#   scripts/slurm.sh status   (exit 0 when its daemons are running)
 # The node declares CPUs=16 whatever `nproc` says (SlurmdParameters=config_overrides), so many
 # one-CPU test jobs run at once on a small machine. Finished jobs' state and usage are written to
 # /var/log/slurm/jobcomp.txt (jobcomp/filetxt), since there is no slurmdbd.
@@ -37,11 +38,10 @@ install_packages() {
   installed && return 0
   export DEBIAN_FRONTEND=noninteractive
   echo "slurm.sh: installing ${PACKAGES[*]} from Debian's packages..." >&2
-  if ! apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/tmp/suanli-slurm-apt.log 2>&1; then
-    apt-get update -qq >>/tmp/suanli-slurm-apt.log 2>&1 || fail "apt-get update failed (see /tmp/suanli-slurm-apt.log)"
-    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >>/tmp/suanli-slurm-apt.log 2>&1 ||
-      fail "apt-get install ${PACKAGES[*]} failed (see /tmp/suanli-slurm-apt.log)"
-  fi
+  # shellcheck source=scripts/apt.sh
+  . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+  apt_install "${PACKAGES[@]}" 2>/tmp/suanli-slurm-apt.log ||
+    fail "apt-get install ${PACKAGES[*]} failed (see /tmp/suanli-slurm-apt.log)"
   installed || fail "Slurm's programs are still missing after apt-get install"
 }
 
@@ -146,8 +146,11 @@ case "${1:-start}" in
     stop_daemon /run/slurm/slurmctld.pid
     stop_daemon /run/munge/munged.pid
     ;;
+  status) # exit 0 when slurmctld and slurmd are both running
+    running /run/slurm/slurmctld.pid && running /run/slurm/slurmd.pid
+    ;;
   *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|stop|status" >&2
     exit 2
     ;;
 esac

@@ -10,14 +10,10 @@ mkdir -p "$(dirname "${VENV}")"
 PYTHON=${PYTHON:-python3}
 
 if ! command -v rsync >/dev/null 2>&1; then
-  if [ "$(id -u)" != "0" ]; then
-    echo "rsync is missing and this is not root: install Debian's rsync" >&2
-    exit 1
-  fi
   echo "installing rsync from Debian's packages..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends rsync >&2 \
-    || { apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends rsync >&2; }
+  # shellcheck source=scripts/apt.sh
+  . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+  apt_install rsync
 fi
 
 test -x "${VENV}/bin/python" || "${PYTHON}" -m venv "${VENV}"

@@ -14,6 +14,14 @@ output's URL (a directory) joined with the match's path after `path_prefix`. Out
 copied only when every executor succeeded, and each copied file is reported as a TES
 OutputFileLog (`url`, `path`, `size_bytes` as a string); directory outputs are flattened.
 Volumes are empty directories made before the first executor.
+
+Symbolic links never carry a copy out of bounds. Every file staged in is resolved and must lie
+under a file root (a link in an input directory that points elsewhere, `/etc/hostname` say,
+refuses the input, naming the link); every file staged out is resolved and must lie inside the
+task directory (a task cannot publish a host file by leaving a link to it in an output); every
+destination is resolved and must lie under a file root (a link planted in a destination directory
+cannot redirect a copy). Links that stay inside their bounds are followed; a directory that links
+back into itself is refused. Special files (sockets, FIFOs, devices) are not copied.
 """
 
 from __future__ import annotations
@@ -34,8 +42,28 @@ __all__ = ["WILDCARDS", "local_path", "stage_in", "stage_out"]
 WILDCARDS = frozenset("*?[")
 
 
+def _within(resolved: Path, roots: Sequence[Path]) -> bool:
+    """Whether a resolved path is one of `roots` or below one."""
+    for root in roots:
+        root = root.resolve()
+        if resolved == root or root in resolved.parents:
+            return True
+    return False
+
+
+def _outside_roots(field: str, url: str, roots: Sequence[Path], detail: str = "") -> InvalidValue:
+    allowed = ", ".join(str(r) for r in roots) or "none (start the agent with --file-root DIR)"
+    return InvalidValue(
+        field,
+        url,
+        f"a file under this agent's file roots: {allowed}{detail}",
+        f"位于代理允许的目录内{detail}",
+    )
+
+
 def local_path(url: str, field: str, roots: Sequence[Path]) -> Path:
-    """The local file a `file://` URL (or bare absolute path) names, if inside a root."""
+    """The local file a `file://` URL (or bare absolute path) names, resolved (links followed),
+    if inside a root."""
     parsed = urlparse(url)
     if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
         path = Path(unquote(parsed.path))
@@ -44,14 +72,9 @@ def local_path(url: str, field: str, roots: Sequence[Path]) -> Path:
     else:
         raise InvalidValue(field, url, "a file:// URL", "file:// 网址")
     resolved = path.resolve()
-    for root in roots:
-        root = root.resolve()
-        if resolved == root or root in resolved.parents:
-            return resolved
-    allowed = ", ".join(str(r) for r in roots) or "none (start the agent with --file-root DIR)"
-    raise InvalidValue(
-        field, url, f"a file under this agent's file roots: {allowed}", "位于代理允许的目录内"
-    )
+    if not _within(resolved, roots):
+        raise _outside_roots(field, url, roots)
+    return resolved
 
 
 def stage_in(
@@ -74,13 +97,39 @@ def stage_in(
         if entry.get("content") is not None:
             target.write_text(str(entry["content"]), encoding="utf-8")
             continue
-        source = local_path(str(entry.get("url") or ""), f"{where}.url", roots)
+        url = str(entry.get("url") or "")
+        source = local_path(url, f"{where}.url", roots)
         if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
+            _copy_tree_in(source, target, roots, f"{where}.url", url)
         elif source.is_file():
             shutil.copyfile(source, target)
         else:
             raise InvalidValue(f"{where}.url", entry.get("url"), "an existing file", "存在的文件")
+
+
+def _copy_tree_in(source: Path, target: Path, roots: Sequence[Path], field: str, url: str) -> None:
+    """Copy a directory input file by file, each one resolved and checked against the roots."""
+    seen: set[Path] = set()
+
+    def walk(folder: Path, into: Path) -> None:
+        real = folder.resolve()
+        if real in seen:
+            raise InvalidValue(
+                field, url, f"a directory without link loops ({folder})", "不含循环链接的目录"
+            )
+        seen.add(real)
+        into.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            path = Path(entry.path)
+            resolved = path.resolve()
+            if not _within(resolved, roots):
+                raise _outside_roots(field, url, roots, f" ({path} links to {resolved})")
+            if resolved.is_dir():
+                walk(path, into / entry.name)
+            elif resolved.is_file():
+                shutil.copyfile(resolved, into / entry.name)
+
+    walk(source, target)
 
 
 def stage_out(
@@ -92,12 +141,14 @@ def stage_out(
         where = f"outputs[{n}]"
         path, url = str(entry.get("path") or ""), str(entry.get("url") or "")
         destination = local_path(url, f"{where}.url", roots)
+        bounds = _Bounds(task_dir.resolve(), roots, where, url)
         if WILDCARDS & set(path):
             prefix = str(entry.get("path_prefix") or "")
             base = container_path(task_dir, prefix, f"{where}.path_prefix")
             pattern = str(task_dir.resolve()) + "/" + path.lstrip("/")
             for match in sorted(glob.glob(pattern)):
                 found = Path(match).resolve()
+                bounds.source(Path(match), found)
                 if base not in found.parents:
                     raise InvalidValue(
                         f"{where}.path_prefix", prefix, f"a prefix of {path}", "路径的前缀"
@@ -105,7 +156,7 @@ def stage_out(
                 relative = found.relative_to(base)
                 inside = "/" + str(found.relative_to(task_dir.resolve()))
                 logs += _copy_out(
-                    found, destination / relative, url.rstrip("/") + f"/{relative}", inside
+                    found, destination / relative, url.rstrip("/") + f"/{relative}", inside, bounds
                 )
             continue
         source = container_path(task_dir, path, f"{where}.path")
@@ -113,24 +164,65 @@ def stage_out(
             raise InvalidValue(
                 f"{where}.path", path, "a file the executors wrote", "执行器写出的文件"
             )
-        logs += _copy_out(source, destination, url, path)
+        logs += _copy_out(source, destination, url, path, bounds)
     return logs
 
 
-def _copy_out(source: Path, destination: Path, url: str, path: str) -> list[dict[str, str]]:
-    """Copy a file or a directory tree; OutputFileLogs of the files, a directory flattened."""
-    if source.is_dir():
+class _Bounds:
+    """Where one output may read (the task directory) and write (the file roots)."""
+
+    def __init__(self, task_root: Path, roots: Sequence[Path], where: str, url: str) -> None:
+        self.task_root, self.roots, self.where, self.url = task_root, roots, where, url
+        self.folders: set[Path] = set()  # directories copied so far (a link loop ends here)
+
+    def source(self, path: Path, resolved: Path) -> None:
+        if resolved != self.task_root and self.task_root not in resolved.parents:
+            raise InvalidValue(
+                f"{self.where}.path",
+                str(path),
+                f"a file inside the task directory (it links to {resolved})",
+                f"任务目录内的文件（它链接到 {resolved}）",
+            )
+
+    def destination(self, path: Path) -> Path:
+        resolved = path.resolve()
+        if not _within(resolved, self.roots):
+            raise _outside_roots(
+                f"{self.where}.url", self.url, self.roots, f" ({path} resolves to {resolved})"
+            )
+        return resolved
+
+
+def _copy_out(
+    source: Path, destination: Path, url: str, path: str, bounds: _Bounds
+) -> list[dict[str, str]]:
+    """Copy a file or a directory tree; OutputFileLogs of the files, a directory flattened.
+    Each file read is resolved inside the task directory, each file written under a root."""
+    resolved = source.resolve()
+    bounds.source(source, resolved)
+    if resolved.is_dir():
+        if resolved in bounds.folders:
+            raise InvalidValue(
+                f"{bounds.where}.path",
+                str(source),
+                "a directory without link loops",
+                "不含循环链接的目录",
+            )
+        bounds.folders.add(resolved)
         logs = []
-        for folder, _, files in os.walk(source):
-            for name in sorted(files):
-                inner = Path(folder, name).relative_to(source)
-                logs += _copy_out(
-                    Path(folder, name),
-                    destination / inner,
-                    url.rstrip("/") + f"/{inner}",
-                    f"{path.rstrip('/')}/{inner}",
-                )
+        for entry in sorted(os.scandir(source), key=lambda e: e.name):
+            logs += _copy_out(
+                Path(entry.path),
+                destination / entry.name,
+                url.rstrip("/") + f"/{entry.name}",
+                f"{path.rstrip('/')}/{entry.name}",
+                bounds,
+            )
         return logs
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, destination)
-    return [{"url": url, "path": path, "size_bytes": str(destination.stat().st_size)}]
+    if not resolved.is_file():
+        return []  # sockets, FIFOs and devices are not copied
+    target = bounds.destination(destination)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target = bounds.destination(destination)  # a link planted meanwhile is caught here
+    shutil.copyfile(resolved, target)
+    return [{"url": url, "path": path, "size_bytes": str(target.stat().st_size)}]
