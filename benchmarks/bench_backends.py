@@ -345,12 +345,12 @@ def _platform(
                 "queue_depth": queue_depth,
             }
             http.post("/v1/pools", json=pool).raise_for_status()
-        command = ["agent", "--server", base, "--token", provider, "--site", site_id]
+        command = ["agent", "--server", base, "--site", site_id]  # token: SUANLI_TOKEN
         command += ["--slots", str(n), "--work-root", str(home / "work"), *backend]
         agent_log = open(home / "agent.log", "wb")  # noqa: SIM115
         agent = subprocess.Popen(
             [sys.executable, "-m", "suanli", *command],
-            env=env,
+            env={**env, "SUANLI_TOKEN": provider},
             stdout=agent_log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import platform
 import signal
 import subprocess
@@ -107,10 +108,11 @@ def main() -> None:
             site = http.post("/v1/sites", json={"name": "bench", "province": "上海"}).json()["id"]
             pool = {"site_id": site, "device": "cpu", "count": 8, "price_fen_per_device_hour": 10}
             http.post("/v1/pools", json=pool).raise_for_status()
-        command = ["agent", "--server", base, "--token", provider, "--site", site]
+        command = ["agent", "--server", base, "--site", site]  # token: SUANLI_TOKEN
         command += ["--slots", "4", "--work-root", str(home / "work")]
         agent = subprocess.Popen(
             [sys.executable, "-m", "suanli", *command],
+            env={**os.environ, "SUANLI_TOKEN": provider},
             start_new_session=True,
             **quiet,  # type: ignore[call-overload]
         )

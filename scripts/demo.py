@@ -130,8 +130,6 @@ def main() -> int:
                     "agent",
                     "--server",
                     url,
-                    "--token",
-                    tokens[Role.PROVIDER],
                     "--site",
                     site,
                     "--slots",
@@ -139,7 +137,7 @@ def main() -> int:
                     "--work-root",
                     str(HOME / "work"),
                 ],
-                env=env,
+                env={**env, "SUANLI_TOKEN": tokens[Role.PROVIDER]},  # never on argv
                 stdout=log_file("agent.log"),
                 stderr=subprocess.STDOUT,
             )

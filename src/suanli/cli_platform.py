@@ -1,10 +1,13 @@
 """The platform commands of the `suanli` CLI: the server, the agent and the HTTP client.
 
-`serve` runs the FastAPI app under uvicorn; `admin token create` works on the database directly
-(bootstrapping); `agent` runs a provider agent; the client commands (`submit`, `tasks`, `task`,
-`logs`, `cancel`, `sites`, `pools`, `site add`, `pool add`) read `SUANLI_SERVER` and
-`SUANLI_TOKEN` (or `--server` / `--token`). Every command has `--json`; ids and tokens are under
-the keys `id` and `token`. Server errors are shown as the server's one-line message, exit 2.
+`serve` runs the FastAPI app under uvicorn (https with `--tls-cert` and `--tls-key`); `admin token
+create|list|revoke` work on the database directly (bootstrapping, and revoking a token everywhere
+within a second); `agent` runs a provider agent (its token from `--token-file` or `SUANLI_TOKEN`,
+never from argv); the client commands (`submit`, `tasks`, `task`, `logs`, `cancel`, `sites`,
+`pools`, `site add`, `site agent-token`, `pool add`, ...) read `SUANLI_SERVER`, `SUANLI_TOKEN` and
+`SUANLI_CA` (or `--server` / `--token` / `--ca`), and verify an https server against that CA (an
+untrusted certificate is one line). Every command has `--json`; ids and tokens are under the keys
+`id` and `token`. Server errors are shown as the server's one-line message, exit 2.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 import httpx
@@ -40,6 +44,13 @@ TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts / 输出 JSON")]
 ServerOpt = Annotated[str, typer.Option(envvar="SUANLI_SERVER", help="Server URL / 服务地址")]
 TokenOpt = Annotated[str, typer.Option(envvar="SUANLI_TOKEN", help="Bearer token / 访问令牌")]
+CaOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SUANLI_CA",
+        help="CA certificate (PEM) to verify an https server / 校验 https 服务端的 CA 证书",
+    ),
+]
 
 
 class ServerError(SuanliError):
@@ -61,19 +72,40 @@ class Unreachable(SuanliError):
         )
 
 
-class Client:
-    """A thin JSON client of the platform API."""
+class Untrusted(SuanliError):
+    def __init__(self, server: str, why: str) -> None:
+        super().__init__(
+            f"the server at {server} presented a certificate this client does not trust ({why}); "
+            "pass --ca FILE (or set SUANLI_CA) with the CA certificate that signed it",
+            f"服务 {server} 的证书不受信任（{why}）；"
+            "请用 --ca FILE（或 SUANLI_CA）指定签发它的 CA 证书",
+        )
 
-    def __init__(self, server: str, token: str) -> None:
+
+class Client:
+    """A thin JSON client of the platform API; over https it verifies the server against `ca`
+    (a PEM file, else $SUANLI_CA, else the system's trust store)."""
+
+    def __init__(self, server: str, token: str, ca: str | None = None) -> None:
+        from suanli.tls import client_verify
+
         self.server = server.rstrip("/")
         self.http = httpx.Client(
-            base_url=self.server, timeout=30.0, headers={"Authorization": f"Bearer {token}"}
+            base_url=self.server,
+            timeout=30.0,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=client_verify(ca),
         )
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        from suanli.tls import certificate_problem
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
+            problem = certificate_problem(error)
+            if problem is not None:
+                raise Untrusted(self.server, problem) from None
             raise Unreachable(self.server, type(error).__name__) from None
         try:
             body = response.json()
@@ -174,6 +206,30 @@ def _task_body(
     return body
 
 
+DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def duration_s(field: str, text: str) -> float:
+    """Seconds in a duration such as `90`, `3600s`, `90m`, `12h` or `30d`."""
+    from suanli.errors import InvalidValue
+
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in DURATION_UNITS_S else "s"
+    number = value[:-1] if value[-1:] in DURATION_UNITS_S else value
+    try:
+        seconds = float(number) * DURATION_UNITS_S[unit]
+    except ValueError:
+        seconds = float("nan")
+    if not (0 < seconds < float("inf")):
+        raise InvalidValue(
+            field,
+            text,
+            "a positive duration such as 3600s, 90m, 12h or 30d",
+            "正的时长，如 3600s、90m、12h、30d",
+        )
+    return seconds
+
+
 def _session(db: str | None, home: str | None) -> Any:
     """Sessions on the configured database, migrated (for the admin and audit commands)."""
     from suanli.config import load_settings
@@ -201,6 +257,34 @@ def _admin_money(
         out.print(f"{ident}: {account} {left} fen", markup=False)
 
 
+def _tls_files(cert: Path | None, key: Path | None) -> tuple[str, str] | None:
+    """The server's certificate and key files, both or neither, checked before it starts."""
+    from suanli.errors import InvalidValue
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        missing = "tls_cert" if cert is None else "tls_key"
+        raise InvalidValue(
+            missing,
+            None,
+            "both --tls-cert and --tls-key, or neither",
+            "同时给出证书与私钥，或都不给",
+        )
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidValue(
+            "tls_cert",
+            str(cert),
+            f"a PEM certificate matching --tls-key ({error})",
+            f"与私钥匹配的 PEM 证书（{error}）",
+        ) from None
+    return str(cert), str(key)
+
+
 def register(app: typer.Typer, handles_errors: Decorator) -> None:
     """Add the platform commands to the main Typer app."""
 
@@ -212,6 +296,12 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         db: Annotated[str | None, typer.Option(help="Database URL (SQLite or PostgreSQL)")] = None,
         home: Annotated[str | None, typer.Option(help="Data directory / 数据目录")] = None,
         upgrade: Annotated[bool, typer.Option(help="Migrate the schema on start")] = True,
+        tls_cert: Annotated[
+            str | None, typer.Option(help="Serve https: certificate chain (PEM) / TLS 证书")
+        ] = None,
+        tls_key: Annotated[
+            str | None, typer.Option(help="Serve https: private key (PEM) / TLS 私钥")
+        ] = None,
     ) -> None:
         """Run the platform server (FastAPI + uvicorn). 运行平台服务。"""
         import uvicorn
@@ -219,14 +309,26 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         from suanli.api.app import create_app
         from suanli.config import load_settings
 
-        settings = load_settings(host=host, port=port, database_url=db, home=home)
+        settings = load_settings(
+            host=host, port=port, database_url=db, home=home, tls_cert=tls_cert, tls_key=tls_key
+        )
+        tls = _tls_files(settings.tls_cert, settings.tls_key)
         application = create_app(settings, migrate=upgrade)
         err.print(
-            f"suanli server on http://{settings.host}:{settings.port} (docs at /docs), "
-            f"database {settings.url.split('@')[-1]}",
+            f"suanli server on {'https' if tls else 'http'}://{settings.host}:{settings.port} "
+            f"(docs at /docs), database {settings.url.split('@')[-1]}",
             markup=False,
         )
-        uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        )
 
     admin = typer.Typer(help="Administration on the database directly. 直接操作数据库的管理命令。")
     token_app = typer.Typer(help="Bearer tokens. 访问令牌。")
@@ -238,6 +340,9 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
     def token_create(
         role: Annotated[str, typer.Option(help="operator|provider|consumer / 角色")],
         name: Annotated[str, typer.Option(help="Owner name / 所有者名称")],
+        expires_in: Annotated[
+            str | None, typer.Option(help="Lifetime, e.g. 3600s, 90m, 12h, 90d / 有效期")
+        ] = None,
         db: Annotated[str | None, typer.Option(help="Database URL")] = None,
         home: Annotated[str | None, typer.Option(help="Data directory")] = None,
         as_json: JsonOpt = False,
@@ -255,20 +360,87 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 "one of operator, provider, consumer",
                 "operator、provider、consumer 之一",
             ) from None
+        lifetime = None if expires_in is None else duration_s("expires_in", expires_in)
         with _session(db, home).begin() as session:
-            principal, token = create_token(session, chosen, name)
+            principal, token = create_token(session, chosen, name, expires_in_s=lifetime)
         if as_json:
             _print_json({"id": principal.id, "role": chosen.value, "token": token})
         else:
             out.print(f"{chosen.value} {principal.id}: {token}", markup=False)
             err.print("store it now: it is shown only once / 请立即保存：仅显示一次")
 
+    @token_app.command("list")
+    @handles_errors
+    def token_list(
+        db: Annotated[str | None, typer.Option(help="Database URL")] = None,
+        home: Annotated[str | None, typer.Option(help="Data directory")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Every token, without its secret. 列出令牌（不含令牌本身）。"""
+        from suanli.api.tokens import token_read
+        from suanli.services.core import list_tokens
+
+        with _session(db, home)() as session:
+            rows = [token_read(t, p).model_dump(mode="json") for t, p in list_tokens(session)]
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table(title="Tokens 令牌")
+        for column in (
+            "Token 令牌",
+            "Principal 主体",
+            "Role 角色",
+            "Name 名称",
+            "Scope 范围",
+            "Created 创建",
+            "Expires 到期",
+            "Revoked 吊销",
+        ):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r["id"],
+                r["principal"],
+                r["role"],
+                r["name"],
+                f"agent of {r['site_id']}" if r["site_id"] else "all",
+                r["created_at"][:19],
+                (r["expires_at"] or "never")[:19],
+                (r["revoked_at"] or "")[:19],
+            )
+        out.print(table)
+
+    @token_app.command("revoke")
+    @handles_errors
+    def token_revoke(
+        token_id: Annotated[str, typer.Argument(help="Token id (tok-...) / 令牌 id")],
+        db: Annotated[str | None, typer.Option(help="Database URL")] = None,
+        home: Annotated[str | None, typer.Option(help="Data directory")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Revoke a token: every server refuses it within a second. 吊销令牌。"""
+        from suanli.services.core import aware, revoke_token
+
+        with _session(db, home).begin() as session:
+            row = revoke_token(session, token_id, "admin")
+            revoked_at = aware(row.revoked_at or row.created_at).isoformat()
+        if as_json:
+            _print_json({"id": token_id, "revoked_at": revoked_at})
+        else:
+            out.print(f"{token_id} revoked at {revoked_at} / 已吊销", markup=False)
+
     @app.command()
     @handles_errors
     def agent(
         server: ServerOpt,
-        token: TokenOpt,
         site: Annotated[str, typer.Option(help="Site id / 站点 id")],
+        token_file: Annotated[
+            str | None,
+            typer.Option(help="File holding the agent token (else $SUANLI_TOKEN) / 令牌文件"),
+        ] = None,
+        token: Annotated[
+            str | None, typer.Option(hidden=True, help="Refused: use --token-file")
+        ] = None,
         backend: Annotated[str, typer.Option(help="local|slurm|ray / 执行后端")] = "local",
         slots: Annotated[int, typer.Option(help="Tasks at once / 并发任务数")] = 1,
         name: Annotated[str | None, typer.Option(help="Agent name / 代理名称")] = None,
@@ -285,11 +457,18 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         poll_s: Annotated[
             float, typer.Option(help="Seconds between passes over the backend / 轮询间隔")
         ] = 0.5,
+        ca: CaOpt = None,
     ) -> None:
-        """Run a provider agent: lease tasks of a site and run them. 运行提供方代理。"""
-        from suanli.agent.backends import backend_named
-        from suanli.agent.runner import run_agent
+        """Run a provider agent: lease tasks of a site and run them. 运行提供方代理。
 
+        The token comes from --token-file or SUANLI_TOKEN, never from the command line."""
+        from suanli.agent.backends import backend_named
+        from suanli.agent.runner import agent_token, run_agent
+
+        # first: SUANLI_TOKEN leaves the environment before anything is started
+        secret = agent_token(
+            token_file, argv_token=token, log=lambda line: err.print(line, markup=False)
+        )
         options: dict[str, object] = {}
         if backend == "slurm":
             options = {"partition": partition, "account": account}
@@ -297,7 +476,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             options = {"address": ray_address}
         run_agent(
             server,
-            token,
+            secret,
             site,
             backend=backend_named(backend, **options),
             slots=slots,
@@ -305,6 +484,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             work_root=work_root,
             file_roots=file_root or (),
             poll_s=poll_s,
+            ca=ca,
         )
 
     @app.command()
@@ -332,6 +512,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe key / 幂等键")] = None,
         wait: Annotated[bool, typer.Option(help="Follow until it ends / 等待结束")] = False,
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Submit a command as a task. 提交任务。"""
         body = _task_body(
@@ -353,7 +534,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             env,
             workdir,
         )
-        client = Client(server, token)
+        client = Client(server, token, ca)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         task = client.call("POST", "/v1/tasks", json=body, headers=headers)
         if not wait:
@@ -403,12 +584,13 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         state: Annotated[str | None, typer.Option(help="Only this state / 状态")] = None,
         limit: Annotated[int, typer.Option(help="At most / 最多")] = 100,
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """List your tasks. 列出任务。"""
         params: dict[str, Any] = {"limit": limit}
         if state:
             params["state"] = state
-        rows = Client(server, token).call("GET", "/v1/tasks", params=params)
+        rows = Client(server, token, ca).call("GET", "/v1/tasks", params=params)
         if as_json:
             _print_json(rows)
         else:
@@ -421,9 +603,10 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         token: TokenOpt,
         task_id: Annotated[str, typer.Argument(help="Task id / 任务 id")],
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Show one task. 查看任务。"""
-        row = Client(server, token).call("GET", f"/v1/tasks/{task_id}")
+        row = Client(server, token, ca).call("GET", f"/v1/tasks/{task_id}")
         if as_json:
             _print_json(row)
         else:
@@ -436,9 +619,10 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         token: TokenOpt,
         task_id: Annotated[str, typer.Argument(help="Task id / 任务 id")],
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Show a task's output tails. 查看任务输出。"""
-        row = Client(server, token).call("GET", f"/v1/tasks/{task_id}/logs")
+        row = Client(server, token, ca).call("GET", f"/v1/tasks/{task_id}/logs")
         if as_json:
             _print_json(row)
         else:
@@ -452,9 +636,10 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         token: TokenOpt,
         task_id: Annotated[str, typer.Argument(help="Task id / 任务 id")],
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Cancel a task. 取消任务。"""
-        row = Client(server, token).call("POST", f"/v1/tasks/{task_id}/cancel")
+        row = Client(server, token, ca).call("POST", f"/v1/tasks/{task_id}/cancel")
         if as_json:
             _print_json(row)
         else:
@@ -466,9 +651,14 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
 
     @app.command()
     @handles_errors
-    def sites(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    def sites(
+        server: ServerOpt,
+        token: TokenOpt,
+        as_json: JsonOpt = False,
+        ca: CaOpt = None,
+    ) -> None:
         """List sites. 列出站点。"""
-        rows = Client(server, token).call("GET", "/v1/sites")
+        rows = Client(server, token, ca).call("GET", "/v1/sites")
         if as_json:
             _print_json(rows)
             return
@@ -495,9 +685,14 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
 
     @app.command()
     @handles_errors
-    def pools(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    def pools(
+        server: ServerOpt,
+        token: TokenOpt,
+        as_json: JsonOpt = False,
+        ca: CaOpt = None,
+    ) -> None:
         """List pools with their free devices. 列出资源池。"""
-        rows = Client(server, token).call("GET", "/v1/pools")
+        rows = Client(server, token, ca).call("GET", "/v1/pools")
         if as_json:
             _print_json(rows)
             return
@@ -532,6 +727,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         pue: Annotated[float | None, typer.Option(help="PUE")] = None,
         green_share: Annotated[float | None, typer.Option(help="Green power share / 绿电")] = None,
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Register a site (a cluster, or a province with coordinates). 注册站点。"""
         body = {
@@ -547,8 +743,38 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             }.items()
             if v is not None
         }
-        row = Client(server, token).call("POST", "/v1/sites", json=body)
+        row = Client(server, token, ca).call("POST", "/v1/sites", json=body)
         _print_json(row) if as_json else out.print(row["id"], markup=False)
+
+    @site_app.command("agent-token")
+    @handles_errors
+    def site_agent_token(
+        server: ServerOpt,
+        token: TokenOpt,
+        site: Annotated[str, typer.Option(help="Site id / 站点 id")],
+        name: Annotated[str, typer.Option(help="Token name / 令牌名称")] = "agent",
+        expires_in: Annotated[
+            str | None, typer.Option(help="Lifetime, e.g. 3600s, 90m, 12h, 30d / 有效期")
+        ] = None,
+        as_json: JsonOpt = False,
+        ca: CaOpt = None,
+    ) -> None:
+        """Issue a token for the agents of one site (shown once). 签发站点代理令牌。"""
+        body: dict[str, Any] = {"name": name}
+        if expires_in is not None:
+            body["expires_in_s"] = int(duration_s("expires_in", expires_in))
+        row = Client(server, token, ca).call("POST", f"/v1/sites/{site}/agent-tokens", json=body)
+        if as_json:
+            _print_json(row)
+        else:
+            out.print(row["token"], markup=False)
+            err.print(
+                f"{row['id']}: agent token for {row['site_id']}, expires "
+                f"{row['expires_at'] or 'never'}; give it to the agent with --token-file or "
+                "SUANLI_TOKEN; it is shown only once / 仅显示一次，请通过 --token-file 或 "
+                "SUANLI_TOKEN 交给代理",
+                markup=False,
+            )
 
     @pool_app.command("add")
     @handles_errors
@@ -560,9 +786,10 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         count: Annotated[int, typer.Option(help="Devices / 数量")],
         price_fen_per_hour: Annotated[int, typer.Option(help="Fen per device-hour / 单价")],
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Add a pool of devices to a site. 添加资源池。"""
-        row = Client(server, token).call(
+        row = Client(server, token, ca).call(
             "POST",
             "/v1/pools",
             json={
@@ -592,6 +819,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         deadline: Annotated[float | None, typer.Option(help="Seconds from now / 截止")] = None,
         policy: Annotated[str | None, typer.Option(help="Placement policy / 调度策略")] = None,
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Priced options for a task, valid for a few minutes. 报价。"""
         body = _task_body(
@@ -613,7 +841,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             None,
             None,
         )
-        row = Client(server, token).call("POST", "/v1/quotes", json=body)
+        row = Client(server, token, ca).call("POST", "/v1/quotes", json=body)
         if as_json:
             _print_json(row)
             return
@@ -650,9 +878,10 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         quote_id: Annotated[str, typer.Argument(help="Quote id / 报价 id")],
         option: Annotated[int, typer.Option(help="Option number / 选项序号")] = 0,
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Accept a quote: escrow the price, create the order and the task. 接受报价。"""
-        row = Client(server, token).call(
+        row = Client(server, token, ca).call(
             "POST", f"/v1/quotes/{quote_id}/accept", json={"option": option}
         )
         _print_json(row) if as_json else out.print(
@@ -662,9 +891,14 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
 
     @app.command()
     @handles_errors
-    def balance(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    def balance(
+        server: ServerOpt,
+        token: TokenOpt,
+        as_json: JsonOpt = False,
+        ca: CaOpt = None,
+    ) -> None:
         """Your account balances (fen). 账户余额。"""
-        row = Client(server, token).call("GET", "/v1/balance")
+        row = Client(server, token, ca).call("GET", "/v1/balance")
         if as_json:
             _print_json(row)
             return
@@ -683,10 +917,11 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         start: Annotated[str | None, typer.Option("--from", help="ISO date-time / 起")] = None,
         end: Annotated[str | None, typer.Option("--to", help="ISO date-time / 止")] = None,
         format_: Annotated[str, typer.Option("--format", help="table|csv|json")] = "table",
+        ca: CaOpt = None,
     ) -> None:
         """Postings of an account, for invoicing. 账单明细。"""
         params = {k: v for k, v in {"account": account, "from": start, "to": end}.items() if v}
-        row = Client(server, token).call("GET", "/v1/statement", params=params)
+        row = Client(server, token, ca).call("GET", "/v1/statement", params=params)
         if format_ == "json":
             _print_json(row)
         elif format_ == "csv":
@@ -731,9 +966,10 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         stars: Annotated[int, typer.Option(help="1..5 / 评分")],
         comment: Annotated[str, typer.Option(help="Comment / 评语")] = "",
         as_json: JsonOpt = False,
+        ca: CaOpt = None,
     ) -> None:
         """Rate a finished order, once. 评价订单。"""
-        row = Client(server, token).call(
+        row = Client(server, token, ca).call(
             "POST", f"/v1/orders/{order_id}/rating", json={"stars": stars, "comment": comment}
         )
         _print_json(row) if as_json else out.print(row["id"], markup=False)
@@ -770,16 +1006,49 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
     def audit_verify(
         db: Annotated[str | None, typer.Option(help="Database URL")] = None,
         home: Annotated[str | None, typer.Option(help="Data directory")] = None,
+        full: Annotated[
+            bool,
+            typer.Option(
+                "--full/--incremental",
+                help="Walk from the first event (default), or resume from the last checkpoint "
+                "/ 从第一条事件校验（默认），或从上次检查点继续",
+            ),
+        ] = True,
     ) -> None:
-        """Re-walk the event chain and the ledger. 校验审计链与账本。"""
-        from suanli.services import market
+        """Prove the books: the hash chain, every posting, and a replay of the ledger in which
+        no wallet, escrow or receivable goes below zero and each order settles once; exit 1
+        naming the first breach. 校验审计链与账本（余额不为负、每单只结算一次）。"""
+        from sqlalchemy.orm import Session
 
-        with _session(db, home)() as session:
-            broken = market.verify(session)
-        if broken is not None:
-            err.print(f"audit FAILED / 审计失败: {broken}", markup=False)
+        from suanli.services import market
+        from suanli.store.db import make_engine
+
+        sessions = _session(db, home)
+        if full:
+            # one consistent snapshot, without holding up the platform's writers
+            engine = sessions.kw["bind"]
+            reader = (
+                engine.execution_options(isolation_level="REPEATABLE READ")
+                if engine.dialect.name == "postgresql"
+                else make_engine(engine.url.render_as_string(hide_password=False), reader=True)
+            )
+            with Session(reader) as session:
+                result = market.walk(session, full=True)
+            with sessions.begin() as session:
+                market.save_checkpoint(session, result)
+        else:
+            with sessions.begin() as session:
+                result = market.audit(session)
+        if result.problem is not None:
+            err.print(f"audit FAILED / 审计失败: {result.problem}", markup=False)
             raise typer.Exit(1)
-        out.print("audit OK: the chain and the ledger verify / 审计通过", markup=False)
+        how = "from the first event" if full else f"{result.walked} since the checkpoint"
+        out.print(
+            f"audit OK: {result.events} events ({how}) and {result.transactions} transactions "
+            f"verify; no balance below zero / 审计通过：{result.events} 条事件、"
+            f"{result.transactions} 笔交易",
+            markup=False,
+        )
 
     @audit.command("export")
     @handles_errors

@@ -2,7 +2,10 @@
 TOML file (`SUANLI_CONFIG`, default `$SUANLI_HOME/suanli.toml` when it exists).
 
 Owns the defaults: an embedded SQLite file in `$SUANLI_HOME` (default `./.suanli/`) in WAL mode,
-127.0.0.1:8000, a 30 s lease renewed by 5 s heartbeats, a scheduling pass every 2 s.
+127.0.0.1:8000 over plain HTTP (TLS with `tls_cert` and `tls_key`), a 30 s lease renewed by 5 s
+heartbeats (a lease shorter than three heartbeats is refused), a scheduling pass every 2 s,
+429 for an address after 20 failed authentications within 10 s, request bodies up to 1 MiB
+(`max_body_bytes`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from suanli.errors import InvalidValue
 
 
 def _toml_defaults() -> dict[str, Any]:
@@ -47,6 +52,35 @@ class Settings(BaseSettings):
     network_fen_per_gb: int = Field(default=0, ge=0)
     preemptible_discount_bp: int = Field(default=3000, ge=0, le=10_000)
     sla_credit_bp: int = Field(default=1000, ge=0, le=10_000)
+    # the largest request body accepted (413 above it; an agent's report may be 16x this)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1 << 30)
+    # TLS: serve https with this certificate chain and key (PEM files), both or neither
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # failed authentication: more than `auth_failures_max` 401s from one address within
+    # `auth_failures_window_s` refuse that address with 429 for `auth_block_s` (per process)
+    auth_failures_max: int = Field(default=20, ge=1)
+    auth_failures_window_s: float = Field(default=10.0, gt=0)
+    auth_block_s: float = Field(default=30.0, gt=0)
+    # addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
+    # (comma-separated, as uvicorn's --forwarded-allow-ips); empty: none, so no local process
+    # can pose as another client address to dodge the throttle or as https to the console
+    forwarded_allow_ips: str = ""
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> Settings:
+        """A lease must survive at least three heartbeats, or one late beat re-queues (and so
+        duplicates) running work. Raised as a SuanliError, which pydantic does not wrap."""
+        if self.lease_s < 3 * self.heartbeat_s:
+            raise InvalidValue(
+                "lease_s",
+                self.lease_s,
+                f"at least 3 x heartbeat_s = {3 * self.heartbeat_s:g} s: raise SUANLI_LEASE_S "
+                "or lower SUANLI_HEARTBEAT_S",
+                f"不短于 3 × heartbeat_s = {3 * self.heartbeat_s:g} 秒：请调大 SUANLI_LEASE_S "
+                "或调小 SUANLI_HEARTBEAT_S",
+            )
+        return self
 
     @property
     def url(self) -> str:

@@ -1,7 +1,10 @@
 """The provider agent loop: register, heartbeat, lease, run on a backend, report.
 
 An agent runs on a provider's machine and only ever calls the server (agents pull, so firewalls
-and NAT stay closed). The protocol is JSON over HTTP with `Authorization: Bearer <token>`:
+and NAT stay closed). The protocol is JSON over HTTP with `Authorization: Bearer <token>`; the
+token comes from a file or `$SUANLI_TOKEN`, never from the command line (`agent_token`), and is
+removed from this process's environment as soon as it is read, so no task or engine command
+started by the agent inherits it (tasks get a clean environment anyway, see `backends`):
 
 1. `POST /v1/agents` `{"site_id", "name", "slots", "backend"}` -> 201
    `{"id", "lease_s", "heartbeat_s"}`;
@@ -22,8 +25,10 @@ runs in `<work root>/agent-state.json`. Started again with the same work root, i
 id (if the server still knows it, its leases are renewed by the first heartbeat) and asks the
 backend to `reattach` each task: work the engine still has (a Slurm job, a Ray job) is followed
 to its end and reported once; work that cannot be found again (the local backend's processes)
-is reported SYSTEM_ERROR. A task whose lease ran out meanwhile is answered 409 and dropped, as
-always, so nothing runs twice. Every `capacity_every_s` the heartbeat also carries the
+is reported SYSTEM_ERROR, after the process groups the state file records for it (the local
+backend's `executor_process`) are killed: whatever a previous agent on this work root left
+running is no longer leased to anyone. A task whose lease ran out meanwhile is answered 409 and
+dropped, as always, so nothing runs twice. Every `capacity_every_s` the heartbeat also carries the
 backend's `capacity()`, from which the server sizes the site's pools.
 
 Files: inputs are staged into the task directory before the backend starts, and outputs are
@@ -48,6 +53,7 @@ change goes to the `log` callable (stderr by default). One thread drives an `Age
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -80,8 +86,19 @@ from suanli.agent.backends import (
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, read_tail
 from suanli.errors import InvalidValue, SuanliError
+from suanli.tls import certificate_problem, client_verify
 
-__all__ = ["STOP_REASON", "Agent", "AgentRejected", "Backoff", "ServerUnavailable", "run_agent"]
+__all__ = [
+    "STOP_REASON",
+    "TOKEN_ENV",
+    "Agent",
+    "AgentRejected",
+    "Backoff",
+    "ServerUnavailable",
+    "TokenOnCommandLine",
+    "agent_token",
+    "run_agent",
+]
 
 STOP_REASON = "agent stopped"
 STATE_FILE = "agent-state.json"
@@ -89,6 +106,78 @@ LOST_REASON = "lost when the agent restarted: the backend cannot find it again"
 SERVER_CANCEL_REASON = "canceled by the server"
 LEASE_LOST_REASON = "lease not renewed in time"
 REASON_CHARS = 1000  # the server's limit on a report's reason
+TOKEN_ENV = "SUANLI_TOKEN"
+
+
+class TokenOnCommandLine(SuanliError):
+    """`--token` on the agent's command line: every local user and every task could read it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the agent does not take --token: a command line is readable by every process on "
+            "the host (ps, /proc/<pid>/cmdline), tasks included; put the token in a file only "
+            "you can read and pass --token-file FILE, or set SUANLI_TOKEN",
+            "代理不接受 --token：命令行对本机所有进程（ps、/proc/<pid>/cmdline）包括任务可见；"
+            "请把令牌存入仅自己可读的文件并使用 --token-file FILE，或设置环境变量 SUANLI_TOKEN",
+        )
+
+
+def agent_token(
+    token_file: Path | str | None = None,
+    *,
+    argv_token: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> str:
+    """The agent's credential: the first line of `token_file`, else `$SUANLI_TOKEN`; never the
+    command line (`argv_token` given raises `TokenOnCommandLine`). `SUANLI_TOKEN` is removed
+    from `os.environ` (and blanked in the environment block that /proc/<pid>/environ shows), so
+    no child process inherits or reads it. A token file that group or others may read gets a
+    warning through `log`."""
+    if argv_token is not None:
+        raise TokenOnCommandLine()
+    _blank_environ_entry(TOKEN_ENV)  # first: popping unlinks the entry from the C block
+    from_env = os.environ.pop(TOKEN_ENV, None)
+    if token_file is not None:
+        path = Path(token_file)
+        try:
+            token = path.read_text(encoding="utf-8").strip().split("\n", 1)[0].strip()
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidValue(
+                "--token-file", str(path), f"a readable token file ({exc})", "可读的令牌文件"
+            ) from None
+        if mode & 0o044 and log is not None:
+            log(
+                f"warning: {path} is readable by group or others: chmod 600 {path} / "
+                f"警告：{path} 对同组或其他用户可读，请执行 chmod 600 {path}"
+            )
+    else:
+        token = (from_env or "").strip()
+    if not token:
+        raise InvalidValue(
+            "token",
+            "",
+            "an agent token: --token-file FILE or the SUANLI_TOKEN environment variable",
+            "代理令牌：--token-file FILE 或环境变量 SUANLI_TOKEN",
+        )
+    return token
+
+
+def _blank_environ_entry(name: str) -> None:
+    """Overwrite the value of `name` in the C environment block with NUL bytes, so that
+    /proc/<pid>/environ (the block the process started with) no longer shows it; best effort,
+    and a no-op where libc's `environ` cannot be reached."""
+    try:
+        block = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
+    except (OSError, ValueError, AttributeError):
+        return
+    prefix = name.encode() + b"="
+    index = 0
+    while (address := block[index]) is not None:
+        entry = ctypes.string_at(address)
+        if entry.startswith(prefix):
+            ctypes.memset(address + len(prefix), 0, len(entry) - len(prefix))
+        index += 1
 
 
 class AgentRejected(SuanliError):
@@ -152,6 +241,7 @@ class _Task:
     outputs: list[dict[str, Any]]
     cancel_reason: str | None = None
     dropped: bool = False  # no longer ours: drain on the backend, never report
+    process: tuple[int, int] | None = None  # the local backend's running group (state file)
 
 
 @dataclass(frozen=True)
@@ -195,6 +285,7 @@ class Agent:
         shutdown_s: float = 10.0,
         log: Callable[[str], None] = _stderr_line,
         clock: Callable[[], float] = time.monotonic,
+        ca: str | None = None,
     ) -> None:
         url = httpx.URL(server_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -224,9 +315,16 @@ class Agent:
             base_url=server_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_s,
+            verify=client_verify(ca),  # an https server is verified against `ca` / $SUANLI_CA
         )
         if getattr(self.backend, "private_tmp", True) is False:
             self._log("this system refuses mount namespaces: tasks share the host's /tmp")
+        if getattr(self.backend, "pid_namespace", True) is False:
+            self._log(
+                "this system refuses PID namespaces: tasks see the host's processes, and what "
+                "a task leaves running when the agent is killed is stopped by the next agent "
+                "started on this work root"
+            )
         self._tasks: dict[str, _Task] = {}
         self._outbox: deque[_Report] = deque()
         self._net_ready_at = 0.0
@@ -235,6 +333,7 @@ class Agent:
         self.capacity_every_s = capacity_every_s
         self._next_capacity_at = 0.0
         self._state_path = self.work_root / STATE_FILE
+        self._kill_leftovers()
         self._recovered = self._load_state()
 
     # -- the loop -------------------------------------------------------------------------
@@ -312,7 +411,8 @@ class Agent:
 
     def _resume(self, state: Mapping[str, Any]) -> bool:
         """Take up a previous run's id and tasks; False when the server has forgotten it."""
-        tasks: Mapping[str, Any] = state.get("tasks") or {}
+        saved_tasks: Mapping[str, Any] = state.get("tasks") or {}
+        tasks = {k: v for k, v in saved_tasks.items() if not v.get("dropped")}
         self.agent_id = str(state["agent_id"])
         path = self._agent_path("heartbeat")
         try:
@@ -355,6 +455,23 @@ class Agent:
         self._save_state()
         return True
 
+    def _kill_leftovers(self) -> None:
+        """Kill the process groups that a previous agent on this work root recorded: this
+        process holds no lease for them, whichever server or site that agent worked for."""
+        kill = getattr(self.backend, "kill_leftovers", None)
+        try:
+            state = json.loads(self._state_path.read_text())
+            tasks = dict(state.get("tasks") or {})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return
+        for task_id, saved in tasks.items():
+            process = saved.get("process") if isinstance(saved, dict) else None
+            if kill is None or not isinstance(process, list) or len(process) != 2:
+                continue
+            with contextlib.suppress(OSError, TypeError, ValueError):
+                if kill(int(process[0]), int(process[1])):
+                    self._log(f"task {task_id}: killed what a previous agent left running")
+
     def _load_state(self) -> dict[str, Any] | None:
         """The state a previous run left in this work root, if it was for this server, site
         and backend."""
@@ -381,9 +498,15 @@ class Agent:
             "lease_s": self.lease_s,
             "heartbeat_s": self.heartbeat_s,
             "tasks": {
-                t.id: {"ref": t.handle.ref, "task_dir": str(t.task_dir), "outputs": t.outputs}
+                t.id: {
+                    "ref": t.handle.ref,
+                    "task_dir": str(t.task_dir),
+                    "outputs": t.outputs,
+                    "process": t.process,
+                    "dropped": t.dropped,
+                }
                 for t in self._tasks.values()
-                if not t.dropped
+                if not t.dropped or t.process is not None  # dropped but still draining
             },
         }
         self.work_root.mkdir(parents=True, exist_ok=True)
@@ -438,6 +561,10 @@ class Agent:
         try:
             response = self._client.post(path, json=body)
         except httpx.HTTPError as exc:
+            problem = certificate_problem(exc)
+            if problem is not None:  # retried too: the server may be given a new certificate
+                why = f"untrusted server certificate ({problem}); pass --ca FILE or set SUANLI_CA"
+                raise ServerUnavailable(path, why) from exc
             raise ServerUnavailable(path, f"{type(exc).__name__}: {exc}") from exc
         code = response.status_code
         try:
@@ -561,6 +688,7 @@ class Agent:
             lease_deadline=self._clock() + self.lease_s,
             task_dir=workdir,
             outputs=outputs,
+            process=self._process_of(handle),
         )
         self._enqueue(task_id, {"state": TaskState.RUNNING.value}, terminal=False)
         self._save_state()
@@ -589,11 +717,24 @@ class Agent:
             except Exception as exc:  # the backend lost the task: it cannot finish here
                 status = _no_status(TaskState.SYSTEM_ERROR, f"backend poll failed: {exc}")
             if status is None:
+                self._track_process(task)
                 continue
             del self._tasks[task.id]
             self._save_state()
             if not task.dropped:
                 self._finished(task, status)
+
+    def _process_of(self, handle: Handle) -> tuple[int, int] | None:
+        where = getattr(self.backend, "executor_process", None)
+        return where(handle) if where is not None else None
+
+    def _track_process(self, task: _Task) -> None:
+        """Record in the state file the process group the backend runs the task in now (the
+        local backend's executors), so a restarted agent can kill it."""
+        process = self._process_of(task.handle)
+        if process != task.process:
+            task.process = process
+            self._save_state()
 
     def _finished(self, task: _Task, status: Status) -> None:
         reason = status.reason
@@ -691,6 +832,7 @@ def run_agent(
     stop: threading.Event | None = None,
     poll_s: float = 0.5,
     file_roots: Sequence[Path | str] = (),
+    ca: str | None = None,
 ) -> None:
     """Run an agent until `stop` is set; with no `stop`, until SIGINT or SIGTERM (main thread).
 
@@ -707,6 +849,7 @@ def run_agent(
         work_root=work_root,
         file_roots=file_roots,
         poll_s=poll_s,
+        ca=ca,
     )
     if stop is not None:
         agent.run(stop)

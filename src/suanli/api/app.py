@@ -2,9 +2,14 @@
 
 Owns the HTTP surface (thin routes over `services.platform`), the unit of work per request
 (commit on success, roll back on any error, so a failed request leaves nothing half-written),
-bearer-token authentication, the background scheduling loop (lease expiry + a placement pass,
+bearer-token authentication (a token is looked up again after TOKEN_CACHE_S, so a revoked or
+expired token is refused by every server process within a second; an agent token reaches only
+the agent routes, through `run_agent`; repeated 401s from one address are throttled with 429 by
+`api.throttle`), the background scheduling loop (lease expiry + a placement pass,
 every `schedule_interval_s` and whenever a task is submitted), `/healthz` and Prometheus
 `/metrics` (queue length, tasks by state, placements, re-queues, agents, request latency).
+Every request passes `api.limits` first: a body over `max_body_bytes` is 413, a NUL in the URL
+is refused; `GET /v1/tasks` returns at most `MAX_LIST_LIMIT` tasks.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from suanli import __version__
 from suanli.api import errors
+from suanli.api.limits import RequestLimits
 from suanli.api.schemas import (
     AcceptQuote,
     AgentCreate,
@@ -56,19 +62,22 @@ from suanli.api.schemas import (
     TaskCreate,
     TaskLogs,
     TaskRead,
+    Text,
 )
+from suanli.api.throttle import AuthThrottle
 from suanli.config import Settings
 from suanli.services import market, platform
-from suanli.services.core import Unauthorized, authenticate, aware, now
+from suanli.services.core import Caller, Unauthorized, authenticate, aware, now
 from suanli.store.db import check_schema, make_engine, session_factory, upgrade
 from suanli.store.models import OrderRow, PoolRow, Principal, SiteRow, TaskRow
 
 log = logging.getLogger("suanli.server")
 R = TypeVar("R")
 MIN_PASS_GAP_S = 0.05
-TOKEN_CACHE_S = 30.0
+MAX_LIST_LIMIT = 1000  # tasks per GET /v1/tasks (each under max_body_bytes: a bounded page)
+TOKEN_CACHE_S = 0.5  # a revoked token works at most this long on any process
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429)
 }
 SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS,
@@ -115,26 +124,28 @@ class Platform:
             threading.Lock() if serialise_writes else nullcontext()
         )
         self.metrics = Metrics()
-        self.tokens: dict[str, tuple[float, Principal]] = {}
+        self.tokens: dict[str, tuple[float, Caller]] = {}
         self.wake = threading.Event()
         self.capacity_grew = threading.Event()
         self.last_pass_at: datetime | None = None
         self.last_full_pass = 0.0
         self.stop = threading.Event()
 
-    def principal(self, session: Session, token: str) -> Principal:
-        """The token's principal, remembered for TOKEN_CACHE_S (so a revoked token may work
-        that much longer); unknown tokens are never cached."""
+    def caller(self, session: Session, token: str) -> Caller:
+        """The token's caller, remembered for TOKEN_CACHE_S (so a revoked token may work that
+        much longer, never past its expiry); unknown tokens are never cached."""
         moment = time.monotonic()
         cached = self.tokens.get(token)
         if cached is not None and moment - cached[0] < TOKEN_CACHE_S:
+            if cached[1].expired(now()):
+                raise Unauthorized()
             return cached[1]
-        who = authenticate(session, token)
-        session.expunge(who)
+        caller = authenticate(session, token)
+        session.expunge(caller.principal)
         if len(self.tokens) > 10_000:
             self.tokens.clear()
-        self.tokens[token] = (moment, who)
-        return who
+        self.tokens[token] = (moment, caller)
+        return caller
 
     @contextmanager
     def unit_of_work(self, write: bool = True) -> Iterator[Session]:
@@ -313,15 +324,32 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     app.state.platform = state
     errors.install(app)
 
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        AuthThrottle,
+        max_failures=settings.auth_failures_max,
+        window_s=settings.auth_failures_window_s,
+        block_s=settings.auth_block_s,
+    )
     app.add_middleware(MeasureRequests, metrics=state.metrics)
 
     def acted(token: str, write: bool, work: Callable[[Session, Principal], R]) -> R:
         with state.unit_of_work(write) as session:
-            return work(session, state.principal(session, token))
+            return work(session, state.caller(session, token).unscoped())
 
     async def run(token: str, write: bool, work: Callable[[Session, Principal], R]) -> R:
-        """One unit of work in the thread pool: the only thread hop of a request."""
+        """One unit of work in the thread pool: the only thread hop of a request. An agent
+        token is refused (403): it may act only through `run_agent`."""
         return await run_in_threadpool(acted, token, write, work)
+
+    def acted_as_agent(token: str, work: Callable[[Session, Caller], R]) -> R:
+        with state.unit_of_work() as session:
+            return work(session, state.caller(session, token))
+
+    async def run_agent(token: str, work: Callable[[Session, Caller], R]) -> R:
+        """A write of the agent protocol: the caller may be an agent token, whose site scope
+        the service checks (`site_scope=caller.site_id`)."""
+        return await run_in_threadpool(acted_as_agent, token, work)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -368,7 +396,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         body: TaskCreate,
         token: Token,
         response: Response,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: Annotated[Text | None, Header(max_length=200)] = None,
     ) -> TaskRead:
         spec = body.model_dump()
 
@@ -386,8 +414,8 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     @app.get("/v1/tasks", response_model=list[TaskRead], responses=ERRORS, tags=["tasks"])
     async def tasks(
         token: Token,
-        state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        state_: Annotated[Text | None, Query(alias="state", max_length=20)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 100,
     ) -> list[TaskRead]:
         return await run(
             token,
@@ -432,9 +460,12 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     from suanli.api import tes  # needs this module's bearer dependency: imported here
 
     tes.install(app, run, state.wake.set)
+    from suanli.api import tokens
+
+    tokens.install(app, run)
     from suanli.console import web
 
-    web.install(app, run, state.wake.set)
+    web.install(app, state.unit_of_work, state.wake.set)
 
     # --- sites and pools (providers) ---------------------------------------------------------
 
@@ -589,13 +620,13 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     async def register(body: AgentCreate, token: Token) -> AgentRead:
         spec = body.model_dump()
 
-        def work(session: Session, who: Principal) -> AgentRead:
-            agent = platform.register_agent(session, who, spec)
+        def work(session: Session, caller: Caller) -> AgentRead:
+            agent = platform.register_agent(session, caller.principal, spec, caller.site_id)
             return AgentRead(
                 id=agent.id, lease_s=state.settings.lease_s, heartbeat_s=state.settings.heartbeat_s
             )
 
-        return await run(token, True, work)
+        return await run_agent(token, work)
 
     @app.post(
         "/v1/agents/{agent_id}/heartbeat",
@@ -604,17 +635,18 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         tags=["agents"],
     )
     async def beat(agent_id: str, body: Heartbeat, token: Token) -> HeartbeatReply:
-        return await run(
+        return await run_agent(
             token,
-            True,
-            lambda session, who: HeartbeatReply(
+            lambda session, caller: HeartbeatReply(
                 cancel=platform.heartbeat(
                     session,
-                    who,
+                    caller.principal,
                     agent_id,
                     state.settings.lease_s,
                     body.capacity.model_dump() if body.capacity else None,
                     {task: (t.stdout, t.stderr) for task, t in body.tails.items()},
+                    site_scope=caller.site_id,
+                    running=body.running,
                 )
             ),
         )
@@ -623,8 +655,15 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         "/v1/agents/{agent_id}/lease", response_model=LeaseReply, responses=ERRORS, tags=["agents"]
     )
     async def take(agent_id: str, body: LeaseRequest, token: Token) -> LeaseReply:
-        def work(session: Session, who: Principal) -> LeaseReply:
-            leased = platform.lease(session, who, agent_id, body.max, state.settings.lease_s)
+        def work(session: Session, caller: Caller) -> LeaseReply:
+            leased = platform.lease(
+                session,
+                caller.principal,
+                agent_id,
+                body.max,
+                state.settings.lease_s,
+                site_scope=caller.site_id,
+            )
             return LeaseReply(
                 tasks=[
                     LeasedTask(
@@ -640,17 +679,18 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
                 ]
             )
 
-        return await run(token, True, work)
+        return await run_agent(token, work)
 
     @app.post(
         "/v1/tasks/{task_id}/report", response_model=TaskRead, responses=ERRORS, tags=["agents"]
     )
     async def report(task_id: str, body: Report, token: Token) -> TaskRead:
         spec = body.model_dump()
-        read = await run(
+        read = await run_agent(
             token,
-            True,
-            lambda session, who: _task_read(platform.report(session, who, task_id, spec)),
+            lambda session, caller: _task_read(
+                platform.report(session, caller.principal, task_id, spec, caller.site_id)
+            ),
         )
         if read.state not in ("RUNNING", "INITIALIZING"):
             state.capacity_grew.set()  # its devices came free

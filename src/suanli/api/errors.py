@@ -2,8 +2,10 @@
 
 Every error body is JSON: `{"error": {"code": ..., "message": ..., "message_zh": ...,
 "field": ...}}`. Domain errors map to 401/403/404/409/422; request validation errors name the
-field by its path (`body.resources.devices`). No error escapes as a 500 with a traceback: an
-unexpected exception is logged and answered 500 with a request id, never with internals.
+field by its path (`body.resources.devices`) and say, in English and Chinese, what it would
+accept (`schemas.describe`); bad input is 422 on the native API and 400 on TES. A body over the
+limit is 413 (`api.limits`). No error escapes as a 500 with a traceback: an unexpected
+exception is logged and answered 500 with a request id, never with internals.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from suanli.api.schemas import describe
 from suanli.errors import InvalidValue, SuanliError, UnknownName
 from suanli.services.core import Conflict, Forbidden, NotFound, Unauthorized
 from suanli.services.market import InsufficientFunds
@@ -35,9 +38,10 @@ STATUS: list[tuple[type[SuanliError], int, str]] = [
 ]
 
 
-def _body(
+def error_body(
     code: str, message: str, message_zh: str, field: str | None = None, **extra: Any
 ) -> dict[str, Any]:
+    """The JSON body of every error response."""
     return {
         "error": {
             "code": code,
@@ -79,7 +83,7 @@ def install(app: FastAPI) -> None:
         field = getattr(error, "field", None)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(
-            _body(code, error.message_en, error.message_zh, field), status, headers=headers
+            error_body(code, error.message_en, error.message_zh, field), status, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -87,12 +91,12 @@ def install(app: FastAPI) -> None:
         problems = error.errors()
         first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
         field = ".".join(str(part) for part in first.get("loc", ()))
-        message = f"{field}: {first.get('msg', 'invalid')}"
+        expected, expected_zh = describe(first)
         return JSONResponse(
-            _body(
+            error_body(
                 "invalid_request",
-                message,
-                f"请求字段 {field} 无效：{first.get('msg')}",
+                f"invalid {field}: expected {expected}",
+                f"请求字段 {field} 无效：应为{expected_zh}",
                 field,
                 count=len(problems),
             ),
@@ -106,7 +110,7 @@ def install(app: FastAPI) -> None:
         if error.status_code == 405:  # list every method the path accepts, not just one route's
             headers["Allow"] = ", ".join(sorted(_allowed_methods(app, request)))
         return JSONResponse(
-            _body("http_error", detail, detail), error.status_code, headers=headers or None
+            error_body("http_error", detail, detail), error.status_code, headers=headers or None
         )
 
     @app.exception_handler(Exception)
@@ -114,7 +118,7 @@ def install(app: FastAPI) -> None:
         ident = secrets.token_hex(4)
         log.exception("unexpected error %s on %s %s", ident, request.method, request.url.path)
         return JSONResponse(
-            _body(
+            error_body(
                 "internal",
                 f"internal error (request {ident}); the server log has details",
                 f"服务器内部错误（请求 {ident}）",

@@ -11,9 +11,15 @@ CPU cores unless `backend_parameters` names another device; `ram_gb` becomes mem
 `disk_gb` is recorded; `zones` (hubs, clusters, provinces) restrict placement to their
 provinces; `preemptible` prices the task with the preemptible discount; suanli's own options
 travel in `backend_parameters` (see `BACKEND_PARAMETERS`; unknown keys are dropped, or refused
-with `backend_parameters_strict`). The TES document is kept with the task, so `GET
-/tasks/{id}` gives back what was sent. Responses carry only the fields of the spec: suanli's
-placement and usage go in `logs[].metadata`.
+with `backend_parameters_strict`). Their values are strings, as the spec says (numbers are
+taken too): each is read as its native field's type, and the whole native spec is then
+validated by the same models as the native API (`schemas.check_task_spec`), so both APIs
+accept exactly the same values; an error names the TES field
+(`resources.backend_parameters.devices`, `resources.cpu_cores`). No text in the document may
+hold a NUL, and no number may be NaN or infinite. The TES document is kept with the task, so
+`GET /tasks/{id}` gives back what was sent. Responses carry only the fields of the spec:
+suanli's placement and usage go in `logs[].metadata`. `next_page_token` is opaque (an encoded
+offset, checked when it comes back: anything else is a 400 naming `page_token`).
 
 Files: inputs with inline `content` (1 MB in all) and inputs and outputs with `file://` URLs
 are staged by the agent (`suanli.agent.staging`); other URL schemes are refused at submission,
@@ -24,6 +30,10 @@ naming the field. Task paths (`/data/in.txt`) live inside the task's directory o
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -36,6 +46,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from suanli import __version__
 from suanli.agent.staging import WILDCARDS
 from suanli.api.app import ERRORS, Token
+from suanli.api.schemas import MAX_INPUT_BYTES, NUL, Text, check_task_spec, task_path_ok
 from suanli.errors import InvalidValue
 from suanli.services import platform
 from suanli.services.core import TERMINAL, State, aware
@@ -45,23 +56,54 @@ PREFIX = "/ga4gh/tes/v1"
 R = TypeVar("R")
 Runner = Callable[[str, bool, Callable[[Session, Principal], R]], Awaitable[R]]
 
-# backend_parameters suanli understands, and the native field each one sets
+INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+
+
+def _integer(value: Any) -> Any:
+    """A whole number written as a string (TES parameters are strings), else the value as
+    sent, for the model to refuse naming the field."""
+    if isinstance(value, str) and INTEGER.fullmatch(value.strip()):
+        return int(value.strip())
+    return value
+
+
+def _number(value: Any) -> Any:
+    """A number written as a string; NaN and infinities are read as such, and refused by the
+    model as not finite."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
+def _text(value: Any) -> Any:
+    return value
+
+
+def _names(value: Any) -> Any:
+    return [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+
+
+# backend_parameters suanli understands, the native field each one sets, and how its string
+# is read (the native model then checks type, range and enum, as on the native API)
 BACKEND_PARAMETERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "policy": ("policy", str),
-    "latency_tier": ("latency_tier", str),
-    "origin": ("origin", str),
-    "deadline_s": ("deadline_s", float),
-    "max_price_fen": ("max_price_fen", int),
-    "devices": ("resources.devices", int),
-    "device_kind": ("resources.device_kind", str),
-    "device_models": ("resources.device_models", lambda v: [s.strip() for s in v.split(",")]),
-    "precision": ("resources.precision", str),
-    "work_flop": ("resources.work_flop", float),
+    "policy": ("policy", _text),
+    "latency_tier": ("latency_tier", _text),
+    "origin": ("origin", _text),
+    "deadline_s": ("deadline_s", _number),
+    "max_price_fen": ("max_price_fen", _integer),
+    "devices": ("resources.devices", _integer),
+    "device_kind": ("resources.device_kind", _text),
+    "device_models": ("resources.device_models", _names),
+    "precision": ("resources.precision", _text),
+    "work_flop": ("resources.work_flop", _number),
 }
-MAX_INPUT_BYTES = 1_000_000  # content inputs, all together
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2048
+MAX_OFFSET = 2**31 - 1  # the largest offset a page token may carry
 
 
 class TaskIdConvertor(Convertor[str]):
@@ -80,9 +122,11 @@ register_url_convertor("tes_task_id", TaskIdConvertor())
 
 
 def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
-    """The native task spec of a TES task document; errors name the TES field."""
+    """The native task spec of a TES task document, validated as the native API validates its
+    own (`check_task_spec`); errors name the TES field."""
     if not isinstance(tes, dict):
         raise InvalidValue("task", type(tes).__name__, "a JSON object", "JSON 对象")
+    _check_document(tes)
     inputs = _inputs(tes.get("inputs") or [])
     outputs = _outputs(tes.get("outputs") or [])
     volumes = _paths("volumes", tes.get("volumes") or [])
@@ -164,6 +208,13 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
         "zones": zones,
         "tags": {str(k): str(v) for k, v in (tes.get("tags") or {}).items()},
     }
+    # where each native field came from in the TES document, to name it in errors
+    renames = {
+        "resources.devices": "resources.cpu_cores",
+        "resources.memory_gb": "resources.ram_gb",
+        "zones": "resources.zones",
+        "preemptible": "resources.preemptible",
+    }
     parameters = resources.get("backend_parameters") or {}
     strict = bool(resources.get("backend_parameters_strict") or False)
     for key, value in parameters.items():
@@ -177,17 +228,9 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
                 )
             continue
         target, convert = BACKEND_PARAMETERS[key]
-        try:
-            converted = convert(value)
-        except (TypeError, ValueError):
-            raise InvalidValue(
-                f"resources.backend_parameters.{key}",
-                value,
-                "a value of the right type",
-                "正确类型",
-            ) from None
         holder = spec["resources"] if target.startswith("resources.") else spec
-        holder[target.removeprefix("resources.")] = converted
+        holder[target.removeprefix("resources.")] = convert(value)
+        renames[target] = f"resources.backend_parameters.{key}"
     for key, value in (("inputs", inputs), ("outputs", outputs), ("volumes", volumes)):
         if value:
             spec[key] = value
@@ -196,7 +239,35 @@ def native_spec(tes: dict[str, Any]) -> dict[str, Any]:
         known = {k: v for k, v in parameters.items() if k in BACKEND_PARAMETERS}
         tes = {**tes, "resources": {**resources, "backend_parameters": known}}
     spec["tes"] = tes
+    check_task_spec(spec, renames)
     return spec
+
+
+def _check_document(document: dict[str, Any]) -> None:
+    """No NUL in any key or text and no NaN or infinity anywhere in a TES document (it is
+    stored as sent, and PostgreSQL refuses both); errors name the path."""
+    stack: list[tuple[str, object]] = [("", document)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str) and NUL in item:
+            raise InvalidValue(
+                path or "task", item[:80], "text without NUL characters", "不含 NUL 的文本"
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InvalidValue(path or "task", item, "a finite number", "有限数")
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                where = f"{path}.{key}" if path else str(key)
+                if NUL in str(key):
+                    raise InvalidValue(
+                        f"{path}[key]" if path else "[key]",
+                        key,
+                        "a key without NUL characters",
+                        "不含 NUL 的键",
+                    )
+                stack.append((where, inner))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{n}]", inner) for n, inner in enumerate(item))
 
 
 def _gb(field: str, value: object) -> float:
@@ -206,8 +277,9 @@ def _gb(field: str, value: object) -> float:
 
 
 def _path(field: str, path: object) -> str:
-    """A task path: a string that stays inside the task directory (no '..' component)."""
-    if not isinstance(path, str) or not path.strip("/") or ".." in path.split("/"):
+    """A task path: a string that stays inside the task directory (no '..' component; the
+    native API's rule, `schemas.task_path_ok`)."""
+    if not isinstance(path, str) or not task_path_ok(path):
         raise InvalidValue(field, path, "a file path without '..'", "不含 '..' 的文件路径")
     return path
 
@@ -382,6 +454,31 @@ def _executor_logs(task: TaskRow, view: str) -> list[dict[str, Any]]:
     return logs
 
 
+def page_token_of(offset: int) -> str:
+    """The opaque token of the page that starts at `offset`."""
+    return base64.urlsafe_b64encode(f"o{offset}".encode()).decode().rstrip("=")
+
+
+def page_offset(token: str) -> int:
+    """The offset a page token stands for (0 for none); a 400 naming `page_token` for anything
+    that `page_token_of` did not make, and for offsets beyond `MAX_OFFSET`."""
+    if not token:
+        return 0
+    try:
+        decoded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        decoded = ""
+    match = re.fullmatch(r"o([0-9]{1,10})", decoded)
+    if match is None or int(match.group(1)) > MAX_OFFSET:
+        raise InvalidValue(
+            "page_token",
+            token,
+            "the next_page_token of the previous page, unchanged",
+            "上一页返回的 next_page_token（原样）",
+        )
+    return int(match.group(1))
+
+
 def _view(view: str) -> str:
     upper = view.upper()
     if upper not in VIEWS:
@@ -434,23 +531,16 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
     @app.get(f"{PREFIX}/tasks", tags=["tes"], responses=ERRORS)
     async def list_tasks(
         token: Token,
-        name_prefix: Annotated[str, Query(max_length=200)] = "",
-        state: Annotated[str, Query(max_length=20)] = "",
-        tag_key: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
-        tag_value: Annotated[list[str], Query()] = [],  # noqa: B006
+        name_prefix: Annotated[Text, Query(max_length=200)] = "",
+        state: Annotated[Text, Query(max_length=20)] = "",
+        tag_key: Annotated[list[Text], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+        tag_value: Annotated[list[Text], Query()] = [],  # noqa: B006
         page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-        page_token: Annotated[str, Query(max_length=40)] = "",
-        view: Annotated[str, Query(max_length=10)] = "MINIMAL",
+        page_token: Annotated[Text, Query(max_length=40)] = "",
+        view: Annotated[Text, Query(max_length=10)] = "MINIMAL",
     ) -> dict[str, Any]:
         chosen = _view(view)
-        try:
-            offset = int(page_token) if page_token else 0
-            if offset < 0:
-                raise ValueError
-        except ValueError:
-            raise InvalidValue(
-                "page_token", page_token, "a token from next_page_token", "上一页返回的令牌"
-            ) from None
+        offset = page_offset(page_token)
 
         def work(session: Session, who: Principal) -> dict[str, Any]:
             if tag_key:  # tags live in the JSON spec: filter them here, then page
@@ -476,7 +566,7 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
                 "tasks": [tes_view(t, chosen, histories.get(t.id)) for t in page]
             }
             if more:
-                result["next_page_token"] = str(offset + page_size)
+                result["next_page_token"] = page_token_of(offset + page_size)
             return result
 
         listed: dict[str, Any] = await run(token, False, work)

@@ -33,6 +33,15 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     ),
     "signin.submit": ("Sign in", "登录"),
     "signin.bad": ("That token is not valid.", "令牌无效。"),
+    "signin.agent": (
+        "An agent token cannot sign in to the console; use the provider's own token.",
+        "代理令牌不能登录控制台；请使用提供方本人的令牌。",
+    ),
+    "csrf.refused": (
+        "This request was refused: it came from another site, or its form is out of date. "
+        "Reload the page and try again.",
+        "请求被拒绝：它来自其他网站，或表单已过期。请刷新页面后重试。",
+    ),
     "role.operator": ("operator", "运营方"),
     "role.provider": ("provider", "提供方"),
     "role.consumer": ("consumer", "使用方"),

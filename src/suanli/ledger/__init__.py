@@ -17,6 +17,9 @@ Accounts:
 - `EXTERNAL` = 'external:bank': the world outside. Top-ups come from it and payouts go to it, so
   `-balance(EXTERNAL) == top-ups - payouts == the sum of every other balance`.
 
+`never_negative(account)` is true for wallets, escrow and receivables: no transaction may leave
+one of them below zero.
+
 Builders: `top_up`, `hold` (wallet -> escrow), `settle` (escrow -> provider / platform / network
 shares, refund and SLA credit to the wallet, from a `suanli.market.Settlement`), `payout`.
 """
@@ -37,6 +40,7 @@ from suanli.ledger.entries import (
     SLA_CREDITS,
     escrow,
     hold,
+    never_negative,
     payout,
     receivable,
     settle,
@@ -58,6 +62,7 @@ __all__ = [
     "check_conservation",
     "escrow",
     "hold",
+    "never_negative",
     "payout",
     "receivable",
     "settle",

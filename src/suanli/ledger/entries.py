@@ -2,7 +2,9 @@
 
 Each builder returns a balanced `Transaction`; none reads a balance, so the caller keeps the
 documented preconditions (hold at most the wallet, pay out at most the receivable, settle an
-escrow that was held). Zero legs are left out, so every posting is non-zero.
+escrow that was held). Zero legs are left out, so every posting is non-zero. `never_negative`
+names the accounts that must never go below zero (wallets, escrow, receivables); the services
+refuse a transaction that would, and the audit replays the ledger to prove none ever did.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ def escrow(consumer_id: str) -> str:
 def receivable(provider_id: str) -> str:
     """What the platform owes the provider until paid out: 'receivable:<provider_id>'."""
     return f"receivable:{_party('provider_id', provider_id)}"
+
+
+NEVER_NEGATIVE = ("wallet:", "escrow:", "receivable:")  # party accounts; see `never_negative`
+
+
+def never_negative(account: str) -> bool:
+    """True for the accounts whose balance may never drop below zero: wallets, escrow and
+    receivables (money a party owns or is owed). The platform's, the network operator's, the SLA
+    clearing and the external accounts are whatever the double entry makes them."""
+    return account.startswith(NEVER_NEGATIVE)
 
 
 def _transaction(tx_id: str, kind: str, legs: list[tuple[str, int]], memo: str) -> Transaction:

@@ -4,6 +4,15 @@ Each function is one unit of work on an open session (the caller commits). Money
 balanced `ledger.Transaction`s, written as postings AND as a `money.posted` event in the hash
 chain, so that `verify` can prove both the chain and every posting. Amounts are integer fen.
 
+Accounts that cannot go negative. Every movement of money goes through `record`, which first
+locks the `account_balances` rows of the accounts it touches (`lock_balances`: the chain head,
+then the balance rows in sorted account order, FOR UPDATE, so on PostgreSQL two movements
+serialise and never deadlock; SQLite has one writer), applies each posting to its row in the same
+unit of work, and refuses a transaction that would leave a wallet, an escrow or a receivable
+below zero (402 for a wallet, 409 otherwise: the request rolls back, nothing is half-written).
+`accept` and `payout` lock the balance they check BEFORE reading it, so concurrent requests
+cannot both spend the same fen. A single amount above `MAX_FEN` (10^13 fen) is a 422.
+
 * `credit` (operator top-up) and `payout` (operator pays a provider out) move money across the
   platform's boundary (`ledger.EXTERNAL`);
 * `quote` prices the engine's best options (and runner-up) for a task under the pricing rules;
@@ -13,16 +22,29 @@ chain, so that `verify` can prove both the chain and every posting. Amounts are 
   provider, platform and network operator, SLA credits are paid for a missed deadline, the rest is
   released; an order settles once, whatever reports arrive;
 * `rate` records one rating per settled order; `reputation` blends ratings with SLA adherence and
-  feeds the placement engine.
+  feeds the placement engine;
+* `audit` (and `verify`, its one-line form) proves the books: the hash chain, every posting
+  against its `money.posted` event, and a replay of the ledger in chain order in which no
+  wallet, escrow or receivable ever drops below zero, each order settles at most once (one
+  `order.settled` event, one settlement transaction) and the stored balances equal the sums of
+  the postings. It names the first breach. It resumes from the `audit_checkpoint` row (the seq
+  and hash verified last time and the replay's state then), so a check costs what was appended
+  since; `full=True` walks from the first event. An auditor holds the checkpoint row and the
+  chain head (shared) while it walks, so concurrent audits queue and writers wait for a
+  consistent view; `walk` is the read-only form for a snapshot session (`suanli audit verify`'s
+  default full walk), followed by `save_checkpoint`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from suanli import ledger, market
@@ -32,6 +54,7 @@ from suanli.metering import find_device
 from suanli.scheduler import Snapshot, place, policy_named
 from suanli.services import platform
 from suanli.services.core import (
+    GENESIS_HASH,
     Conflict,
     NotFound,
     Role,
@@ -44,6 +67,9 @@ from suanli.services.core import (
     verify_chain,
 )
 from suanli.store.models import (
+    AccountBalance,
+    AuditCheckpoint,
+    ChainHead,
     EventRow,
     LedgerPosting,
     LedgerTransaction,
@@ -57,6 +83,8 @@ from suanli.store.models import (
 )
 
 QUOTE_VALID_S = 300
+MAX_FEN = 10**13  # the largest single amount (a top-up, a payout, a quote's price): 1e11 yuan
+BIGINT_MAX = 2**63 - 1  # what a balance column holds
 RULE_FIELDS = ("platform_fee_bp", "network_fen_per_gb", "preemptible_discount_bp", "sla_credit_bp")
 
 
@@ -87,6 +115,27 @@ class InsufficientFunds(SuanliError):
         )
 
 
+class Overdrawn(Conflict):
+    """409: a movement of money would leave an escrow or a receivable below zero."""
+
+    def __init__(self, account: str, held_fen: int, taken_fen: int) -> None:
+        self.account, self.held_fen, self.taken_fen = account, held_fen, taken_fen
+        super().__init__(
+            f"{account} holds {held_fen} fen; this movement takes {taken_fen} fen and would "
+            "leave it below zero, so nothing was recorded",
+            f"{account} 余额 {held_fen} 分；本次变动需 {taken_fen} 分，会使余额为负，未记账",
+        )
+
+
+def amount(name: str, fen: object) -> int:
+    """A single money amount: a whole number of fen in [1, MAX_FEN] (422 naming `name`)."""
+    if isinstance(fen, bool) or not isinstance(fen, int) or not 1 <= fen <= MAX_FEN:
+        raise InvalidValue(
+            name, fen, f"a whole number of fen in [1, {MAX_FEN}]", f"[1, {MAX_FEN}] 内的整数分"
+        )
+    return fen
+
+
 def money(fen: int) -> dict[str, Any]:
     """How every amount leaves the API: integer fen with its currency."""
     return {"fen": int(fen), "currency": "CNY"}
@@ -95,10 +144,65 @@ def money(fen: int) -> dict[str, Any]:
 # --- the ledger in the database --------------------------------------------------------------
 
 
+def _insert_new(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Insert the rows that do not exist yet and leave existing ones alone (INSERT ... ON
+    CONFLICT DO NOTHING, on PostgreSQL and on SQLite): safe when another request inserts the
+    same key at the same time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(postgresql.insert(model).on_conflict_do_nothing(), rows)
+    else:
+        session.execute(sqlite.insert(model).on_conflict_do_nothing(), rows)
+
+
+def lock_balances(session: Session, accounts: Iterable[str]) -> dict[str, int]:
+    """Lock the balance rows of `accounts` until the unit of work ends and return their balances.
+
+    Lock order, the same in every movement of money: the chain head first (every write appends
+    an event, so a movement that locked balances before the head could deadlock with one that
+    appended an event first), then the balance rows in sorted account order, FOR UPDATE. Missing
+    rows are inserted at 0 first (ON CONFLICT DO NOTHING). SQLite ignores FOR UPDATE: there the
+    unit of work is the single writer (BEGIN IMMEDIATE) and holds everything already."""
+    wanted = sorted(set(accounts))
+    session.execute(select(ChainHead.seq).where(ChainHead.id == 1).with_for_update())
+
+    def locked() -> dict[str, int]:
+        rows = session.execute(
+            select(AccountBalance.account, AccountBalance.balance_fen)
+            .where(AccountBalance.account.in_(wanted))
+            .order_by(AccountBalance.account)
+            .with_for_update()
+        ).all()
+        return {account: int(fen) for account, fen in rows}
+
+    held = locked()
+    missing = [account for account in wanted if account not in held]
+    if missing:
+        _insert_new(session, AccountBalance, [{"account": a, "balance_fen": 0} for a in missing])
+        held = locked()
+    return held
+
+
 def record(
     session: Session, tx: ledger.Transaction, actor: str, order_id: str | None = None
-) -> None:
-    """Write a balanced transaction as postings and as a `money.posted` event."""
+) -> dict[str, int]:
+    """Write a balanced transaction as postings, as balance updates and as a `money.posted`
+    event; the new balances of the accounts it touched. Refused, with nothing written, when it
+    would leave a wallet (`InsufficientFunds`, 402), an escrow or a receivable (`Overdrawn`, 409)
+    below zero."""
+    net: dict[str, int] = {}
+    for posting in tx.postings:
+        net[posting.account] = net.get(posting.account, 0) + posting.amount_fen
+    held = lock_balances(session, net)
+    after = {account: held[account] + change for account, change in net.items()}
+    for account in sorted(after):
+        if ledger.never_negative(account) and after[account] < 0:
+            if account.startswith("wallet:"):
+                raise InsufficientFunds(-net[account], held[account])
+            raise Overdrawn(account, held[account], -net[account])
+        if abs(after[account]) > BIGINT_MAX:
+            raise InvalidValue(
+                "amount_fen", net[account], f"a balance within ±{BIGINT_MAX}", "余额超出可存范围"
+            )
     session.execute(
         insert(LedgerTransaction).values(
             id=tx.id, kind=tx.kind, memo=tx.memo, order_id=order_id, at=now()
@@ -116,6 +220,9 @@ def record(
             for p in tx.postings
         ],
     )
+    changed = [{"account": a, "balance_fen": after[a]} for a in sorted(after) if net[a] != 0]
+    if changed:
+        session.execute(update(AccountBalance), changed)  # by primary key, rows locked above
     append_event(
         session,
         "money.posted",
@@ -127,36 +234,40 @@ def record(
             "postings": [[p.account, p.amount_fen, p.currency] for p in tx.postings],
         },
     )
+    return after
 
 
 def balance(session: Session, account: str) -> int:
-    total = session.scalar(
-        select(func.coalesce(func.sum(LedgerPosting.amount_fen), 0)).where(
-            LedgerPosting.account == account
-        )
+    """The account's balance (its `account_balances` row, kept equal to the sum of its postings
+    by `record`; 0 for an account never posted to)."""
+    found = session.scalar(
+        select(AccountBalance.balance_fen).where(AccountBalance.account == account)
     )
-    return int(total or 0)
+    return int(found or 0)
 
 
 def credit(session: Session, who: Principal, consumer_id: str, fen: int) -> int:
     """Operator top-up of a consumer's wallet; the new balance."""
     require(who, Role.OPERATOR)
+    amount("fen", fen)
     _principal(session, consumer_id, Role.CONSUMER)
-    record(session, ledger.top_up(new_id("tx"), consumer_id, fen), who.id)
-    return balance(session, ledger.wallet(consumer_id))
+    after = record(session, ledger.top_up(new_id("tx"), consumer_id, fen), who.id)
+    return after[ledger.wallet(consumer_id)]
 
 
 def payout(session: Session, who: Principal, provider_id: str, fen: int) -> int:
-    """Operator pays a provider out of its receivable; the balance left."""
+    """Operator pays a provider out of its receivable (locked before it is read, so concurrent
+    payouts cannot both spend it); the balance left."""
     require(who, Role.OPERATOR)
+    amount("fen", fen)
     _principal(session, provider_id, Role.PROVIDER)
-    available = balance(session, ledger.receivable(provider_id))
+    account = ledger.receivable(provider_id)
+    available = lock_balances(session, [account])[account]
     if fen > available:
         raise InvalidValue(
             "fen", fen, f"at most the receivable, {available} fen", f"不超过应收余额 {available} 分"
         )
-    record(session, ledger.payout(new_id("tx"), provider_id, fen), who.id)
-    return balance(session, ledger.receivable(provider_id))
+    return record(session, ledger.payout(new_id("tx"), provider_id, fen), who.id)[account]
 
 
 def _principal(session: Session, ident: str, role: Role) -> Principal:
@@ -334,6 +445,15 @@ def _option(
         data_gb=spec.get("data_gb") or 0.0,
         rules=rules,
     )
+    if breakdown.total_fen > MAX_FEN:
+        raise InvalidValue(
+            "price.total_fen",
+            breakdown.total_fen,
+            f"at most {MAX_FEN} fen: ask for fewer resources.devices, a shorter "
+            "resources.duration_s or less data_gb",
+            f"不超过 {MAX_FEN} 分：请减少 resources.devices、"
+            "缩短 resources.duration_s 或减少 data_gb",
+        )
     return {
         "pool": pool.id,
         "site": pool.site_id,
@@ -393,7 +513,9 @@ def accept(
         )
     offer = offers[option]
     maximum = int(offer["price_range"]["max"]["fen"])
-    available = balance(session, ledger.wallet(who.id))
+    # lock the wallet and the escrow BEFORE reading the wallet: a concurrent accept waits here
+    wallet = ledger.wallet(who.id)
+    available = lock_balances(session, [wallet, ledger.escrow(who.id)])[wallet]
     if maximum > available:
         raise InsufficientFunds(maximum, available)
     pool = session.get(PoolRow, offer["pool"])
@@ -559,32 +681,300 @@ def reputation(session: Session) -> dict[str, float]:
 
 # --- audit ---------------------------------------------------------------------------------
 
+REPLAYED = ("money.posted", "order.settled")  # the events the ledger replay reads
+CHUNK = 500  # ids per IN (...) query
 
-def verify(session: Session) -> str | None:
-    """None when the event chain verifies and every posting matches its `money.posted` event and
-    balances; else a one-line description of the first broken record."""
-    broken = verify_chain(session)
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where an audit stopped: the chain verified up to event `seq` (whose hash is `hash`), the
+    balances the ledger replay reached there and the number of transactions it replayed."""
+
+    seq: int
+    hash: str
+    balances: dict[str, int] = field(default_factory=dict)
+    transactions: int = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"balances": self.balances, "transactions": self.transactions}
+
+
+GENESIS = Checkpoint(0, GENESIS_HASH)
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """The outcome of one audit: `problem` names the first breach (None when the books hold);
+    `reached` is the verified position (the start when a problem was found); `walked` counts
+    the events this check walked; `events` and `transactions` the chain's and the ledger's
+    length."""
+
+    problem: str | None
+    reached: Checkpoint
+    walked: int
+    full: bool
+    events: int
+    transactions: int
+
+
+def _stored_checkpoint(session: Session, lock: bool) -> Checkpoint | None:
+    query = select(AuditCheckpoint).where(AuditCheckpoint.id == 1)
+    row = session.scalars(query.with_for_update() if lock else query).first()
+    if row is None:
+        return None
+    state = row.state or {}
+    balances = {str(k): int(v) for k, v in (state.get("balances") or {}).items()}
+    return Checkpoint(int(row.seq), row.hash, balances, int(state.get("transactions") or 0))
+
+
+def audit(session: Session, *, full: bool = False) -> Audit:
+    """Audit the books in the caller's (write) unit of work and move the checkpoint forward.
+
+    Holds the checkpoint row FOR UPDATE (concurrent audits queue, and each resumes from where
+    the one before it stopped) and the chain head FOR SHARE (writers wait: the chain, the ledger
+    and the stored balances are read as one consistent state). Resumes from the checkpoint, or
+    from the first event when `full` or when there is none."""
+    stored = _stored_checkpoint(session, lock=True)
+    head_seq, head_hash = session.execute(
+        select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1).with_for_update(read=True)
+    ).one()
+    start = GENESIS if full or stored is None else stored
+    result = _walk(session, start, int(head_seq), head_hash, full)
+    save_checkpoint(session, result)
+    return result
+
+
+def walk(session: Session, *, full: bool = False) -> Audit:
+    """The audit without locks or writes, for a session that reads one snapshot (PostgreSQL
+    REPEATABLE READ, or a deferred SQLite read transaction); store what it reached with
+    `save_checkpoint` in a write unit afterwards."""
+    stored = None if full else _stored_checkpoint(session, lock=False)
+    head_seq, head_hash = session.execute(
+        select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1)
+    ).one()
+    return _walk(session, stored or GENESIS, int(head_seq), head_hash, full)
+
+
+def save_checkpoint(session: Session, result: Audit) -> None:
+    """Keep what an audit proved: the checkpoint moves forward to `result.reached` (never back:
+    another audit may have gone further meanwhile). A failed full audit clears it, so the next
+    incremental audit (the console's) walks from the first event and finds the breach too."""
+    moment = now()
+    if result.problem is not None:
+        if result.full:
+            session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.id == 1))
+        return
+    reached = result.reached
+    _insert_new(
+        session,
+        AuditCheckpoint,
+        [dict(id=1, seq=0, hash=GENESIS_HASH, state=GENESIS.state(), verified_at=moment)],
+    )
+    stored_seq = session.scalar(
+        select(AuditCheckpoint.seq).where(AuditCheckpoint.id == 1).with_for_update()
+    )
+    values: dict[str, Any] = {"verified_at": moment}
+    if stored_seq is None or reached.seq > stored_seq:
+        values.update(seq=reached.seq, hash=reached.hash, state=reached.state())
+    session.execute(update(AuditCheckpoint).where(AuditCheckpoint.id == 1).values(**values))
+
+
+def verify(session: Session, *, full: bool = False) -> str | None:
+    """None when the books hold (see `audit`), else a one-line description of the first
+    breach."""
+    return audit(session, full=full).problem
+
+
+def _walk(session: Session, start: Checkpoint, head_seq: int, head_hash: str, full: bool) -> Audit:
+    """Verify the chain from `start` to the head and replay the ledger's new transactions from
+    `start`'s balances; the first breach, in chain order."""
+    transactions = int(session.scalar(select(func.count()).select_from(LedgerTransaction)) or 0)
+
+    def failed(problem: str) -> Audit:
+        return Audit(problem, start, head_seq - start.seq, full, head_seq, transactions)
+
+    if head_seq < start.seq:
+        return failed(
+            f"the chain ends at event #{head_seq} but was verified up to #{start.seq}: "
+            "events were removed"
+        )
+    broken = verify_chain(session, start.seq, start.hash, head_seq)
     if broken is not None:
-        return f"event #{broken} does not match the hash chain (edited or removed)"
-    recorded: dict[str, list[list[Any]]] = {}
-    for event in session.scalars(select(EventRow).where(EventRow.kind == "money.posted")):
-        recorded[event.subject] = event.data["postings"]
-    total = 0
-    for tx in session.scalars(select(LedgerTransaction).order_by(LedgerTransaction.at)):
-        postings = session.scalars(
-            select(LedgerPosting)
-            .where(LedgerPosting.transaction_id == tx.id)
-            .order_by(LedgerPosting.id)
-        ).all()
-        stored = [[p.account, p.amount_fen, p.currency] for p in postings]
-        if tx.id not in recorded:
-            return f"transaction {tx.id} has no money.posted event in the chain"
-        if stored != recorded[tx.id]:
-            return f"transaction {tx.id}: its postings differ from the chain's record"
-        amount = sum(p.amount_fen for p in postings)
-        if amount != 0:
-            return f"transaction {tx.id} does not balance (sum {amount} fen)"
-        total += amount
-    if len(recorded) != session.scalar(select(func.count()).select_from(LedgerTransaction)):
-        return "a money.posted event has no transaction in the ledger (a transaction was removed)"
-    return None
+        return failed(f"event #{broken} does not match the hash chain (edited or removed)")
+    last = (
+        session.scalar(select(EventRow.hash).where(EventRow.seq == head_seq))
+        if head_seq > start.seq
+        else start.hash
+    )
+    if last != head_hash:
+        return failed(f"event #{head_seq} does not match the chain head (edited or removed)")
+    replayed = _replay(session, start, head_seq)
+    if isinstance(replayed, str):
+        return failed(replayed)
+    balances, count = replayed
+    if count != transactions:
+        orphan = session.scalar(
+            select(LedgerTransaction.id)
+            .where(
+                LedgerTransaction.id.not_in(
+                    select(EventRow.subject).where(EventRow.kind == "money.posted")
+                )
+            )
+            .order_by(LedgerTransaction.at)
+            .limit(1)
+        )
+        if orphan is not None:
+            return failed(f"transaction {orphan} has no money.posted event in the chain")
+        return failed(
+            f"the ledger holds {transactions} transactions but the chain posts {count} "
+            "(a transaction was removed)"
+        )
+    stored = {
+        account: int(fen)
+        for account, fen in session.execute(
+            select(AccountBalance.account, AccountBalance.balance_fen)
+        )
+    }
+    for account in sorted(set(stored) | set(balances)):
+        if stored.get(account, 0) != balances.get(account, 0):
+            return failed(
+                f"account {account}: its stored balance is {stored.get(account, 0)} fen but its "
+                f"postings sum to {balances.get(account, 0)} fen"
+            )
+    return Audit(
+        None,
+        Checkpoint(head_seq, head_hash, balances, count),
+        head_seq - start.seq,
+        full,
+        head_seq,
+        transactions,
+    )
+
+
+def _replay(session: Session, start: Checkpoint, head_seq: int) -> str | tuple[dict[str, int], int]:
+    """Replay the money events in (start.seq, head_seq] in chain order from `start`'s balances:
+    (balances, transactions replayed in all), or the first breach as a sentence."""
+    events = session.execute(
+        select(
+            EventRow.seq,
+            EventRow.kind,
+            EventRow.subject,
+            EventRow.data,
+            LedgerTransaction.id,
+            LedgerTransaction.kind,
+            LedgerTransaction.order_id,
+        )
+        .outerjoin(
+            LedgerTransaction,
+            and_(EventRow.kind == "money.posted", LedgerTransaction.id == EventRow.subject),
+        )
+        .where(EventRow.seq > start.seq, EventRow.seq <= head_seq, EventRow.kind.in_(REPLAYED))
+        .order_by(EventRow.seq)
+    ).all()
+    postings = _postings(session, [e[2] for e in events if e[1] == "money.posted"], start.seq)
+    balances = dict(start.balances)
+    count = start.transactions
+    posted: set[str] = set()
+    settled_events: set[str] = set()
+    settled_by: set[str] = set()
+    for seq, kind, subject, data, tx_id, tx_kind, order_id in events:
+        if kind == "order.settled":
+            if subject in settled_events or (
+                start.seq > 0 and _settled_before(session, subject, start.seq)
+            ):
+                return f"order {subject} settled twice: event #{seq} settles it again"
+            settled_events.add(subject)
+            continue
+        if subject in posted:
+            return f"transaction {subject} is posted twice in the chain (event #{seq})"
+        posted.add(subject)
+        if tx_id is None:
+            return f"transaction {subject} (event #{seq}) is not in the ledger (removed)"
+        stored = postings.get(subject, [])
+        if stored != data.get("postings") or [tx_kind, order_id] != [
+            data.get("kind"),
+            data.get("order"),
+        ]:
+            return f"transaction {subject}: its postings differ from the chain's record"
+        total = sum(amount_fen for _, amount_fen, _ in stored)
+        if total != 0:
+            return f"transaction {subject} does not balance (sum {total} fen)"
+        for account, amount_fen, _ in stored:
+            balances[account] = balances.get(account, 0) + amount_fen
+        for account in sorted({account for account, _, _ in stored}):
+            if ledger.never_negative(account) and balances[account] < 0:
+                return (
+                    f"transaction {subject} (event #{seq}) leaves {account} at "
+                    f"{balances[account]} fen, below zero"
+                )
+        if tx_kind == "settle":
+            if order_id in settled_by or (
+                start.seq > 0 and _settle_posted_before(session, str(order_id), start.seq)
+            ):
+                return (
+                    f"order {order_id} settled twice: transaction {subject} (event #{seq}) "
+                    "is its second settlement"
+                )
+            settled_by.add(str(order_id))
+        count += 1
+    return balances, count
+
+
+def _postings(session: Session, tx_ids: list[str], after_seq: int) -> dict[str, list[list[Any]]]:
+    """Each transaction's postings as [account, amount_fen, currency], in posting order (all
+    transactions on a full walk, else only `tx_ids`)."""
+    columns = (
+        LedgerPosting.transaction_id,
+        LedgerPosting.account,
+        LedgerPosting.amount_fen,
+        LedgerPosting.currency,
+    )
+    queries = (
+        [select(*columns)]
+        if after_seq == 0
+        else [
+            select(*columns).where(LedgerPosting.transaction_id.in_(tx_ids[i : i + CHUNK]))
+            for i in range(0, len(tx_ids), CHUNK)
+        ]
+    )
+    found: dict[str, list[list[Any]]] = {}
+    for query in queries:
+        for tx_id, account, amount_fen, currency in session.execute(
+            query.order_by(LedgerPosting.id)
+        ):
+            found.setdefault(tx_id, []).append([account, int(amount_fen), currency])
+    return found
+
+
+def _settled_before(session: Session, order_id: str, upto_seq: int) -> bool:
+    """An `order.settled` event for the order at or before `upto_seq` (an indexed look-up)."""
+    return (
+        session.scalar(
+            select(EventRow.seq)
+            .where(
+                EventRow.subject == order_id,
+                EventRow.kind == "order.settled",
+                EventRow.seq <= upto_seq,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _settle_posted_before(session: Session, order_id: str, upto_seq: int) -> bool:
+    """A settlement transaction of the order posted at or before `upto_seq`."""
+    return (
+        session.scalar(
+            select(EventRow.seq)
+            .join(LedgerTransaction, LedgerTransaction.id == EventRow.subject)
+            .where(
+                LedgerTransaction.order_id == order_id,
+                LedgerTransaction.kind == "settle",
+                EventRow.kind == "money.posted",
+                EventRow.seq <= upto_seq,
+            )
+            .limit(1)
+        )
+        is not None
+    )

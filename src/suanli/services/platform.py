@@ -4,22 +4,39 @@ Each public function is one unit of work on an open session: it validates, chang
 events to the audit chain and returns; `api` commits (or rolls back on error), so nothing is
 ever half-written. Ownership: a consumer sees only its tasks, a provider only its sites, pools,
 agents and the tasks placed there, the operator everything; anything else is `NotFound` (404),
-so ids do not leak.
+so ids do not leak. `submit` with an idempotency key creates one task per (owner, key) even
+when requests race: the insert runs in a savepoint and the loser returns the winner's task.
 
-Leases: an agent leases tasks placed on its site; a heartbeat renews them; `expire_leases` puts a
-task whose lease ran out back in the queue (counted in `requeues`), so it is never lost and never
-run by two agents at once: reports from an agent that no longer holds the lease are refused (409).
+Agents act with their provider's token or with an agent token issued for one site
+(`issue_agent_token`): such a token registers, heartbeats, leases and reports only for agents of
+that site (`site_scope`); anything else is `AgentScope` (403).
+
+Leases: an agent leases tasks placed on its site; a heartbeat renews those it lists as running
+(only those: a task the agent dropped keeps its expiry); `expire_leases` puts a task whose lease
+ran out back in the queue (counted in `requeues`), so it is never lost and never run by two
+agents at once: reports from an agent that no longer holds the lease are refused (409).
+
+Input: every task spec passes the API's task model (`api.schemas.check_task_spec`) before it is
+stored, whichever edge built it. The scheduling pass survives any one task all the same (a row
+stored before a check existed): a task the engine cannot read or place is ended SYSTEM_ERROR
+with the reason, and the rest of the pass goes on.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from suanli.api.schemas import check_task_spec
 from suanli.catalog import Pool, Site, find_place, find_site, provider_site, zone_provinces
 from suanli.errors import FieldError, InvalidValue, SuanliError
 from suanli.metering import (
@@ -30,26 +47,38 @@ from suanli.metering import (
     parse_precision,
     parse_workload,
 )
-from suanli.scheduler import LatencyTier, Snapshot, Task, place, policy_named
+from suanli.scheduler import LatencyTier, Plan, Policy, Snapshot, Task, place, policy_named
 from suanli.services.core import (
     TERMINAL,
+    AgentScope,
     Conflict,
     NotFound,
     Role,
     State,
     append_event,
     aware,
+    issue_token,
     new_id,
     now,
     require,
     transition,
 )
-from suanli.store.models import AgentRow, EventRow, PoolRow, Principal, SiteRow, TaskRow
+from suanli.store.models import (
+    AgentRow,
+    EventRow,
+    PoolRow,
+    Principal,
+    SiteRow,
+    TaskRow,
+    Token,
+)
 
+log = logging.getLogger("suanli.scheduler")
 HOLDING = (State.QUEUED.value, State.INITIALIZING.value, State.RUNNING.value, State.PAUSED.value)
 REFERENCE_DEVICE = {"gpu": "A100 SXM4", "npu": "Ascend 910B", "cpu": "cpu"}
 DEFAULT_DURATION_S = 60.0
 DEFAULT_ORIGIN = "北京"
+MAX_LIST_WINDOW = 2**31 - 1  # the largest offset or limit list_tasks hands the database
 
 
 # --- sites and pools ----------------------------------------------------------------------------
@@ -175,7 +204,10 @@ def _held(session: Session) -> dict[str, int]:
 
 
 def _check_spec(spec: dict[str, Any]) -> None:
-    """Names in a task spec must resolve; errors name the field."""
+    """A task spec must pass the API's task model (`check_task_spec`: types, bounds, enums, no
+    NUL, task paths) whichever edge built it (native, TES, console), and its names must
+    resolve; errors name the field."""
+    check_task_spec(spec)
     resources = spec["resources"]
     for field, parse, value in (
         ("resources.device_kind", parse_kind, resources["device_kind"]),
@@ -207,17 +239,25 @@ def _check_spec(spec: dict[str, Any]) -> None:
 def submit(
     session: Session, who: Principal, spec: dict[str, Any], idempotency_key: str | None
 ) -> tuple[TaskRow, bool]:
-    """A new task (QUEUED), or the one this key already created: (task, created)."""
+    """A new task (QUEUED), or the one this key already created: (task, created).
+
+    Safe under concurrency: the row is inserted inside a SAVEPOINT, and when a concurrent
+    request with the same key wins the unique index (owner, key), the savepoint is rolled back
+    and that request's task is returned; only the creator appends `task.submitted`."""
     require(who, Role.CONSUMER, Role.OPERATOR)
     idempotency_key = (idempotency_key or "").strip() or None
-    if idempotency_key:
-        existing = session.scalars(
+
+    def existing() -> TaskRow | None:
+        return session.scalars(
             select(TaskRow).where(
                 TaskRow.owner_id == who.id, TaskRow.idempotency_key == idempotency_key
             )
         ).first()
-        if existing is not None:
-            return existing, False
+
+    if idempotency_key:
+        found = existing()
+        if found is not None:
+            return found, False
     spec = {**spec, "origin": spec.get("origin") or DEFAULT_ORIGIN}
     _check_spec(spec)
     moment = now()
@@ -245,7 +285,18 @@ def submit(
         created_at=moment,
         updated_at=moment,
     )
-    session.add(row)
+    if idempotency_key:
+        try:
+            with session.begin_nested():  # a key conflict undoes only this insert
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            found = existing()  # READ COMMITTED: the winner has committed by now
+            if found is None:
+                raise
+            return found, False
+    else:
+        session.add(row)
     append_event(
         session,
         "task.submitted",
@@ -281,7 +332,18 @@ def list_tasks(
     name_prefix: str | None = None,
     offset: int = 0,
 ) -> list[TaskRow]:
-    """The tasks `who` may see, newest first; `limit` None means all."""
+    """The tasks `who` may see, newest first; `limit` None means all. Bounds are checked here
+    too (an offset or limit beyond 32 bits, a NUL in the prefix), so that no caller can hand
+    the database a value it cannot take."""
+    for field, number, low in (("offset", offset, 0), ("limit", limit, 1)):
+        if number is not None and not low <= number <= MAX_LIST_WINDOW:
+            raise InvalidValue(
+                field, number, f"{low} to {MAX_LIST_WINDOW}", f"{low} 到 {MAX_LIST_WINDOW}"
+            )
+    if name_prefix and "\x00" in name_prefix:
+        raise InvalidValue(
+            "name_prefix", name_prefix, "text without NUL characters", "不含 NUL 字符的文本"
+        )
     query = (
         select(TaskRow)
         .order_by(TaskRow.created_at.desc(), TaskRow.id.desc())
@@ -353,8 +415,27 @@ def cancel_task(session: Session, who: Principal, ident: str) -> TaskRow:
 # --- agents -------------------------------------------------------------------------------------
 
 
-def register_agent(session: Session, who: Principal, spec: dict[str, Any]) -> AgentRow:
+def issue_agent_token(
+    session: Session, who: Principal, site_id: str, name: str, expires_in_s: float | None
+) -> tuple[Token, str]:
+    """A token for the agents of one of `who`'s sites (the token is returned once): it can
+    register, heartbeat, lease and report for that site and nothing else."""
     require(who, Role.PROVIDER, Role.OPERATOR)
+    site = _own_site(session, who, site_id)
+    owner = session.get(Principal, site.owner_id) if who.id != site.owner_id else who
+    if owner is None:
+        raise NotFound("site", site_id)
+    return issue_token(session, owner, name, who.id, site_id=site.id, expires_in_s=expires_in_s)
+
+
+def register_agent(
+    session: Session, who: Principal, spec: dict[str, Any], site_scope: str | None = None
+) -> AgentRow:
+    """A new agent of one of `who`'s sites; with an agent token (`site_scope`), only of that
+    site (403 for any other)."""
+    require(who, Role.PROVIDER, Role.OPERATOR)
+    if site_scope is not None and spec["site_id"] != site_scope:
+        raise AgentScope(site_scope)
     site = _own_site(session, who, spec["site_id"])
     moment = now()
     row = AgentRow(
@@ -372,10 +453,16 @@ def register_agent(session: Session, who: Principal, spec: dict[str, Any]) -> Ag
     return row
 
 
-def _own_agent(session: Session, who: Principal, agent_id: str) -> AgentRow:
+def _own_agent(
+    session: Session, who: Principal, agent_id: str, site_scope: str | None = None
+) -> AgentRow:
+    """`who`'s agent (any agent for the operator), else 404; with an agent token
+    (`site_scope`), only an agent of that site (403 for another of `who`'s agents)."""
     agent = session.get(AgentRow, agent_id)
     if agent is None or (who.role != Role.OPERATOR.value and agent.owner_id != who.id):
         raise NotFound("agent", agent_id)
+    if site_scope is not None and agent.site_id != site_scope:
+        raise AgentScope(site_scope)
     return agent
 
 
@@ -386,10 +473,14 @@ def heartbeat(
     lease_s: float,
     capacity: dict[str, Any] | None = None,
     tails: dict[str, tuple[str, str]] | None = None,
+    site_scope: str | None = None,
+    running: Collection[str] = (),
 ) -> list[str]:
-    """Renew the agent's leases (and take its engine's capacity, and the output so far of its
-    running tasks, if it sent them); the ids of its tasks that should be cancelled."""
-    agent = _own_agent(session, who, agent_id)
+    """Renew the leases of the agent's tasks that it lists in `running` (and take its engine's
+    capacity, and the output so far of its running tasks, if it sent them); the ids of its tasks
+    that should be cancelled. A task the agent holds but no longer lists keeps its expiry, so the
+    normal expiry puts it back in the queue: an agent that dropped a task cannot keep it leased."""
+    agent = _own_agent(session, who, agent_id, site_scope)
     if capacity is not None:
         apply_capacity(session, agent, capacity)
     moment = now()
@@ -399,7 +490,10 @@ def heartbeat(
         .where(TaskRow.agent_id == agent.id, TaskRow.state.in_(HOLDING[1:]))
         .with_for_update()
     ).all()
+    listed = set(running)
     for task in tasks:
+        if task.id not in listed:
+            continue
         task.lease_expires_at = moment + timedelta(seconds=lease_s)
         if tails and task.id in tails and task.state == State.RUNNING.value:
             task.stdout_tail, task.stderr_tail = tails[task.id]  # live output, not a state change
@@ -451,10 +545,15 @@ def _device_ids(name: str) -> set[str]:
 
 
 def lease(
-    session: Session, who: Principal, agent_id: str, limit: int, lease_s: float
+    session: Session,
+    who: Principal,
+    agent_id: str,
+    limit: int,
+    lease_s: float,
+    site_scope: str | None = None,
 ) -> list[TaskRow]:
     """Up to `limit` tasks placed on the agent's site, now INITIALIZING under its lease."""
-    agent = _own_agent(session, who, agent_id)
+    agent = _own_agent(session, who, agent_id, site_scope)
     moment = now()
     agent.last_heartbeat_at = moment
     query = (
@@ -477,9 +576,15 @@ def lease(
     return leased
 
 
-def report(session: Session, who: Principal, task_id: str, spec: dict[str, Any]) -> TaskRow:
+def report(
+    session: Session,
+    who: Principal,
+    task_id: str,
+    spec: dict[str, Any],
+    site_scope: str | None = None,
+) -> TaskRow:
     """An agent's report of a task's progress; 409 unless it holds the task's lease."""
-    agent = _own_agent(session, who, spec["agent_id"])
+    agent = _own_agent(session, who, spec["agent_id"], site_scope)
     task = session.get(TaskRow, task_id, with_for_update=True)
     if task is None or task.site_id != agent.site_id:
         raise NotFound("task", task_id)
@@ -556,7 +661,19 @@ def _site(row: SiteRow) -> Site:
     )
 
 
+def _latency_tier(value: str) -> LatencyTier:
+    try:
+        return LatencyTier(value)
+    except ValueError:
+        accepted = ", ".join(tier.value for tier in LatencyTier)
+        raise InvalidValue(
+            "latency_tier", value, f"one of {accepted}", f"{accepted} 之一"
+        ) from None
+
+
 def _task(row: TaskRow, created: datetime) -> Task:
+    """The engine's view of a task row. Raises for a spec the engine cannot take (a row stored
+    before today's validation, say): the pass ends such a task instead of failing."""
     spec, resources = row.spec, row.spec["resources"]
     kind = parse_kind(resources["device_kind"])
     precision = parse_precision(resources["precision"])
@@ -580,7 +697,7 @@ def _task(row: TaskRow, created: datetime) -> Task:
         precision=precision,
         work_flop=float(work),
         origin=find_place(spec["origin"]),
-        latency_tier=LatencyTier(spec.get("latency_tier") or "batch"),
+        latency_tier=_latency_tier(spec.get("latency_tier") or "batch"),
         workload=workload,
         device_models=models,
         memory_gb=float(resources.get("memory_gb") or 0.0),
@@ -602,6 +719,50 @@ class PassPlan:
 
     placements: dict[str, tuple[str, str, dict[str, Any]]]  # task -> (pool, site, placement)
     reasons: dict[str, str]  # task -> why it is not placed
+    # task -> why the engine cannot take it at all: `apply_pass` ends it SYSTEM_ERROR
+    doomed: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _doom_reason(error: Exception) -> str:
+    detail = error.one_line() if isinstance(error, SuanliError) else repr(error)
+    return f"the scheduler cannot place this task: {detail}"
+
+
+def _place_surviving(
+    tasks: list[Task], snapshot: Snapshot, policy: Policy, clock: float, doomed: dict[str, str]
+) -> list[Plan]:
+    """The engine's plan for `tasks`; if the engine fails on the batch, the tasks are placed one
+    at a time (each on the capacity the earlier ones left), and those it fails on alone are
+    added to `doomed` with the reason. So no one task stops the pass."""
+    try:
+        return [place(tasks, snapshot, policy, clock, solver="greedy")]
+    except Exception:  # a task's data, not the pass, is at fault: find the task below
+        pass
+    plans = []
+    free = {p.id: p.free for p in snapshot.pools}
+    for task in tasks:
+        pools = tuple(replace(p, free=free[p.id]) for p in snapshot.pools)
+        try:
+            plan = place([task], replace(snapshot, pools=pools), policy, clock, solver="greedy")
+        except Exception as error:
+            doomed[task.id] = _doom_reason(error)
+            continue
+        for placement in plan.placements:
+            free[placement.pool] -= task.devices
+        plans.append(plan)
+    return plans
+
+
+def _out_of_range(placement: dict[str, Any]) -> str | None:
+    """Why a placement's figures cannot be stored (a cost beyond 64 bits, a non-finite
+    number), or None."""
+    cost = placement["cost_fen"]
+    if not isinstance(cost, int) or not 0 <= cost < 2**63:
+        return f"its cost is out of range ({cost} fen)"
+    for key in ("energy_kwh", "carbon_kg", "latency_ms", "duration_s"):
+        if not math.isfinite(placement[key]):
+            return f"its {key} is not a finite number ({placement[key]})"
+    return None
 
 
 def plan_pass(session: Session, default_policy: str, since: datetime | None = None) -> PassPlan:
@@ -652,19 +813,29 @@ def plan_pass(session: Session, default_policy: str, since: datetime | None = No
     free = {p.id: p.free for p in pools}
     placements: dict[str, tuple[str, str, dict[str, Any]]] = {}
     reasons: dict[str, str] = {}
+    doomed: dict[str, str] = {}
     for policy_name, rows in sorted(by_policy.items()):
+        try:
+            policy = policy_named(policy_name)
+        except SuanliError as error:
+            if policy_name == default_policy:
+                raise  # the operator's setting, not a task, is wrong: every pass says so
+            doomed.update({row.id: _doom_reason(error) for row in rows})
+            continue
         snapshot = Snapshot(
             tuple(replace(p, free=free[p.id]) for p in pools), sites, reputation=reputation
         )
-        tasks = [_task(row, row.created_at) for row in rows]
-        plan = place(tasks, snapshot, policy_named(policy_name), clock, solver="greedy")
+        tasks = []
+        for row in rows:
+            try:
+                tasks.append(_task(row, row.created_at))
+            except Exception as error:  # a bad row must not stop the pass
+                doomed[row.id] = _doom_reason(error)
         devices = {row.id: row.devices for row in rows}
-        for placement in plan.placements:
-            b = placement.breakdown
-            placements[placement.task] = (
-                placement.pool,
-                placement.site,
-                {
+        for plan in _place_surviving(tasks, snapshot, policy, clock, doomed):
+            for placement in plan.placements:
+                b = placement.breakdown
+                figures = {
                     "pool": placement.pool,
                     "site": placement.site,
                     "cost_fen": b.cost_fen,
@@ -674,12 +845,18 @@ def plan_pass(session: Session, default_policy: str, since: datetime | None = No
                     "runner_up": placement.runner_up,
                     "policy": policy_name,
                     "duration_s": b.duration_s,
-                },
+                }
+                wrong = _out_of_range(figures)
+                if wrong is not None:
+                    doomed[placement.task] = f"the scheduler cannot place this task: {wrong}"
+                    continue
+                placements[placement.task] = (placement.pool, placement.site, figures)
+                free[placement.pool] -= devices[placement.task]
+            current = {row.id: row.unplaced_reason for row in rows}
+            reasons.update(
+                {u.task: u.sentence for u in plan.unplaced if current[u.task] != u.sentence}
             )
-            free[placement.pool] -= devices[placement.task]
-        current = {row.id: row.unplaced_reason for row in rows}
-        reasons.update({u.task: u.sentence for u in plan.unplaced if current[u.task] != u.sentence})
-    return PassPlan(placements, reasons)
+    return PassPlan(placements, reasons, doomed)
 
 
 def apply_pass(session: Session, decided: PassPlan) -> int:
@@ -687,8 +864,10 @@ def apply_pass(session: Session, decided: PassPlan) -> int:
 
     Only this pass assigns pools and capacity only grows between its read and its write (leases
     keep their pool; re-queues and completions free devices), so the plan cannot overfill a pool.
+    A task the engine cannot take (`decided.doomed`) is ended SYSTEM_ERROR with the reason, its
+    order (if any) settled, and logged once.
     """
-    ids = list(decided.placements) + list(decided.reasons)
+    ids = list(decided.placements) + list(decided.reasons) + list(decided.doomed)
     if not ids:
         return 0
     rows = session.scalars(
@@ -703,7 +882,13 @@ def apply_pass(session: Session, decided: PassPlan) -> int:
     ).all()
     placed = 0
     for row in rows:
-        if row.id in decided.placements:
+        if row.id in decided.doomed:
+            reason = decided.doomed[row.id]
+            log.error("ending task %s (SYSTEM_ERROR): %s", row.id, reason)
+            transition(session, row, State.SYSTEM_ERROR, reason, "scheduler")
+            row.unplaced_reason = reason
+            _settle(session, row)
+        elif row.id in decided.placements:
             pool, site, placement = decided.placements[row.id]
             row.pool_id, row.site_id, row.placement = pool, site, placement
             row.unplaced_reason = None

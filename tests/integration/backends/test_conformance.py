@@ -12,7 +12,6 @@ Commands name files by task-relative paths only: the local backend gives each ta
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -128,19 +127,21 @@ def wait_running(backend: Backend, handle: Handle, marker: Path) -> None:
         time.sleep(POLL_EVERY_S)
 
 
-def process_alive(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie waiting for its reaper."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False  # gone between the two looks
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def processes_with(word: str) -> list[int]:
+    """Host pids of live, non-zombie processes with `word` as one of their arguments. (A
+    task's own `$$` may be a pid of its private PID namespace, so tasks are found by argv.)"""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # gone between the looks
+        if word.encode() in words and state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 # -- the cases -------------------------------------------------------------------------------
@@ -228,11 +229,11 @@ def test_executors_log_in_order_with_their_own_output_and_task_paths(
 
 
 def test_cancel_stops_running_work(backend: Backend, task_id: str, tmp_path: Path) -> None:
+    marker = f"60.{uuid.uuid4().int % 10**9:09d}"  # a sleep no other process has
     handle = backend.start(
-        task_id, [sh("echo $$ > pid; exec sleep 60"), sh("touch after")], tmp_path
+        task_id, [sh(f"echo $$ > pid; exec sleep {marker}"), sh("touch after")], tmp_path
     )
     wait_running(backend, handle, tmp_path / "pid")
-    pid = int((tmp_path / "pid").read_text())
     began = time.monotonic()
     backend.cancel(handle)
     backend.cancel(handle)  # idempotent
@@ -240,7 +241,7 @@ def test_cancel_stops_running_work(backend: Backend, task_id: str, tmp_path: Pat
     status = wait(backend, handle, timeout_s=CANCEL_TIMEOUT_S)
     assert status.state is TaskState.CANCELED, status
     assert status.exit_code is None
-    assert not process_alive(pid), "CANCELED while the work it started still runs"
+    assert processes_with(marker) == [], "CANCELED while the work it started still runs"
     assert not (tmp_path / "after").exists(), "an executor ran after the cancel"
     backend.cancel(handle)  # forgotten now: a no-op
     with pytest.raises(KeyError):

@@ -149,8 +149,9 @@ class Platform:
         env: dict[str, str] | None = None,
         work_root: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        """A `suanli agent` subprocess; `extra` arguments and `env` entries are added. Its
-        work root is `home/work-<n>` unless given (give the same one to restart an agent)."""
+        """A `suanli agent` subprocess holding `provider` (a provider's or an agent token) in
+        SUANLI_TOKEN; `extra` arguments and `env` entries are added. Its work root is
+        `home/work-<n>` unless given (give the same one to restart an agent)."""
         log = open(self.home / f"agent-{len(self.agents)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             [
@@ -160,8 +161,6 @@ class Platform:
                 "agent",
                 "--server",
                 self.url,
-                "--token",
-                provider,
                 "--site",
                 site,
                 "--slots",
@@ -170,7 +169,7 @@ class Platform:
                 str(work_root or self.home / f"work-{len(self.agents)}"),
                 *extra,
             ],
-            env={**self.env, **(env or {})},
+            env={**self.env, "SUANLI_TOKEN": provider, **(env or {})},  # never on argv
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

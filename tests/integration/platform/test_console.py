@@ -2,7 +2,8 @@
 server with a real agent: sign in, submit from the form with a quote, watch the task complete
 without reloading, switch language, download a statement, see the map; a consumer cannot open
 another consumer's task. Every main page is loaded at 1280x800 and on a 390-px phone, with no
-console errors, labelled form fields and no sideways scrolling; screenshots of each are saved
+console errors (a violation of the console's Content Security Policy counts as one), labelled
+form fields and no sideways scrolling; screenshots of each are saved
 under `tests/artifacts/console/` (ignored by git; CI keeps them as artefacts).
 """
 
@@ -10,91 +11,26 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from suanli.services import market
-from suanli.services.core import Role, create_token
-from suanli.store.db import make_engine, session_factory
-
+from .browser import (
+    ARTIFACTS,
+    DESKTOP,
+    PHONE,
+    Watched,
+    browser,
+    funded_consumer,
+    network,
+    sign_in,
+)
+from .browser import open_page as _open
 from .conftest import Platform
 
-ROOT = Path(__file__).resolve().parents[3]
-ARTIFACTS = Path(os.environ.get("SUANLI_ARTIFACTS", ROOT / "tests" / "artifacts")) / "console"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+__all__ = ["browser", "network"]  # fixtures, shared with tests/security
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
-
-
-def _chromium() -> str:
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "chromium.sh")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"no Chromium for the browser tests: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = _chromium()
-    with sync_playwright() as p:
-        launched = p.chromium.launch(
-            executable_path=executable,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield launched
-        launched.close()
-
-
-@dataclass
-class Watched:
-    """A page with its console errors and uncaught exceptions collected."""
-
-    page: Page
-    errors: list[str] = field(default_factory=list)
-
-
-def _open(browser: Browser, viewport: dict[str, int] | None = None, **options: Any) -> Watched:
-    options.setdefault("locale", "zh-CN")  # the browser asks for Chinese: the console's default
-    context = browser.new_context(viewport=viewport or DESKTOP, **options)
-    page = context.new_page()
-    watched = Watched(page)
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            watched.errors.append(f"console: {message.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: watched.errors.append(f"page error: {error}"))
-    return watched
-
-
-def _sign_in(watched: Watched, platform: Platform, token: str) -> None:
-    page = watched.page
-    page.goto(f"{platform.url}/console/signin")
-    page.get_by_label("访问令牌").fill(token)  # the default language is Chinese
-    page.locator("button[type=submit].primary").click()
-    page.wait_for_load_state("networkidle")
-    assert "/signin" not in page.url, page.content()[:500]
 
 
 def _sideways(page: Page) -> int:
@@ -109,38 +45,12 @@ def _shot(watched: Watched, name: str) -> None:
     watched.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def _consumer(platform: Platform, name: str, fen: int = 10_000_000) -> tuple[str, str]:
-    engine = make_engine(platform.database_url)
-    with session_factory(engine).begin() as session:
-        row, token = create_token(session, Role.CONSUMER, name)
-        operator = create_token(session, Role.OPERATOR, f"{name} ops")[0]
-        market.credit(session, operator, row.id, fen)
-        ident = row.id
-    engine.dispose()
-    return ident, token
-
-
-@pytest.fixture
-def network(platform: Platform) -> dict[str, str]:
-    """A provider with a site and an agent, a funded consumer, an operator."""
-    provider = platform.token(Role.PROVIDER, "console provider")
-    site = platform.site_with_pool(provider, count=4)
-    platform.agent(provider, site, 2)
-    _, consumer = _consumer(platform, "alice")
-    return {
-        "provider": provider,
-        "site": site,
-        "consumer": consumer,
-        "operator": platform.token(Role.OPERATOR, "console operator"),
-    }
-
-
 def test_sign_in_submit_from_the_form_and_watch_it_complete(
     browser: Browser, platform: Platform, network: dict[str, str]
 ) -> None:
     watched = _open(browser)
     page = watched.page
-    _sign_in(watched, platform, network["consumer"])
+    sign_in(watched, platform, network["consumer"])
     page.goto(f"{platform.url}/console/tasks/new")
     page.get_by_label("命令").fill("echo hello from the browser; sleep 4; echo done")
     page.get_by_label("名称").fill("from-the-form")
@@ -172,7 +82,7 @@ def test_cancel_a_running_task_from_its_page(
         task_id = http.post("/v1/tasks", json=body).json()["id"]
     watched = _open(browser)
     page = watched.page
-    _sign_in(watched, platform, network["consumer"])
+    sign_in(watched, platform, network["consumer"])
     page.goto(f"{platform.url}/console/tasks/{task_id}")
     page.locator("#task-state", has_text="RUNNING").wait_for(timeout=30_000)
     page.locator("#cancel").click()
@@ -185,7 +95,7 @@ def test_language_switch_is_remembered(
 ) -> None:
     watched = _open(browser)
     page = watched.page
-    _sign_in(watched, platform, network["consumer"])
+    sign_in(watched, platform, network["consumer"])
     page.goto(f"{platform.url}/console/tasks")
     assert page.locator("h1").inner_text() == "我的任务"
     page.locator("#language").click()
@@ -203,12 +113,12 @@ def test_language_switch_is_remembered(
 def test_a_consumer_cannot_open_another_consumers_task(
     browser: Browser, platform: Platform, network: dict[str, str]
 ) -> None:
-    _, bob = _consumer(platform, "bob")
+    _, bob = funded_consumer(platform, "bob")
     with platform.client(bob) as http:
         body = {"name": "bobs-secret", "executors": [{"command": ["echo", "bobs-output"]}]}
         bobs = http.post("/v1/tasks", json=body).json()["id"]
     watched = _open(browser)
-    _sign_in(watched, platform, network["consumer"])  # alice
+    sign_in(watched, platform, network["consumer"])  # alice
     response = watched.page.goto(f"{platform.url}/console/tasks/{bobs}")
     assert response is not None and response.status == 404
     shown = watched.page.locator("main").inner_text()
@@ -235,7 +145,7 @@ def test_keyboard_reaches_the_main_actions(
 ) -> None:
     watched = _open(browser)
     page = watched.page
-    _sign_in(watched, platform, network["consumer"])
+    sign_in(watched, platform, network["consumer"])
     page.goto(f"{platform.url}/console/tasks/new")
     reached: list[str] = []
     for _ in range(40):  # Tab through the page: skip link, navigation, the form, the button
@@ -269,7 +179,7 @@ def test_every_main_page_on_desktop_and_phone(
     for size_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         watched = _open(browser, viewport)
         page = watched.page
-        _sign_in(watched, platform, network[role])
+        sign_in(watched, platform, network[role])
         for path in PAGES[role]:
             response = page.goto(f"{platform.url}/console/{path}")
             assert response is not None and response.status == 200, (path, response)
@@ -287,7 +197,7 @@ def test_the_map_renders_with_the_clusters(
 ) -> None:
     watched = _open(browser)
     page = watched.page
-    _sign_in(watched, platform, network["operator"])
+    sign_in(watched, platform, network["operator"])
     page.goto(f"{platform.url}/console/overview")
     page.locator("#network-map canvas").first.wait_for()
     drawn = page.evaluate(
@@ -315,7 +225,7 @@ def test_download_a_statement(
 ) -> None:
     watched = _open(browser, accept_downloads=True)
     page = watched.page
-    _sign_in(watched, platform, network["consumer"])
+    sign_in(watched, platform, network["consumer"])
     page.goto(f"{platform.url}/console/money")
     with page.expect_download() as download:
         page.locator("#statement-csv").click()
@@ -333,7 +243,7 @@ def test_run_the_digital_twin_and_read_its_report(
 ) -> None:
     watched = _open(browser, PHONE)  # on a phone, to see the report fits one too
     page = watched.page
-    _sign_in(watched, platform, network["operator"])
+    sign_in(watched, platform, network["operator"])
     page.goto(f"{platform.url}/console/twin")
     page.locator("#twin-limit").fill("150")
     page.locator("#twin-run").click()

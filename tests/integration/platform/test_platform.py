@@ -13,7 +13,7 @@ import pytest
 from suanli.services.core import Role, verify_chain
 from suanli.store.db import make_engine, session_factory
 from tests.integration.platform.conftest import Platform, submit_body
-from tests.unit.agent.test_local_backend import alive
+from tests.unit.agent.test_local_backend import pids_of, unique_sleep
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
@@ -59,25 +59,22 @@ def test_cancel_kills_the_process_tree(platform: Platform, tmp_path: Path) -> No
     provider = platform.token(Role.PROVIDER, "dc-1")
     consumer = platform.token(Role.CONSUMER, "lab")
     platform.agent(provider, platform.site_with_pool(provider))
-    script = "sleep 300 & echo $! > pids; echo $$ >> pids; wait"  # in the task's directory
+    marker = unique_sleep()  # the task's pids are its namespace's: find it by command line
+    script = f"sleep {marker} & wait"
     with platform.client(consumer) as http:
         task_id = http.post("/v1/tasks", json=submit_body("sh", "-c", script)).json()["id"]
-        pids = platform.home / "work-0" / task_id / "pids"
         platform.wait_for(consumer, task_id, {"RUNNING"})
         deadline = time.monotonic() + 10
-        while (
-            not pids.exists() or len(pids.read_text().split()) < 2
-        ) and time.monotonic() < deadline:
+        while not pids_of(marker, word=True) and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert pids_of(marker, word=True), "the task never started its child"
         assert http.post(f"/v1/tasks/{task_id}/cancel").status_code == 200
     task = platform.wait_for(consumer, task_id, TERMINAL)
     assert task["state"] == "CANCELED"
     deadline = time.monotonic() + 5
-    survivors = [int(p) for p in pids.read_text().split()]
-    while survivors and time.monotonic() < deadline:
-        survivors = [pid for pid in survivors if alive(pid)]
+    while pids_of(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert survivors == []
+    assert pids_of(marker) == []  # the shell, its child and the wrappers around them
 
 
 def test_a_killed_agent_loses_nothing_and_runs_nothing_twice(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,8 +14,10 @@ from suanli.agent.backends import Executor, Handle, Status, TaskState, backend_n
 from suanli.agent.backends.local import (
     TAIL_BYTES,
     LocalBackend,
+    kill_leftovers,
     private_tmp_available,
     read_tail,
+    start_ticks,
 )
 from suanli.errors import InvalidValue
 
@@ -51,6 +54,29 @@ def alive(pid: int) -> bool:
     except OSError:
         return True  # no procfs: trust kill(0)
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def unique_sleep() -> str:
+    """A `sleep` argument no other process has: a task's pids are private to its namespace, so
+    the tests find its processes on the host by their command line."""
+    return f"60.{os.getpid()}{time.time_ns() % 10**9:09d}"
+
+
+def pids_of(argument: str, *, word: bool = False) -> list[int]:
+    """Host pids of the live processes whose command line holds `argument` (as one of its
+    words when `word`, else anywhere: a shell's script, the wrappers' argv)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        held = argument.encode() in words if word else argument.encode() in b" ".join(words)
+        if held and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture
@@ -95,16 +121,30 @@ def test_a_failing_command_is_an_executor_error_with_its_code_and_stderr(
     assert "oops" in status.stderr_tail
 
 
-def test_env_is_merged_with_the_agent_environment_and_runs_in_the_task_directory(
-    backend: LocalBackend, tmp_path: Path
+def test_env_is_the_executors_over_a_minimal_set_and_runs_in_the_task_directory(
+    backend: LocalBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SUANLI_AGENT_SECRET", "never-in-a-task")
     task_dir = tmp_path / "t-1"
-    script = 'echo "$SUANLI_GREETING|$PATH|$(pwd)"'
+    script = 'echo "$SUANLI_GREETING|$PATH|$(pwd)|$HOME|$LANG|$TMPDIR"; env'
     handle = backend.start("t-1", [sh(script, SUANLI_GREETING="你好")], task_dir)
-    greeting, path, cwd = wait_for(backend, handle).stdout_tail.strip().split("|")
+    first, *env = wait_for(backend, handle).stdout_tail.strip().splitlines()
+    greeting, path, cwd, home, lang, tmpdir = first.split("|")
     assert greeting == "你好"
-    assert path == os.environ["PATH"]
+    assert path == os.environ["PATH"]  # the agent's: how a provider offers its software
     assert Path(cwd).resolve() == task_dir.resolve()
+    assert (home, lang) == (str(task_dir), "C.UTF-8")
+    assert tmpdir == ("/tmp" if backend.private_tmp else str(task_dir / "tmp"))
+    names = {line.split("=", 1)[0] for line in env}
+    assert "SUANLI_AGENT_SECRET" not in names
+    # what sh itself adds (PWD, SHLVL, _) aside, nothing beyond the minimal set and the task's
+    assert names - {"PWD", "SHLVL", "_", "OLDPWD"} == {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "SUANLI_GREETING",
+    }
 
 
 def test_an_executor_workdir_is_a_task_path(backend: LocalBackend, tmp_path: Path) -> None:
@@ -217,16 +257,16 @@ def test_a_missing_binary_is_an_executor_error_127(backend: LocalBackend, tmp_pa
 
 
 def test_cancel_kills_the_whole_process_group(backend: LocalBackend, tmp_path: Path) -> None:
-    pids = tmp_path / "t-1" / "pids"
-    script = "sleep 60 & a=$!; sleep 60 & b=$!; echo $$ $a $b > pids; wait"
+    marker = unique_sleep()
+    script = f"sleep {marker} & sleep {marker} & echo started > pids; wait"
     handle = backend.start("t-1", [sh(script)], tmp_path / "t-1")
     deadline = time.monotonic() + 5
-    while not (pids.exists() and len(pids.read_text().split()) == 3):
-        assert time.monotonic() < deadline, "the script never wrote its pids"
+    while len(pids_of(marker, word=True)) < 2:
+        assert time.monotonic() < deadline, "the script never started its children"
         assert backend.poll(handle) is None
         time.sleep(0.01)
-    shell, *children = (int(pid) for pid in pids.read_text().split())
-    assert all(alive(pid) for pid in (shell, *children))
+    children = pids_of(marker, word=True)
+    everything = pids_of(marker)  # the children, their shell, and the wrappers around it
 
     began = time.monotonic()
     backend.cancel(handle)
@@ -236,7 +276,7 @@ def test_cancel_kills_the_whole_process_group(backend: LocalBackend, tmp_path: P
     deadline = time.monotonic() + 3
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert [pid for pid in (shell, *children) if alive(pid)] == []
+    assert [pid for pid in everything if alive(pid)] == []
 
 
 def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(
@@ -258,15 +298,14 @@ def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(
 
 
 def test_a_task_leaves_no_process_behind(backend: LocalBackend, tmp_path: Path) -> None:
-    pid_file = tmp_path / "t-1" / "pid"
-    handle = backend.start("t-1", [sh("sleep 60 & echo $! > pid")], tmp_path / "t-1")
+    marker = unique_sleep()
+    handle = backend.start("t-1", [sh(f"sleep {marker} & echo started")], tmp_path / "t-1")
     status = wait_for(backend, handle, timeout_s=5)
     assert status.state is TaskState.COMPLETE
-    straggler = int(pid_file.read_text())
     deadline = time.monotonic() + 3
-    while alive(straggler) and time.monotonic() < deadline:
+    while pids_of(marker) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not alive(straggler)
+    assert pids_of(marker) == []
 
 
 def test_output_tails_are_at_most_4_kib(backend: LocalBackend, tmp_path: Path) -> None:
@@ -300,3 +339,35 @@ def test_backend_named() -> None:
     assert backend_named("slurm", partition="debug").name == "slurm"  # constructing runs nothing
     with pytest.raises(InvalidValue, match="one of local, slurm, ray"):
         backend_named("kubernetes")
+
+
+def test_an_executor_killed_by_a_signal_exits_128_plus_its_number(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    status = wait_for(backend, backend.start("t-1", [sh("kill -9 $$")], tmp_path / "t-1"))
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert status.exit_code == 128 + 9  # as a shell and the Slurm backend report it
+
+
+def test_without_a_pid_namespace_a_task_still_runs(tmp_path: Path) -> None:
+    backend = LocalBackend(grace_s=0.5, pid_namespace=False)
+    assert not backend.pid_namespace
+    status = wait_for(backend, backend.start("t-1", [sh("echo $$")], tmp_path / "t-1"))
+    assert status.state is TaskState.COMPLETE
+    assert int(status.stdout_tail) > 1  # a host pid: no namespace of its own
+
+
+def test_kill_leftovers_spares_a_process_that_reused_the_pid(tmp_path: Path) -> None:
+    marker = unique_sleep()
+    group = subprocess.Popen(["sleep", marker], start_new_session=True)
+    try:
+        started = start_ticks(group.pid)
+        assert started is not None
+        assert not kill_leftovers(group.pid, started + 1)  # another process with that pid
+        assert group.poll() is None
+        assert kill_leftovers(group.pid, started)
+        assert group.wait(timeout=5) == -9
+    finally:
+        if group.poll() is None:
+            group.kill()
+            group.wait()

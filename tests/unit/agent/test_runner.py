@@ -23,7 +23,7 @@ import pytest
 
 from suanli.agent import Agent, AgentRejected, run_agent
 from suanli.agent.backends.local import LocalBackend
-from tests.unit.agent.test_local_backend import alive
+from tests.unit.agent.test_local_backend import pids_of, unique_sleep
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -276,12 +276,12 @@ def test_a_heartbeat_asking_to_cancel_makes_the_agent_cancel_and_report_canceled
 def test_a_409_answer_makes_the_agent_drop_the_task(
     server: FakeServer, start_agent: Callable[..., RunningAgent], tmp_path: Path
 ) -> None:
-    pid_file = tmp_path / "work" / "t-lost" / "pid"  # the task's own directory
+    marker = unique_sleep()  # the task's pids are private to its namespace: find it by argv
     with server.state.lock:
         server.state.conflict.add("t-lost")
-    server.add_task("t-lost", ["sh", "-c", "echo $$ > pid; exec sleep 30"])
+    server.add_task("t-lost", ["sh", "-c", f"exec sleep {marker}"])
     running = start_agent()
-    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+    wait_until(lambda: pids_of(marker, word=True) != [])
     server.state.conflict_gate.set()  # the 409 comes only once the task surely runs
     wait_until(lambda: any("dropped" in line for line in running.lines))
     wait_until(lambda: running.agent.free_slots() == 2, timeout_s=5)  # drained on the backend
@@ -291,7 +291,7 @@ def test_a_409_answer_makes_the_agent_drop_the_task(
         assert server.state.heartbeats[-1] == []
     running.finish()
     assert server.state.states("t-lost") == []  # the 409 was the only answer; nothing recorded
-    assert not alive(int(pid_file.read_text()))
+    assert pids_of(marker) == []
 
 
 def test_stopping_the_agent_cancels_running_tasks_with_reason_agent_stopped(

@@ -16,12 +16,20 @@ Invariants every backend keeps:
 - usage is measured by the backend: `wall_s` from start to end, `cpu_s` of the processes it
   could account for, `device_s` = `wall_s` x the devices the task holds.
 
+A task is untrusted code: it never sees the agent's credentials. Every backend gives an executor
+only `task_environment(task_dir, executor.env)`: the executor's own `env` over a minimal set:
+`PATH` = the agent's `PATH` (how a provider offers the software it installed on its hosts; no
+secret lives there; `TASK_PATH` when the agent has none), `HOME` = the task directory, `TMPDIR`
+= `<task dir>/tmp`, `LANG` = `C.UTF-8`; plus what the engine itself sets for a job (Slurm's
+`SLURM_*` and GPU binding); nothing else of the agent's environment (no token, no cloud keys).
+
 Heavy SDKs (ray, kubernetes) are imported lazily inside their backend module, so importing this
 package costs nothing.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,6 +40,7 @@ from suanli.errors import InvalidValue
 
 __all__ = [
     "BACKEND_NAMES",
+    "TASK_PATH",
     "TERMINAL_STATES",
     "Backend",
     "Capacity",
@@ -42,7 +51,11 @@ __all__ = [
     "Usage",
     "backend_named",
     "container_path",
+    "task_environment",
 ]
+
+# The PATH a task gets when neither it nor the agent has one: the system's programs.
+TASK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class TaskState(StrEnum):
@@ -73,6 +86,18 @@ def container_path(task_dir: Path, path: str, field_name: str = "path") -> Path:
     if target != root and root not in target.parents:
         raise InvalidValue(field_name, path, "a path inside the task directory", "任务目录内的路径")
     return target
+
+
+def task_environment(task_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of one executor: the minimal set (see the module docstring) with
+    the executor's own `env` over it. Nothing comes from the agent's environment."""
+    base = {
+        "PATH": os.environ.get("PATH") or TASK_PATH,
+        "HOME": str(task_dir),
+        "TMPDIR": str(task_dir / "tmp"),
+        "LANG": "C.UTF-8",
+    }
+    return {**base, **env}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """The local backend: a task's executors run as subprocesses of the agent, one after another.
 
 Each task owns a directory (given by the agent, created if missing) that holds `stdout.txt` and
-`stderr.txt`, appended to by every executor in turn unless it names its own `stdout`/`stderr`
-file; an executor runs there unless it names a `workdir`. Every path a task names is a task path
-(`container_path`): `/data/x` is `<task dir>/data/x`. Its environment is `os.environ` merged
-with the executor's `env`. Every executor starts in a new session (`start_new_session=True`), so
-its process group id is its pid and everything it spawns can be signalled at once.
+`stderr.txt`, appended to by every executor in turn unless it names its own `stdout`/`stderr` file;
+an executor runs there unless it names a `workdir`. Every path a task names is a task path
+(`container_path`): `/data/x` is `<task dir>/data/x`. Its environment is `task_environment`: the
+executor's `env` over a minimal set (PATH, HOME = the task directory, TMPDIR = `/tmp` when it is
+private, else `<task dir>/tmp`, LANG), never the agent's own environment, so no credential of the
+agent reaches a task. Every executor starts in a new session (`start_new_session=True`), so its
+process group id is its leader's pid and everything it spawns can be signalled at once.
 
 Images: there is no container runtime here. An executor's `image` is recorded by the server and
 not used; the command runs on the host, as the agent's user, with the host's programs. What a
@@ -15,6 +17,18 @@ namespace (`unshare --mount`, with a user namespace when the agent is not root) 
 `<task dir>/tmp` is bind-mounted on `/tmp`, so `/tmp/x` in a command and the task path `/tmp/x`
 are the same file. Where namespaces are refused the executor sees the host's `/tmp`
 (`LocalBackend.private_tmp` is then False, and the agent says so when it starts).
+
+A task runs at most once at a time: its executors die with their agent, even when the agent is
+killed by SIGKILL. Each executor also gets a PID namespace of its own (`unshare --pid --fork
+--kill-child --mount-proc`): its leader is `unshare`, which the kernel kills when the agent dies
+(`PR_SET_PDEATHSIG`), which kills the namespace's first process (a shell that runs the command
+in the foreground, so the command still gets SIGTERM on cancel), whose end makes the kernel kill
+every process of the namespace, those that left the process group or the session included. The
+private `/proc` also hides the agent's (and every other) process from the task. Where PID
+namespaces are refused (`pid_namespace` False, the agent says so) only the leader gets the
+parent-death signal; what it leaves behind in its group is killed by the next agent started on
+the same work root, which finds the group in its state file (`executor_process`,
+`kill_leftovers`).
 
 Lifecycle, all driven by `poll` and never blocking: an executor's leader is reaped with
 `os.wait4(pid, WNOHANG)`; if members of its group outlive it they get SIGTERM, then SIGKILL after
@@ -28,12 +42,12 @@ returns for each executor's leader, which includes every descendant the leader i
 (a shell's foreground commands) but not orphans it left behind; `device_s` = `wall_s` x devices.
 
 Outcomes: the first executor that exits non-zero ends the task `EXECUTOR_ERROR` with its exit code
-(negative N when killed by signal N), unless it has `ignore_error` (then the next one runs, and a
-task whose other executors succeed is `COMPLETE`, its reason naming the ignored failures); a
-command that cannot be started (missing binary, missing permission) ends it `EXECUTOR_ERROR` with
-127 (126 for other OS errors) and the error appended to stderr; a task directory that cannot be
-made is `SYSTEM_ERROR`. Tails are the last `tail_bytes` bytes of each file, decoded as UTF-8 with
-replacement after dropping a character cut in half.
+(128 + N when killed by signal N, as a shell and the Slurm backend report it), unless it has
+`ignore_error` (then the next one runs, and a task whose other executors succeed is `COMPLETE`, its
+reason naming the ignored failures); a command that cannot be started (missing binary, missing
+permission) ends it `EXECUTOR_ERROR` with 127 (126 for other OS errors) and the error appended to
+stderr; a task directory that cannot be made is `SYSTEM_ERROR`. Tails are the last `tail_bytes`
+bytes of each file, decoded as UTF-8 with replacement after dropping a character cut in half.
 
 Not thread-safe: one agent loop drives one backend.
 """
@@ -41,6 +55,7 @@ Not thread-safe: one agent loop drives one backend.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import functools
 import os
@@ -63,6 +78,7 @@ from suanli.agent.backends import (
     TaskState,
     Usage,
     container_path,
+    task_environment,
 )
 from suanli.errors import SuanliError
 
@@ -72,9 +88,13 @@ __all__ = [
     "TAIL_BYTES",
     "LocalBackend",
     "group_alive",
+    "kill_leftovers",
+    "pid_namespace_available",
+    "private_tmp_available",
     "read_tail",
     "signal_group",
     "start_failure",
+    "start_ticks",
 ]
 
 STDOUT_FILE = "stdout.txt"
@@ -82,14 +102,77 @@ STDERR_FILE = "stderr.txt"
 TAIL_BYTES = 4096
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
-# Run "$@" with "$0" bind-mounted on /tmp (inside the mount namespace that unshare made).
-_PRIVATE_TMP_SCRIPT = 'mount --bind "$0" /tmp && exec "$@"'
+# Inside the namespaces unshare made: bind-mount "$2" on /tmp with the mount program "$1", then
+# run the command. In a PID namespace the shell stays as its first process and runs the command
+# in the foreground: a first process ignores signals it has no handler for, its child does not.
+_PRIVATE_TMP_SCRIPT = 'm=$1 t=$2; shift 2; "$m" --bind "$t" /tmp && exec "$@"'
+_PID_INIT_SCRIPT = 'm=$1 t=$2; shift 2; "$m" --bind "$t" /tmp && "$@"'
+_PR_SET_PDEATHSIG = 1
+_STAT_START_FIELD = 19  # starttime in /proc/<pid>/stat, counted from the field after "(comm)"
 
 
-def _unshare_prefix() -> list[str]:
+def _unshare_prefix(pid_namespace: bool) -> list[str]:
     unshare = shutil.which("unshare") or "unshare"
     user = [] if os.geteuid() == 0 else ["--map-current-user"]
-    return [unshare, "--mount", "--propagation", "private", *user, "--"]
+    pid = ["--pid", "--fork", "--kill-child", "--mount-proc"] if pid_namespace else []
+    return [unshare, *pid, "--mount", "--propagation", "private", *user, "--"]
+
+
+def _wrapped(argv: Sequence[str], private: Path, pid_namespace: bool) -> list[str]:
+    """`argv` run in fresh namespaces with `private` on /tmp (see the module docstring)."""
+    script = _PID_INIT_SCRIPT if pid_namespace else _PRIVATE_TMP_SCRIPT
+    mount = shutil.which("mount") or "/bin/mount"
+    return [
+        *_unshare_prefix(pid_namespace),
+        "/bin/sh",
+        "-c",
+        script,
+        "suanli-task",
+        mount,
+        str(private),
+        *argv,
+    ]
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A `preexec_fn` that makes the kernel SIGKILL the child when `parent` dies (Linux), and
+    kills it at once if the parent died before the request was made."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        return lambda: None
+
+    def request() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return request
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or None when it is gone:
+    with the pid, it names one process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    try:
+        return int(fields[_STAT_START_FIELD])
+    except (IndexError, ValueError):
+        return None
+
+
+def kill_leftovers(pgid: int, started: int) -> bool:
+    """SIGKILL what is left of an executor's process group that a previous agent started
+    (its leader's pid `pgid` and start time `started`, as `executor_process` gave them); False
+    when the pid now names another process (it was reused), so nothing is signalled."""
+    now = start_ticks(pgid)
+    if now is not None and now != started:
+        return False
+    signal_group(pgid, signal.SIGKILL)  # the leader or, once it is gone, its orphans
+    return True
 
 
 def start_failure(exc: OSError | SuanliError, program: str) -> tuple[int, str]:
@@ -103,15 +186,25 @@ def start_failure(exc: OSError | SuanliError, program: str) -> tuple[int, str]:
 
 
 @functools.cache
-def private_tmp_available() -> bool:
-    """Whether this kernel and user may give a process a private /tmp (probed once)."""
+def _namespaces_work(pid_namespace: bool) -> bool:
     with tempfile.TemporaryDirectory(prefix="suanli-probe-") as scratch:
-        probe = [*_unshare_prefix(), "/bin/sh", "-c", _PRIVATE_TMP_SCRIPT, scratch, "true"]
+        probe = _wrapped(["true"], Path(scratch), pid_namespace)
         try:
             done = subprocess.run(probe, capture_output=True, timeout=10, check=False)
         except (OSError, subprocess.SubprocessError):
             return False
         return done.returncode == 0
+
+
+def private_tmp_available() -> bool:
+    """Whether this kernel and user may give a process a private /tmp (probed once)."""
+    return _namespaces_work(False)
+
+
+def pid_namespace_available() -> bool:
+    """Whether this kernel and user may give a process its own PID namespace and /proc (with a
+    private /tmp), probed once."""
+    return _namespaces_work(True)
 
 
 def read_tail(path: Path, limit_bytes: int = TAIL_BYTES, start: int = 0) -> str:
@@ -161,6 +254,7 @@ class _Run:
     index: int = 0  # the executor running now, or the next one to start
     proc: subprocess.Popen[bytes] | None = None
     pgid: int | None = None  # group of the current executor, kept until it is empty
+    pgid_started: int | None = None  # its leader's start time (see `start_ticks`)
     leader_code: int | None = None  # exit code of the current executor once reaped
     cpu_s: float = 0.0
     cancel_requested: bool = False
@@ -194,16 +288,24 @@ class LocalBackend:
         tail_bytes: int = TAIL_BYTES,
         clock: Callable[[], float] = time.monotonic,
         private_tmp: bool | None = None,
+        pid_namespace: bool | None = None,
     ) -> None:
-        """`private_tmp`: None = where available (probed), False = never, True = required."""
+        """`private_tmp`, `pid_namespace`: None = where available (probed), False = never,
+        True = required. A PID namespace comes with a private /tmp."""
         self.grace_s = grace_s
         self.tail_bytes = tail_bytes
         self._clock = clock
         self._runs: dict[str, _Run] = {}
-        available = private_tmp is not False and private_tmp_available()
-        if private_tmp and not available:
+        self._die_with_agent = _die_with_parent(os.getpid())
+        pid_ok = private_tmp is not False and pid_namespace is not False
+        pid_ok = pid_ok and pid_namespace_available()
+        if pid_namespace and not pid_ok:
+            raise OSError("a PID namespace needs 'unshare --pid --mount-proc', which is refused")
+        tmp_ok = pid_ok or (private_tmp is not False and private_tmp_available())
+        if private_tmp and not tmp_ok:
             raise OSError("a private /tmp needs 'unshare --mount', which this system refuses")
-        self.private_tmp = available
+        self.private_tmp = tmp_ok
+        self.pid_namespace = pid_ok
 
     @property
     def name(self) -> str:
@@ -249,6 +351,18 @@ class LocalBackend:
         """Never: processes of a previous agent are not this process's children, so their exit
         status cannot be reaped; the agent reports such tasks lost."""
         return None
+
+    def executor_process(self, handle: Handle) -> tuple[int, int] | None:
+        """The running executor's process group and its leader's start time, for the agent's
+        state file (see `kill_leftovers`); None between executors or once the task ended."""
+        run = self._runs.get(handle.ref)
+        if run is None or run.pgid is None or run.pgid_started is None:
+            return None
+        return run.pgid, run.pgid_started
+
+    def kill_leftovers(self, pgid: int, started: int) -> bool:
+        """Kill what a previous agent's executor left running (see `kill_leftovers`)."""
+        return kill_leftovers(pgid, started)
 
     def cancel(self, handle: Handle) -> None:
         run = self._runs.get(handle.ref)
@@ -296,6 +410,7 @@ class LocalBackend:
                 self._escalate(run)
                 return False
             code = os.waitstatus_to_exitcode(wait_status)
+            code = 128 - code if code < 0 else code  # killed by signal N: 128 + N
             run.proc.returncode = code
             run.proc = None
             run.leader_code = code
@@ -308,6 +423,7 @@ class LocalBackend:
             if not run.kill_sent:
                 return False
         run.pgid = None
+        run.pgid_started = None
         run.term_sent_at = None
         run.kill_sent = False
         return True
@@ -326,7 +442,6 @@ class LocalBackend:
 
     def _spawn(self, run: _Run) -> None:
         executor = run.executors[run.index]
-        env = {**os.environ, **executor.env}
         argv = list(executor.command)
         try:
             where = f"executors[{run.index}]"
@@ -339,17 +454,12 @@ class LocalBackend:
             cwd.mkdir(parents=True, exist_ok=True)
             out_path = self._stream_path(run, executor.stdout, f"{where}.stdout", STDOUT_FILE)
             err_path = self._stream_path(run, executor.stderr, f"{where}.stderr", STDERR_FILE)
+            private = task / "tmp"
+            private.mkdir(exist_ok=True)
+            env = task_environment(task, executor.env)
             if self.private_tmp:
-                private = task / "tmp"
-                private.mkdir(exist_ok=True)
-                argv = [
-                    *_unshare_prefix(),
-                    "/bin/sh",
-                    "-c",
-                    _PRIVATE_TMP_SCRIPT,
-                    str(private),
-                    *argv,
-                ]
+                env["TMPDIR"] = executor.env.get("TMPDIR", "/tmp")  # the private one
+                argv = _wrapped(argv, private, self.pid_namespace)
             with contextlib.ExitStack() as files:
                 source: IO[bytes] | int = subprocess.DEVNULL
                 if executor.stdin:
@@ -373,6 +483,7 @@ class LocalBackend:
                     stdout=out,
                     stderr=err,
                     start_new_session=True,
+                    preexec_fn=self._die_with_agent,
                 )
         except (OSError, SuanliError) as exc:  # SuanliError: a path that leaves the task dir
             code, message = start_failure(exc, executor.command[0])
@@ -385,6 +496,7 @@ class LocalBackend:
             self._finish(run, TaskState.EXECUTOR_ERROR, code, message)
             return
         run.pgid = run.proc.pid
+        run.pgid_started = start_ticks(run.pgid)
 
     @staticmethod
     def _stream_path(run: _Run, named: str | None, field_name: str, default: str) -> Path:

@@ -5,7 +5,8 @@ job's driver was placed on; `<plan>` is URL-safe base64 of `{"executors": [...],
 int}` (each executor in the server's JSON form, see `Executor.from_json`). It does what the local
 backend does, minus the private `/tmp`: every path is a task path (`container_path`), an
 executor without its own `stdout`/`stderr` appends to the task's `stdout.txt`/`stderr.txt`, its
-environment is this process's merged with its `env`, it runs in a session of its own (whatever
+environment is its `env` over the minimal set of `task_environment` (never this process's, which
+is the Ray cluster's), it runs in a session of its own (whatever
 it leaves behind in its group gets SIGTERM, then SIGKILL after `grace_s`), the first non-zero
 exit ends the task unless that executor has `ignore_error`, and a command that cannot be started
 counts as exit 127 (126 for other OS errors) with the error appended to `stderr.txt`.
@@ -37,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from suanli.agent.backends import Executor, TaskState, container_path
+from suanli.agent.backends import Executor, TaskState, container_path, task_environment
 from suanli.agent.backends.local import (
     STDERR_FILE,
     STDOUT_FILE,
@@ -159,6 +160,7 @@ class _Runner:
                 else task
             )
             cwd.mkdir(parents=True, exist_ok=True)
+            (task / "tmp").mkdir(exist_ok=True)  # TMPDIR
             out_path = self._stream_path(executor.stdout, f"{where}.stdout", STDOUT_FILE)
             err_path = self._stream_path(executor.stderr, f"{where}.stderr", STDERR_FILE)
             with contextlib.ExitStack() as files:
@@ -173,7 +175,7 @@ class _Runner:
                 proc = subprocess.Popen(
                     list(executor.command),
                     cwd=cwd,
-                    env={**os.environ, **executor.env},
+                    env=task_environment(task, executor.env),
                     stdin=source,
                     stdout=out,
                     stderr=err,

@@ -4,8 +4,10 @@
 and the task's description (`task.json`: devices, and for each executor its output files and
 `ignore_error`), then submits the script with `sbatch --parsable`; the `Handle`'s `ref` is the
 job id. The script runs each executor as the local backend does: in its `workdir` (a task path,
-see `container_path`; the task directory by default), with the job's environment (sbatch
-exports the agent's) merged with the executor's `env`, its `stdin` from a task path or
+see `container_path`; the task directory by default), with the executor's `env` over the
+minimal set of `task_environment` and what Slurm sets for a job (`SLURM_*`, the GPUs it bound):
+the job is submitted with `--export=NONE`, so nothing of the agent's environment reaches it, and
+the script sets PATH, HOME, TMPDIR (`<task dir>/tmp`) and LANG; its `stdin` from a task path or
 `/dev/null`, and its output appended to the task's `stdout.txt`/`stderr.txt` (the job's own
 streams, opened by Slurm in append mode) unless it names its own file (then truncated). A
 non-zero exit stops the script with that code unless the executor has `ignore_error`. The script
@@ -66,6 +68,7 @@ from suanli.agent.backends import (
     TaskState,
     Usage,
     container_path,
+    task_environment,
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, TAIL_BYTES, read_tail
 from suanli.errors import SuanliError
@@ -254,10 +257,14 @@ def _script(job: _Job, executors: Sequence[Executor]) -> str:
     """The batch script that runs `executors` in order and writes results.txt."""
     q = shlex.quote
     results = q(str(job.task_dir / STATE_DIR / "results.txt"))
+    base = task_environment(job.task_dir, {})
     lines = [
         "#!/bin/bash",
         f"# Written by suanli's Slurm backend for task {job.task_id}; see",
         "# suanli/agent/backends/slurm.py. Records go to results.txt beside this file.",
+        # sbatch --export=NONE: only SLURM_* came with the job; this is the rest a task gets
+        "export " + " ".join(q(f"{key}={value}") for key, value in base.items()),
+        'mkdir -p -- "$TMPDIR"',
         f"R={results}",
         'size() { stat -c %s -- "$1" 2>/dev/null || echo 0; }',
         # `times` in this shell (a subshell's would be its own): the shell's, then children's.
@@ -392,6 +399,7 @@ class SlurmBackend:
                 "--open-mode=append",
                 f"--time={_time_limit(self.time_limit_s)}",
                 "--no-requeue",
+                "--export=NONE",  # the agent's environment stays with the agent
             ]
             if self.partition:
                 argv.append(f"--partition={self.partition}")

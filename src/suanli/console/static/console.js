@@ -1,5 +1,6 @@
 /* suanli console: chart glue, no framework. Reads chart data from
    <script type="application/json"> blocks and draws them with ECharts (vendor/echarts.min.js).
+   The console's Content Security Policy allows no inline script: every script lives here.
    Every part checks that its element (and ECharts) is there, so it is safe on any page. */
 (function () {
   "use strict";
@@ -233,6 +234,35 @@
     });
   }
 
+  /* --- a digital-twin run: policies compared, busy devices over time ------------------ */
+
+  function drawTwin() {
+    var data = readJSON("twin-data");
+    var barsEl = document.getElementById("twin-chart");
+    var busyEl = document.getElementById("twin-busy");
+    if (!data || !barsEl || !busyEl || !window.echarts) return;
+    start(barsEl).setOption({
+      animation: !still,
+      tooltip: { trigger: "axis", valueFormatter: function (v) { return v + "%"; } },
+      legend: { top: 0 },
+      grid: { left: 8, right: 8, bottom: 8, top: 40, containLabel: true },
+      xAxis: { type: "category", data: data.measures },
+      yAxis: { type: "value", max: 100, axisLabel: { formatter: "{value}%" } },
+      series: data.bars.map(function (b) { return { name: b.name, type: "bar", data: b.values }; })
+    });
+    start(busyEl).setOption({
+      animation: !still,
+      tooltip: { trigger: "axis" },
+      legend: { top: 0 },
+      grid: { left: 8, right: 24, bottom: 28, top: 40, containLabel: true },
+      xAxis: { type: "value", name: data.hours, nameLocation: "middle", nameGap: 28 },
+      yAxis: { type: "value" },
+      series: data.lines.map(function (l) {
+        return { name: l.name, type: "line", showSymbol: false, step: "end", data: l.data };
+      })
+    });
+  }
+
   var pending = null;
   window.addEventListener("resize", function () {
     if (pending) window.clearTimeout(pending);
@@ -246,6 +276,7 @@
   function init() {
     drawMap();
     drawSites();
+    drawTwin();
   }
 
   if (document.readyState === "loading") {

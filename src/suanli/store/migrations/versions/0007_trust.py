@@ -56,26 +56,29 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
     )
-    # money in 64 bits: a large order must be refused by validation, never overflow a column
-    with op.batch_alter_table("ledger_postings", schema=None) as batch_op:
-        batch_op.alter_column("amount_fen", type_=sa.BigInteger(), existing_type=sa.Integer())
-    with op.batch_alter_table("orders", schema=None) as batch_op:
-        batch_op.alter_column("escrow_fen", type_=sa.BigInteger(), existing_type=sa.Integer())
-    with op.batch_alter_table("pools", schema=None) as batch_op:
-        batch_op.alter_column(
-            "price_fen_per_device_hour", type_=sa.BigInteger(), existing_type=sa.Integer()
-        )
+    # money in 64 bits: a large order must be refused by validation, never overflow a column.
+    # SQLite's INTEGER is 64-bit already, and a batch type change there recreates the table,
+    # which a populated database refuses (DROP TABLE pools breaks tasks' foreign key)
+    if op.get_bind().dialect.name == "sqlite":
+        return
+    op.alter_column(
+        "ledger_postings", "amount_fen", type_=sa.BigInteger(), existing_type=sa.Integer()
+    )
+    op.alter_column("orders", "escrow_fen", type_=sa.BigInteger(), existing_type=sa.Integer())
+    op.alter_column(
+        "pools", "price_fen_per_device_hour", type_=sa.BigInteger(), existing_type=sa.Integer()
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("pools", schema=None) as batch_op:
-        batch_op.alter_column(
-            "price_fen_per_device_hour", type_=sa.Integer(), existing_type=sa.BigInteger()
+    if op.get_bind().dialect.name != "sqlite":  # see upgrade(): SQLite's were never changed
+        op.alter_column(
+            "pools", "price_fen_per_device_hour", type_=sa.Integer(), existing_type=sa.BigInteger()
         )
-    with op.batch_alter_table("orders", schema=None) as batch_op:
-        batch_op.alter_column("escrow_fen", type_=sa.Integer(), existing_type=sa.BigInteger())
-    with op.batch_alter_table("ledger_postings", schema=None) as batch_op:
-        batch_op.alter_column("amount_fen", type_=sa.Integer(), existing_type=sa.BigInteger())
+        op.alter_column("orders", "escrow_fen", type_=sa.Integer(), existing_type=sa.BigInteger())
+        op.alter_column(
+            "ledger_postings", "amount_fen", type_=sa.Integer(), existing_type=sa.BigInteger()
+        )
     op.drop_table("console_sessions")
     with op.batch_alter_table("tokens", schema=None) as batch_op:
         batch_op.drop_column("site_id")
