@@ -123,6 +123,10 @@ def main() -> int:
             },
         ).json()["id"]
         print(f"provider site {site} with {cores} CPU core(s) in pool {pool}", file=sys.stderr)
+        # the agent acts with a token for this one site only, never the provider's own
+        agent_token = provider.post(
+            f"/v1/sites/{site}/agent-tokens", json={"name": "demo agent"}
+        ).json()["token"]
         children.append(
             subprocess.Popen(
                 [
@@ -137,7 +141,7 @@ def main() -> int:
                     "--work-root",
                     str(HOME / "work"),
                 ],
-                env={**env, "SUANLI_TOKEN": tokens[Role.PROVIDER]},  # never on argv
+                env={**env, "SUANLI_TOKEN": agent_token},  # never on argv
                 stdout=log_file("agent.log"),
                 stderr=subprocess.STDOUT,
             )

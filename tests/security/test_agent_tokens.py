@@ -10,8 +10,6 @@ console. On its own site a real `suanli agent` holding it runs a task to COMPLET
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,31 +20,6 @@ from suanli.services.core import Role
 from tests.integration.platform.conftest import Platform, submit_body
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
-
-
-def _agent_with_env_token(platform: Platform, token: str, site: str) -> subprocess.Popen[bytes]:
-    """A real agent that takes its token from SUANLI_TOKEN (never from argv)."""
-    log = open(platform.home / "scoped-agent.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "suanli",
-            "agent",
-            "--server",
-            platform.url,
-            "--site",
-            site,
-            "--work-root",
-            str(platform.home / "scoped-work"),
-        ],
-        env={**platform.env, "SUANLI_TOKEN": token},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    platform.agents.append(process)  # stopped by the fixture
-    return process
 
 
 def _until_placed(platform: Platform, token: str, task_id: str) -> dict[str, Any]:
@@ -137,7 +110,7 @@ def test_stolen_agent_token_cannot_act_beyond_its_site(platform: Platform) -> No
         assert beat.status_code == 200, beat.text
 
     # on its own site the agent protocol works: a real agent holding the token runs a task
-    _agent_with_env_token(platform, stolen["token"], site_a)
+    platform.agent(stolen["token"], site_a)  # an agent token is passed as it is
     with platform.client(consumer) as http:
         created = http.post("/v1/tasks", json=submit_body("sh", "-c", "echo scoped"))
         assert created.status_code == 201, created.text

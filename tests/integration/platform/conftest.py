@@ -149,9 +149,12 @@ class Platform:
         env: dict[str, str] | None = None,
         work_root: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        """A `suanli agent` subprocess holding `provider` (a provider's or an agent token) in
-        SUANLI_TOKEN; `extra` arguments and `env` entries are added. Its work root is
-        `home/work-<n>` unless given (give the same one to restart an agent)."""
+        """A `suanli agent` subprocess with a site-scoped agent token in SUANLI_TOKEN, as a
+        provider runs one: issued with the `provider` token for `site` (a token that cannot
+        issue one, an agent token say, or a server that is down, is passed as it is); `extra`
+        arguments and `env` entries are added. Its work root is `home/work-<n>` unless given
+        (give the same one to restart an agent)."""
+        token = self.agent_token(provider, site) or provider
         log = open(self.home / f"agent-{len(self.agents)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             [
@@ -169,13 +172,22 @@ class Platform:
                 str(work_root or self.home / f"work-{len(self.agents)}"),
                 *extra,
             ],
-            env={**self.env, "SUANLI_TOKEN": provider, **(env or {})},  # never on argv
+            env={**self.env, "SUANLI_TOKEN": token, **(env or {})},  # never on argv
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.agents.append(process)
         return process
+
+    def agent_token(self, provider: str, site: str) -> str | None:
+        """A new agent token for `site`, issued with `provider`'s token; None when refused."""
+        try:
+            with self.client(provider) as http:
+                issued = http.post(f"/v1/sites/{site}/agent-tokens", json={"name": "test agent"})
+        except httpx.HTTPError:
+            return None
+        return str(issued.json()["token"]) if issued.status_code == 201 else None
 
     def wait_for(
         self, token: str, task_id: str, states: set[str], timeout: float = 30.0
