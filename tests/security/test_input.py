@@ -277,3 +277,36 @@ def test_dotdot_paths_refused_on_native_api(platform: Platform) -> None:
         assert _listed(http) == before
         fine = {"executors": [{"command": ["true"], "workdir": "/data/..x/y", "stdout": "o..txt"}]}
         assert http.post("/v1/tasks", json=fine).status_code == 201
+
+
+def test_list_pages_are_bounded_in_bytes(platform: Platform) -> None:
+    """A consumer stores sixteen tasks of almost 1 MiB each (each under the body limit): no page
+    of the native or the TES list carries them all; each page says where the next starts, and
+    following the pages gives every task exactly once."""
+    consumer = platform.token(Role.CONSUMER, "hoarder")
+    big = {f"V{n}": "x" * 120_000 for n in range(7)}  # ~0.84 MB of environment
+    with platform.client(consumer) as http:
+        for n in range(16):
+            body = {"name": f"big-{n}", "executors": [{"command": ["true"], "env": big}]}
+            created = http.post("/v1/tasks", json=body)
+            assert created.status_code == 201, created.text
+        seen: list[str] = []
+        offset: str | None = "0"
+        while offset is not None:
+            page = http.get("/v1/tasks", params={"limit": 1000, "offset": offset})
+            assert page.status_code == 200
+            assert len(page.content) < 9 * 1024 * 1024  # a page stops at about 8 MiB
+            seen += [t["id"] for t in page.json()]
+            offset = page.headers.get("X-Next-Offset")
+        assert len(seen) == len(set(seen)) == 16
+
+        tes_seen: list[str] = []
+        token: str | None = ""
+        while token is not None:
+            params = {"view": "BASIC", "page_size": 2048, "page_token": token}
+            page = http.get("/ga4gh/tes/v1/tasks", params=params)
+            assert page.status_code == 200
+            assert len(page.content) < 9 * 1024 * 1024
+            tes_seen += [t["id"] for t in page.json()["tasks"]]
+            token = page.json().get("next_page_token")
+        assert sorted(tes_seen) == sorted(seen)

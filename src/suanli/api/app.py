@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from suanli import __version__
 from suanli.api import errors
-from suanli.api.limits import RequestLimits
+from suanli.api.limits import RequestLimits, json_size, page_that_fits
 from suanli.api.schemas import (
     AcceptQuote,
     AgentCreate,
@@ -414,16 +414,22 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     @app.get("/v1/tasks", response_model=list[TaskRead], responses=ERRORS, tags=["tasks"])
     async def tasks(
         token: Token,
+        response: Response,
         state_: Annotated[Text | None, Query(alias="state", max_length=20)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 100,
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     ) -> list[TaskRead]:
-        return await run(
-            token,
-            False,
-            lambda session, who: [
-                _task_read(t) for t in platform.list_tasks(session, who, state_, limit)
-            ],
-        )
+        """Newest first; a page stops at about PAGE_BUDGET_BYTES (8 MiB) of tasks, and then
+        the `X-Next-Offset` header says where the next page starts."""
+
+        def work(session: Session, who: Principal) -> list[TaskRead]:
+            rows = platform.list_tasks(session, who, state_, limit + 1, offset=offset)
+            fits = page_that_fits(rows[:limit], lambda t: json_size(t.spec))
+            if fits < len(rows):
+                response.headers["X-Next-Offset"] = str(offset + fits)
+            return [_task_read(t) for t in rows[:fits]]
+
+        return await run(token, False, work)
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskRead, responses=ERRORS, tags=["tasks"])
     async def task(task_id: str, token: Token) -> TaskRead:

@@ -8,6 +8,10 @@
   here in full (it is bounded) and handed to the app unchanged. An agent's report
   (`POST /v1/tasks/{id}/report`) may be `REPORT_FACTOR` times larger: it lists every file a task
   copied out (up to 10,000), and refusing it would leave the task unreported.
+- **Pages of lists**: a page of tasks stops once its documents pass `PAGE_BUDGET_BYTES`
+  (`page_that_fits`), whatever page size was asked for; the page says where the next one starts
+  (TES `next_page_token`, the native list's `X-Next-Offset` header), so no list answer grows
+  with the size of what consumers stored.
 - **No NUL in the URL**: a path or query string holding a NUL (`%00`) is refused with 400 (TES)
   or 422 (native), naming `path` or `query`. No id, name or filter needs one, and PostgreSQL
   cannot compare text with one.
@@ -15,7 +19,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +30,28 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from suanli.api.errors import TES_PREFIX, error_body
 
 REPORT_FACTOR = 16
+PAGE_BUDGET_BYTES = 8 * 1024 * 1024  # one page of a task list, at most about this much
+T = TypeVar("T")
+
+
+def json_size(document: Any) -> int:
+    """The bytes of `document` as JSON (UTF-8)."""
+    return len(json.dumps(document, ensure_ascii=False, default=str).encode())
+
+
+def page_that_fits(
+    items: Sequence[T], size: Callable[[T], int], budget: int = PAGE_BUDGET_BYTES
+) -> int:
+    """How many of `items`, in order, fit in `budget` bytes by `size` (at least one, so a
+    page always moves forward)."""
+    used = 0
+    for n, item in enumerate(items):
+        used += size(item)
+        if used > budget and n > 0:
+            return n
+    return len(items)
+
+
 REPORT_PATH = re.compile(r"^/v1/tasks/[^/]+/report$")
 
 

@@ -46,6 +46,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from suanli import __version__
 from suanli.agent.staging import WILDCARDS
 from suanli.api.app import ERRORS, Token
+from suanli.api.limits import json_size, page_that_fits
 from suanli.api.schemas import MAX_INPUT_BYTES, NUL, Text, check_task_spec, task_path_ok
 from suanli.errors import InvalidValue
 from suanli.services import platform
@@ -562,11 +563,11 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
             histories = (
                 platform.task_histories(session, [t.id for t in page]) if chosen == "FULL" else {}
             )
-            result: dict[str, Any] = {
-                "tasks": [tes_view(t, chosen, histories.get(t.id)) for t in page]
-            }
-            if more:
-                result["next_page_token"] = page_token_of(offset + page_size)
+            views = [tes_view(t, chosen, histories.get(t.id)) for t in page]
+            fits = len(views) if chosen == "MINIMAL" else page_that_fits(views, json_size)
+            result: dict[str, Any] = {"tasks": views[:fits]}
+            if more or fits < len(views):  # a page stops at PAGE_BUDGET_BYTES
+                result["next_page_token"] = page_token_of(offset + fits)
             return result
 
         listed: dict[str, Any] = await run(token, False, work)
