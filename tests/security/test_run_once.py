@@ -27,6 +27,7 @@ import pytest
 from suanli.agent.backends.local import LocalBackend
 from suanli.services.core import Role
 from tests.integration.platform.conftest import Platform, submit_body
+from tests.processes import pids_of
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
@@ -50,22 +51,6 @@ def _beating_task(beats: Path, marker: str) -> dict[str, object]:
         "sleep 300 & wait"
     )
     return submit_body("sh", "-c", script, marker, name="twice")
-
-
-def _pids_with(marker: str) -> list[int]:
-    """Host pids of live, non-zombie processes whose command line holds `marker`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def _runs(beats: Path) -> dict[str, list[int]]:
@@ -97,11 +82,11 @@ def test_executor_dies_with_agent(platform: Platform, shared: Path) -> None:
         created = http.post("/v1/tasks", json=_beating_task(beats, marker))
         assert created.status_code == 201, created.text
         task_id = created.json()["id"]
-    _until(lambda: len(_runs(beats)) == 1 and _pids_with(marker), "the first run never beat")
+    _until(lambda: len(_runs(beats)) == 1 and pids_of(marker), "the first run never beat")
 
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    _until(lambda: _pids_with(marker) == [], "the task outlived its agent", timeout_s=5)
+    _until(lambda: pids_of(marker) == [], "the task outlived its agent", timeout_s=5)
 
     platform.agent(provider, site, 1, work_root=shared / "work-2")  # the re-queued copy runs here
     _until(lambda: len(_runs(beats)) == 2 and len(list(_runs(beats).values())[1]) >= 5, "no rerun")
@@ -150,11 +135,11 @@ def test_restarted_agent_kills_orphans(platform: Platform, shared: Path) -> None
         created = http.post("/v1/tasks", json=_beating_task(beats, marker))
         assert created.status_code == 201, created.text
         task_id = created.json()["id"]
-    _until(lambda: len(_runs(beats)) == 1 and _pids_with(marker), "the task never beat")
+    _until(lambda: len(_runs(beats)) == 1 and pids_of(marker), "the task never beat")
 
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     platform.agent(provider, site, 1, work_root=work_root)  # restarted on the same work root
-    _until(lambda: _pids_with(marker) == [], "the restarted agent left the orphans running")
+    _until(lambda: pids_of(marker) == [], "the restarted agent left the orphans running")
     task = platform.wait_for(consumer, task_id, TERMINAL)
     assert task["state"] == "SYSTEM_ERROR", task  # reported lost, after its orphans died

@@ -46,48 +46,25 @@ def _token_id(platform: Platform, principal: str) -> str:
     return str(row["id"])
 
 
-def _second_server(platform: Platform) -> tuple[subprocess.Popen[bytes], str]:
+def _second_server(platform: Platform) -> Platform:
     """Another `suanli serve` process on the same database (a second API process)."""
     port = free_port()
-    log = open(platform.home / "server-b.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "suanli",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            platform.database_url,
-            "--home",
-            str(platform.home),
-        ],
-        env=platform.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    second = Platform(
+        f"http://127.0.0.1:{port}", platform.database_url, platform.home, platform.env, port=port
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("the second server did not start")
+    second.start()
+    return second
 
 
 def test_revoked_token_is_refused_within_a_second(platform: Platform) -> None:
     made = _cli(platform, "admin", "token", "create", "--role", "consumer", "--name", "leaky")
     token_id = _token_id(platform, made["id"])
-    server_b, url_b = _second_server(platform)
+    server_b = _second_server(platform)
     try:
         auth = {"Authorization": f"Bearer {made['token']}"}
         with (
             httpx.Client(base_url=platform.url, headers=auth, timeout=30) as a,
-            httpx.Client(base_url=url_b, headers=auth, timeout=30) as b,
+            httpx.Client(base_url=server_b.url, headers=auth, timeout=30) as b,
         ):
             # both processes know (and cache) the token right before it is revoked
             assert a.get("/v1/tasks").status_code == 200
@@ -105,8 +82,7 @@ def test_revoked_token_is_refused_within_a_second(platform: Platform) -> None:
         again = _run_cli(platform, "admin", "token", "revoke", token_id)
         assert again.returncode == 2 and "already revoked" in again.stderr
     finally:
-        server_b.terminate()
-        server_b.wait(timeout=20)
+        server_b.stop()
 
 
 def test_expired_token_is_refused(platform: Platform) -> None:

@@ -31,6 +31,7 @@ from suanli.agent.backends import (
 from suanli.agent.backends.local import LocalBackend
 from suanli.agent.backends.ray import RayBackend
 from suanli.agent.backends.slurm import SlurmBackend
+from tests.processes import pids_of
 
 pytestmark = pytest.mark.slow
 
@@ -125,23 +126,6 @@ def wait_running(backend: Backend, handle: Handle, marker: Path) -> None:
             raise AssertionError(f"{backend.name}: task {handle.task_id} never started")
         assert timed_poll(backend, handle) is None, "ended before it wrote its marker"
         time.sleep(POLL_EVERY_S)
-
-
-def processes_with(word: str) -> list[int]:
-    """Host pids of live, non-zombie processes with `word` as one of their arguments. (A
-    task's own `$$` may be a pid of its private PID namespace, so tasks are found by argv.)"""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            words = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue  # gone between the looks
-        if word.encode() in words and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 # -- the cases -------------------------------------------------------------------------------
@@ -241,7 +225,7 @@ def test_cancel_stops_running_work(backend: Backend, task_id: str, tmp_path: Pat
     status = wait(backend, handle, timeout_s=CANCEL_TIMEOUT_S)
     assert status.state is TaskState.CANCELED, status
     assert status.exit_code is None
-    assert processes_with(marker) == [], "CANCELED while the work it started still runs"
+    assert pids_of(marker, word=True) == [], "CANCELED while the work it started still runs"
     assert not (tmp_path / "after").exists(), "an executor ran after the cancel"
     backend.cancel(handle)  # forgotten now: a no-op
     with pytest.raises(KeyError):

@@ -20,6 +20,7 @@ from suanli.agent.backends.local import (
     start_ticks,
 )
 from suanli.errors import InvalidValue
+from tests.processes import pids_of
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -60,23 +61,6 @@ def unique_sleep() -> str:
     """A `sleep` argument no other process has: a task's pids are private to its namespace, so
     the tests find its processes on the host by their command line."""
     return f"60.{os.getpid()}{time.time_ns() % 10**9:09d}"
-
-
-def pids_of(argument: str, *, word: bool = False) -> list[int]:
-    """Host pids of the live processes whose command line holds `argument` (as one of its
-    words when `word`, else anywhere: a shell's script, the wrappers' argv)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            words = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        held = argument.encode() in words if word else argument.encode() in b" ".join(words)
-        if held and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture
