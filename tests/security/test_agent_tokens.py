@@ -146,3 +146,27 @@ def test_agent_token_issue_is_scoped_to_own_sites(platform: Platform, tmp_path: 
     row = listed[issued.json()["id"]]
     assert row["site_id"] == their_site and row["expires_at"] is not None
     assert "token" not in row  # a secret is shown once, never listed
+
+
+def test_hostile_agent_token_requests_are_refused_by_name(platform: Platform) -> None:
+    """The token routes take hostile input like every other: a NUL in the name (a 500 on
+    PostgreSQL if it reached the database), expiries that are not a positive number of seconds,
+    unknown keys, a NUL in a path id; each a 4xx naming the field, and no token is made."""
+    provider = platform.token(Role.PROVIDER, "dc-1")
+    site = platform.site_with_pool(provider)
+    with platform.client(provider) as http:
+        before = http.get("/v1/tokens").json()
+        for body, field in (
+            ({"name": "rack\x00a"}, "name"),
+            ({"name": ""}, "name"),
+            ({"expires_in_s": -1}, "expires_in_s"),
+            ({"expires_in_s": 10**30}, "expires_in_s"),
+            ({"expires_in_s": "3600"}, "expires_in_s"),
+            ({"expires_in_s": 1.5}, "expires_in_s"),
+            ({"scope": "everything"}, "scope"),
+        ):
+            refused = http.post(f"/v1/sites/{site}/agent-tokens", json=body)
+            assert refused.status_code == 422, (body, refused.text)
+            assert field in str(refused.json()["error"]["field"]), (body, refused.text)
+        assert http.post("/v1/tokens/tok-%00x/revoke").status_code in (400, 404, 422)
+        assert http.get("/v1/tokens").json() == before
