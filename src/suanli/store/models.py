@@ -144,6 +144,8 @@ class TaskRow(Base):
     output_logs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # files copied out
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    not_before: Mapped[datetime | None]  # deferred by the decision step until then
+    pinned_pool_id: Mapped[str | None] = mapped_column(String(160))  # an accepted quote's pool
 
 
 class ChainHead(Base):
@@ -246,3 +248,30 @@ class RatingRow(Base):
     stars: Mapped[int] = mapped_column(Integer)
     comment: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
+
+
+class SchedulerLeader(Base):
+    """The one row whose unexpired lease names the process that runs the scheduling loop."""
+
+    __tablename__ = "scheduler_leader"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    term: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime]
+
+
+class TwinRunRow(Base):
+    """A digital-twin replay queued by the console; a worker process runs it."""
+
+    __tablename__ = "twin_runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("principals.id"))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # QUEUED RUNNING DONE FAILED
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    message: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
