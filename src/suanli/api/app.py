@@ -1,6 +1,6 @@
 """The platform service: `create_app(settings)` builds the FastAPI app; no import-time effects.
 
-Owns the HTTP surface (thin routes over `services.platform`), the unit of work per request
+Owns the HTTP surface (thin routes over `services`), the unit of work per request
 (commit on success, roll back on any error, so a failed request leaves nothing half-written),
 bearer-token authentication (a token is looked up again after TOKEN_CACHE_S, so a revoked or
 expired token is refused by every server process within a second; an agent token reaches only
@@ -66,7 +66,11 @@ from suanli.api.schemas import (
 )
 from suanli.api.throttle import AuthThrottle
 from suanli.config import Settings
-from suanli.services import market, platform
+from suanli.services import agents as agents_service
+from suanli.services import capacity as capacity_service
+from suanli.services import market
+from suanli.services import scheduling as scheduling_service
+from suanli.services import tasks as tasks_service
 from suanli.services.core import Caller, Unauthorized, authenticate, aware, now
 from suanli.store.db import check_schema, make_engine, session_factory, upgrade
 from suanli.store.models import OrderRow, PoolRow, Principal, SiteRow, TaskRow
@@ -163,7 +167,7 @@ class Platform:
 
     def schedule_once(self) -> None:
         with self.unit_of_work() as session:
-            expired = platform.expire_leases(session)
+            expired = agents_service.expire_leases(session)
         if expired:
             self.capacity_grew.set()
             self.metrics.requeues.inc(len(expired))
@@ -176,12 +180,12 @@ class Platform:
         self.capacity_grew.clear()
         with self.unit_of_work(write=False) as session:  # a short read
             since = None if full or self.last_pass_at is None else self.last_pass_at
-            decided = platform.plan_pass(session, self.settings.policy, since)
+            decided = scheduling_service.plan_pass(session, self.settings.policy, since)
         self.last_pass_at = started
         if full:
             self.last_full_pass = time.monotonic()
         with self.unit_of_work() as session:  # a short write
-            placed = platform.apply_pass(session, decided)
+            placed = scheduling_service.apply_pass(session, decided)
         self.metrics.placements.inc(placed)
 
     def scheduling_loop(self) -> None:
@@ -273,7 +277,7 @@ def _site_read(site: SiteRow, reputation: float | None = None) -> SiteRead:
 
 def _sites_with_reputation(session: Session) -> list[SiteRead]:
     reputation = market.reputation(session)
-    return [_site_read(s, reputation.get(s.owner_id)) for s in platform.list_sites(session)]
+    return [_site_read(s, reputation.get(s.owner_id)) for s in capacity_service.list_sites(session)]
 
 
 def _pool_read(pool: PoolRow, free: int) -> PoolRead:
@@ -364,8 +368,8 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
                     .filter(TaskRow.state == "QUEUED", TaskRow.pool_id.is_(None))
                     .count()
                 )
-                agents = platform.agent_count(session, 3 * state.settings.heartbeat_s)
-                return platform.task_counts(session), unplaced, agents
+                agents = agents_service.agent_count(session, 3 * state.settings.heartbeat_s)
+                return tasks_service.task_counts(session), unplaced, agents
 
         counts, unplaced, agents = await run_in_threadpool(gauges)
         for name in (
@@ -401,7 +405,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         spec = body.model_dump()
 
         def work(session: Session, who: Principal) -> tuple[TaskRead, bool]:
-            task, created = platform.submit(session, who, spec, idempotency_key)
+            task, created = tasks_service.submit(session, who, spec, idempotency_key)
             return _task_read(task), created
 
         read, created = await run(token, True, work)
@@ -423,7 +427,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         the `X-Next-Offset` header says where the next page starts."""
 
         def work(session: Session, who: Principal) -> list[TaskRead]:
-            rows = platform.list_tasks(session, who, state_, limit + 1, offset=offset)
+            rows = tasks_service.list_tasks(session, who, state_, limit + 1, offset=offset)
             fits = page_that_fits(rows[:limit], lambda t: json_size(t.spec))
             if fits < len(rows):
                 response.headers["X-Next-Offset"] = str(offset + fits)
@@ -434,13 +438,15 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     @app.get("/v1/tasks/{task_id}", response_model=TaskRead, responses=ERRORS, tags=["tasks"])
     async def task(task_id: str, token: Token) -> TaskRead:
         return await run(
-            token, False, lambda session, who: _task_read(platform.get_task(session, who, task_id))
+            token,
+            False,
+            lambda session, who: _task_read(tasks_service.get_task(session, who, task_id)),
         )
 
     @app.get("/v1/tasks/{task_id}/logs", response_model=TaskLogs, responses=ERRORS, tags=["tasks"])
     async def logs(task_id: str, token: Token) -> TaskLogs:
         def work(session: Session, who: Principal) -> TaskLogs:
-            t = platform.get_task(session, who, task_id)
+            t = tasks_service.get_task(session, who, task_id)
             return TaskLogs(
                 id=t.id,
                 state=t.state,
@@ -458,7 +464,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         read = await run(
             token,
             True,
-            lambda session, who: _task_read(platform.cancel_task(session, who, task_id)),
+            lambda session, who: _task_read(tasks_service.cancel_task(session, who, task_id)),
         )
         state.capacity_grew.set()
         return read
@@ -481,7 +487,9 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     async def add_site(body: SiteCreate, token: Token) -> SiteRead:
         spec = body.model_dump()
         return await run(
-            token, True, lambda session, who: _site_read(platform.add_site(session, who, spec))
+            token,
+            True,
+            lambda session, who: _site_read(capacity_service.add_site(session, who, spec)),
         )
 
     @app.get("/v1/sites", response_model=list[SiteRead], responses=ERRORS, tags=["providers"])
@@ -495,7 +503,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         spec = body.model_dump()
 
         def work(session: Session, who: Principal) -> PoolRead:
-            pool = platform.add_pool(session, who, spec)
+            pool = capacity_service.add_pool(session, who, spec)
             return _pool_read(pool, pool.count)
 
         read = await run(token, True, work)
@@ -508,7 +516,9 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         return await run(
             token,
             False,
-            lambda session, _: [_pool_read(p, free) for p, free in platform.list_pools(session)],
+            lambda session, _: [
+                _pool_read(p, free) for p, free in capacity_service.list_pools(session)
+            ],
         )
 
     # --- market: quotes, orders, ratings, money ----------------------------------------------
@@ -627,7 +637,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         spec = body.model_dump()
 
         def work(session: Session, caller: Caller) -> AgentRead:
-            agent = platform.register_agent(session, caller.principal, spec, caller.site_id)
+            agent = agents_service.register_agent(session, caller.principal, spec, caller.site_id)
             return AgentRead(
                 id=agent.id, lease_s=state.settings.lease_s, heartbeat_s=state.settings.heartbeat_s
             )
@@ -644,7 +654,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         return await run_agent(
             token,
             lambda session, caller: HeartbeatReply(
-                cancel=platform.heartbeat(
+                cancel=agents_service.heartbeat(
                     session,
                     caller.principal,
                     agent_id,
@@ -662,7 +672,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
     )
     async def take(agent_id: str, body: LeaseRequest, token: Token) -> LeaseReply:
         def work(session: Session, caller: Caller) -> LeaseReply:
-            leased = platform.lease(
+            leased = agents_service.lease(
                 session,
                 caller.principal,
                 agent_id,
@@ -695,7 +705,7 @@ def create_app(settings: Settings, *, migrate: bool = True, run_scheduler: bool 
         read = await run_agent(
             token,
             lambda session, caller: _task_read(
-                platform.report(session, caller.principal, task_id, spec, caller.site_id)
+                agents_service.report(session, caller.principal, task_id, spec, caller.site_id)
             ),
         )
         if read.state not in ("RUNNING", "INITIALIZING"):

@@ -2,7 +2,7 @@
 
 Separate create / read shapes. This is the one validation path for input: the native API, the
 TES API (which builds a native spec and validates it with `TaskSpec`) and the console (through
-`services.platform`, which validates every task spec with `check_task_spec`) share these models.
+`services`, which validates every task spec with `check_task_spec`) share these models.
 Every input model refuses unknown keys, NaN and infinities; every text is `Text` (no NUL, which
 PostgreSQL cannot store); task paths are `TaskPath` (inside the task directory: no `..`
 component, on every API); every number is bounded, integers within their database columns

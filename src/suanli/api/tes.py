@@ -49,7 +49,7 @@ from suanli.api.app import ERRORS, Token
 from suanli.api.limits import json_size, page_that_fits
 from suanli.api.schemas import MAX_INPUT_BYTES, NUL, Text, check_task_spec, task_path_ok
 from suanli.errors import InvalidValue
-from suanli.services import platform
+from suanli.services import tasks as tasks_service
 from suanli.services.core import TERMINAL, State, aware
 from suanli.store.models import Principal, TaskRow
 
@@ -524,7 +524,7 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
     async def create(token: Token, body: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
         spec = native_spec(body)
         task_id = await run(
-            token, True, lambda session, who: platform.submit(session, who, spec, None)[0].id
+            token, True, lambda session, who: tasks_service.submit(session, who, spec, None)[0].id
         )
         wake()
         return {"id": task_id}
@@ -545,13 +545,13 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
 
         def work(session: Session, who: Principal) -> dict[str, Any]:
             if tag_key:  # tags live in the JSON spec: filter them here, then page
-                rows = platform.list_tasks(
+                rows = tasks_service.list_tasks(
                     session, who, state or None, None, name_prefix=name_prefix or None
                 )
                 picked = [t for t in rows if _matches_tags(t, tag_key, tag_value)]
                 page, more = picked[offset : offset + page_size], offset + page_size < len(picked)
             else:  # one more row than the page says whether another page exists
-                rows = platform.list_tasks(
+                rows = tasks_service.list_tasks(
                     session,
                     who,
                     state or None,
@@ -561,7 +561,9 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
                 )
                 page, more = rows[:page_size], len(rows) > page_size
             histories = (
-                platform.task_histories(session, [t.id for t in page]) if chosen == "FULL" else {}
+                tasks_service.task_histories(session, [t.id for t in page])
+                if chosen == "FULL"
+                else {}
             )
             views = [tes_view(t, chosen, histories.get(t.id)) for t in page]
             fits = len(views) if chosen == "MINIMAL" else page_that_fits(views, json_size)
@@ -580,8 +582,8 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
         chosen = _view(view)
 
         def work(session: Session, who: Principal) -> dict[str, Any]:
-            task = platform.get_task(session, who, task_id)
-            history = platform.task_histories(session, [task.id])[task.id]
+            task = tasks_service.get_task(session, who, task_id)
+            history = tasks_service.task_histories(session, [task.id])[task.id]
             return tes_view(task, chosen, history if chosen == "FULL" else None)
 
         document: dict[str, Any] = await run(token, False, work)
@@ -590,9 +592,9 @@ def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
     @app.post(PREFIX + "/tasks/{task_id:tes_task_id}:cancel", tags=["tes"], responses=ERRORS)
     async def cancel(task_id: str, token: Token) -> JSONResponse:
         def work(session: Session, who: Principal) -> None:
-            task = platform.get_task(session, who, task_id)
+            task = tasks_service.get_task(session, who, task_id)
             if State(task.state) not in TERMINAL and not task.cancel_requested:
-                platform.cancel_task(session, who, task_id)
+                tasks_service.cancel_task(session, who, task_id)
 
         await run(token, True, work)
         return JSONResponse({})

@@ -2,7 +2,7 @@
 
 `POST /v1/sites/{site_id}/agent-tokens` lets a provider (or the operator) issue a token for the
 agents of ONE site it owns: the token is answered once (only its hash is stored) and can
-register, heartbeat, lease and report for that site and nothing else (`services.platform`
+register, heartbeat, lease and report for that site and nothing else (`services`
 checks the scope). `GET /v1/tokens` lists the caller's tokens (the operator's: every token)
 without the secrets; `POST /v1/tokens/{token_id}/revoke` revokes one of them at once (every
 server process refuses it within a second). Agent tokens cannot use these routes (403).
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from suanli.api.app import ERRORS, Token
 from suanli.api.schemas import Name, StrictModel
-from suanli.services import platform
+from suanli.services import agents as agents_service
 from suanli.services.core import Role, aware, list_tokens, revoke_token
 from suanli.store.models import Principal
 from suanli.store.models import Token as TokenRow
@@ -84,7 +84,7 @@ def install(app: FastAPI, run: Runner[Any]) -> None:
         token: Token,
     ) -> AgentTokenRead:
         def work(session: Session, who: Principal) -> AgentTokenRead:
-            row, secret = platform.issue_agent_token(
+            row, secret = agents_service.issue_agent_token(
                 session, who, site_id, body.name, body.expires_in_s
             )
             return AgentTokenRead(

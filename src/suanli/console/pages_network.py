@@ -32,7 +32,9 @@ from suanli.console.web import Console, problem
 from suanli.datafiles import read_rows
 from suanli.errors import SuanliError
 from suanli.metering import find_device
-from suanli.services import market, platform
+from suanli.services import capacity as capacity_service
+from suanli.services import market
+from suanli.services import tasks as tasks_service
 from suanli.services.core import TERMINAL, Forbidden, Role, aware, now
 from suanli.store.models import AgentRow, PoolRow, Principal, SiteRow, TaskRow
 
@@ -226,21 +228,21 @@ class Fleet:
 
 
 def _fleet(session: Session, only_owner: str | None = None) -> Fleet:
-    # `platform._site` / `_held` are the platform's own conversions (the market uses them too):
-    # the console shows exactly what the scheduler sees.
-    rows = [r for r in platform.list_sites(session) if only_owner in (None, r.owner_id)]
+    # `capacity_service.engine_site` / `held_devices` are the platform's own conversions (the
+    # market uses them too): the console shows exactly what the scheduler sees.
+    rows = [r for r in capacity_service.list_sites(session) if only_owner in (None, r.owner_id)]
     visible = {r.id for r in rows}
-    held = platform._held(session)
+    held = capacity_service.held_devices(session)
     pools: dict[str, list[tuple[PoolRow, int, int]]] = {r.id: [] for r in rows}
     catalog_pools: list[Pool] = []
-    for pool, free in platform.list_pools(session):
+    for pool, free in capacity_service.list_pools(session):
         if pool.site_id not in visible:
             continue
         pools[pool.site_id].append((pool, free, held.get(pool.id, 0)))
         catalog_pools.append(
             Pool(pool.id, pool.site_id, find_device(pool.device), pool.count, free)
         )
-    sites = {r.id: platform._site(r) for r in rows}
+    sites = {r.id: capacity_service.engine_site(r) for r in rows}
     return Fleet(rows, sites, pools, catalog_pools)
 
 
@@ -351,7 +353,7 @@ def _flows(session: Session, fleet: Fleet, zh: bool) -> tuple[list[dict[str, Any
     for spec, site_id in rows:
         if site_id not in fleet.sites:
             continue
-        origin = (spec or {}).get("origin") or platform.DEFAULT_ORIGIN
+        origin = (spec or {}).get("origin") or tasks_service.DEFAULT_ORIGIN
         if origin not in provinces:
             try:
                 place = find_place(origin)
@@ -504,7 +506,7 @@ def _busy_intervals(
     if not tasks:
         return []
     agent_site = dict(session.execute(select(AgentRow.id, AgentRow.site_id)).tuples().all())
-    events = platform.task_events(session, [t.id for t in tasks])
+    events = tasks_service.task_events(session, [t.id for t in tasks])
     stretches = []
     for task_id, site_id, devices in tasks:
         start: datetime | None = None

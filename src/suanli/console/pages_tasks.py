@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from suanli.console.web import PREFIX, Console, problem
 from suanli.errors import SuanliError
-from suanli.services import market, platform
+from suanli.services import market
+from suanli.services import tasks as tasks_service
 from suanli.services.core import TERMINAL, State
 from suanli.store.models import OrderRow, Principal, TaskRow
 
@@ -38,11 +39,11 @@ def _task_view(task_id: str) -> Callable[[Session, Principal], dict[str, Any]]:
     """What a task page (whole, or its live part) shows: the task, its timeline, its order."""
 
     def work(session: Session, who: Principal) -> dict[str, Any]:
-        row = platform.get_task(session, who, task_id)
+        row = tasks_service.get_task(session, who, task_id)
         return {
             "who": who,
             "task": row,
-            "events": platform.task_events(session, [row.id])[row.id],
+            "events": tasks_service.task_events(session, [row.id])[row.id],
             "order": _order_of(session, row.id),
             "terminal": State(row.state) in TERMINAL,
         }
@@ -58,7 +59,7 @@ def install(console: Console) -> None:
         chosen = state if state in STATES else ""
 
         def work(session: Session, who: Principal) -> tuple[Principal, list[TaskRow]]:
-            rows = platform.list_tasks(
+            rows = tasks_service.list_tasks(
                 session, who, chosen or None, 200, name_prefix=name.strip() or None
             )
             return who, rows
@@ -167,7 +168,7 @@ def install(console: Console) -> None:
     async def cancel(request: Request, task_id: str) -> Response:
         try:
             await console.act(
-                request, True, lambda session, who: platform.cancel_task(session, who, task_id)
+                request, True, lambda session, who: tasks_service.cancel_task(session, who, task_id)
             )
         except SuanliError as exc:
             return await problem(console, request, exc)

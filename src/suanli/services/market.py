@@ -52,7 +52,9 @@ from suanli.catalog import Pool
 from suanli.errors import InvalidValue, SuanliError
 from suanli.metering import find_device
 from suanli.scheduler import Snapshot, place, policy_named
-from suanli.services import platform
+from suanli.services import capacity as capacity_service
+from suanli.services import scheduling as scheduling_service
+from suanli.services import tasks as tasks_service
 from suanli.services.core import (
     GENESIS_HASH,
     Conflict,
@@ -336,8 +338,8 @@ def quote(
     """Priced options for a task: the engine's choice and its runner-up, valid for 5 minutes."""
     rules = rules or market.PricingRules()
     require(who, Role.CONSUMER, Role.OPERATOR)
-    spec = {**spec, "origin": spec.get("origin") or platform.DEFAULT_ORIGIN}
-    platform._check_spec(spec)
+    spec = {**spec, "origin": spec.get("origin") or tasks_service.DEFAULT_ORIGIN}
+    tasks_service.check_spec(spec)
     moment = now()
     probe = TaskRow(
         id="quote",
@@ -346,9 +348,9 @@ def quote(
         devices=int(spec["resources"]["devices"]),
         created_at=moment,
     )
-    held = platform._held(session)
+    held = capacity_service.held_devices(session)
     site_rows = {row.id: row for row in session.scalars(select(SiteRow))}
-    sites = {sid: platform._site(row) for sid, row in site_rows.items()}
+    sites = {sid: capacity_service.engine_site(row) for sid, row in site_rows.items()}
     pool_rows = {p.id: p for p in session.scalars(select(PoolRow).order_by(PoolRow.id))}
     pools = tuple(
         Pool(
@@ -366,7 +368,7 @@ def quote(
     reasons = ""
     if pools:
         plan = place(
-            [platform._task(probe, moment)],
+            [scheduling_service.engine_task(probe, moment)],
             Snapshot(pools, sites),
             policy_named(policy),
             moment.timestamp(),
@@ -422,7 +424,7 @@ def _option(
         ),
     )
     single = place(
-        [platform._task(probe, moment)],
+        [scheduling_service.engine_task(probe, moment)],
         Snapshot(one, sites),
         policy_named("cost"),
         moment.timestamp(),
@@ -522,7 +524,7 @@ def accept(
     site = session.get(SiteRow, offer["site"])
     if pool is None or site is None:
         raise Conflict("the quoted pool is gone; ask for a new quote", "报价的资源池已不存在")
-    task, _ = platform.submit(session, who, row.spec, None)
+    task, _ = tasks_service.submit(session, who, row.spec, None)
     task.pool_id, task.site_id = pool.id, site.id
     task.unplaced_reason = None
     task.placement = {

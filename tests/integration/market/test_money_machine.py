@@ -19,7 +19,10 @@ from sqlalchemy import func, select
 
 from suanli import ledger
 from suanli.errors import SuanliError
-from suanli.services import market, platform
+from suanli.services import agents as agents_service
+from suanli.services import capacity as capacity_service
+from suanli.services import market
+from suanli.services import tasks as tasks_service
 from suanli.services.core import Conflict, Role, create_token
 from suanli.store.db import make_engine, session_factory, upgrade
 from suanli.store.models import LedgerPosting, LedgerTransaction, OrderRow, Principal, TaskRow
@@ -48,9 +51,9 @@ class Money(RuleBasedStateMachine):
             self.operator, _ = create_token(s, Role.OPERATOR, "op")
             self.provider, _ = create_token(s, Role.PROVIDER, "dc")
             self.consumers = [create_token(s, Role.CONSUMER, f"c{i}")[0] for i in range(2)]
-            site = platform.add_site(s, self.provider, {"name": "s", "cluster": "HORINGER"})
+            site = capacity_service.add_site(s, self.provider, {"name": "s", "cluster": "HORINGER"})
             s.flush()
-            platform.add_pool(
+            capacity_service.add_pool(
                 s,
                 self.provider,
                 {
@@ -60,7 +63,7 @@ class Money(RuleBasedStateMachine):
                     "price_fen_per_device_hour": 36_000,
                 },
             )
-            self.agent = platform.register_agent(s, self.provider, {"site_id": site.id})
+            self.agent = agents_service.register_agent(s, self.provider, {"site_id": site.id})
             for who in (self.operator, self.provider, *self.consumers):
                 s.expunge(who)
             s.expunge(self.agent)
@@ -119,16 +122,16 @@ class Money(RuleBasedStateMachine):
         if task.state != "QUEUED":
             return
         with self._unit() as s:
-            leased = platform.lease(s, self.provider, self.agent.id, 10_000, 60.0)
+            leased = agents_service.lease(s, self.provider, self.agent.id, 10_000, 60.0)
         planned = float(task.placement["duration_s"]) if task.placement else 0.0
         for t in leased:
             with self._unit() as s:
-                platform.report(
+                agents_service.report(
                     s, self.provider, t.id, {"agent_id": self.agent.id, "state": "RUNNING"}
                 )
         usage = {"wall_s": planned * fraction, "cpu_s": 0.0, "device_s": planned * fraction}
         with self._unit() as s:
-            platform.report(
+            agents_service.report(
                 s,
                 self.provider,
                 task.id,
@@ -155,12 +158,12 @@ class Money(RuleBasedStateMachine):
         owner = next(c for c in self.consumers if c.id == task.owner_id)
         try:
             with self._unit() as s:
-                platform.cancel_task(s, owner, task.id)
+                tasks_service.cancel_task(s, owner, task.id)
         except Conflict:
             return  # already ended
         if task.state in ("INITIALIZING", "RUNNING"):  # the agent kills it and reports
             with self._unit() as s:
-                platform.report(
+                agents_service.report(
                     s,
                     self.provider,
                     task.id,
@@ -180,7 +183,7 @@ class Money(RuleBasedStateMachine):
             return
         try:
             with self._unit() as s:
-                platform.report(
+                agents_service.report(
                     s,
                     self.provider,
                     task.id,
