@@ -144,6 +144,8 @@ class TaskCreate(StrictModel):
     max_price_fen: Annotated[int, Field(ge=0, le=MAX_BUDGET_FEN)] | None = None
     policy: Literal["nearest", "cost", "green", "latency", "balanced"] | None = None
     preemptible: bool = False  # priced with the operator's preemptible discount
+    # may start up to 24 h later, within `deadline_s`, when that is cheaper or greener
+    deferrable: bool = False
     zones: Annotated[list[Name], Field(min_length=1, max_length=100)] | None = None  # residency
     tags: Annotated[
         dict[Annotated[Text, Field(max_length=256)], Annotated[Text, Field(max_length=4096)]],

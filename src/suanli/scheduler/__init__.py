@@ -1,11 +1,21 @@
 """suanli.scheduler — the placement engine (智能调度算法).
 
-Pure: `place(tasks, snapshot, policy, now) -> Plan`, no I/O and no clock. Multi-objective
+Pure: `decide(queue, network, capacity, policy, clock)` is the one decision step every caller
+uses (place now, wait until an hour, stay queued, reject); `place(tasks, snapshot, policy, now)`
+is the engine under it. No I/O and no clock. Multi-objective
 (cost, carbon, latency, distance, load, reputation) under named constraints, with a vectorised
 greedy solver for large batches, an exact MILP (HiGHS) for batches up to a few thousand tasks,
 temporal shifting of deferrable work, and an explanation for every task it cannot place.
 """
 
+from suanli.scheduler.decide import (
+    Action,
+    Capacity,
+    Decision,
+    PoolCapacity,
+    QueuedTask,
+    decide,
+)
 from suanli.scheduler.engine import SOLVERS, place
 from suanli.scheduler.model import (
     DEFAULT_TIER_RTT_MS,
@@ -24,23 +34,31 @@ from suanli.scheduler.model import (
     custom_policy,
     policy_named,
 )
+from suanli.scheduler.tasks import engine_task
 
 __all__ = [
     "DEFAULT_TIER_RTT_MS",
     "POLICIES",
     "SOLVERS",
+    "Action",
     "Breakdown",
+    "Capacity",
+    "Decision",
     "LatencyTier",
     "Objective",
     "Placement",
     "Plan",
     "Policy",
+    "PoolCapacity",
+    "QueuedTask",
     "SiteSeries",
     "Snapshot",
     "SolverInfo",
     "Task",
     "Unplaced",
     "custom_policy",
+    "decide",
+    "engine_task",
     "place",
     "policy_named",
 ]

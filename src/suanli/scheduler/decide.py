@@ -1,0 +1,236 @@
+"""The one decision step: `decide(queue, network, capacity, policy, clock) -> decisions`.
+
+The live scheduling pass, quotes (a what-if on one task), the digital twin's tick and
+`suanli schedule` all call this function, with inputs made by one builder each side of the
+I/O line, so the twin describes the live system ("one scheduler, two clocks").
+
+For every queued task it returns exactly one `Decision`:
+
+* `PLACE`: start now on a pool (with the engine's placement: breakdown, score, runner-up);
+* `WAIT`: deferred: the engine found that starting at `not_before_s` (a whole number of hours
+  later, within the task's deadline) is cheaper or greener under the policy; the task stays in
+  the queue, holds nothing, and is decided again once the clock reaches that time (it is then no
+  longer deferrable, so it never waits twice);
+* `QUEUE`: not placeable now (no capacity, no pool passing its constraints yet): stays queued
+  with the engine's reason;
+* `REJECT`: ended: the task waited longer than `max_wait_s`, or the engine cannot read it at
+  all (the reason says which); one bad task never stops the others.
+
+Order of decision: tasks pinned to a pool (accepted quotes: their money is in escrow) first,
+each on its pool alone; then the rest grouped by policy (in name order), each group placed by
+the engine on the capacity the earlier groups left. Within one call, a deferred task's devices
+are not offered to later tasks (conservative, and the same in every caller).
+
+Pure: no I/O, no clock of its own (`clock` is given, seconds on the scheduler clock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from suanli.catalog import Pool
+from suanli.errors import SuanliError
+from suanli.scheduler.engine import place
+from suanli.scheduler.model import Placement, Plan, Policy, Snapshot, Task
+
+NO_POOLS = "no pool is registered yet; waiting for providers"
+DEFAULT_MAX_WAIT_S = 7 * 86400.0
+
+
+class Action(StrEnum):
+    PLACE = "place"
+    WAIT = "wait"
+    QUEUE = "queue"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCapacity:
+    """What one pool can take now: its devices, those suanli's tasks hold, those its engine
+    reports busy with other work, and the engine's own queue (Slurm's pending jobs) that
+    placement may fill beyond the free devices."""
+
+    count: int
+    held: int = 0
+    unavailable: int = 0
+    queue_depth: int = 0
+
+    @property
+    def free(self) -> int:
+        return max(0, self.count - self.held - self.unavailable + self.queue_depth)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Pool id -> `PoolCapacity`: one picture of capacity for every caller."""
+
+    pools: Mapping[str, PoolCapacity] = field(default_factory=dict)
+
+    def free(self, pool: str) -> int:
+        found = self.pools.get(pool)
+        return 0 if found is None else found.free
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTask:
+    """A task in the queue: the engine's task and what the queue knows about it."""
+
+    task: Task
+    submitted_s: float  # when it entered the queue (for `max_wait_s`)
+    policy: Policy | None = None  # None: the caller's default policy
+    not_before_s: float | None = None  # deferred until then by an earlier decision
+    pinned_pool: str | None = None  # an accepted quote's pool: placed there or nowhere
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    task: str
+    action: Action
+    reason: str = ""
+    placement: Placement | None = None  # PLACE and WAIT: the engine's placement
+    not_before_s: float | None = None  # WAIT: when to decide again
+    policy: str = ""
+
+    @property
+    def pool(self) -> str | None:
+        return None if self.placement is None else self.placement.pool
+
+
+def _failure(error: Exception) -> str:
+    detail = error.one_line() if isinstance(error, SuanliError) else repr(error)
+    return f"the scheduler cannot place this task: {detail}"
+
+
+def _snapshot(network: Snapshot, free: Mapping[str, int], only: str | None = None) -> Snapshot:
+    pools: tuple[Pool, ...] = tuple(
+        replace(p, free=free.get(p.id, 0)) for p in network.pools if only in (None, p.id)
+    )
+    return replace(network, pools=pools)
+
+
+def _place_each(
+    tasks: list[Task], network: Snapshot, free: dict[str, int], policy: Policy, clock: float
+) -> tuple[list[Plan], dict[str, str]]:
+    """The engine's plan for `tasks` on `free`; if the engine fails on the batch, each task alone
+    (on what the earlier ones left), so that a task the engine fails on is rejected alone."""
+    try:
+        return [place(tasks, _snapshot(network, free), policy, clock, solver="greedy")], {}
+    except Exception:  # a task's data, not the step, is at fault: find the task below
+        pass
+    plans, failed = [], {}
+    left = dict(free)
+    for task in tasks:
+        try:
+            plan = place([task], _snapshot(network, left), policy, clock, solver="greedy")
+        except Exception as error:
+            failed[task.id] = _failure(error)
+            continue
+        for placement in plan.placements:
+            left[placement.pool] -= task.devices
+        plans.append(plan)
+    return plans, failed
+
+
+def decide(
+    queue: Sequence[QueuedTask],
+    network: Snapshot,
+    capacity: Capacity,
+    policy: Policy,
+    clock: float,
+    *,
+    max_wait_s: float = DEFAULT_MAX_WAIT_S,
+) -> tuple[Decision, ...]:
+    """One decision per queued task, in queue order (see the module docstring).
+
+    `network`: the pools (their `count`, device, price), sites, reputation and the hourly price
+    and carbon series; its pools' `free` is ignored: `capacity` says what is free now.
+    """
+    decided: dict[str, Decision] = {}
+    free = {p.id: capacity.free(p.id) for p in network.pools}
+    pools = {p.id for p in network.pools}
+    waiting: list[QueuedTask] = []
+    for queued in queue:
+        task = queued.task
+        if clock - queued.submitted_s > max_wait_s:
+            decided[task.id] = Decision(
+                task.id,
+                Action.REJECT,
+                f"waited too long: more than {max_wait_s / 3600:g} h in the queue",
+            )
+        elif queued.not_before_s is not None and clock < queued.not_before_s:
+            decided[task.id] = Decision(
+                task.id,
+                Action.WAIT,
+                "deferred to a cheaper or greener hour",
+                not_before_s=queued.not_before_s,
+            )
+        elif not pools:
+            decided[task.id] = Decision(task.id, Action.QUEUE, NO_POOLS)
+        else:
+            if queued.not_before_s is not None and task.deferrable:
+                task = replace(task, deferrable=False)  # its hour has come: never wait twice
+            waiting.append(replace(queued, task=task))
+
+    def record(plan: Plan, name: str) -> None:
+        for placement in plan.placements:
+            start = placement.start_s
+            if start > clock:
+                decided[placement.task] = Decision(
+                    placement.task,
+                    Action.WAIT,
+                    f"deferred {placement.waited_s / 3600:g} h to a cheaper or greener hour "
+                    f"(saves {placement.saved_fen} fen, {placement.saved_carbon_kg:.3f} kg CO2)",
+                    placement,
+                    start,
+                    name,
+                )
+            else:
+                decided[placement.task] = Decision(
+                    placement.task, Action.PLACE, "", placement, None, name
+                )
+            free[placement.pool] -= devices[placement.task]
+        for unplaced in plan.unplaced:
+            decided[unplaced.task] = Decision(
+                unplaced.task, Action.QUEUE, unplaced.sentence, policy=name
+            )
+
+    devices = {q.task.id: q.task.devices for q in waiting}
+    for queued in waiting:  # pinned first, each on its own pool
+        if queued.pinned_pool is None:
+            continue
+        chosen = queued.policy or policy
+        if queued.pinned_pool not in pools:
+            decided[queued.task.id] = Decision(
+                queued.task.id,
+                Action.QUEUE,
+                f"the quoted pool {queued.pinned_pool} is not in the network",
+                policy=chosen.name,
+            )
+            continue
+        try:
+            plan = place(
+                [queued.task],
+                _snapshot(network, free, queued.pinned_pool),
+                chosen,
+                clock,
+                solver="greedy",
+            )
+        except Exception as error:
+            decided[queued.task.id] = Decision(queued.task.id, Action.REJECT, _failure(error))
+            continue
+        record(plan, chosen.name)
+    groups: dict[str, tuple[Policy, list[Task]]] = {}
+    for queued in waiting:
+        if queued.pinned_pool is None:
+            chosen = queued.policy or policy
+            groups.setdefault(chosen.name, (chosen, []))[1].append(queued.task)
+    for name in sorted(groups):
+        chosen, tasks = groups[name]
+        plans, failed = _place_each(tasks, network, free, chosen, clock)
+        for plan in plans:
+            record(plan, name)
+        for ident, reason in failed.items():
+            decided[ident] = Decision(ident, Action.REJECT, reason, policy=name)
+    return tuple(decided[q.task.id] for q in queue)
