@@ -13,19 +13,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from suanli import __version__, checks, cli_platform, cli_sim
+from suanli import __version__, checks, cli_platform, cli_sim, twin_worker
 from suanli.catalog import Site, clusters, find_site, hubs, latency_between
 from suanli.catalog.fleet import DEMO_FLEET_LABEL, demo_fleet, parse_fleet
-from suanli.errors import InvalidValue, SuanliError
+from suanli.cli_client import handles_errors
+from suanli.errors import InvalidValue
 from suanli.indicators import Indicators, national, per_hub, published_progress
 from suanli.metering import (
     CEPS_LABEL,
@@ -37,7 +37,13 @@ from suanli.metering import (
     parse_workload,
 )
 from suanli.scheduler import Policy, custom_policy, place, policy_named
-from suanli.scheduler.problem import load_problem, plan_document
+from suanli.scheduler.problem import (
+    decide_problem,
+    decisions_document,
+    decisions_plan,
+    load_problem,
+    plan_document,
+)
 
 app = typer.Typer(
     name="suanli",
@@ -56,18 +62,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts / 
 EST = " (est.)"
 
 
-def _handles_errors(command: F) -> F:
-    """Map the error hierarchy to one stderr line and exit code 2, in one place."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except SuanliError as error:
-            err.print(f"error: {error.one_line()}", markup=False, highlight=False)
-            raise typer.Exit(2) from None
-
-    return cast(F, wrapper)
+_handles_errors = handles_errors  # one error mapping for every command (cli_client)
 
 
 def _print_json(document: object) -> None:
@@ -616,7 +611,13 @@ def schedule(
         str | None,
         typer.Option(help="Custom weights, e.g. cost=0.5,carbon=0.3,latency=0.2 / 自定义权重"),
     ] = None,
-    solver: Annotated[str, typer.Option(help="greedy|optimal|auto / 求解器")] = "auto",
+    solver: Annotated[
+        str | None,
+        typer.Option(
+            help="greedy|optimal|auto: the engine's plan with this solver; by default the "
+            "decision step (greedy) / 求解器，默认使用统一决策步骤"
+        ),
+    ] = None,
     time_limit: Annotated[float, typer.Option(help="Optimal solver limit, s / 求解时限")] = 10.0,
     generate: Annotated[
         int | None, typer.Option(help="Print a generated problem of N tasks / 生成 N 个任务的问题")
@@ -648,17 +649,24 @@ def schedule(
     chosen = _policy_from(policy, weights)
     parsed = load_problem(text)
     started = time.perf_counter()
-    plan = place(
-        parsed.tasks,
-        parsed.snapshot,
-        chosen,
-        parsed.now_s,
-        solver=solver,
-        time_limit_s=time_limit,
-    )
+    decisions = None
+    if solver is None:  # the one decision step, as the live pass, quotes and the twin decide
+        decisions = decide_problem(parsed, chosen)
+        plan = decisions_plan(decisions, chosen.name)
+    else:  # the engine's plan with the solver asked for (to compare solvers)
+        plan = place(
+            parsed.tasks,
+            parsed.snapshot,
+            chosen,
+            parsed.now_s,
+            solver=solver,
+            time_limit_s=time_limit,
+        )
     plan = replace(plan, solver=replace(plan.solver, seconds=time.perf_counter() - started))
     if as_json:
-        _print_json(plan_document(plan))
+        _print_json(
+            plan_document(plan) if decisions is None else decisions_document(decisions, plan)
+        )
         return
     table = Table(
         title=f"Plan 调度方案 — policy 策略 {plan.policy}, solver 求解器 {plan.solver.name}"
@@ -748,8 +756,9 @@ def version() -> None:
     out.print(f"suanli {__version__}")
 
 
-cli_platform.register(app, _handles_errors)
+cli_platform.register(app)
 cli_sim.register(app, _handles_errors)
+twin_worker.register(app, _handles_errors)
 
 
 def main() -> None:

@@ -32,6 +32,13 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         limit: Annotated[int | None, typer.Option(help="First N jobs / 前 N 个作业")] = None,
         hours: Annotated[float | None, typer.Option(help="First H hours / 前 H 小时")] = None,
         time_scale: Annotated[float, typer.Option(help="Stretch time / 时间缩放")] = 1.0,
+        deferrable_slack_h: Annotated[
+            float | None,
+            typer.Option(
+                help="Make batch jobs deferrable, deadline = duration + H hours / "
+                "批处理作业可延后，截止时间 = 时长 + H 小时"
+            ),
+        ] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="Write JSON / 输出")] = None,
         report: Annotated[Path | None, typer.Option(help="Write HTML / 报告")] = None,
     ) -> None:
@@ -43,6 +50,8 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         from suanli.sim.twin import national_network, run
 
         checks.positive("scale", scale)
+        if deferrable_slack_h is not None:
+            checks.non_negative("deferrable_slack_h", deferrable_slack_h)
         policies = [p.strip() for p in compare.split(",")] if compare else [policy]
         for name in policies:
             policy_named(name)
@@ -58,7 +67,10 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 def advance(done: int, _total: int, bar: Any = bar) -> None:
                     progress.update(bar, completed=done)
 
-                results.append(run(shaped, network, name, progress=advance))
+                slack = None if deferrable_slack_h is None else deferrable_slack_h * 3600.0
+                results.append(
+                    run(shaped, network, name, deferrable_slack_s=slack, progress=advance)
+                )
         table = Table(title=f"Digital twin 数字孪生 — {shaped.name}, {len(shaped.jobs):,} jobs")
         for column in (
             "Policy 策略",

@@ -4,17 +4,21 @@ Services, leases and the scheduling pass read time from a `Clock` they are given
 wall clock, so a test or the twin advances virtual time instead of sleeping.
 
 * `SystemClock`: the wall clock (UTC), and real waits.
-* `VirtualClock`: time moves only when `advance` or `set` is called; a wait returns at once when
-  its event is set or when virtual time has passed its deadline (the waiter is woken by
-  `advance`), so a waiting thread never holds up a test.
+* `VirtualClock`: time moves only when `advance` or `set` is called, never backwards; a wait
+  returns as soon as its event is set or virtual time has passed its deadline (the waiter is
+  woken by `advance`), so a waiting thread never holds up a test.
+
+Services read the clock of their unit of work (`services.core.now(session)`: the clock the
+opener of the session put in `session.info["clock"]`, else `SYSTEM`).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+from suanli.errors import InvalidValue
 
 
 class Clock(Protocol):
@@ -81,7 +85,17 @@ class VirtualClock:
 
 
 SYSTEM = SystemClock()
+CLOCKS = ("system", "virtual")
 
 
-def monotonic() -> float:
-    return time.monotonic()
+def clock_named(name: str, start: datetime | None = None) -> SystemClock | VirtualClock:
+    """The clock `suanli serve --clock NAME` runs on: `system`, or `virtual` (starting at `start`,
+    by default the wall clock's now, so rows written meanwhile by system-clock tools such as the
+    CLI stay in order with the server's)."""
+    if name == "system":
+        return SYSTEM
+    if name == "virtual":
+        return VirtualClock(start or datetime.now(UTC))
+    raise InvalidValue(
+        "clock", name, "one of: " + ", ".join(CLOCKS), "取值之一：" + ", ".join(CLOCKS)
+    )

@@ -3,7 +3,8 @@ TOML file (`SUANLI_CONFIG`, default `$SUANLI_HOME/suanli.toml` when it exists).
 
 Owns the defaults: an embedded SQLite file in `$SUANLI_HOME` (default `./.suanli/`) in WAL mode,
 127.0.0.1:8000 over plain HTTP (TLS with `tls_cert` and `tls_key`), a 30 s lease renewed by 5 s
-heartbeats (a lease shorter than three heartbeats is refused), a scheduling pass every 2 s,
+heartbeats (a lease shorter than three heartbeats is refused), a scheduling pass every 2 s
+that ends a task still unplaced after 7 days (`max_queue_wait_s`),
 429 for an address after 20 failed authentications within 10 s, request bodies up to 1 MiB
 (`max_body_bytes`).
 """
@@ -47,6 +48,8 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=5.0, gt=0)
     schedule_interval_s: float = Field(default=2.0, gt=0)
     policy: str = "balanced"
+    # a queued task still unplaced after this long is ended SYSTEM_ERROR ("waited too long")
+    max_queue_wait_s: float = Field(default=7 * 86400.0, gt=0)
     # pricing rules set by the operator (basis points: 1000 = 10%)
     platform_fee_bp: int = Field(default=1000, ge=0, le=10_000)
     network_fen_per_gb: int = Field(default=0, ge=0)

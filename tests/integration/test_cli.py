@@ -309,7 +309,18 @@ def test_real_subprocess_generate_then_schedule_from_stdin() -> None:
     )
     assert len(json.loads(generated.stdout)["tasks"]) == 200
     planned = subprocess.run(
-        [sys.executable, "-m", "suanli", "schedule", "-", "--policy", "green", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "suanli",
+            "schedule",
+            "-",
+            "--policy",
+            "green",
+            "--solver",
+            "auto",
+            "--json",
+        ],
         input=generated.stdout,
         capture_output=True,
         text=True,

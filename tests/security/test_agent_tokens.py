@@ -10,7 +10,6 @@ console. On its own site a real `suanli agent` holding it runs a task to COMPLET
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,22 @@ import httpx
 
 from suanli.services.core import Role
 from tests.integration.platform.conftest import Platform, submit_body
+from tests.waiting import poll
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 def _until_placed(platform: Platform, token: str, task_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
     with platform.client(token) as http:
-        task: dict[str, Any] = http.get(f"/v1/tasks/{task_id}").json()
-        while task["pool"] is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            task = http.get(f"/v1/tasks/{task_id}").json()
-    return task
+
+        def task() -> dict[str, Any]:
+            return dict(http.get(f"/v1/tasks/{task_id}").json())
+
+        def placed() -> dict[str, Any] | None:
+            found = task()
+            return found if found["pool"] is not None else None
+
+        return poll(placed) or task()  # the caller judges an unplaced task
 
 
 def _refused(response: httpx.Response) -> None:

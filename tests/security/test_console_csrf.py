@@ -18,13 +18,15 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page
+from sqlalchemy import select
 
 from suanli.services.core import Role
+from suanli.store.db import make_engine, session_factory
+from suanli.store.models import TwinRunRow
 from tests.integration.platform.browser import (
     browser,
     form_csrf,
@@ -95,8 +97,13 @@ def _forged_post(page: Page, platform: Platform, url: str) -> int:
     return answer.value.status
 
 
-def _twin_runs(platform: Platform) -> list[Path]:
-    return sorted((platform.home / "twin").glob("twin-*.json"))
+def _twin_runs(platform: Platform) -> list[str]:
+    """The ids of the twin runs queued in the store."""
+    engine = make_engine(platform.database_url)
+    with session_factory(engine).begin() as session:
+        ids = list(session.scalars(select(TwinRunRow.id)))
+    engine.dispose()
+    return ids
 
 
 def test_cross_origin_page_cannot_cancel_a_task(

@@ -17,7 +17,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from tests.integration.platform.browser import (
     sign_in,
 )
 from tests.integration.platform.conftest import FAST, Platform, free_port
+from tests.waiting import healthy, poll
 
 __all__ = ["browser", "network"]
 SESSION = "suanli_session"
@@ -203,13 +203,7 @@ def test_security_headers_under_tls(tmp_path: Path) -> None:
     trust = ssl.create_default_context(cafile=str(cert))
     try:
         with httpx.Client(base_url=url, verify=trust, timeout=30) as http:
-            deadline = time.monotonic() + 30
-            while server.poll() is None and time.monotonic() < deadline:
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            poll(lambda: server.poll() is not None or healthy(url, trust), timeout_s=30)
             assert server.poll() is None, (tmp_path / "server.log").read_text()
             form = http.get("/console/signin")
             assert form.status_code == 200

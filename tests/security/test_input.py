@@ -16,7 +16,7 @@ from tests.integration.platform.conftest import Platform, submit_body
 
 TES = "/ga4gh/tes/v1"
 MIB = 1024 * 1024
-PRICE_BOUND = 10_000_000  # api.schemas.MAX_PRICE_FEN_PER_DEVICE_HOUR: 100,000 yuan
+PRICE_BOUND = 10_000_000  # specs.MAX_PRICE_FEN_PER_DEVICE_HOUR: 100,000 yuan
 
 
 def _refused(response: httpx.Response, field: str | None = None) -> dict[str, Any]:

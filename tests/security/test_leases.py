@@ -10,16 +10,17 @@ than three heartbeats.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from suanli.services.core import Role
 from tests.integration.platform.conftest import FAST, Platform, free_port, submit_body
+from tests.waiting import wait_until
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 LEASE_S = float(FAST["SUANLI_LEASE_S"])
@@ -30,8 +31,13 @@ def _state(platform: Platform, token: str, task_id: str) -> str:
         return str(http.get(f"/v1/tasks/{task_id}").json()["state"])
 
 
+@pytest.mark.virtual_clock
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_heartbeat_renews_only_running_tasks(platform: Platform) -> None:
+    """On a virtual clock: each step is a heartbeat then `beat_s` of server time, and every
+    step returns after the server's expiry pass ran at the new time, so the lease's fate is
+    decided by the clock alone."""
+    operator = platform.token(Role.OPERATOR, "ops")
     provider = platform.token(Role.PROVIDER, "provider")
     consumer = platform.token(Role.CONSUMER, "consumer")
     site = platform.site_with_pool(provider, count=1)
@@ -46,31 +52,26 @@ def test_heartbeat_renews_only_running_tasks(platform: Platform) -> None:
         assert registered.status_code == 201, registered.text
         me = registered.json()
         beat_s = float(me["heartbeat_s"])
-        deadline = time.monotonic() + 30
-        leased: list[dict[str, object]] = []
-        while not leased:
-            assert time.monotonic() < deadline, "the task was never leased"
-            answer = agent.post(f"/v1/agents/{me['id']}/lease", json={"max": 1})
-            leased = answer.json()["tasks"]
-            if not leased:
-                time.sleep(0.1)
-        assert [t["id"] for t in leased] == [task_id]
+        # a long-poll: answered as soon as the pass places the task
+        leased = agent.post(f"/v1/agents/{me['id']}/lease", json={"max": 1, "wait_s": 30})
+        assert [t["id"] for t in leased.json()["tasks"]] == [task_id], leased.text
+
+        def step(running: list[str]) -> None:
+            beat = agent.post(f"/v1/agents/{me['id']}/heartbeat", json={"running": running})
+            assert beat.status_code == 200, beat.text
+            assert platform.advance(operator, beat_s)["passed"]
 
         # listed as running: the lease lives through two lease periods of heartbeats
-        until = time.monotonic() + 2 * LEASE_S
-        while time.monotonic() < until:
-            beat = agent.post(f"/v1/agents/{me['id']}/heartbeat", json={"running": [task_id]})
-            assert beat.status_code == 200, beat.text
-            time.sleep(beat_s)
+        for _ in range(math.ceil(2 * LEASE_S / beat_s)):
+            step([task_id])
         assert _state(platform, consumer, task_id) == "INITIALIZING"
 
         # no longer listed (the agent dropped it): heartbeats go on, the lease runs out
-        deadline = time.monotonic() + 10 * LEASE_S
-        while _state(platform, consumer, task_id) == "INITIALIZING":
-            assert time.monotonic() < deadline, "heartbeats kept renewing a task not running"
-            beat = agent.post(f"/v1/agents/{me['id']}/heartbeat", json={"running": []})
-            assert beat.status_code == 200, beat.text
-            time.sleep(beat_s)
+        for _ in range(math.floor(LEASE_S / beat_s) - 1):
+            step([])
+        assert _state(platform, consumer, task_id) == "INITIALIZING"  # not before its end
+        for _ in range(2):
+            step([])
         assert _state(platform, consumer, task_id) == "QUEUED"  # back in the queue
         late = agent.post(
             f"/v1/tasks/{task_id}/report", json={"agent_id": me["id"], "state": "RUNNING"}
@@ -95,10 +96,11 @@ def test_task_dropped_in_an_outage_is_not_kept_running(platform: Platform) -> No
     assert platform.wait_for(consumer, task_id, {"RUNNING"})["state"] == "RUNNING"
 
     platform.stop()  # an outage longer than the lease: the agent gives the task up
-    deadline = time.monotonic() + 10 * LEASE_S
-    while "dropped: lease not renewed in time" not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, "the agent never dropped the task"
-        time.sleep(0.1)
+    wait_until(
+        lambda: "dropped: lease not renewed in time" in log.read_text(errors="replace"),
+        "the agent to drop its task",
+        timeout_s=10 * LEASE_S,
+    )
     platform.start()
 
     # the server puts it back in the queue and it runs again, to its end

@@ -149,10 +149,11 @@ def test_concurrent_payouts_never_overdraw(platform: Platform) -> None:
         people["operator"],
         people["provider"],
     )
-    site = platform.site_with_pool(provider, count=4, province=FLAT_TARIFF, price=36_000)
+    # 100 fen per device-second: a task of at least half a second earns the provider > 3 fen
+    site = platform.site_with_pool(provider, count=4, province=FLAT_TARIFF, price=360_000)
     _credit(platform, operator_id, consumer_id, 1_000_000)
     platform.agent(provider, site)
-    body = submit_body("true")
+    body = submit_body("sleep", "0.5")
     body["resources"] = {"duration_s": 600.0}
     with platform.client(consumer) as http:
         quote = http.post("/v1/quotes", json=body).json()

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from suanli.agent.backends.local import LocalBackend
 from suanli.services.core import Role
 from tests.integration.platform.conftest import Platform, submit_body
 from tests.processes import pids_of
+from tests.waiting import wait_until
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
@@ -63,11 +64,8 @@ def _runs(beats: Path) -> dict[str, list[int]]:
     return runs
 
 
-def _until(condition: object, what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+def _until(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
+    wait_until(condition, what, timeout_s, every_s=0.05)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

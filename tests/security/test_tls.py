@@ -13,10 +13,10 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +24,7 @@ import pytest
 from suanli.services.core import Role, create_token
 from suanli.store.db import make_engine, session_factory, upgrade
 from tests.integration.platform.conftest import FAST, free_port, submit_body
+from tests.waiting import healthy, poll, wait_until
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
@@ -109,16 +110,11 @@ def tls_platform(database_url: str, tmp_path: Path) -> Iterator[TlsPlatform]:
     )
     url = f"https://127.0.0.1:{port}"
     trust = ssl.create_default_context(cafile=str(ca[0]))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", verify=trust, timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("the https server did not start; see server.log") from None
-            time.sleep(0.1)
+    if not poll(lambda: server.poll() is not None or healthy(url, trust), timeout_s=30) or (
+        server.poll() is not None
+    ):
+        server.kill()
+        raise RuntimeError("the https server did not start; see server.log")
     running = TlsPlatform(
         url, str(ca[0]), str(other_ca[0]), trust, provider, consumer, env, tmp_path
     )
@@ -195,11 +191,12 @@ def test_tls_server_and_verifying_clients(tls_platform: TlsPlatform) -> None:
         created = http.post("/v1/tasks", json=submit_body("sh", "-c", "echo over tls"))
         assert created.status_code == 201, created.text
         task_id = created.json()["id"]
-        deadline = time.monotonic() + 60
-        task = http.get(f"/v1/tasks/{task_id}").json()
-        while task["state"] not in TERMINAL and time.monotonic() < deadline:
-            time.sleep(0.2)
-            task = http.get(f"/v1/tasks/{task_id}").json()
+
+        def ended() -> dict[str, Any] | None:
+            task = dict(http.get(f"/v1/tasks/{task_id}").json())
+            return task if task["state"] in TERMINAL else None
+
+        task = wait_until(ended, "the task to end", timeout_s=60, every_s=0.1)
         assert task["state"] == "COMPLETE", task
         assert http.get(f"/v1/tasks/{task_id}/logs").json()["stdout_tail"].strip() == "over tls"
 

@@ -10,9 +10,13 @@ started by the agent inherits it (tasks get a clean environment anyway, see `bac
    `{"id", "lease_s", "heartbeat_s"}`;
 2. every `heartbeat_s`: `POST /v1/agents/{id}/heartbeat` `{"running": [task ids]}` -> 200
    `{"cancel": [task ids]}`; it renews the leases of the listed tasks;
-3. while slots are free: `POST /v1/agents/{id}/lease` `{"max": free}` -> 200
+3. while slots are free: `POST /v1/agents/{id}/lease` `{"max": free, "wait_s": s}` -> 200
    `{"tasks": [{"id", "executors", "devices", "inputs", "outputs", "volumes",
-   "lease_expires_at"}]}` (inputs, outputs and volumes as in `suanli.agent.staging`);
+   "lease_expires_at"}]}` (inputs, outputs and volumes as in `suanli.agent.staging`); this is
+   a long-poll: with no work for the site the server holds it until a pass places some, or
+   `wait_s` passes (up to IDLE_WAIT_S when the agent is idle, `poll_s` while tasks run, never
+   past the next heartbeat), so work starts as soon as it is placed; after a report frees a
+   slot the agent leases again at once;
 4. `POST /v1/tasks/{task}/report` `{"agent_id", "state": "RUNNING"}` after the start, then
    `{"agent_id", "state", "exit_code", "stdout_tail", "stderr_tail", "usage", "reason",
    "executors", "outputs"}` at the end (`executors`: one `{"exit_code", "stdout_tail",
@@ -46,8 +50,10 @@ Invariants:
 - 401 or 403 ends the agent with `AgentRejected`, a one-line bilingual error;
 - on stop, running tasks are cancelled and reported CANCELED with reason "agent stopped".
 
-All timing is injectable (`poll_s`, `backoff_s`, `clock`); one progress line per task state
-change goes to the `log` callable (stderr by default). One thread drives an `Agent`.
+A running task's backend is polled after a quarter of its age (at least MIN_POLL_S, at most
+`poll_s`), so short tasks are reported within milliseconds. All timing is injectable (`poll_s`,
+`backoff_s`, `clock`); one progress line per task state change goes to the `log` callable
+(stderr by default). One thread drives an `Agent`.
 """
 
 from __future__ import annotations
@@ -106,6 +112,9 @@ LOST_REASON = "lost when the agent restarted: the backend cannot find it again"
 SERVER_CANCEL_REASON = "canceled by the server"
 LEASE_LOST_REASON = "lease not renewed in time"
 REASON_CHARS = 1000  # the server's limit on a report's reason
+MIN_POLL_S = 0.005  # the shortest pause between backend polls while a task runs
+IDLE_WAIT_S = 5.0  # an idle agent's long-poll for work (bounded by the next heartbeat)
+MAX_LEASE_WAIT_S = 30.0  # the server's limit on a lease's wait_s
 TOKEN_ENV = "SUANLI_TOKEN"
 
 
@@ -242,6 +251,7 @@ class _Task:
     cancel_reason: str | None = None
     dropped: bool = False  # no longer ours: drain on the backend, never report
     process: tuple[int, int] | None = None  # the local backend's running group (state file)
+    started_at: float = float("-inf")  # clock() when this agent started it (resumed: unknown)
 
 
 @dataclass(frozen=True)
@@ -304,6 +314,7 @@ class Agent:
         )
         self.file_roots = tuple(Path(root) for root in file_roots)
         self.poll_s = poll_s
+        self._timeout_s = timeout_s
         self.shutdown_s = shutdown_s
         self.agent_id: str | None = None
         self.lease_s = 0.0
@@ -339,39 +350,67 @@ class Agent:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Register, then tick every `poll_s` until `stop` is set; then shut down cleanly.
+        """Register, then tick until `stop` is set; then shut down cleanly. With a free slot
+        the wait between ticks is a long-poll for work (`lease_wait_s`), so work placed on the
+        site starts at once; with every slot busy it is `poll_s`.
 
         Raises `AgentRejected` on 401/403 (after cancelling what runs).
         """
         try:
             while not stop.is_set():
-                self.tick()
-                stop.wait(self.poll_s)
+                pause = self.tick(self.lease_wait_s())
+                if pause > 0:
+                    stop.wait(pause)
         finally:
             self.shutdown()
 
-    def tick(self) -> None:
-        """One pass: poll the backend, then (unless backing off) talk to the server."""
+    def lease_wait_s(self) -> float:
+        """How long the next lease may wait for work: `poll_s` while tasks run (the backend
+        is polled between leases), up to IDLE_WAIT_S when idle; never past the next heartbeat,
+        and well inside the HTTP timeout."""
+        limit = IDLE_WAIT_S if not self._tasks and not self._outbox else self._busy_pause()
+        until_beat = self._next_heartbeat_at - self._clock()
+        return max(0.0, min(limit, until_beat, self._timeout_s / 2))
+
+    def _busy_pause(self) -> float:
+        """How long to leave the backend unpolled: a quarter of the youngest task's age
+        (so a short task is seen finished within milliseconds and a long one costs few
+        polls), between MIN_POLL_S and `poll_s`."""
+        ages = [self._clock() - t.started_at for t in self._tasks.values() if not t.dropped]
+        if not ages:
+            return self.poll_s
+        return max(min(MIN_POLL_S, self.poll_s), min(self.poll_s, min(ages) / 4))
+
+    def tick(self, wait_s: float = 0.0) -> float:
+        """One pass: poll the backend, then (unless backing off) talk to the server; a lease
+        may wait up to `wait_s` for work (long-poll). The pause before the next tick: none
+        after a lease that got work or waited its full time, else up to `poll_s`."""
         now = self._clock()
         self._poll_backend()
         self._expire_leases(now)
         if now < self._net_ready_at:
-            return
+            return self.poll_s
+        pause = self._busy_pause()
         try:
             if self.agent_id is None:
                 self.register()
             self._flush_outbox()
             if self._clock() >= self._next_heartbeat_at:
                 self._heartbeat()
+                wait_s = min(wait_s, max(0.0, self._next_heartbeat_at - self._clock()))
             if self.agent_id is not None and self.free_slots() > 0:
-                self._lease()
+                asked_at = self._clock()
+                got = self._lease(wait_s)
                 self._flush_outbox()
+                waited = self._clock() - asked_at
+                pause = 0.0 if got or waited >= wait_s > 0 else max(0.0, pause - waited)
         except ServerUnavailable as error:
             delay = self._backoff.failure()
             self._net_ready_at = self._clock() + delay
             self._log(f"{error.one_line()}; retrying in {delay:.1f} s")
         else:
             self._backoff.success()
+        return pause
 
     def register(self) -> str:
         """Resume the id of a previous run in this work root if the server still knows it,
@@ -645,18 +684,24 @@ class Agent:
             return None
         return {**asdict(capacity), "gpus_by_model": dict(capacity.gpus_by_model)}
 
-    def _lease(self) -> None:
+    def _lease(self, wait_s: float = 0.0) -> int:
+        """Lease up to the free slots' worth of work, waiting up to `wait_s` for some (the
+        server holds the request until work is placed on the site); how many were leased."""
         path = self._agent_path("lease")
-        code, answer = self._post(path, {"max": self.free_slots()})
+        body: dict[str, Any] = {"max": self.free_slots()}
+        if wait_s > 0:
+            body["wait_s"] = round(min(wait_s, MAX_LEASE_WAIT_S), 3)
+        code, answer = self._post(path, body)
         if code == 404:
             self._log("the server no longer knows this agent; registering again")
             self.agent_id = None
-            return
+            return 0
         tasks = answer.get("tasks")
         if not 200 <= code < 300 or not isinstance(tasks, list):
             raise ServerUnavailable(path, f"HTTP {code} {_detail(answer) or answer!r}")
         for item in tasks:
             self._start(item)
+        return len(tasks)
 
     def _start(self, item: object) -> None:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str | int):
@@ -689,6 +734,7 @@ class Agent:
             task_dir=workdir,
             outputs=outputs,
             process=self._process_of(handle),
+            started_at=self._clock(),
         )
         self._enqueue(task_id, {"state": TaskState.RUNNING.value}, terminal=False)
         self._save_state()

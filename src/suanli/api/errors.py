@@ -3,7 +3,7 @@
 Every error body is JSON: `{"error": {"code": ..., "message": ..., "message_zh": ...,
 "field": ...}}`. Domain errors map to 401/403/404/409/422; request validation errors name the
 field by its path (`body.resources.devices`) and say, in English and Chinese, what it would
-accept (`schemas.describe`); bad input is 422 on the native API and 400 on TES. A body over the
+accept (`specs.describe`); bad input is 422 on the native API and 400 on TES. A body over the
 limit is 413 (`api.limits`). No error escapes as a 500 with a traceback: an unexpected
 exception is logged and answered 500 with a request id, never with internals.
 """
@@ -20,10 +20,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from suanli.api.schemas import describe
 from suanli.errors import InvalidValue, SuanliError, UnknownName
 from suanli.services.core import Conflict, Forbidden, NotFound, Unauthorized
 from suanli.services.market import InsufficientFunds
+from suanli.specs import describe
 
 log = logging.getLogger("suanli.api")
 

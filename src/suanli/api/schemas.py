@@ -1,295 +1,40 @@
-"""Request and response bodies of the HTTP API (Pydantic 2, strict: no silent coercion).
+"""Request and response bodies of the HTTP API that are the API's own (Pydantic 2, strict).
 
-Separate create / read shapes. This is the one validation path for input: the native API, the
-TES API (which builds a native spec and validates it with `TaskSpec`) and the console (through
-`services`, which validates every task spec with `check_task_spec`) share these models.
-Every input model refuses unknown keys, NaN and infinities; every text is `Text` (no NUL, which
-PostgreSQL cannot store); task paths are `TaskPath` (inside the task directory: no `..`
-component, on every API); every number is bounded, integers within their database columns
-(32-bit `Integer`, 64-bit `BigInteger`). The bounds are sane rather than tight, and chosen so that
-no task the engine can price costs more than a 64-bit number of fen:
-
-| field | bound |
-| --- | --- |
-| `resources.devices` | 1 .. 100,000 |
-| `resources.work_flop` | > 0 .. 1e25 FLOP |
-| `resources.duration_s` | > 0 .. 1e8 s (about 3 years) |
-| `deadline_s` | > 0 .. 1e9 s |
-| `memory_gb`, `disk_gb`, `data_gb` | 0 .. 1e7 GB |
-| `max_price_fen` | 0 .. 1e15 fen |
-| `price_fen_per_device_hour` | 0 .. 10,000,000 fen (100,000 yuan) |
-| exit codes | 32-bit |
-
-Errors are described in English and Chinese by `describe` (one table for pydantic's error types
-and ours), so every 4xx names the field and what would be accepted.
+The shared shapes live elsewhere: the value types and the task spec in `suanli.specs` (the one
+validation path of every API), the typed commands in `services.commands` (`SiteCreate` is a
+`SiteCommand`, `PoolCreate` a `PoolCommand`, `AgentCreate` an `AgentCommand`, `Report` a
+`ReportCommand`: a request body is handed to the service as it is), and the read models the
+services answer with in `services.views`. Here: the agent protocol's heartbeat and lease bodies,
+the virtual clock's, and the market's small request and response bodies.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from suanli.errors import InvalidValue
-
-INT32 = (-(2**31), 2**31 - 1)
-MAX_DEVICES = 100_000
-MAX_WORK_FLOP = 1e25
-MAX_DURATION_S = 1e8
-MAX_DEADLINE_S = 1e9
-MAX_GB = 1e7
-MAX_BUDGET_FEN = 10**15
-MAX_PRICE_FEN_PER_DEVICE_HOUR = 10_000_000
-MAX_INPUT_BYTES = 1_000_000  # inline input content of one task, all together
-NUL = "\x00"
+from suanli.services.commands import AgentCommand, PoolCommand, ReportCommand, SiteCommand
+from suanli.services.views import LeasedTask
+from suanli.specs import Name, OutputText, StrictModel, Text
 
 
-def no_nul(value: str) -> str:
-    """A text without NUL characters (PostgreSQL refuses them in text; no name needs one)."""
-    if NUL in value:
-        raise PydanticCustomError("nul_character", "must not contain a NUL character (\\u0000)")
-    return value
+class SiteCreate(SiteCommand):
+    """A new site (the request body of `POST /v1/sites`)."""
 
 
-def _replace_nul(value: str) -> str:
-    return value.replace(NUL, "\ufffd")
+class PoolCreate(PoolCommand):
+    """A new pool (the request body of `POST /v1/pools`)."""
 
 
-def task_path_ok(path: str) -> bool:
-    """The one rule for task paths, on every API: inside the task directory (not empty, not
-    the root, no `..` component) and no NUL."""
-    return bool(path.strip("/")) and ".." not in path.split("/") and NUL not in path
+class AgentCreate(AgentCommand):
+    """A new agent (the request body of `POST /v1/agents`)."""
 
 
-def _task_path(value: str) -> str:
-    if not task_path_ok(value):
-        raise PydanticCustomError("task_path", "a path inside the task directory, without '..'")
-    return value
-
-
-def _env_name(value: str) -> str:
-    if "=" in value:
-        raise PydanticCustomError("env_name", "an environment variable name: no '='")
-    return value
-
-
-def _file_url(value: str) -> str:
-    if not (value.startswith("file://") or value.startswith("/")):
-        raise PydanticCustomError("file_url", "a file:// URL")
-    return value
-
-
-Text = Annotated[str, AfterValidator(no_nul)]  # any text from outside: no NUL
-# free text an agent relays from a task's output: a NUL there is replaced, not refused (a task
-# that prints one must still be reported)
-OutputText = Annotated[str, AfterValidator(_replace_nul)]
-Name = Annotated[Text, Field(min_length=1, max_length=200)]
-TaskPath = Annotated[Text, Field(min_length=1, max_length=4096), AfterValidator(_task_path)]
-FileUrl = Annotated[Text, Field(min_length=1, max_length=4096), AfterValidator(_file_url)]
-EnvKey = Annotated[Text, Field(min_length=1, max_length=1024), AfterValidator(_env_name)]
-Int32 = Annotated[int, Field(ge=INT32[0], le=INT32[1])]
-GB = Annotated[float, Field(ge=0, le=MAX_GB)]
-
-
-class StrictModel(BaseModel):
-    """The base of every input model: strict types, no unknown keys, no NaN or infinity."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
-
-
-class Executor(StrictModel):
-    command: Annotated[list[Annotated[Text, Field(max_length=10_000)]], Field(min_length=1)]
-    # at most 128 KiB a value: Linux's limit on one string of a new process's environment
-    env: Annotated[
-        dict[EnvKey, Annotated[Text, Field(max_length=131_072)]], Field(max_length=1000)
-    ] = {}
-    workdir: TaskPath | None = None
-    ignore_error: bool = False  # a non-zero exit does not stop the task
-    stdin: TaskPath | None = None  # a file to read standard input from
-    stdout: TaskPath | None = None  # a file of its own instead of the task's stdout.txt
-    stderr: TaskPath | None = None
-
-
-class Resources(StrictModel):
-    devices: Annotated[int, Field(ge=1, le=MAX_DEVICES)] = 1
-    device_kind: Literal["gpu", "npu", "cpu"] = "cpu"
-    device_models: Annotated[list[Name], Field(min_length=1, max_length=100)] | None = None
-    precision: Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8"] = "fp32"
-    work_flop: Annotated[float, Field(gt=0, le=MAX_WORK_FLOP)] | None = None
-    duration_s: Annotated[float, Field(gt=0, le=MAX_DURATION_S)] | None = None
-    memory_gb: GB = 0.0
-    disk_gb: GB = 0.0  # recorded; pools do not report disk yet
-    workload: Literal["training", "inference", "hpc", "general"] = "general"
-
-
-class TaskCreate(StrictModel):
-    name: Annotated[Text, Field(max_length=200)] = ""
-    executors: Annotated[list[Executor], Field(min_length=1, max_length=100)]
-    resources: Resources = Resources()
-    latency_tier: Literal["interactive", "standard", "batch"] = "batch"
-    origin: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
-    data_gb: GB = 0.0
-    deadline_s: Annotated[float, Field(gt=0, le=MAX_DEADLINE_S)] | None = None
-    max_price_fen: Annotated[int, Field(ge=0, le=MAX_BUDGET_FEN)] | None = None
-    policy: Literal["nearest", "cost", "green", "latency", "balanced"] | None = None
-    preemptible: bool = False  # priced with the operator's preemptible discount
-    # may start up to 24 h later, within `deadline_s`, when that is cheaper or greener
-    deferrable: bool = False
-    zones: Annotated[list[Name], Field(min_length=1, max_length=100)] | None = None  # residency
-    tags: Annotated[
-        dict[Annotated[Text, Field(max_length=256)], Annotated[Text, Field(max_length=4096)]],
-        Field(max_length=1000),
-    ] = {}
-
-
-class InputFile(StrictModel):
-    """A file staged in before the first executor: inline `content`, or a `url` to copy."""
-
-    path: TaskPath
-    content: Text | None = None
-    url: FileUrl | None = None
-    type: Literal["FILE", "DIRECTORY"] = "FILE"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> InputFile:
-        if (self.content is None) == (self.url is None):
-            raise PydanticCustomError("input_source", "either content or url, not both")
-        return self
-
-
-class OutputFile(StrictModel):
-    """A file (or, with wildcards, the files) copied out after the last executor."""
-
-    path: TaskPath
-    url: FileUrl
-    type: Literal["FILE", "DIRECTORY"] = "FILE"
-    path_prefix: TaskPath | None = None
-
-
-def _json_document(value: dict[str, Any]) -> dict[str, Any]:
-    """A stored JSON document (the TES task as sent): no NUL in any key or text, and no NaN
-    or infinity (PostgreSQL's JSON refuses both)."""
-    stack: list[object] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            no_nul(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise PydanticCustomError("finite_number", "Input should be a finite number")
-        elif isinstance(item, dict):
-            for key, inner in item.items():
-                no_nul(str(key))
-                stack.append(inner)
-        elif isinstance(item, list):
-            stack.extend(item)
-    return value
-
-
-class TaskSpec(TaskCreate):
-    """A task spec as stored: what `TaskCreate` takes, plus what the TES API adds (files to
-    stage, volumes, and the TES document as sent). Every spec is checked with it before it is
-    stored, whichever API it came from (`check_task_spec`)."""
-
-    inputs: Annotated[list[InputFile], Field(max_length=10_000)] | None = None
-    outputs: Annotated[list[OutputFile], Field(max_length=10_000)] | None = None
-    volumes: Annotated[list[TaskPath], Field(max_length=1000)] | None = None
-    tes: Annotated[dict[str, Any], AfterValidator(_json_document)] | None = None
-
-    @field_validator("inputs")
-    @classmethod
-    def _content_bounded(cls, inputs: list[InputFile] | None) -> list[InputFile] | None:
-        size = sum(len((i.content or "").encode()) for i in inputs or [])
-        if size > MAX_INPUT_BYTES:
-            raise PydanticCustomError("content_too_large", "at most 1 MB of inline content")
-        return inputs
-
-
-class TaskRead(BaseModel):
-    id: str
-    name: str
-    state: str
-    owner: str
-    devices: int
-    pool: str | None
-    site: str | None
-    placement: dict[str, Any] | None
-    unplaced_reason: str | None
-    requeues: int
-    exit_code: int | None
-    usage: dict[str, Any] | None
-    cancel_requested: bool
-    created_at: datetime
-    updated_at: datetime
-    spec: dict[str, Any]
-
-
-class TaskLogs(BaseModel):
-    id: str
-    state: str
-    exit_code: int | None
-    stdout_tail: str
-    stderr_tail: str
-
-
-class SiteCreate(StrictModel):
-    name: Name
-    cluster: Annotated[Text, Field(min_length=1, max_length=40)] | None = None
-    province: Annotated[Text, Field(min_length=1, max_length=40)] | None = None
-    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
-    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
-    pue: Annotated[float, Field(ge=1.0, le=5.0)] | None = None
-    green_share: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-
-
-class SiteRead(BaseModel):
-    id: str
-    name: str
-    owner: str
-    cluster: str | None
-    province: str
-    lat: float
-    lon: float
-    pue: float
-    green_share: float
-    reputation: float | None = None  # the owner's, 0..1 (ratings and SLA adherence)
-
-
-class PoolCreate(StrictModel):
-    site_id: Name
-    device: Name
-    count: Annotated[int, Field(ge=1, le=10_000_000)]
-    price_fen_per_device_hour: Annotated[int, Field(ge=0, le=MAX_PRICE_FEN_PER_DEVICE_HOUR)]
-    # for engines with a queue of their own (Slurm): how many devices' worth of tasks may be
-    # placed beyond the free devices, to wait there; 0 places only on free devices
-    queue_depth: Annotated[int, Field(ge=0, le=10_000_000)] = 0
-
-
-class PoolRead(BaseModel):
-    id: str
-    site_id: str
-    device: str
-    count: int
-    free: int
-    price_fen_per_device_hour: int
-    queue_depth: int = 0
-
-
-class AgentCreate(StrictModel):
-    site_id: Name
-    name: Annotated[Text, Field(max_length=200)] = "agent"
-    slots: Annotated[int, Field(ge=1, le=10_000)] = 1
-    backend: Literal["local", "slurm", "ray", "kubernetes"] = "local"
+class Report(ReportCommand):
+    """A task's progress (the request body of `POST /v1/tasks/{id}/report`)."""
 
 
 class AgentRead(BaseModel):
@@ -311,7 +56,7 @@ class CapacityReport(StrictModel):
     free_gpus: Count = 0
     gpus_by_model: Annotated[
         dict[Annotated[Text, Field(max_length=100)], Count], Field(max_length=1000)
-    ] = {}
+    ] = {}  # noqa: RUF012 (pydantic copies defaults)
     memory_mb: Count = 0
 
 
@@ -321,9 +66,9 @@ class Tails(StrictModel):
 
 
 class Heartbeat(StrictModel):
-    running: Annotated[list[Name], Field(max_length=10_000)] = []
+    running: Annotated[list[Name], Field(max_length=10_000)] = []  # noqa: RUF012
     # output so far of running tasks (what changed since last time)
-    tails: Annotated[dict[Name, Tails], Field(max_length=10_000)] = {}
+    tails: Annotated[dict[Name, Tails], Field(max_length=10_000)] = {}  # noqa: RUF012
     capacity: CapacityReport | None = None  # sizes the site's pools (see platform.apply_capacity)
 
 
@@ -333,90 +78,47 @@ class HeartbeatReply(BaseModel):
 
 class LeaseRequest(StrictModel):
     max: Annotated[int, Field(ge=0, le=1000)] = 1
+    # long-poll: with no work for the agent's site, hold the request up to this many seconds
+    # until a scheduling pass places work there (0: answer at once)
+    wait_s: Annotated[float, Field(ge=0, le=30)] = 0.0
 
 
-class LeasedTask(BaseModel):
-    id: str
-    executors: list[dict[str, Any]]
-    devices: int
-    inputs: list[dict[str, Any]] = []  # staged before executor 1 (see suanli.agent.staging)
-    outputs: list[dict[str, Any]] = []  # copied out after the last executor succeeds
-    volumes: list[str] = []  # empty directories made before executor 1
-    lease_expires_at: datetime
+class ClockMove(StrictModel):
+    """Move a virtual clock forward (`suanli serve --clock virtual`): by `advance_s` seconds, or
+    `to` a moment (timezone-aware); exactly one of them."""
+
+    advance_s: Annotated[float | None, Field(ge=0, le=10 * 366 * 86400)] = None
+    to: Annotated[datetime | None, Field(strict=False)] = None
+
+    @model_validator(mode="after")
+    def _one_move(self) -> ClockMove:
+        if (self.advance_s is None) == (self.to is None):
+            raise PydanticCustomError("clock_move", "either advance_s or to, not both")
+        if self.to is not None and self.to.tzinfo is None:
+            raise PydanticCustomError("clock_to", "a time with its UTC offset")
+        return self
+
+
+class ClockRead(BaseModel):
+    now: datetime
+    passed: bool  # a scheduling pass of this process has run at the new time
 
 
 class LeaseReply(BaseModel):
     tasks: list[LeasedTask]
 
 
-class Usage(StrictModel):
-    wall_s: Annotated[float, Field(ge=0)] = 0.0
-    cpu_s: Annotated[float, Field(ge=0)] = 0.0
-    device_s: Annotated[float, Field(ge=0)] = 0.0
-
-
-class ExecutorReport(StrictModel):
-    exit_code: Int32 | None = None
-    stdout_tail: Annotated[OutputText, Field(max_length=65_536)] = ""
-    stderr_tail: Annotated[OutputText, Field(max_length=65_536)] = ""
-    wall_s: Annotated[float, Field(ge=0)] = 0.0
-    started_at: Annotated[float, Field(ge=0)] | None = None  # Unix seconds
-    ended_at: Annotated[float, Field(ge=0)] | None = None
-
-
-class OutputReport(StrictModel):
-    url: Annotated[Text, Field(max_length=4096)]
-    path: Annotated[Text, Field(max_length=4096)]
-    size_bytes: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]
-
-
-class Report(StrictModel):
-    agent_id: Name
-    state: Literal["RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"]
-    exit_code: Int32 | None = None
-    stdout_tail: Annotated[OutputText, Field(max_length=65_536)] = ""
-    stderr_tail: Annotated[OutputText, Field(max_length=65_536)] = ""
-    usage: Usage | None = None
-    reason: Annotated[OutputText, Field(max_length=1000)] = ""
-    executors: Annotated[list[ExecutorReport], Field(max_length=100)] = []  # one per executor run
-    outputs: Annotated[list[OutputReport], Field(max_length=10_000)] = []  # files copied out
-
-
 class ErrorBody(BaseModel):
     error: dict[str, Any]
-
-
-class QuoteRead(BaseModel):
-    id: str
-    options: list[dict[str, Any]]
-    unavailable: str
-    expires_at: datetime
 
 
 class AcceptQuote(StrictModel):
     option: Annotated[int, Field(ge=0, le=100)] = 0
 
 
-class OrderRead(BaseModel):
-    id: str
-    task_id: str
-    quote_id: str
-    state: str
-    escrow: dict[str, Any]
-    offer: dict[str, Any]
-    settlement: dict[str, Any] | None
-
-
 class RatingCreate(StrictModel):
     stars: Annotated[int, Field(ge=1, le=5)]
     comment: Annotated[Text, Field(max_length=2000)] = ""
-
-
-class RatingRead(BaseModel):
-    id: str
-    order_id: str
-    stars: int
-    comment: str
 
 
 class BalanceRead(BaseModel):
@@ -426,121 +128,3 @@ class BalanceRead(BaseModel):
 class StatementRead(BaseModel):
     account: str
     lines: list[dict[str, Any]]
-
-
-# --- bilingual descriptions of validation errors ---------------------------------------------
-
-_PLAIN: dict[str, tuple[str, str]] = {
-    "missing": ("a value: this field is required", "必填字段，请提供"),
-    "extra_forbidden": ("no such field: remove it", "不存在该字段，请删除"),
-    "finite_number": ("a finite number (not NaN or Infinity)", "有限数（不能是 NaN 或 Infinity）"),
-    "nul_character": ("text without NUL characters (\\u0000)", "不含 NUL 字符（\\u0000）的文本"),
-    "task_path": (
-        "a path inside the task directory, without '..' components",
-        "任务目录内的路径，不含 '..'",
-    ),
-    "file_url": (
-        "a file:// URL (object storage such as s3:// is not supported yet)",
-        "file:// 网址（暂不支持 s3:// 等对象存储）",
-    ),
-    "env_name": (
-        "an environment variable name (not empty, no '=')",
-        "环境变量名（非空，不含 '='）",
-    ),
-    "input_source": ("either content or url, not both", "content 与 url 二选一"),
-    "content_too_large": (
-        f"at most {MAX_INPUT_BYTES:,} bytes of inline content in all",
-        f"内联内容合计不超过 {MAX_INPUT_BYTES:,} 字节",
-    ),
-    "int_type": ("a whole number", "整数"),
-    "int_parsing": ("a whole number", "整数"),
-    "int_from_float": ("a whole number", "整数"),
-    "float_type": ("a number", "数字"),
-    "float_parsing": ("a number", "数字"),
-    "string_type": ("a string", "字符串"),
-    "bool_type": ("true or false", "true 或 false"),
-    "bool_parsing": ("true or false", "true 或 false"),
-    "list_type": ("a list", "列表"),
-    "dict_type": ("an object", "对象"),
-    "model_type": ("an object", "对象"),
-    "model_attributes_type": ("an object", "对象"),
-    "datetime_type": ("an ISO 8601 date and time", "ISO 8601 日期时间"),
-    "datetime_parsing": ("an ISO 8601 date and time", "ISO 8601 日期时间"),
-    "datetime_from_date_parsing": ("an ISO 8601 date and time", "ISO 8601 日期时间"),
-    "string_pattern_mismatch": ("text in the documented format", "符合格式的文本"),
-    "json_invalid": ("valid JSON", "合法的 JSON"),
-}
-_BOUNDS: dict[str, tuple[str, str, str]] = {  # type: (context key, English, Chinese)
-    "greater_than": ("gt", "a number > {}", "大于 {} 的数"),
-    "greater_than_equal": ("ge", "a number >= {}", "不小于 {} 的数"),
-    "less_than": ("lt", "a number < {}", "小于 {} 的数"),
-    "less_than_equal": ("le", "a number <= {}", "不大于 {} 的数"),
-    "string_too_short": ("min_length", "at least {} characters", "至少 {} 个字符"),
-    "string_too_long": ("max_length", "at most {} characters", "至多 {} 个字符"),
-    "too_short": ("min_length", "at least {} items", "至少 {} 项"),
-    "too_long": ("max_length", "at most {} items", "至多 {} 项"),
-    "literal_error": ("expected", "one of {}", "{} 之一"),
-    "enum": ("expected", "one of {}", "{} 之一"),
-}
-
-
-def describe(problem: Any) -> tuple[str, str]:
-    """What a validation error (one item of `ValidationError.errors()`) would have accepted,
-    in English and Chinese."""
-    kind = str(problem.get("type", ""))
-    if kind in _PLAIN:
-        return _PLAIN[kind]
-    context = problem.get("ctx") or {}
-    if kind in _BOUNDS and _BOUNDS[kind][0] in context:
-        key, english, chinese = _BOUNDS[kind]
-        value = context[key]
-        shown = f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else str(value)
-        return english.format(shown), chinese.format(shown.replace(" or ", "、"))
-    message = str(problem.get("msg") or "a valid value")
-    return message, message
-
-
-def field_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
-    """A location as a field path: `executors[0].env.HOME`; a bad key of an object as
-    `tags[key]` (the key itself is the value shown)."""
-    parts = list(loc)
-    path = ""
-    for n, part in enumerate(parts):
-        if n + 1 < len(parts) and parts[n + 1] == "[key]":
-            continue  # the key is the bad value: not part of the path
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part == "[key]":
-            path += "[key]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def invalid_value(error: ValidationError, renames: dict[str, str] | None = None) -> InvalidValue:
-    """The first problem of `error` as an `InvalidValue` naming the field (renamed by the
-    longest matching prefix in `renames`: a TES field for a native one, say)."""
-    problem = error.errors()[0]
-    field = field_path(tuple(problem.get("loc", ())))
-    for native in sorted(renames or {}, key=len, reverse=True):
-        if field == native or field.startswith((native + ".", native + "[")):
-            field = (renames or {})[native] + field[len(native) :]
-            break
-    expected, expected_zh = describe(problem)
-    value = problem.get("input")
-    if isinstance(value, dict | list):
-        value = type(value).__name__
-    elif isinstance(value, str) and len(value) > 80:
-        value = value[:80] + "..."
-    elif isinstance(value, int) and abs(value) > 10**30:
-        value = f"a {len(str(abs(value)))}-digit number"
-    return InvalidValue(field or "body", value, expected, expected_zh)
-
-
-def check_task_spec(spec: dict[str, Any], renames: dict[str, str] | None = None) -> None:
-    """Validate a task spec as stored (`TaskSpec`), whichever API built it; `InvalidValue`
-    naming the field (renamed with `renames`) when it is not."""
-    try:
-        TaskSpec.model_validate(spec)
-    except ValidationError as error:
-        raise invalid_value(error, renames) from None

@@ -1,9 +1,9 @@
 """GA4GH Task Execution Service (TES 1.1.0) on the platform's own task model and scheduler.
 
-Mounted at `/ga4gh/tes/v1`. Clients that put `/v1/tasks` after their base URL (py-tes before
-1.0, and so Snakemake's TES executor) take `<server>/ga4gh/tes` as the base URL. It is not also
-mounted at the root `/v1`: that prefix is suanli's native API, whose `/v1/tasks` takes another
-body and answers with another shape.
+Mounted at `/ga4gh/tes/v1` (this module's `router`). Clients that put `/v1/tasks` after their
+base URL (py-tes before 1.0, and so Snakemake's TES executor) take `<server>/ga4gh/tes` as the
+base URL. It is not also mounted at the root `/v1`: that prefix is suanli's native API, whose
+`/v1/tasks` takes another body and answers with another shape.
 
 A TES task becomes a native task: its executors' `command`, `env`, `workdir`, `stdin`,
 `stdout` and `stderr` run in order on the chosen pool; `resources.cpu_cores` asks for that many
@@ -13,7 +13,7 @@ provinces; `preemptible` prices the task with the preemptible discount; suanli's
 travel in `backend_parameters` (see `BACKEND_PARAMETERS`; unknown keys are dropped, or refused
 with `backend_parameters_strict`). Their values are strings, as the spec says (numbers are
 taken too): each is read as its native field's type, and the whole native spec is then
-validated by the same models as the native API (`schemas.check_task_spec`), so both APIs
+validated by the same models as the native API (`specs.check_task_spec`), so both APIs
 accept exactly the same values; an error names the TES field
 (`resources.backend_parameters.devices`, `resources.cpu_cores`). No text in the document may
 hold a NUL, and no number may be NaN or infinite. The TES document is kept with the task, so
@@ -34,28 +34,26 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.convertors import Convertor, register_url_convertor
 
 from suanli import __version__
 from suanli.agent.staging import WILDCARDS
-from suanli.api.app import ERRORS, Token
+from suanli.api.deps import ERRORS, PlatformDep, Token, run
 from suanli.api.limits import json_size, page_that_fits
-from suanli.api.schemas import MAX_INPUT_BYTES, NUL, Text, check_task_spec, task_path_ok
 from suanli.errors import InvalidValue
 from suanli.services import tasks as tasks_service
 from suanli.services.core import TERMINAL, State, aware
-from suanli.store.models import Principal, TaskRow
+from suanli.services.views import Actor, StoredTask
+from suanli.specs import MAX_INPUT_BYTES, NUL, Text, check_task_spec, task_path_ok
 
 PREFIX = "/ga4gh/tes/v1"
-R = TypeVar("R")
-Runner = Callable[[str, bool, Callable[[Session, Principal], R]], Awaitable[R]]
 
 INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
 
@@ -279,7 +277,7 @@ def _gb(field: str, value: object) -> float:
 
 def _path(field: str, path: object) -> str:
     """A task path: a string that stays inside the task directory (no '..' component; the
-    native API's rule, `schemas.task_path_ok`)."""
+    native API's rule, `specs.task_path_ok`)."""
     if not isinstance(path, str) or not task_path_ok(path):
         raise InvalidValue(field, path, "a file path without '..'", "不含 '..' 的文件路径")
     return path
@@ -366,7 +364,7 @@ def _outputs(outputs: object) -> list[dict[str, str]]:
     return copied
 
 
-def _state(task: TaskRow) -> str:
+def _state(task: StoredTask) -> str:
     if task.cancel_requested and State(task.state) not in TERMINAL:
         return "CANCELING"
     return task.state
@@ -376,7 +374,7 @@ def _rfc3339(moment: datetime) -> str:
     return aware(moment).isoformat().replace("+00:00", "Z")
 
 
-def tes_view(task: TaskRow, view: str, history: list[str] | None = None) -> dict[str, Any]:
+def tes_view(task: StoredTask, view: str, history: list[str] | None = None) -> dict[str, Any]:
     """The TES document of a task in one view (fields exactly as the spec gives them).
 
     `history` (FULL only): the task's state changes, shown as `system_logs`."""
@@ -426,7 +424,7 @@ def _unix_rfc3339(seconds: float) -> str:
     return _rfc3339(datetime.fromtimestamp(seconds, UTC))
 
 
-def _executor_logs(task: TaskRow, view: str) -> list[dict[str, Any]]:
+def _executor_logs(task: StoredTask, view: str) -> list[dict[str, Any]]:
     """One TES ExecutorLog per executor that ran (output only in FULL). Tasks reported by an
     agent that predates per-executor logs get one entry for the whole task."""
     reported = task.executor_logs
@@ -487,7 +485,7 @@ def _view(view: str) -> str:
     return upper
 
 
-def _matches_tags(task: TaskRow, keys: list[str], values: list[str]) -> bool:
+def _matches_tags(task: StoredTask, keys: list[str], values: list[str]) -> bool:
     tags = task.spec.get("tags") or {}
     for n, key in enumerate(keys):
         if key not in tags:
@@ -497,104 +495,109 @@ def _matches_tags(task: TaskRow, keys: list[str], values: list[str]) -> bool:
     return True
 
 
-def install(app: FastAPI, run: Runner[Any], wake: Callable[[], None]) -> None:
-    """Add the TES routes to `app`; `run(token, write, work)` is the app's unit of work.
+router = APIRouter(tags=["tes"], responses=ERRORS)
 
-    `create_app` imports this module when it builds the app (this module needs the app's
-    bearer dependency, so it cannot be imported while `suanli.api.app` is loading).
-    """
 
-    @app.get(f"{PREFIX}/service-info", tags=["tes"], responses=ERRORS)
-    @app.get(
-        f"{PREFIX}/tasks/service-info", tags=["tes"], responses=ERRORS, include_in_schema=False
+@router.get(f"{PREFIX}/service-info")
+@router.get(f"{PREFIX}/tasks/service-info", include_in_schema=False)
+async def service_info() -> dict[str, Any]:  # the second path: py-tes < 1.0 asks there
+    return {
+        "id": "org.suanli.tes",
+        "name": "suanli",
+        "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
+        "description": "suanli compute network: TES tasks placed by the suanli scheduler",
+        "organization": {"name": "suanli", "url": "https://github.com/suanli"},
+        "version": __version__,
+        "storage": ["file:///"],
+        "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
+    }
+
+
+@router.post(f"{PREFIX}/tasks")
+async def create(
+    token: Token, platform: PlatformDep, body: Annotated[dict[str, Any], Body()]
+) -> dict[str, str]:
+    spec = native_spec(body)
+    task_id = await run(
+        platform,
+        token,
+        True,
+        lambda session, who: tasks_service.submit(session, who, spec, None)[0].id,
     )
-    async def service_info() -> dict[str, Any]:  # the second path: py-tes < 1.0 asks there
-        return {
-            "id": "org.suanli.tes",
-            "name": "suanli",
-            "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
-            "description": "suanli compute network: TES tasks placed by the suanli scheduler",
-            "organization": {"name": "suanli", "url": "https://github.com/suanli"},
-            "version": __version__,
-            "storage": ["file:///"],
-            "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
-        }
+    platform.wake.set()
+    return {"id": task_id}
 
-    @app.post(f"{PREFIX}/tasks", tags=["tes"], responses=ERRORS)
-    async def create(token: Token, body: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
-        spec = native_spec(body)
-        task_id = await run(
-            token, True, lambda session, who: tasks_service.submit(session, who, spec, None)[0].id
-        )
-        wake()
-        return {"id": task_id}
 
-    @app.get(f"{PREFIX}/tasks", tags=["tes"], responses=ERRORS)
-    async def list_tasks(
-        token: Token,
-        name_prefix: Annotated[Text, Query(max_length=200)] = "",
-        state: Annotated[Text, Query(max_length=20)] = "",
-        tag_key: Annotated[list[Text], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
-        tag_value: Annotated[list[Text], Query()] = [],  # noqa: B006
-        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-        page_token: Annotated[Text, Query(max_length=40)] = "",
-        view: Annotated[Text, Query(max_length=10)] = "MINIMAL",
-    ) -> dict[str, Any]:
-        chosen = _view(view)
-        offset = page_offset(page_token)
+@router.get(f"{PREFIX}/tasks")
+async def list_tasks(
+    token: Token,
+    platform: PlatformDep,
+    name_prefix: Annotated[Text, Query(max_length=200)] = "",
+    state: Annotated[Text, Query(max_length=20)] = "",
+    tag_key: Annotated[list[Text], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+    tag_value: Annotated[list[Text], Query()] = [],  # noqa: B006
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    page_token: Annotated[Text, Query(max_length=40)] = "",
+    view: Annotated[Text, Query(max_length=10)] = "MINIMAL",
+) -> dict[str, Any]:
+    chosen = _view(view)
+    offset = page_offset(page_token)
 
-        def work(session: Session, who: Principal) -> dict[str, Any]:
-            if tag_key:  # tags live in the JSON spec: filter them here, then page
-                rows = tasks_service.list_tasks(
-                    session, who, state or None, None, name_prefix=name_prefix or None
-                )
-                picked = [t for t in rows if _matches_tags(t, tag_key, tag_value)]
-                page, more = picked[offset : offset + page_size], offset + page_size < len(picked)
-            else:  # one more row than the page says whether another page exists
-                rows = tasks_service.list_tasks(
-                    session,
-                    who,
-                    state or None,
-                    page_size + 1,
-                    name_prefix=name_prefix or None,
-                    offset=offset,
-                )
-                page, more = rows[:page_size], len(rows) > page_size
-            histories = (
-                tasks_service.task_histories(session, [t.id for t in page])
-                if chosen == "FULL"
-                else {}
+    def work(session: Session, who: Actor) -> dict[str, Any]:
+        if tag_key:  # tags live in the JSON spec: filter them here, then page
+            rows = tasks_service.list_tasks(
+                session, who, state or None, None, name_prefix=name_prefix or None
             )
-            views = [tes_view(t, chosen, histories.get(t.id)) for t in page]
-            fits = len(views) if chosen == "MINIMAL" else page_that_fits(views, json_size)
-            result: dict[str, Any] = {"tasks": views[:fits]}
-            if more or fits < len(views):  # a page stops at PAGE_BUDGET_BYTES
-                result["next_page_token"] = page_token_of(offset + fits)
-            return result
+            picked = [t for t in rows if _matches_tags(t, tag_key, tag_value)]
+            page, more = picked[offset : offset + page_size], offset + page_size < len(picked)
+        else:  # one more row than the page says whether another page exists
+            rows = tasks_service.list_tasks(
+                session,
+                who,
+                state or None,
+                page_size + 1,
+                name_prefix=name_prefix or None,
+                offset=offset,
+            )
+            page, more = rows[:page_size], len(rows) > page_size
+        histories = (
+            tasks_service.task_histories(session, [t.id for t in page]) if chosen == "FULL" else {}
+        )
+        views = [tes_view(t, chosen, histories.get(t.id)) for t in page]
+        fits = len(views) if chosen == "MINIMAL" else page_that_fits(views, json_size)
+        result: dict[str, Any] = {"tasks": views[:fits]}
+        if more or fits < len(views):  # a page stops at PAGE_BUDGET_BYTES
+            result["next_page_token"] = page_token_of(offset + fits)
+        return result
 
-        listed: dict[str, Any] = await run(token, False, work)
-        return listed
+    listed: dict[str, Any] = await run(platform, token, False, work)
+    return listed
 
-    @app.get(PREFIX + "/tasks/{task_id:tes_task_id}", tags=["tes"], responses=ERRORS)
-    async def get(
-        task_id: str, token: Token, view: Annotated[str, Query(max_length=10)] = "MINIMAL"
-    ) -> dict[str, Any]:
-        chosen = _view(view)
 
-        def work(session: Session, who: Principal) -> dict[str, Any]:
-            task = tasks_service.get_task(session, who, task_id)
-            history = tasks_service.task_histories(session, [task.id])[task.id]
-            return tes_view(task, chosen, history if chosen == "FULL" else None)
+@router.get(PREFIX + "/tasks/{task_id:tes_task_id}")
+async def get(
+    task_id: str,
+    token: Token,
+    platform: PlatformDep,
+    view: Annotated[str, Query(max_length=10)] = "MINIMAL",
+) -> dict[str, Any]:
+    chosen = _view(view)
 
-        document: dict[str, Any] = await run(token, False, work)
-        return document
+    def work(session: Session, who: Actor) -> dict[str, Any]:
+        task = tasks_service.get_task(session, who, task_id)
+        history = tasks_service.task_histories(session, [task.id])[task.id]
+        return tes_view(task, chosen, history if chosen == "FULL" else None)
 
-    @app.post(PREFIX + "/tasks/{task_id:tes_task_id}:cancel", tags=["tes"], responses=ERRORS)
-    async def cancel(task_id: str, token: Token) -> JSONResponse:
-        def work(session: Session, who: Principal) -> None:
-            task = tasks_service.get_task(session, who, task_id)
-            if State(task.state) not in TERMINAL and not task.cancel_requested:
-                tasks_service.cancel_task(session, who, task_id)
+    document: dict[str, Any] = await run(platform, token, False, work)
+    return document
 
-        await run(token, True, work)
-        return JSONResponse({})
+
+@router.post(PREFIX + "/tasks/{task_id:tes_task_id}:cancel")
+async def cancel(task_id: str, token: Token, platform: PlatformDep) -> JSONResponse:
+    def work(session: Session, who: Actor) -> None:
+        task = tasks_service.get_task(session, who, task_id)
+        if State(task.state) not in TERMINAL and not task.cancel_requested:
+            tasks_service.cancel_task(session, who, task_id)
+
+    await run(platform, token, True, work)
+    return JSONResponse({})

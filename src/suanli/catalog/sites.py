@@ -85,6 +85,9 @@ class Site:
     rack_utilization_basis: str
     rack_utilization_target_min: float | None
     source: str
+    # the catalog place this site stands at, for the latency matrix: a provider's site on a
+    # catalog cluster keeps the cluster's published latencies under its own id (None: `id`)
+    place_id: str | None = None
 
     @property
     def province(self) -> str:
@@ -101,7 +104,7 @@ class Site:
     @property
     def place(self) -> Place:
         return Place(
-            self.id,
+            self.place_id or self.id,
             PlaceKind.CLUSTER,
             self.name_zh,
             self.name_en,

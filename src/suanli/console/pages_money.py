@@ -2,9 +2,10 @@
 account (newest first, with a CSV download) and the state of the audit (incremental, from the
 stored checkpoint: see `market.audit`).
 
-Everything goes through the market's services with the API's checks (`market.accounts_of`,
-`market.balance`, `market.statement`, `market.audit`): a principal sees only its own accounts,
-the operator any account in the ledger, exactly as `/v1/balance` and `/v1/statement` answer.
+Everything goes through the services with the API's checks (`readmodels.visible_accounts` and
+`escrow_held`, `market.balance`, `market.statement`, `market.audit`): a principal sees only its
+own accounts, the operator any account in the ledger, exactly as `/v1/balance` and
+`/v1/statement` answer.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ from typing import Any
 
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from suanli import ledger
 from suanli.console import i18n
 from suanli.console.web import Console, problem
 from suanli.errors import SuanliError
-from suanli.services import market
+from suanli.services import market, readmodels
 from suanli.services.core import Role, aware
-from suanli.store.models import LedgerPosting, OrderRow, Principal
+from suanli.services.readmodels import Actor
 
 STATEMENT_ROWS = 500  # the page shows the newest lines; the CSV has them all
 CSV_COLUMNS = (
@@ -102,44 +101,7 @@ def account_label(account: str) -> str:
     return key if key in i18n.MESSAGES else "money.acct.other"
 
 
-def visible_accounts(session: Session, who: Principal) -> list[str]:
-    """The accounts the principal may read: its own; the operator also every account posted to."""
-    own = market.accounts_of(who)
-    if who.role != Role.OPERATOR.value:
-        return own
-    posted = session.scalars(select(LedgerPosting.account).distinct()).all()
-    return own + sorted(set(posted) - set(own))
-
-
-def escrow_held(session: Session, who: Principal) -> tuple[int, int]:
-    """(fen held in escrow, open orders) as the principal sees them."""
-    if who.role == Role.CONSUMER.value:
-        held = market.balance(session, ledger.escrow(who.id))
-        open_orders = session.scalar(
-            select(func.count())
-            .select_from(OrderRow)
-            .where(OrderRow.owner_id == who.id, OrderRow.state == "OPEN")
-        )
-        return held, int(open_orders or 0)
-    if who.role == Role.PROVIDER.value:
-        row = session.execute(
-            select(func.coalesce(func.sum(OrderRow.escrow_fen), 0), func.count()).where(
-                OrderRow.provider_id == who.id, OrderRow.state == "OPEN"
-            )
-        ).one()
-        return int(row[0] or 0), int(row[1] or 0)
-    total = session.scalar(
-        select(func.coalesce(func.sum(LedgerPosting.amount_fen), 0)).where(
-            LedgerPosting.account.like("escrow:%")
-        )
-    )
-    orders = session.scalar(
-        select(func.count()).select_from(OrderRow).where(OrderRow.state == "OPEN")
-    )
-    return int(total or 0), int(orders or 0)
-
-
-def audit(session: Session, who: Principal) -> dict[str, Any]:
+def audit(session: Session, who: Actor) -> dict[str, Any]:
     """The books' state: intact, or the first breach (a broken event or posting, a balance
     below zero, an order settled twice), named to the operator only (it may name another
     party's account). Incremental: `market.audit` resumes from the stored checkpoint and moves
@@ -147,7 +109,7 @@ def audit(session: Session, who: Principal) -> dict[str, Any]:
     runs in a write unit of its own."""
     result = market.audit(session)
     problem = result.problem
-    if problem is not None and who.role != Role.OPERATOR.value:
+    if problem is not None and readmodels.viewer(who).role != Role.OPERATOR.value:
         problem = "the operator has the details / 详情见运营方"
     return {
         "ok": result.problem is None,
@@ -194,22 +156,22 @@ def install(console: Console) -> None:
 
     @router.get("/money", response_class=HTMLResponse)
     async def money_page(request: Request, account: str = Query("", max_length=160)) -> Response:
-        def work(session: Session, who: Principal) -> dict[str, Any]:
-            accounts = visible_accounts(session, who)
+        def work(session: Session, who: Actor) -> dict[str, Any]:
+            accounts = readmodels.visible_accounts(session, who)
             chosen = account.strip() or accounts[0]
             lines = market.statement(session, who, chosen, None, None)  # 404s what is not yours
             for line in lines:
                 line["at_time"] = aware(datetime.fromisoformat(line["at"]))
-            held, open_orders = escrow_held(session, who)
+            escrow = readmodels.escrow_held(session, who)
             return {
-                "who": who,
+                "who": readmodels.viewer(who),
                 "balances": [(a, account_label(a), market.balance(session, a)) for a in accounts],
                 "own": set(market.accounts_of(who)),
                 "account": chosen,
                 "lines": list(reversed(lines))[:STATEMENT_ROWS],
                 "total_lines": len(lines),
-                "held": held,
-                "open_orders": open_orders,
+                "held": escrow.held_fen,
+                "open_orders": escrow.open_orders,
                 "kinds": {key for key in i18n.MESSAGES if key.startswith("money.kind.")},
             }
 

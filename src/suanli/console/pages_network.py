@@ -11,32 +11,29 @@ the last 24 hours, energy and carbon of finished tasks, PUE, the provider's earn
 (receivable balance) and reputation.
 
 Where every figure comes from is said next to the code that computes it; figures that rest on
-estimates or unverified targets keep their mark on the page.
+estimates or unverified targets keep their mark on the page. The store is read through
+`services.readmodels` (fleet, placed_origins, busy_stretches, finished, earnings, names); this
+module only arranges those values for the pages.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from suanli import indicators, ledger
-from suanli.catalog import Pool, Site, clusters, find_place, hubs
+from suanli import indicators
+from suanli.catalog import Site, clusters, find_place, hubs
 from suanli.console import i18n
 from suanli.console.web import Console, problem
 from suanli.datafiles import read_rows
 from suanli.errors import SuanliError
-from suanli.metering import find_device
-from suanli.services import capacity as capacity_service
-from suanli.services import market
-from suanli.services import tasks as tasks_service
-from suanli.services.core import TERMINAL, Forbidden, Role, aware, now
-from suanli.store.models import AgentRow, PoolRow, Principal, SiteRow, TaskRow
+from suanli.services import market, readmodels
+from suanli.services.core import Forbidden, Role, aware, now
+from suanli.services.readmodels import Actor, BusyStretch, Fleet
 
 MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "overview.map": ("Map of the network", "网络地图"),
@@ -177,12 +174,9 @@ i18n.MESSAGES.update(MESSAGES)
 
 FLOW_DAYS = 30
 HOURS = 24
-# states in which an agent holds a task's devices (leased and not yet ended or re-queued)
-BUSY = frozenset({"INITIALIZING", "RUNNING", "PAUSED"})
-TERMINAL_STATES = frozenset(s.value for s in TERMINAL)
 
 
-def _require(who: Principal, *roles: Role) -> None:
+def _require(who: readmodels.Viewer, *roles: Role) -> None:
     if who.role not in {r.value for r in roles}:
         raise Forbidden(who.role, " / ".join(r.value for r in roles))
 
@@ -206,44 +200,6 @@ def _published_racks() -> dict[str, tuple[float, str]]:
         if seen is None or row["as_of"] > seen[2]:
             found[row["scope_id"]] = (float(row["value"]), row["unit"], row["as_of"])
     return {cid: (value, f"{unit}, {as_of}") for cid, (value, unit, as_of) in found.items()}
-
-
-@dataclass
-class Fleet:
-    """The registered sites and pools with what they hold now."""
-
-    rows: list[SiteRow]
-    sites: dict[str, Site]
-    pools: dict[str, list[tuple[PoolRow, int, int]]]  # site -> (pool, free, held)
-    catalog_pools: list[Pool] = field(default_factory=list)
-
-    def devices(self, site_ids: list[str]) -> tuple[int, int]:
-        """(total, held) devices over the pools of these sites."""
-        total = held = 0
-        for sid in site_ids:
-            for pool, _free, taken in self.pools.get(sid, []):
-                total += pool.count
-                held += taken
-        return total, held
-
-
-def _fleet(session: Session, only_owner: str | None = None) -> Fleet:
-    # `capacity_service.engine_site` / `held_devices` are the platform's own conversions (the
-    # market uses them too): the console shows exactly what the scheduler sees.
-    rows = [r for r in capacity_service.list_sites(session) if only_owner in (None, r.owner_id)]
-    visible = {r.id for r in rows}
-    held = capacity_service.held_devices(session)
-    pools: dict[str, list[tuple[PoolRow, int, int]]] = {r.id: [] for r in rows}
-    catalog_pools: list[Pool] = []
-    for pool, free in capacity_service.list_pools(session):
-        if pool.site_id not in visible:
-            continue
-        pools[pool.site_id].append((pool, free, held.get(pool.id, 0)))
-        catalog_pools.append(
-            Pool(pool.id, pool.site_id, find_device(pool.device), pool.count, free)
-        )
-    sites = {r.id: capacity_service.engine_site(r) for r in rows}
-    return Fleet(rows, sites, pools, catalog_pools)
 
 
 # --- the overview -----------------------------------------------------------------------------
@@ -341,19 +297,13 @@ def _points(fleet: Fleet, zh: bool) -> list[dict[str, Any]]:
 def _flows(session: Session, fleet: Fleet, zh: bool) -> tuple[list[dict[str, Any]], int]:
     """Task counts by (origin province, site) over the last FLOW_DAYS days; and how many tasks
     had an origin that does not resolve to a place."""
-    since = now() - timedelta(days=FLOW_DAYS)
-    rows = session.execute(
-        select(TaskRow.spec, TaskRow.site_id).where(
-            TaskRow.site_id.is_not(None), TaskRow.created_at >= since
-        )
-    )
+    rows = readmodels.placed_origins(session, now(session) - timedelta(days=FLOW_DAYS))
     counts: dict[tuple[str, str], int] = {}
     provinces: dict[str, tuple[str, float, float]] = {}
     unknown = 0
-    for spec, site_id in rows:
+    for origin, site_id in rows:
         if site_id not in fleet.sites:
             continue
-        origin = (spec or {}).get("origin") or tasks_service.DEFAULT_ORIGIN
         if origin not in provinces:
             try:
                 place = find_place(origin)
@@ -485,54 +435,16 @@ def _published() -> list[dict[str, Any]]:
 # --- the sites page -----------------------------------------------------------------------------
 
 
-def _busy_intervals(
-    session: Session, since: datetime, moment: datetime
-) -> list[tuple[str, datetime, datetime, int]]:
-    """(site, start, end, devices) for every stretch a task held devices after `since`.
-
-    From the audit log's task.state events: a stretch starts when a task enters INITIALIZING,
-    RUNNING or PAUSED (leased by an agent) and ends when it leaves them (a terminal state, or
-    back to the queue); still open stretches end now. A stretch is put on the site of the agent
-    that leased the task (the event's actor), so a task re-queued after a lease expired is
-    counted where it really ran; the task's current site is the fallback.
-    """
-    tasks = list(
-        session.execute(
-            select(TaskRow.id, TaskRow.site_id, TaskRow.devices).where(
-                or_(TaskRow.updated_at >= since, TaskRow.state.in_(BUSY))
-            )
-        )
-    )
-    if not tasks:
-        return []
-    agent_site = dict(session.execute(select(AgentRow.id, AgentRow.site_id)).tuples().all())
-    events = tasks_service.task_events(session, [t.id for t in tasks])
-    stretches = []
-    for task_id, site_id, devices in tasks:
-        start: datetime | None = None
-        where: str | None = None
-        for event in events[task_id]:
-            busy = event["to"] in BUSY
-            if busy and start is None:
-                start, where = event["at"], agent_site.get(event["actor"]) or site_id
-            elif not busy and start is not None:
-                if event["at"] > since and where:
-                    stretches.append((where, start, event["at"], devices))
-                start = None
-        if start is not None and where:
-            stretches.append((where, start, moment, devices))
-    return stretches
-
-
 def _hourly(
-    stretches: list[tuple[str, datetime, datetime, int]],
+    stretches: list[BusyStretch],
     capacity: dict[str, int],
     since: datetime,
 ) -> dict[str, list[float]]:
     """Each site's utilisation per hour since `since`: device-seconds held / (today's devices x
     3600). Pool sizes are today's (pools are not resized in the log)."""
     series = {sid: [0.0] * HOURS for sid in capacity}
-    for sid, start, end, devices in stretches:
+    for stretch in stretches:
+        sid, start, end, devices = stretch.site_id, stretch.start, stretch.end, stretch.devices
         if sid not in series:
             continue
         for hour in range(HOURS):
@@ -547,32 +459,6 @@ def _hourly(
     }
 
 
-def _finished(session: Session, site_ids: list[str]) -> dict[str, dict[str, float]]:
-    """Energy and carbon of each site's finished tasks: the placement's estimate (for the planned
-    duration) scaled by the device-seconds the agent reported; tasks with no usage report are
-    counted apart, not guessed."""
-    totals = {sid: {"energy": 0.0, "carbon": 0.0, "tasks": 0, "unmetered": 0} for sid in site_ids}
-    if not site_ids:
-        return totals
-    rows = session.execute(
-        select(TaskRow.site_id, TaskRow.devices, TaskRow.placement, TaskRow.usage).where(
-            TaskRow.site_id.in_(site_ids), TaskRow.state.in_(TERMINAL_STATES)
-        )
-    )
-    for site_id, devices, placement, usage in rows:
-        total = totals[site_id]
-        total["tasks"] += 1
-        used = (usage or {}).get("device_s")
-        planned = float((placement or {}).get("duration_s") or 0.0) * devices
-        if not placement or used is None or planned <= 0:
-            total["unmetered"] += 1
-            continue
-        scale = float(used) / planned
-        total["energy"] += float(placement.get("energy_kwh") or 0.0) * scale
-        total["carbon"] += float(placement.get("carbon_kg") or 0.0) * scale
-    return totals
-
-
 def install(console: Console) -> None:
     router = console.router
 
@@ -581,9 +467,10 @@ def install(console: Console) -> None:
         language = console.language(request)
         zh = language == "zh"
 
-        def work(session: Session, who: Principal) -> dict[str, Any]:
+        def work(session: Session, actor: Actor) -> dict[str, Any]:
+            who = readmodels.viewer(actor)
             _require(who, Role.OPERATOR)
-            fleet = _fleet(session)
+            fleet = readmodels.fleet(session)
             nation = indicators.national(list(fleet.sites.values()), fleet.catalog_pools)
             flows, unknown = _flows(session, fleet, zh)
             points = _points(fleet, zh)
@@ -623,18 +510,19 @@ def install(console: Console) -> None:
     async def sites(request: Request) -> Response:
         language = console.language(request)
 
-        def work(session: Session, who: Principal) -> dict[str, Any]:
+        def work(session: Session, actor: Actor) -> dict[str, Any]:
+            who = readmodels.viewer(actor)
             _require(who, Role.OPERATOR, Role.PROVIDER)
-            fleet = _fleet(session, None if who.role == Role.OPERATOR.value else who.id)
-            moment = now()
+            fleet = readmodels.fleet(session, None if who.role == Role.OPERATOR.value else who.id)
+            moment = now(session)
             since = moment - timedelta(hours=HOURS)
             capacity = {r.id: fleet.devices([r.id])[0] for r in fleet.rows}
-            hourly = _hourly(_busy_intervals(session, since, moment), capacity, since)
-            finished = _finished(session, [r.id for r in fleet.rows])
+            hourly = _hourly(readmodels.busy_stretches(session, since, moment), capacity, since)
+            finished = readmodels.finished(session, [r.id for r in fleet.rows])
             reputation = market.reputation(session)
             owners = {r.owner_id for r in fleet.rows}
-            earnings = {o: market.balance(session, ledger.receivable(o)) for o in owners}
-            names = {o: (p.name if (p := session.get(Principal, o)) else o) for o in owners}
+            earnings = readmodels.earnings(session, owners)
+            names = readmodels.principal_names(session, owners)
             hours = [  # each bucket's end, China Standard Time
                 f"{aware(since + timedelta(hours=h + 1)) + i18n.CST:%H:%M}" for h in range(HOURS)
             ]
@@ -652,16 +540,16 @@ def install(console: Console) -> None:
                         "owner": names[row.owner_id],
                         "pools": [
                             {
-                                "pool": pool,
-                                "free": free,
-                                "held": taken,
-                                "util": _ratio(taken, pool.count),
+                                "pool": p.pool,
+                                "free": p.free,
+                                "held": p.held,
+                                "util": _ratio(p.held, p.pool.count),
                             }
-                            for pool, free, taken in pools
+                            for p in pools
                         ],
                         "capacity": total,
-                        "free": sum(free for _, free, _ in pools),
-                        "unavailable": sum(p.unavailable or 0 for p, _, _ in pools),
+                        "free": sum(p.free for p in pools),
+                        "unavailable": sum(p.pool.unavailable for p in pools),
                         "held": held,
                         "util": _ratio(held, total),
                         "series": series,

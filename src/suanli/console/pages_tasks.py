@@ -1,5 +1,8 @@
 """Consumers' task pages: the list with filters, one task (timeline, placement and why, live
-output, cost and carbon, cancel), and the submit form with a quote shown before accepting."""
+output, cost and carbon, cancel), and the submit form with a quote shown before accepting.
+
+Reads go through `services.readmodels` (task_list, task_page: plain values), actions through
+the services (market.quote, market.accept, tasks.cancel_task) with the API's checks."""
 
 from __future__ import annotations
 
@@ -12,10 +15,9 @@ from sqlalchemy.orm import Session
 
 from suanli.console.web import PREFIX, Console, problem
 from suanli.errors import SuanliError
-from suanli.services import market
+from suanli.services import market, readmodels
 from suanli.services import tasks as tasks_service
-from suanli.services.core import TERMINAL, State
-from suanli.store.models import OrderRow, Principal, TaskRow
+from suanli.services.readmodels import Actor, TaskItem, Viewer
 
 STATES = (
     "QUEUED",
@@ -29,23 +31,17 @@ STATES = (
 POLICIES = ("balanced", "cost", "green", "latency", "nearest")
 
 
-def _order_of(session: Session, task_id: str) -> OrderRow | None:
-    from sqlalchemy import select
-
-    return session.scalars(select(OrderRow).where(OrderRow.task_id == task_id)).first()
-
-
-def _task_view(task_id: str) -> Callable[[Session, Principal], dict[str, Any]]:
+def _task_view(task_id: str) -> Callable[[Session, Actor], dict[str, Any]]:
     """What a task page (whole, or its live part) shows: the task, its timeline, its order."""
 
-    def work(session: Session, who: Principal) -> dict[str, Any]:
-        row = tasks_service.get_task(session, who, task_id)
+    def work(session: Session, who: Actor) -> dict[str, Any]:
+        found = readmodels.task_page(session, who, task_id)
         return {
-            "who": who,
-            "task": row,
-            "events": tasks_service.task_events(session, [row.id])[row.id],
-            "order": _order_of(session, row.id),
-            "terminal": State(row.state) in TERMINAL,
+            "who": readmodels.viewer(who),
+            "task": found.task,
+            "events": found.events,
+            "order": found.order,
+            "terminal": found.terminal,
         }
 
     return work
@@ -58,11 +54,9 @@ def install(console: Console) -> None:
     async def tasks(request: Request, state: str = "", name: str = "") -> Response:
         chosen = state if state in STATES else ""
 
-        def work(session: Session, who: Principal) -> tuple[Principal, list[TaskRow]]:
-            rows = tasks_service.list_tasks(
-                session, who, chosen or None, 200, name_prefix=name.strip() or None
-            )
-            return who, rows
+        def work(session: Session, who: Actor) -> tuple[Viewer, list[TaskItem]]:
+            rows = readmodels.task_list(session, who, chosen or None, name.strip() or None, 200)
+            return readmodels.viewer(who), rows
 
         who, rows = await console.act(request, False, work)
         return console.page(
@@ -71,7 +65,7 @@ def install(console: Console) -> None:
 
     @router.get("/tasks/new", response_class=HTMLResponse)
     async def new_task(request: Request) -> Response:
-        who = await console.act(request, False, lambda session, who: who)
+        who = await console.viewer(request)
         return console.page(request, "task_new.html", who, policies=POLICIES, quote=None)
 
     @router.post("/tasks/quote", response_class=HTMLResponse)
@@ -108,22 +102,22 @@ def install(console: Console) -> None:
             "tags": {"source": "console"},
         }
 
-        def work(session: Session, who: Principal) -> tuple[Principal, Any]:
+        def work(session: Session, who: Actor) -> tuple[Viewer, str, dict[str, Any]]:
             settings = request.app.state.platform.settings
             row = market.quote(session, who, spec, settings.policy, market.rules_from(settings))
-            return who, row
+            return readmodels.viewer(who), row.id, dict(row.options)
 
         try:
-            who, row = await console.act(request, True, work)
+            who, quote_id, offered = await console.act(request, True, work)
         except SuanliError as exc:
             return await problem(console, request, exc)
         return console.page(
             request,
             "quote.html",
             who,
-            quote_id=row.id,
-            options=row.options["options"],
-            unavailable=row.options["unavailable"],
+            quote_id=quote_id,
+            options=offered["options"],
+            unavailable=offered["unavailable"],
         )
 
     @router.post("/tasks/accept")
@@ -132,7 +126,7 @@ def install(console: Console) -> None:
         quote_id: str = Form(max_length=64),
         option: int = Form(0, ge=0, le=100),
     ) -> Response:
-        def work(session: Session, who: Principal) -> str:
+        def work(session: Session, who: Actor) -> str:
             settings = request.app.state.platform.settings
             return market.accept(session, who, quote_id, option, settings.policy).task_id
 
@@ -168,7 +162,9 @@ def install(console: Console) -> None:
     async def cancel(request: Request, task_id: str) -> Response:
         try:
             await console.act(
-                request, True, lambda session, who: tasks_service.cancel_task(session, who, task_id)
+                request,
+                True,
+                lambda session, who: tasks_service.cancel_task(session, who, task_id).id,
             )
         except SuanliError as exc:
             return await problem(console, request, exc)

@@ -1,42 +1,36 @@
-"""Digital-twin pages: pick a shipped trace and policies, replay it in a background thread (the
-same `suanli.sim` code as `suanli sim run --compare`), follow its progress, read the comparison.
+"""Digital-twin pages: pick a shipped trace and policies, queue a replay (the same `suanli.sim`
+code as `suanli sim run --compare`), follow its progress, read the comparison.
 
-Runs are kept as one small JSON file each under `<home>/twin/` so past runs survive a restart
-(one that was running when the server stopped is shown as interrupted). At most `MAX_RUNNING`
-run at once, server-wide; a principal sees its own runs, the operator everyone's.
+Nothing heavy runs in the web process: the page queues the run in the store
+(`services.twinruns.queue_run`, a `twin_runs` row) and a worker process (`suanli twin-worker`,
+one started by `suanli serve` unless `--twin-workers 0`) claims it, replays it and writes its
+progress and results there; the pages read them back (htmx polls the progress fragment). A
+principal sees its own runs, the operator everyone's; one principal has at most
+`twinruns.MAX_UNFINISHED` runs queued or running (429 beyond). A run whose worker died is shown
+FAILED with the reason once a worker notices its heartbeat stopped (see `twinruns.reap`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
-import threading
-import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from suanli.console import i18n
-from suanli.console.web import PREFIX, Console
+from suanli.console.web import PREFIX, Console, problem
 from suanli.errors import SuanliError
 from suanli.scheduler import POLICIES
-from suanli.services.core import Role, new_id
-from suanli.store.models import Principal
+from suanli.services import readmodels, twinruns
+from suanli.services.core import NotFound
+from suanli.services.readmodels import Actor, Viewer
+from suanli.services.twinruns import MAX_LIMIT, TRACES, TwinRequest, TwinRun
 
-TRACES = ("openb", "philly", "azure-llm", "dlrm")  # the shipped ones (suanli.sim.traces.SHIPPED)
 DEFAULT_POLICIES = ("nearest", "cost", "green", "balanced")
 DEFAULT_LIMIT = 500  # jobs: an openb run of four policies takes a few seconds
-MAX_LIMIT = 5000
 DEFAULT_SCALE = 0.004  # suanli.sim.twin.DEFAULT_SCALE (GPUs per published rack, an ESTIMATE)
-MAX_RUNNING = 2
-TIMELINE_POINTS = 200
-RUN_ID = re.compile(r"^twin-[0-9a-f]{12}$")
-ENDED = ("done", "failed", "interrupted")
 
 MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "twin.intro": (
@@ -100,14 +94,11 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "twin.state.running": ("running", "运行中"),
     "twin.state.done": ("done", "已完成"),
     "twin.state.failed": ("failed", "失败"),
-    "twin.state.interrupted": (
-        "interrupted (the server stopped)",
-        "已中断（服务器已停止）",
-    ),
     "twin.busy": (
-        "{n} runs are already going; wait for one to finish and try again.",
-        "已有 {n} 个运行正在进行；请等待其中一个结束后再试。",
+        "You already have {n} runs queued or running; wait for one to finish and try again.",
+        "您已有 {n} 个运行在排队或运行；请等待其中一个结束后再试。",
     ),
+    "twin.waiting": ("Waiting for a twin worker…", "正在等待孪生工作进程…"),
     "twin.bad_trace": ("Pick one of the shipped traces.", "请选择一个内置负载轨迹。"),
     "twin.bad_policies": ("Pick at least one policy.", "请至少选择一个调度策略。"),
     "twin.bad_limit": (
@@ -227,152 +218,27 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
 i18n.MESSAGES.update(MESSAGES)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-class Runs:
-    """The runs of one server home: JSON files, plus the ones this process is running."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.lock = threading.Lock()
-        self.live: dict[str, dict[str, Any]] = {}
-
-    def path(self, run_id: str) -> Path:
-        return self.folder / f"{run_id}.json"
-
-    def save(self, run: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = self.path(run["id"])
-        scratch = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        scratch.write_text(json.dumps(run, ensure_ascii=False), encoding="utf-8")
-        os.replace(scratch, target)
-
-    def _read(self, path: Path) -> dict[str, Any] | None:
-        try:
-            run: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if run.get("state") not in ENDED and run.get("id") not in self.live:
-            run["state"] = "interrupted"  # it was running in a process that has gone
-        return run
-
-    def get(self, run_id: str) -> dict[str, Any] | None:
-        if not RUN_ID.match(run_id):
-            return None
-        with self.lock:
-            live = self.live.get(run_id)
-            if live is not None:
-                snapshot: dict[str, Any] = json.loads(json.dumps(live))
-                return snapshot  # a copy the worker cannot change
-        return self._read(self.path(run_id))
-
-    def all(self) -> list[dict[str, Any]]:
-        if not self.folder.is_dir():
-            return []
-        found = [self.get(p.stem) for p in self.folder.glob("twin-*.json")]
-        runs = [r for r in found if r is not None]
-        return sorted(runs, key=lambda r: r.get("created_at", ""), reverse=True)
-
-    def start(self, run: dict[str, Any]) -> bool:
-        """Start `run` in a thread; False when MAX_RUNNING are already going."""
-        with self.lock:
-            if len(self.live) >= MAX_RUNNING:
-                return False
-            self.live[run["id"]] = run
-        self.save(run)
-        threading.Thread(target=self._work, args=(run,), name=run["id"], daemon=True).start()
-        return True
-
-    def _update(self, run: dict[str, Any], **changes: Any) -> None:
-        with self.lock:
-            run.update(changes)
-
-    def _work(self, run: dict[str, Any]) -> None:
-        from suanli.sim import report
-        from suanli.sim.traces import load_trace, shape
-        from suanli.sim.twin import national_network
-        from suanli.sim.twin import run as replay
-
-        started = time.perf_counter()
-        try:
-            self._update(run, state="running")
-            trace = shape(load_trace(run["trace"]), limit=run["limit"], seed=run["seed"])
-            network = national_network(run["scale"])
-            jobs = len(trace.jobs)
-            policies = run["policies"]
-            self._update(
-                run,
-                jobs=jobs,
-                dropped=trace.dropped,
-                note=trace.note,
-                progress={
-                    "policies_done": 0,
-                    "policies_total": len(policies),
-                    "current": policies[0],
-                    "jobs_done": 0,
-                    "jobs_total": jobs * len(policies),
-                },
-            )
-            results: dict[str, Any] = {}
-            for n, name in enumerate(policies):
-                progress = run["progress"]
-
-                def advance(done: int, _total: int, n: int = n, progress: Any = progress) -> None:
-                    with self.lock:
-                        progress["jobs_done"] = n * jobs + done
-
-                result = replay(trace, network, name, progress=advance)
-                results[name] = {
-                    "metrics": report.document([result])["policies"][name],
-                    "timeline": _thin(result.timeline),
-                }
-                with self.lock:
-                    progress.update(
-                        policies_done=n + 1,
-                        jobs_done=(n + 1) * jobs,
-                        current=policies[n + 1] if n + 1 < len(policies) else None,
-                    )
-                    run["results"] = dict(results)
-                self.save(run)
-            self._update(run, state="done")
-        except SuanliError as exc:
-            self._update(run, state="failed", error=[exc.message_en, exc.message_zh])
-        except Exception as exc:  # a run's failure is shown on its page
-            self._update(run, state="failed", error=[repr(exc), repr(exc)])
-        finally:
-            self._update(run, finished_at=_now(), wall_s=round(time.perf_counter() - started, 3))
-            self.save(run)
-            with self.lock:
-                self.live.pop(run["id"], None)
-
-
-def _thin(timeline: list[dict[str, float]]) -> list[list[float]]:
-    """At most TIMELINE_POINTS [hours, busy devices] points (the last one kept)."""
-    if not timeline:
-        return []
-    step = max(1, math.ceil(len(timeline) / TIMELINE_POINTS))
-    points = timeline[::step]
-    if points[-1] is not timeline[-1]:
-        points.append(timeline[-1])
-    return [[round(p["t"] / 3600, 4), p["busy_devices"]] for p in points]
-
-
-_REGISTRIES: dict[Path, Runs] = {}
-_REGISTRIES_LOCK = threading.Lock()
-
-
-def runs_of(request: Request) -> Runs:
-    home = Path(request.app.state.platform.settings.home).resolve()
-    with _REGISTRIES_LOCK:
-        if home not in _REGISTRIES:
-            _REGISTRIES[home] = Runs(home / "twin")
-        return _REGISTRIES[home]
-
-
-def _visible(run: dict[str, Any], who: Principal) -> bool:
-    return who.role == Role.OPERATOR.value or run.get("owner") == who.id
+def _shown(run: TwinRun) -> dict[str, Any]:
+    """What the twin templates read of a run."""
+    return {
+        "id": run.id,
+        "owner_name": run.owner_name,
+        "trace": run.request.trace,
+        "policies": list(run.request.policies),
+        "limit": run.request.limit,
+        "seed": run.request.seed,
+        "scale": run.request.scale,
+        "state": run.state.lower(),
+        "created_at": run.created_at,
+        "jobs": run.jobs,
+        "dropped": run.dropped,
+        "note": run.note,
+        "wall_s": run.wall_s,
+        "progress": run.step,
+        "results": run.results,
+        "error": run.error,
+        "ended": run.ended,
+    }
 
 
 def _mean_utilisation(metrics: dict[str, Any]) -> float:
@@ -454,16 +320,17 @@ def _report(run: dict[str, Any], language: str) -> dict[str, Any]:
 def install(console: Console) -> None:
     router = console.router
 
+    def listed(session: Session, actor: Actor) -> tuple[Viewer, list[dict[str, Any]]]:
+        return readmodels.viewer(actor), [_shown(r) for r in twinruns.list_runs(session, actor)]
+
     def form_page(
         request: Request,
-        who: Principal,
+        who: Viewer,
+        runs: list[dict[str, Any]],
         status: int = 200,
         error: str | None = None,
         chosen: dict[str, Any] | None = None,
     ) -> HTMLResponse:
-        runs = [r for r in runs_of(request).all() if _visible(r, who)]
-        for r in runs:
-            r["created"] = datetime.fromisoformat(r["created_at"])
         return console.page(
             request,
             "twin.html",
@@ -486,8 +353,8 @@ def install(console: Console) -> None:
 
     @router.get("/twin", response_class=HTMLResponse)
     async def twin(request: Request) -> Response:
-        who = await console.act(request, False, lambda session, who: who)
-        return form_page(request, who)
+        who, runs = await console.act(request, False, listed)
+        return form_page(request, who, runs)
 
     @router.post("/twin/runs", response_class=HTMLResponse)
     async def start(
@@ -498,7 +365,6 @@ def install(console: Console) -> None:
         seed: str = Form("0", max_length=12),
         scale: str = Form(str(DEFAULT_SCALE), max_length=20),
     ) -> Response:
-        who = await console.act(request, False, lambda session, who: who)
         language = console.language(request)
         chosen_policies = [p for p in dict.fromkeys(policies or []) if p in POLICIES]
         chosen: dict[str, Any] = {
@@ -532,35 +398,32 @@ def install(console: Console) -> None:
         if trace not in TRACES:
             error = i18n.translate("twin.bad_trace", language)
         if error is not None:
-            return form_page(request, who, 400, error, chosen)
-        run = {
-            "id": new_id("twin"),
-            "owner": who.id,
-            "owner_name": who.name,
-            "trace": trace,
-            "policies": chosen_policies,
-            "limit": limit_n,
-            "seed": seed_n,
-            "scale": scale_x,
-            "state": "queued",
-            "created_at": _now(),
-            "finished_at": None,
-            "jobs": None,
-            "progress": None,
-            "results": {},
-            "error": None,
-        }
-        if not runs_of(request).start(run):
-            busy = i18n.translate("twin.busy", language).format(n=MAX_RUNNING)
-            return form_page(request, who, 429, busy, chosen)
-        return RedirectResponse(f"{PREFIX}/twin/runs/{run['id']}", status_code=303)
+            who, runs = await console.act(request, False, listed)
+            return form_page(request, who, runs, 400, error, chosen)
+        wanted = TwinRequest(trace, tuple(chosen_policies), limit_n, seed_n, scale_x)
+        try:
+            run = await console.act(
+                request, True, lambda session, who: twinruns.queue_run(session, who, wanted)
+            )
+        except twinruns.TooManyRuns as exc:
+            who, runs = await console.act(request, False, listed)
+            busy = i18n.translate("twin.busy", language).format(n=exc.unfinished)
+            return form_page(request, who, runs, 429, busy, chosen)
+        except SuanliError as exc:
+            return await problem(console, request, exc)
+        return RedirectResponse(f"{PREFIX}/twin/runs/{run.id}", status_code=303)
 
-    async def found_run(request: Request, run_id: str) -> tuple[Principal, dict[str, Any] | None]:
-        who = await console.act(request, False, lambda session, who: who)
-        run = runs_of(request).get(run_id)
-        return who, run if run is not None and _visible(run, who) else None
+    async def found_run(request: Request, run_id: str) -> tuple[Viewer, dict[str, Any] | None]:
+        def work(session: Session, actor: Actor) -> tuple[Viewer, dict[str, Any] | None]:
+            try:
+                run = twinruns.get_run(session, actor, run_id)
+            except NotFound:
+                return readmodels.viewer(actor), None
+            return readmodels.viewer(actor), _shown(run)
 
-    def not_found(request: Request, who: Principal) -> HTMLResponse:
+        return await console.act(request, False, work)
+
+    def not_found(request: Request, who: Viewer) -> HTMLResponse:
         message = i18n.translate("error.not_found", console.language(request))
         return console.page(request, "error.html", who, status=404, message=message)
 
@@ -568,8 +431,7 @@ def install(console: Console) -> None:
         language = console.language(request)
         return {
             "run": run,
-            "ended": run["state"] in ENDED,
-            "when_of": lambda text: datetime.fromisoformat(text) if text else None,
+            "ended": run["ended"],
             "report": _report(run, language) if run.get("results") else None,
             "error_text": (run.get("error") or ["", ""])[1 if language == "zh" else 0],
         }
@@ -588,6 +450,6 @@ def install(console: Console) -> None:
         if run is None:
             return not_found(request, who)
         response = console.page(request, "twin_progress.html", who, **context(request, run))
-        if run["state"] in ENDED:
+        if run["ended"]:
             response.headers["HX-Refresh"] = "true"
         return response

@@ -49,7 +49,7 @@ from suanli.console import i18n
 from suanli.errors import SuanliError
 from suanli.services import sessions
 from suanli.services.core import Forbidden, NotFound, Unauthorized
-from suanli.store.models import Principal
+from suanli.services.readmodels import Actor, Viewer, viewer
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -163,17 +163,16 @@ class Console:
         )
 
     def _acted(
-        self, cookie: str, write: bool, work: Callable[[Session, Principal], R]
+        self, cookie: str, write: bool, work: Callable[[Session, Actor], R]
     ) -> tuple[R, str]:
         with self.unit_of_work(write) as session:
             who, row = sessions.resolve(session, cookie)
             return work(session, who), row.csrf
 
-    async def act(
-        self, request: Request, write: bool, work: Callable[[Session, Principal], R]
-    ) -> R:
+    async def act(self, request: Request, write: bool, work: Callable[[Session, Actor], R]) -> R:
         """Run `work` as the session's principal in one unit of work (SignInRequired when
-        there is no live session)."""
+        there is no live session). `work` reads through `services.readmodels` and acts through
+        the services; it hands the principal back to them and returns plain values."""
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             raise SignInRequired
@@ -183,6 +182,10 @@ class Console:
             raise SignInRequired from None
         request.state.csrf = csrf  # the page's forms carry it
         return result
+
+    async def viewer(self, request: Request) -> Viewer:
+        """Who the session acts as (SignInRequired when there is no live session)."""
+        return await self.act(request, False, lambda session, who: viewer(who))
 
     def _session_csrf(self, cookie: str) -> str | None:
         """The live session's CSRF token; None when the session is not live."""
@@ -235,7 +238,7 @@ class Console:
         self,
         request: Request,
         template: str,
-        who: Principal | None,
+        who: Viewer | None,
         status: int = 200,
         **context: Any,
     ) -> HTMLResponse:
@@ -284,7 +287,7 @@ def install(app: FastAPI, unit_of_work: UnitOfWork, wake: Callable[[], None]) ->
     @router.get("", response_class=HTMLResponse)
     @router.get("/", response_class=HTMLResponse)
     async def home(request: Request) -> Response:
-        who = await console.act(request, False, lambda session, who: who)
+        who = await console.viewer(request)
         start = {"operator": "overview", "provider": "sites"}.get(who.role, "tasks")
         return RedirectResponse(f"{PREFIX}/{start}", status_code=303)
 

@@ -21,7 +21,8 @@ Accounts:
 one of them below zero.
 
 Builders: `top_up`, `hold` (wallet -> escrow), `settle` (escrow -> provider / platform / network
-shares, refund and SLA credit to the wallet, from a `suanli.market.Settlement`), `payout`.
+shares, refund and SLA credit to the wallet, from a `Settlement`: any value with the shares'
+fields, such as `suanli.market.Settlement`; the ledger imports nothing from the market), `payout`.
 """
 
 from suanli.ledger.book import (

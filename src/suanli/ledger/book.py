@@ -4,7 +4,8 @@ Owns the double-entry rule: a `Transaction` cannot exist unless its postings are
 non-zero, in one currency, and sum to exactly zero (as beancount refuses an unbalanced
 transaction; the check is not skippable). Sign convention: a posting's amount is added to its
 account's balance, so a positive amount makes the balance grow and `balances()` is the plain sum
-of each account's postings. Amounts are `int` fen; bool and float are refused.
+of each account's postings. Amounts are `int` fen; bool and float are refused (`fen()`, the one
+rule for a money amount, which `market.exact` uses too).
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ class MoneyNotConserved(SuanliError):
             f"ledger balances sum to {sum_fen} fen, expected 0",
             f"账户余额合计 {sum_fen} 分，应为 0",
         )
+
+
+def fen(field: str, value: object, *, positive: bool = False) -> int:
+    """A money amount in fen: an int (bool and float refused), >= 0 (> 0 when `positive`)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(field, value, "a whole number of fen (int)", "以分计的整数")
+    if value < (1 if positive else 0):
+        bound = "> 0" if positive else ">= 0"
+        raise InvalidValue(field, value, f"a whole number of fen {bound}", f"{bound} 的整数分")
+    return value
 
 
 def _text(field: str, value: object) -> str:

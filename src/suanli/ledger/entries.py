@@ -9,10 +9,11 @@ refuse a transaction that would, and the audit replays the ledger to prove none 
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from suanli.errors import InvalidValue
 from suanli.ledger.book import Posting, Transaction
-from suanli.market import Settlement
-from suanli.market.exact import fen as fen_amount
+from suanli.ledger.book import fen as fen_amount
 
 PLATFORM_REVENUE = "platform:revenue"
 NETWORK_OPERATOR = "network:operator"
@@ -80,6 +81,27 @@ def hold(tx_id: str, consumer_id: str, fen: int) -> Transaction:
     return _transaction(
         tx_id, "hold", [(wallet(consumer_id), -amount), (escrow(consumer_id), amount)], "hold"
     )
+
+
+@runtime_checkable
+class Settlement(Protocol):
+    """How an order's escrow is divided (`market.Settlement` is one; the ledger imports nothing
+    from the market): the shares in fen, which sum to the escrow."""
+
+    @property
+    def charge_fen(self) -> int: ...
+    @property
+    def provider_fen(self) -> int: ...
+    @property
+    def platform_fen(self) -> int: ...
+    @property
+    def network_fen(self) -> int: ...
+    @property
+    def sla_credit_fen(self) -> int: ...
+    @property
+    def refund_fen(self) -> int: ...
+    @property
+    def escrow_fen(self) -> int: ...
 
 
 def settle(tx_id: str, consumer_id: str, provider_id: str, settlement: Settlement) -> Transaction:

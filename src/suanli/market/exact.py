@@ -4,8 +4,8 @@ Every non-money input (a duration, a data size, a multiplier) enters as a `Decim
 `decimal()` — a float is converted with `Decimal(str(x))`, so 0.1 means one tenth, not the binary
 double nearest to it — and the arithmetic then runs on `fractions.Fraction`, which is exact (no
 28-digit context, no rounding of 1/3600). `round_fen()` is the only rounding: half to even, once
-per money amount. `fen()` admits a money amount: an `int` (never a bool or a float). Invariant:
-nothing here returns a float.
+per money amount. `fen()` (the ledger's, re-exported) admits a money amount: an `int` (never a
+bool or a float). Invariant: nothing here returns a float.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from suanli.errors import InvalidValue
+from suanli.ledger.book import fen  # the ledger's rule for a money amount
+
+__all__ = ["BP_PER_UNIT", "basis_points", "decimal", "exact", "fen", "round_fen"]
 
 BP_PER_UNIT = 10_000  # basis points in 1 (100%)
 
@@ -37,16 +40,6 @@ def exact(field: str, value: object, *, low: Decimal | None = None) -> Fraction:
     if low is not None and number < low:
         raise InvalidValue(field, value, f"a finite number >= {low}", f"不小于 {low} 的有限数")
     return Fraction(number)
-
-
-def fen(field: str, value: object, *, positive: bool = False) -> int:
-    """A money amount in fen: an int (bool and float refused), >= 0 (> 0 when `positive`)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(field, value, "a whole number of fen (int)", "以分计的整数")
-    if value < (1 if positive else 0):
-        bound = "> 0" if positive else ">= 0"
-        raise InvalidValue(field, value, f"a whole number of fen {bound}", f"{bound} 的整数分")
-    return value
 
 
 def basis_points(field: str, value: object) -> int:

@@ -17,9 +17,13 @@ For every queued task it returns exactly one `Decision`:
   all (the reason says which); one bad task never stops the others.
 
 Order of decision: tasks pinned to a pool (accepted quotes: their money is in escrow) first,
-each on its pool alone; then the rest grouped by policy (in name order), each group placed by
-the engine on the capacity the earlier groups left. Within one call, a deferred task's devices
-are not offered to later tasks (conservative, and the same in every caller).
+each on its pool alone; then the rest grouped by policy (in name order, then weights), each
+group placed by the engine on the capacity the earlier groups left. Within one call, a deferred
+task's devices are not offered to later tasks (conservative, and the same in every caller).
+
+Capacity: a pool may take `PoolCapacity.free` devices now, its engine's queue included; the
+engine sees the pool with `count + queue_depth` devices (so that its occupancy, the `load`
+objective, is measured against what may be placed, as the live pass always did).
 
 Pure: no I/O, no clock of its own (`clock` is given, seconds on the scheduler clock).
 """
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from suanli.catalog import Pool
-from suanli.errors import SuanliError
+from suanli.errors import InvalidValue, SuanliError
 from suanli.scheduler.engine import place
 from suanli.scheduler.model import Placement, Plan, Policy, Snapshot, Task
 
@@ -72,6 +76,10 @@ class Capacity:
         found = self.pools.get(pool)
         return 0 if found is None else found.free
 
+    def queue_depth(self, pool: str) -> int:
+        found = self.pools.get(pool)
+        return 0 if found is None else max(0, found.queue_depth)
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedTask:
@@ -92,6 +100,8 @@ class Decision:
     placement: Placement | None = None  # PLACE and WAIT: the engine's placement
     not_before_s: float | None = None  # WAIT: when to decide again
     policy: str = ""
+    # QUEUE from the engine: constraint name -> number of pools it ruled out
+    reasons: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def pool(self) -> str | None:
@@ -103,27 +113,39 @@ def _failure(error: Exception) -> str:
     return f"the scheduler cannot place this task: {detail}"
 
 
-def _snapshot(network: Snapshot, free: Mapping[str, int], only: str | None = None) -> Snapshot:
+def _snapshot(
+    network: Snapshot, free: Mapping[str, int], extra: Mapping[str, int], only: str | None = None
+) -> Snapshot:
+    """`network` with each pool's free devices now; `extra`: its engine's queue depth, added to
+    its count (so that free never exceeds count)."""
     pools: tuple[Pool, ...] = tuple(
-        replace(p, free=free.get(p.id, 0)) for p in network.pools if only in (None, p.id)
+        replace(p, count=p.count + extra.get(p.id, 0), free=free.get(p.id, 0))
+        for p in network.pools
+        if only in (None, p.id)
     )
     return replace(network, pools=pools)
 
 
 def _place_each(
-    tasks: list[Task], network: Snapshot, free: dict[str, int], policy: Policy, clock: float
+    tasks: list[Task],
+    network: Snapshot,
+    free: dict[str, int],
+    extra: Mapping[str, int],
+    policy: Policy,
+    clock: float,
 ) -> tuple[list[Plan], dict[str, str]]:
     """The engine's plan for `tasks` on `free`; if the engine fails on the batch, each task alone
     (on what the earlier ones left), so that a task the engine fails on is rejected alone."""
+    snapshot = _snapshot(network, free, extra)
     try:
-        return [place(tasks, _snapshot(network, free), policy, clock, solver="greedy")], {}
+        return [place(tasks, snapshot, policy, clock, solver="greedy")], {}
     except Exception:  # a task's data, not the step, is at fault: find the task below
         pass
     plans, failed = [], {}
     left = dict(free)
     for task in tasks:
         try:
-            plan = place([task], _snapshot(network, left), policy, clock, solver="greedy")
+            plan = place([task], _snapshot(network, left, extra), policy, clock, solver="greedy")
         except Exception as error:
             failed[task.id] = _failure(error)
             continue
@@ -131,6 +153,11 @@ def _place_each(
             left[placement.pool] -= task.devices
         plans.append(plan)
     return plans, failed
+
+
+def _group_key(policy: Policy) -> tuple[str, str]:
+    weights = sorted((o.value, w) for o, w in policy.weights.items())
+    return policy.name, repr((weights, policy.tie_break.value))
 
 
 def decide(
@@ -147,8 +174,14 @@ def decide(
     `network`: the pools (their `count`, device, price), sites, reputation and the hourly price
     and carbon series; its pools' `free` is ignored: `capacity` says what is free now.
     """
+    seen: set[str] = set()
+    for queued in queue:
+        if queued.task.id in seen:
+            raise InvalidValue("queue.task.id", queued.task.id, "unique task ids", "唯一的任务 id")
+        seen.add(queued.task.id)
     decided: dict[str, Decision] = {}
     free = {p.id: capacity.free(p.id) for p in network.pools}
+    extra = {p.id: capacity.queue_depth(p.id) for p in network.pools}
     pools = {p.id for p in network.pools}
     waiting: list[QueuedTask] = []
     for queued in queue:
@@ -193,7 +226,11 @@ def decide(
             free[placement.pool] -= devices[placement.task]
         for unplaced in plan.unplaced:
             decided[unplaced.task] = Decision(
-                unplaced.task, Action.QUEUE, unplaced.sentence, policy=name
+                unplaced.task,
+                Action.QUEUE,
+                unplaced.sentence,
+                policy=name,
+                reasons=unplaced.reasons,
             )
 
     devices = {q.task.id: q.task.devices for q in waiting}
@@ -212,25 +249,28 @@ def decide(
         try:
             plan = place(
                 [queued.task],
-                _snapshot(network, free, queued.pinned_pool),
+                _snapshot(network, free, extra, queued.pinned_pool),
                 chosen,
                 clock,
                 solver="greedy",
             )
         except Exception as error:
-            decided[queued.task.id] = Decision(queued.task.id, Action.REJECT, _failure(error))
+            decided[queued.task.id] = Decision(
+                queued.task.id, Action.REJECT, _failure(error), policy=chosen.name
+            )
             continue
         record(plan, chosen.name)
-    groups: dict[str, tuple[Policy, list[Task]]] = {}
+    # two policies of one name (custom weights) are two groups: key by name, then weights
+    groups: dict[tuple[str, str], tuple[Policy, list[Task]]] = {}
     for queued in waiting:
         if queued.pinned_pool is None:
             chosen = queued.policy or policy
-            groups.setdefault(chosen.name, (chosen, []))[1].append(queued.task)
-    for name in sorted(groups):
-        chosen, tasks = groups[name]
-        plans, failed = _place_each(tasks, network, free, chosen, clock)
+            groups.setdefault(_group_key(chosen), (chosen, []))[1].append(queued.task)
+    for key in sorted(groups):
+        chosen, tasks = groups[key]
+        plans, failed = _place_each(tasks, network, free, extra, chosen, clock)
         for plan in plans:
-            record(plan, name)
+            record(plan, chosen.name)
         for ident, reason in failed.items():
-            decided[ident] = Decision(ident, Action.REJECT, reason, policy=name)
+            decided[ident] = Decision(ident, Action.REJECT, reason, policy=chosen.name)
     return tuple(decided[q.task.id] for q in queue)

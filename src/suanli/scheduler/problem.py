@@ -10,6 +10,13 @@ becomes a provider site whose factors resolve by province, with the national ave
 reported 2025-06, hub_metrics.csv) unless `sites` overrides it. Hourly energy-price multipliers
 come from the provinces' time-of-use tariffs where the data has them (flat elsewhere); carbon
 intensity is flat at the grid factor unless `series` gives an hourly one.
+
+`decide_problem` decides the problem with the one decision step (`scheduler.decide`): every task
+queued at `now_s`, each pool's capacity its `count` with `count - free` devices held; `suanli
+schedule` prints those decisions by default (`decisions_document`), and the engine's plan with
+an explicit solver (`plan_document`). PROBLEM.json tasks are the engine's own fields
+(`work_flop` or a reference duration on a named device, an absolute `deadline_s`), not a platform
+task spec, so they are read here rather than by `scheduler.tasks.engine_task`.
 """
 
 from __future__ import annotations
@@ -34,15 +41,27 @@ from suanli.metering import (
     parse_precision,
     parse_workload,
 )
+from suanli.scheduler.decide import (
+    DEFAULT_MAX_WAIT_S,
+    Action,
+    Capacity,
+    Decision,
+    PoolCapacity,
+    QueuedTask,
+    decide,
+)
 from suanli.scheduler.model import (
     DEFAULT_BANDWIDTH_GBPS,
     DEFAULT_TIER_RTT_MS,
     DEFAULT_TRANSFER_FEN_PER_GB,
     LatencyTier,
     Plan,
+    Policy,
     SiteSeries,
     Snapshot,
+    SolverInfo,
     Task,
+    Unplaced,
 )
 
 DEFAULT_PROVIDER_PUE = 1.42  # national average PUE of compute centres, 2025-06 (hub_metrics.csv)
@@ -378,6 +397,58 @@ def load_problem(text: str) -> Problem:
     return parse_problem(text)
 
 
+def problem_capacity(problem: Problem) -> Capacity:
+    """Each pool's capacity as the file gives it: `count` devices, `count - free` held."""
+    return Capacity(
+        {p.id: PoolCapacity(count=p.count, held=p.count - p.free) for p in problem.snapshot.pools}
+    )
+
+
+def decide_problem(
+    problem: Problem, policy: Policy, *, max_wait_s: float = DEFAULT_MAX_WAIT_S
+) -> tuple[Decision, ...]:
+    """The decision step on the problem: every task queued at `now_s`, in file order."""
+    queue = [QueuedTask(task, problem.now_s) for task in problem.tasks]
+    return decide(
+        queue,
+        problem.snapshot,
+        problem_capacity(problem),
+        policy,
+        problem.now_s,
+        max_wait_s=max_wait_s,
+    )
+
+
+def decisions_plan(decisions: Sequence[Decision], policy: str) -> Plan:
+    """The decisions as a plan (PLACE and WAIT placed, the others unplaced with their reason),
+    so that they print like the engine's plan; the solver is the step's, `greedy`."""
+    placements = tuple(d.placement for d in decisions if d.placement is not None)
+    unplaced = tuple(
+        Unplaced(d.task, dict(d.reasons), d.reason) for d in decisions if d.placement is None
+    )
+    objective = float(sum(p.score for p in placements))
+    return Plan(placements, unplaced, SolverInfo("greedy", objective), policy)
+
+
+def decisions_document(decisions: Sequence[Decision], plan: Plan) -> dict[str, Any]:
+    """`plan_document` of `decisions_plan`, plus one entry per task: its action (place, wait,
+    queue, reject), pool, start and reason."""
+    document = plan_document(plan)
+    document["decisions"] = [
+        {
+            "task": d.task,
+            "action": d.action.value,
+            "pool": d.pool,
+            "start_s": None if d.placement is None else d.placement.start_s,
+            "not_before_s": d.not_before_s,
+            "reason": d.reason,
+        }
+        for d in decisions
+    ]
+    document["totals"]["waiting"] = sum(1 for d in decisions if d.action is Action.WAIT)
+    return document
+
+
 def plan_document(plan: Plan) -> dict[str, Any]:
     """The plan in the documented `--json` shape."""
     return {
@@ -434,4 +505,14 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
 
 
-__all__ = ["Problem", "ProblemError", "load_problem", "parse_problem", "plan_document"]
+__all__ = [
+    "Problem",
+    "ProblemError",
+    "decide_problem",
+    "decisions_document",
+    "decisions_plan",
+    "load_problem",
+    "parse_problem",
+    "plan_document",
+    "problem_capacity",
+]

@@ -8,6 +8,9 @@ Leases: an agent leases tasks placed on its site; a heartbeat renews those it li
 (only those: a task the agent dropped keeps its expiry); `expire_leases` puts a task whose lease
 ran out back in the queue (counted in `requeues`), so it is never lost and never run by two
 agents at once: reports from an agent that no longer holds the lease are refused (409).
+Lease times are on the unit of work's clock (`core.now(session)`), so a server on a virtual
+clock expires leases when its clock says so. `agent_site` tells the API's long-poll which
+site's work to wait for (`api.longpoll`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from suanli.services.capacity import HOLDING, apply_capacity, own_site
+from suanli.services.commands import AgentCommand, ReportCommand
 from suanli.services.core import (
     TERMINAL,
     AgentScope,
@@ -57,22 +61,22 @@ def issue_agent_token(
 
 
 def register_agent(
-    session: Session, who: Principal, spec: dict[str, Any], site_scope: str | None = None
+    session: Session, who: Principal, spec: AgentCommand, site_scope: str | None = None
 ) -> AgentRow:
     """A new agent of one of `who`'s sites; with an agent token (`site_scope`), only of that
     site (403 for any other)."""
     require(who, Role.PROVIDER, Role.OPERATOR)
-    if site_scope is not None and spec["site_id"] != site_scope:
+    if site_scope is not None and spec.site_id != site_scope:
         raise AgentScope(site_scope)
-    site = own_site(session, who, spec["site_id"])
-    moment = now()
+    site = own_site(session, who, spec.site_id)
+    moment = now(session)
     row = AgentRow(
         id=new_id("agent"),
         site_id=site.id,
         owner_id=who.id,
-        name=spec.get("name") or "agent",
-        slots=int(spec.get("slots") or 1),
-        backend=spec.get("backend") or "local",
+        name=spec.name or "agent",
+        slots=int(spec.slots or 1),
+        backend=spec.backend or "local",
         registered_at=moment,
         last_heartbeat_at=moment,
     )
@@ -111,7 +115,7 @@ def heartbeat(
     agent = _own_agent(session, who, agent_id, site_scope)
     if capacity is not None:
         apply_capacity(session, agent, capacity)
-    moment = now()
+    moment = now(session)
     agent.last_heartbeat_at = moment
     tasks = session.scalars(
         select(TaskRow)
@@ -128,6 +132,14 @@ def heartbeat(
     return [t.id for t in tasks if t.cancel_requested]
 
 
+def agent_site(
+    session: Session, who: Principal, agent_id: str, site_scope: str | None = None
+) -> str:
+    """The site of `who`'s agent `agent_id` (404 / 403 as for its other calls): where a
+    long-polling lease waits for work."""
+    return _own_agent(session, who, agent_id, site_scope).site_id
+
+
 def lease(
     session: Session,
     who: Principal,
@@ -138,7 +150,7 @@ def lease(
 ) -> list[TaskRow]:
     """Up to `limit` tasks placed on the agent's site, now INITIALIZING under its lease."""
     agent = _own_agent(session, who, agent_id, site_scope)
-    moment = now()
+    moment = now(session)
     agent.last_heartbeat_at = moment
     query = (
         select(TaskRow)
@@ -164,11 +176,11 @@ def report(
     session: Session,
     who: Principal,
     task_id: str,
-    spec: dict[str, Any],
+    spec: ReportCommand,
     site_scope: str | None = None,
 ) -> TaskRow:
     """An agent's report of a task's progress; 409 unless it holds the task's lease."""
-    agent = _own_agent(session, who, spec["agent_id"], site_scope)
+    agent = _own_agent(session, who, spec.agent_id, site_scope)
     task = session.get(TaskRow, task_id, with_for_update=True)
     if task is None or task.site_id != agent.site_id:
         raise NotFound("task", task_id)
@@ -177,17 +189,17 @@ def report(
             f"agent {agent.id} does not hold task {task_id} (it may have been re-queued)",
             f"代理 {agent.id} 不再持有任务 {task_id}（可能已重新排队）",
         )
-    to = State(spec["state"])
+    to = State(spec.state)
     if to is State.RUNNING and task.state == State.RUNNING.value:
         return task
     if to in TERMINAL:
-        task.exit_code = spec.get("exit_code")
-        task.stdout_tail = spec.get("stdout_tail")
-        task.stderr_tail = spec.get("stderr_tail")
-        task.usage = spec.get("usage")
-        task.executor_logs = spec.get("executors") or None
-        task.output_logs = spec.get("outputs") or None
-    reason = spec.get("reason") or f"reported by {agent.id}"
+        task.exit_code = spec.exit_code
+        task.stdout_tail = spec.stdout_tail
+        task.stderr_tail = spec.stderr_tail
+        task.usage = None if spec.usage is None else spec.usage.model_dump()
+        task.executor_logs = [e.model_dump() for e in spec.executors] or None
+        task.output_logs = [o.model_dump() for o in spec.outputs] or None
+    reason = spec.reason or f"reported by {agent.id}"
     transition(session, task, to, reason, agent.id)
     if to in TERMINAL:
         task.lease_expires_at = None
@@ -197,7 +209,7 @@ def report(
 
 def expire_leases(session: Session) -> list[str]:
     """Put every task whose lease ran out back in the queue; their ids."""
-    moment = now()
+    moment = now(session)
     stale = session.scalars(
         select(TaskRow)
         .where(TaskRow.state.in_(HOLDING[1:]), TaskRow.lease_expires_at < moment)
@@ -220,7 +232,7 @@ def expire_leases(session: Session) -> list[str]:
 
 
 def agent_count(session: Session, within_s: float) -> int:
-    since = now() - timedelta(seconds=within_s)
+    since = now(session) - timedelta(seconds=within_s)
     return int(
         session.scalar(
             select(func.count()).select_from(AgentRow).where(AgentRow.last_heartbeat_at >= since)

@@ -8,23 +8,36 @@ extends what placement may use.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from suanli.catalog import Site, find_place, find_site, provider_site
+from suanli.catalog import Pool, Site, find_place, find_site, provider_site
 from suanli.errors import FieldError, InvalidValue, SuanliError
 from suanli.metering import (
     find_device,
     match_devices,
 )
+from suanli.scheduler import (
+    Capacity,
+    Policy,
+    PoolCapacity,
+    QueuedTask,
+    Snapshot,
+    engine_task,
+    policy_named,
+)
+from suanli.scheduler.series import network_series, series_start
+from suanli.services.commands import PoolCommand, SiteCommand
 from suanli.services.core import (
     NotFound,
     Role,
     State,
     append_event,
+    aware,
     new_id,
     now,
     require,
@@ -40,23 +53,20 @@ from suanli.store.models import (
 HOLDING = (State.QUEUED.value, State.INITIALIZING.value, State.RUNNING.value, State.PAUSED.value)
 
 
-REFERENCE_DEVICE = {"gpu": "A100 SXM4", "npu": "Ascend 910B", "cpu": "cpu"}
-
-
-def add_site(session: Session, who: Principal, spec: dict[str, Any]) -> SiteRow:
+def add_site(session: Session, who: Principal, spec: SiteCommand) -> SiteRow:
     """A provider's site: a catalog cluster (`cluster`) or a province with coordinates."""
     require(who, Role.PROVIDER, Role.OPERATOR)
-    cluster = spec.get("cluster")
+    cluster = spec.cluster
     if cluster:
         try:
             site = find_site(cluster)
         except SuanliError as error:
             raise FieldError("cluster", cluster, error) from None
         province, lat, lon = site.provinces[0], site.lat, site.lon
-        pue = spec.get("pue") or site.pue
-        green = site.green_share if spec.get("green_share") is None else spec["green_share"]
+        pue = spec.pue or site.pue
+        green = site.green_share if spec.green_share is None else spec.green_share
     else:
-        where = spec.get("province")
+        where = spec.province
         if not where:
             raise InvalidValue("province", None, "a province (or give cluster)", "省份（或集群）")
         try:
@@ -64,22 +74,22 @@ def add_site(session: Session, who: Principal, spec: dict[str, Any]) -> SiteRow:
         except SuanliError as error:
             raise FieldError("province", where, error) from None
         province = place_.province_zh
-        lat = place_.lat if spec.get("lat") is None else float(spec["lat"])
-        lon = place_.lon if spec.get("lon") is None else float(spec["lon"])
-        pue = spec.get("pue") or 1.42
-        green = spec.get("green_share") or 0.0
+        lat = place_.lat if spec.lat is None else float(spec.lat)
+        lon = place_.lon if spec.lon is None else float(spec.lon)
+        pue = spec.pue or 1.42
+        green = spec.green_share or 0.0
         provider_site("check", province, pue=pue, green_share=green)  # validates the factors
     row = SiteRow(
         id=f"{who.id}/{new_id('site')}",
         owner_id=who.id,
-        name=spec["name"],
+        name=spec.name,
         cluster_id=find_site(cluster).id if cluster else None,
         province=province,
         lat=float(lat),
         lon=float(lon),
         pue=float(pue),
         green_share=float(green),
-        created_at=now(),
+        created_at=now(session),
     )
     session.add(row)
     append_event(
@@ -99,21 +109,22 @@ def own_site(session: Session, who: Principal, site_id: str) -> SiteRow:
     return site
 
 
-def add_pool(session: Session, who: Principal, spec: dict[str, Any]) -> PoolRow:
+def add_pool(session: Session, who: Principal, spec: PoolCommand) -> PoolRow:
+    """A pool of `spec.count` devices at one of `who`'s sites (any site for the operator)."""
     require(who, Role.PROVIDER, Role.OPERATOR)
-    site = own_site(session, who, spec["site_id"])
+    site = own_site(session, who, spec.site_id)
     try:
-        device = find_device(spec["device"])
+        device = find_device(spec.device)
     except SuanliError as error:
-        raise FieldError("device", spec["device"], error) from None
+        raise FieldError("device", spec.device, error) from None
     row = PoolRow(
         id=f"{site.id}/{new_id('pool')}",
         site_id=site.id,
         device=device.id,
-        count=int(spec["count"]),
-        price_fen_per_device_hour=int(spec["price_fen_per_device_hour"]),
-        queue_depth=int(spec.get("queue_depth") or 0),
-        created_at=now(),
+        count=int(spec.count),
+        price_fen_per_device_hour=int(spec.price_fen_per_device_hour),
+        queue_depth=int(spec.queue_depth or 0),
+        created_at=now(session),
     )
     session.add(row)
     append_event(
@@ -206,7 +217,10 @@ def _device_ids(name: str) -> set[str]:
 def engine_site(row: SiteRow) -> Site:
     if row.cluster_id:
         base = find_site(row.cluster_id)
-        return replace(base, id=row.id, pue=row.pue, green_share=row.green_share)
+        # its place stays the cluster's: the catalog's published latencies apply, as in the twin
+        return replace(
+            base, id=row.id, pue=row.pue, green_share=row.green_share, place_id=base.id
+        )
     return provider_site(
         row.id,
         row.province,
@@ -216,4 +230,81 @@ def engine_site(row: SiteRow) -> Site:
         lon=row.lon,
         name_en=row.name,
         name_zh=row.name,
+    )
+
+
+# --- the decision step's inputs ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What `scheduler.decide` needs from the store, read at one moment: the network (pools
+    with their device count, sites, provider reputation, the hourly price and carbon series
+    from local midnight), one `Capacity` (count, held by suanli's tasks, unavailable, the
+    engine's queue depth per pool) and the clock in seconds."""
+
+    network: Snapshot
+    capacity: Capacity
+    clock_s: float
+
+
+def step_inputs(session: Session, moment: datetime) -> StepInputs:
+    """The ONE builder of the decision step's network and capacity (the pass and quotes use it;
+    the twin builds the same shapes from its own model). Series: `scheduler.series`, the twin's
+    construction, from the local (UTC+8) midnight at or before `moment`."""
+    from suanli.services.market import reputation as provider_reputation  # market imports us
+
+    clock = aware(moment).timestamp()
+    site_rows = list(session.scalars(select(SiteRow).order_by(SiteRow.id)))
+    sites = {row.id: engine_site(row) for row in site_rows}
+    by_owner = provider_reputation(session)
+    reputation = {row.id: by_owner[row.owner_id] for row in site_rows if row.owner_id in by_owner}
+    held = held_devices(session)
+    pools: list[Pool] = []
+    capacity: dict[str, PoolCapacity] = {}
+    for p in session.scalars(select(PoolRow).order_by(PoolRow.id)):
+        if p.count < 1:
+            continue  # an engine that reports no devices: the pool can take nothing now
+        # `decide` adds the engine's queue (`queue_depth`) to the count the engine sees
+        pools.append(
+            Pool(
+                p.id,
+                p.site_id,
+                find_device(p.device),
+                p.count,
+                0,  # ignored by decide: `capacity` says what is free
+                p.price_fen_per_device_hour,
+            )
+        )
+        capacity[p.id] = PoolCapacity(
+            p.count, held.get(p.id, 0), p.unavailable or 0, p.queue_depth or 0
+        )
+    start_s, local_hour, month = series_start(clock)
+    network = Snapshot(
+        tuple(pools),
+        sites,
+        reputation=reputation,
+        series=network_series(sites, month),
+        series_start_s=start_s,
+        local_hour_at_start=local_hour,
+    )
+    return StepInputs(network, Capacity(capacity), clock)
+
+
+def queued_task(row: TaskRow, policies: dict[str, Policy]) -> QueuedTask:
+    """The decision step's view of a queued task row (raises `SuanliError` or a lookup error
+    for a spec or policy the engine cannot read: the pass rejects such a task with the reason).
+    `policies` caches the named policies between rows."""
+    created = aware(row.created_at).timestamp()
+    policy = None
+    if row.policy:
+        if row.policy not in policies:
+            policies[row.policy] = policy_named(row.policy)
+        policy = policies[row.policy]
+    return QueuedTask(
+        task=engine_task(row.id, row.spec, created),
+        submitted_s=created,
+        policy=policy,
+        not_before_s=None if row.not_before is None else aware(row.not_before).timestamp(),
+        pinned_pool=row.pinned_pool_id,
     )

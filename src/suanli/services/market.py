@@ -1,12 +1,13 @@
 """The market's use cases: wallets, quotes, orders with escrow, settlement, ratings, audit.
 
 Each function is one unit of work on an open session (the caller commits). Money moves only as
-balanced `ledger.Transaction`s, written as postings AND as a `money.posted` event in the hash
-chain, so that `verify` can prove both the chain and every posting. Amounts are integer fen.
+balanced `ledger.Transaction`s, written as postings AND as a `money.posted` event in the money
+stream of the event log, so that `verify` can prove both the log and every posting. Amounts
+are integer fen.
 
 Accounts that cannot go negative. Every movement of money goes through `record`, which first
-locks the `account_balances` rows of the accounts it touches (`lock_balances`: the chain head,
-then the balance rows in sorted account order, FOR UPDATE, so on PostgreSQL two movements
+locks the `account_balances` rows of the accounts it touches (`lock_balances`: the money stream's
+head, then the balance rows in sorted account order, FOR UPDATE, so on PostgreSQL two movements
 serialise and never deadlock; SQLite has one writer), applies each posting to its row in the same
 unit of work, and refuses a transaction that would leave a wallet, an escrow or a receivable
 below zero (402 for a wallet, 409 otherwise: the request rolls back, nothing is half-written).
@@ -15,30 +16,34 @@ cannot both spend the same fen. A single amount above `MAX_FEN` (10^13 fen) is a
 
 * `credit` (operator top-up) and `payout` (operator pays a provider out) move money across the
   platform's boundary (`ledger.EXTERNAL`);
-* `quote` prices the engine's best options (and runner-up) for a task under the pricing rules;
-  `accept` holds the option's maximum price in escrow (402 when the wallet is short: nothing is
-  created), creates the order and the task, pinned to the quoted pool;
+* `quote` is a what-if on the one decision step (`scheduler.decide` on the pass's inputs): it
+  prices the step's pool (at its deferred start when the step defers) and the runner-up under
+  the pricing rules; `accept` holds the option's maximum price in escrow (402 when the wallet is
+  short: nothing is created), creates the order and the task QUEUED, pinned to the quoted pool:
+  the scheduling pass, the only writer of a task's pool, places it;
 * `settle_task` runs when a task ends: the charge (never above the escrow) is split between
   provider, platform and network operator, SLA credits are paid for a missed deadline, the rest is
   released; an order settles once, whatever reports arrive;
 * `rate` records one rating per settled order; `reputation` blends ratings with SLA adherence and
   feeds the placement engine;
-* `audit` (and `verify`, its one-line form) proves the books: the hash chain, every posting
-  against its `money.posted` event, and a replay of the ledger in chain order in which no
-  wallet, escrow or receivable ever drops below zero, each order settles at most once (one
-  `order.settled` event, one settlement transaction) and the stored balances equal the sums of
-  the postings. It names the first breach. It resumes from the `audit_checkpoint` row (the seq
-  and hash verified last time and the replay's state then), so a check costs what was appended
-  since; `full=True` walks from the first event. An auditor holds the checkpoint row and the
-  chain head (shared) while it walks, so concurrent audits queue and writers wait for a
-  consistent view; `walk` is the read-only form for a snapshot session (`suanli audit verify`'s
-  default full walk), followed by `save_checkpoint`.
+* `audit` (and `verify`, its one-line form) proves the books: every stream's hash chain and
+  the seals (`services.core.verify_log`), every posting against its `money.posted` event, and
+  a replay of the ledger in the money stream's order in which no wallet, escrow or receivable
+  ever drops below zero, each order settles at most once (one `order.settled` event, one
+  settlement transaction) and the stored balances equal the sums of the postings. It names the
+  first breach. It resumes from the `audit_checkpoint` row (each stream's head and the seal
+  verified last time, and the replay's state then), so a check costs what was appended since,
+  stream by stream (an event whose global seq committed late is still walked: positions are
+  per stream); `full=True` walks from the first event. An auditor holds the checkpoint row and
+  every stream's head (shared) while it walks, so concurrent audits queue and writers wait for
+  a consistent view; `walk` is the read-only form for a snapshot session (`suanli audit
+  verify`'s default full walk), followed by `save_checkpoint`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -48,30 +53,34 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from suanli import ledger, market
-from suanli.catalog import Pool
 from suanli.errors import InvalidValue, SuanliError
-from suanli.metering import find_device
-from suanli.scheduler import Snapshot, place, policy_named
+from suanli.scheduler import QueuedTask, Snapshot, decide, place, policy_named
 from suanli.services import capacity as capacity_service
-from suanli.services import scheduling as scheduling_service
 from suanli.services import tasks as tasks_service
 from suanli.services.core import (
     GENESIS_HASH,
+    MONEY_STREAM,
     Conflict,
+    Heads,
     NotFound,
     Role,
     State,
     append_event,
     aware,
+    genesis_heads,
+    heads_digest,
+    heads_from,
+    heads_json,
+    lock_money_stream,
     new_id,
     now,
     require,
-    verify_chain,
+    stream_heads,
+    verify_log,
 )
 from suanli.store.models import (
     AccountBalance,
     AuditCheckpoint,
-    ChainHead,
     EventRow,
     LedgerPosting,
     LedgerTransaction,
@@ -159,13 +168,15 @@ def _insert_new(session: Session, model: type[Any], rows: list[dict[str, Any]]) 
 def lock_balances(session: Session, accounts: Iterable[str]) -> dict[str, int]:
     """Lock the balance rows of `accounts` until the unit of work ends and return their balances.
 
-    Lock order, the same in every movement of money: the chain head first (every write appends
-    an event, so a movement that locked balances before the head could deadlock with one that
-    appended an event first), then the balance rows in sorted account order, FOR UPDATE. Missing
-    rows are inserted at 0 first (ON CONFLICT DO NOTHING). SQLite ignores FOR UPDATE: there the
-    unit of work is the single writer (BEGIN IMMEDIATE) and holds everything already."""
+    Lock order, the same in every movement of money: the money stream's head first (every
+    movement appends a `money.posted` event there, so a movement that locked balances before
+    the head could deadlock with one that appended first; and money events are then in the
+    order their balances were locked), then the balance rows in sorted account order, FOR
+    UPDATE. Missing rows are inserted at 0 first (ON CONFLICT DO NOTHING). SQLite ignores FOR
+    UPDATE: there the unit of work is the single writer (BEGIN IMMEDIATE) and holds everything
+    already."""
     wanted = sorted(set(accounts))
-    session.execute(select(ChainHead.seq).where(ChainHead.id == 1).with_for_update())
+    lock_money_stream(session)
 
     def locked() -> dict[str, int]:
         rows = session.execute(
@@ -207,7 +218,7 @@ def record(
             )
     session.execute(
         insert(LedgerTransaction).values(
-            id=tx.id, kind=tx.kind, memo=tx.memo, order_id=order_id, at=now()
+            id=tx.id, kind=tx.kind, memo=tx.memo, order_id=order_id, at=now(session)
         )
     )
     session.execute(
@@ -324,8 +335,8 @@ def statement(
 # --- quotes and orders ---------------------------------------------------------------------
 
 
-def _utilisation(pool: PoolRow, held: dict[str, int]) -> Decimal:
-    return Decimal(held.get(pool.id, 0)) / Decimal(pool.count)
+def _utilisation(pool: PoolRow, held: int) -> Decimal:
+    return Decimal(held) / Decimal(pool.count) if pool.count > 0 else Decimal(1)
 
 
 def quote(
@@ -335,59 +346,61 @@ def quote(
     default_policy: str,
     rules: market.PricingRules | None = None,
 ) -> QuoteRow:
-    """Priced options for a task: the engine's choice and its runner-up, valid for 5 minutes."""
+    """Priced options for a task, valid for 5 minutes: a what-if on the one decision step
+    (`scheduler.decide` on the pass's own inputs, `capacity.step_inputs`, so devices held or
+    reported busy count), its pool and runner-up; when the step defers the task, the first
+    option starts at the deferred hour (`start_s` seconds from now, `starts_at`)."""
     rules = rules or market.PricingRules()
     require(who, Role.CONSUMER, Role.OPERATOR)
     spec = {**spec, "origin": spec.get("origin") or tasks_service.DEFAULT_ORIGIN}
     tasks_service.check_spec(spec)
-    moment = now()
+    moment = now(session)
     probe = TaskRow(
         id="quote",
         owner_id=who.id,
         spec=spec,
         devices=int(spec["resources"]["devices"]),
+        policy=spec.get("policy") or "",
         created_at=moment,
+        not_before=None,
+        pinned_pool_id=None,
     )
-    held = capacity_service.held_devices(session)
-    site_rows = {row.id: row for row in session.scalars(select(SiteRow))}
-    sites = {sid: capacity_service.engine_site(row) for sid, row in site_rows.items()}
-    pool_rows = {p.id: p for p in session.scalars(select(PoolRow).order_by(PoolRow.id))}
-    pools = tuple(
-        Pool(
-            p.id,
-            p.site_id,
-            find_device(p.device),
-            p.count,
-            max(0, p.count - held.get(p.id, 0)),
-            p.price_fen_per_device_hour,
-        )
-        for p in pool_rows.values()
-    )
+    queued = capacity_service.queued_task(probe, {})
+    inputs = capacity_service.step_inputs(session, moment)
     policy = spec.get("policy") or default_policy
+    (decision,) = decide(
+        [queued], inputs.network, inputs.capacity, policy_named(default_policy), inputs.clock_s
+    )
+    site_rows = {row.id: row for row in session.scalars(select(SiteRow))}
     options: list[dict[str, Any]] = []
     reasons = ""
-    if pools:
-        plan = place(
-            [scheduling_service.engine_task(probe, moment)],
-            Snapshot(pools, sites),
-            policy_named(policy),
-            moment.timestamp(),
-            solver="greedy",
-        )
-        if plan.unplaced:
-            reasons = plan.unplaced[0].sentence
-        for placement in plan.placements:
-            chosen = [(placement.pool, f"best under the {policy} policy")]
-            if placement.runner_up:
-                chosen.append((placement.runner_up, f"runner-up under the {policy} policy"))
-            for pool_id, why in chosen:
-                options.append(
-                    _option(
-                        pool_rows[pool_id], site_rows, sites, spec, held, why, moment, probe, rules
-                    )
-                )
+    if decision.placement is None:
+        reasons = decision.reason
     else:
-        reasons = "no pool is registered yet"
+        placement = decision.placement
+        start_s = 0.0 if decision.not_before_s is None else decision.not_before_s - inputs.clock_s
+        chosen = [(placement.pool, f"best under the {policy} policy", start_s)]
+        if placement.runner_up:
+            chosen.append((placement.runner_up, f"runner-up under the {policy} policy", 0.0))
+        for pool_id, why, start in chosen:
+            pool_row = session.get(PoolRow, pool_id)
+            if pool_row is None:
+                continue
+            held = inputs.capacity.pools[pool_id].held
+            options.append(
+                _option(
+                    pool_row,
+                    site_rows,
+                    inputs.network,
+                    spec,
+                    held,
+                    why,
+                    moment,
+                    start,
+                    queued,
+                    rules,
+                )
+            )
     row = QuoteRow(
         id=new_id("quote"),
         owner_id=who.id,
@@ -405,41 +418,37 @@ def quote(
 def _option(
     pool: PoolRow,
     site_rows: dict[str, SiteRow],
-    sites: dict[str, Any],
+    network: Snapshot,
     spec: dict[str, Any],
-    held: dict[str, int],
+    held: int,
     why: str,
     moment: datetime,
-    probe: TaskRow,
+    start_s: float,
+    queued: QueuedTask,
     rules: market.PricingRules,
 ) -> dict[str, Any]:
-    one = (
-        Pool(
-            pool.id,
-            pool.site_id,
-            find_device(pool.device),
-            pool.count,
-            pool.count,
-            pool.price_fen_per_device_hour,
-        ),
-    )
+    """One priced option: the engine's run time and carbon of the task on `pool` alone,
+    starting `start_s` after `moment`, priced with the time of use at that start."""
+    one = tuple(replace(p, free=p.count) for p in network.pools if p.id == pool.id)
+    task = replace(queued.task, deferrable=False)
+    start = moment + timedelta(seconds=start_s)
     single = place(
-        [scheduling_service.engine_task(probe, moment)],
-        Snapshot(one, sites),
+        [task],
+        replace(network, pools=one),
         policy_named("cost"),
-        moment.timestamp(),
+        start.timestamp(),
         solver="greedy",
     )
     duration_s = single.placements[0].breakdown.duration_s if single.placements else 0.0
     carbon = single.placements[0].breakdown.carbon_kg if single.placements else 0.0
     site = site_rows[pool.site_id]
-    local = moment + timedelta(hours=8)  # China Standard Time
+    local = start + timedelta(hours=8)  # China Standard Time
     tou, tou_note = market.tou_multiplier(
         site.province, local.month, local.hour + local.minute / 60
     )
     breakdown = market.price(
         pool.price_fen_per_device_hour,
-        probe.devices,
+        task.devices,
         duration_s,
         tou=tou,
         utilisation=_utilisation(pool, held),
@@ -460,7 +469,8 @@ def _option(
         "pool": pool.id,
         "site": pool.site_id,
         "province": site.province,
-        "start_s": 0,
+        "start_s": start_s,
+        "starts_at": start.isoformat(),
         "duration_s": duration_s,
         "carbon_kg": carbon,
         "reason": why,
@@ -491,7 +501,9 @@ def _breakdown(option: dict[str, Any]) -> market.PriceBreakdown:
 def accept(
     session: Session, who: Principal, quote_id: str, option: int, default_policy: str
 ) -> OrderRow:
-    """Turn a quote's option into an order: escrow held, task created on the quoted pool."""
+    """Turn a quote's option into an order: escrow held, the task created QUEUED and pinned to
+    the quoted pool (`pinned_pool_id`); the scheduling pass places it there (it is decided
+    first) or keeps it queued with the reason. Never assigns a pool itself."""
     row = session.get(QuoteRow, quote_id, with_for_update=True)
     if row is None or row.owner_id != who.id:
         raise NotFound("quote", quote_id)
@@ -500,7 +512,7 @@ def accept(
             f"quote {quote_id} was already accepted (order {row.order_id})",
             f"报价 {quote_id} 已被接受（订单 {row.order_id}）",
         )
-    if aware(row.expires_at) < now():
+    if aware(row.expires_at) < now(session):
         raise Conflict(
             f"quote {quote_id} expired at {aware(row.expires_at).isoformat()}; ask for a new one",
             f"报价 {quote_id} 已过期；请重新报价",
@@ -524,20 +536,11 @@ def accept(
     site = session.get(SiteRow, offer["site"])
     if pool is None or site is None:
         raise Conflict("the quoted pool is gone; ask for a new quote", "报价的资源池已不存在")
+    # the pass admits the task like any other: on the quoted pool or nowhere (`pinned_pool_id`)
     task, _ = tasks_service.submit(session, who, row.spec, None)
-    task.pool_id, task.site_id = pool.id, site.id
-    task.unplaced_reason = None
-    task.placement = {
-        "pool": pool.id,
-        "site": site.id,
-        "cost_fen": maximum,
-        "carbon_kg": offer["carbon_kg"],
-        "policy": "quote",
-        "duration_s": offer["duration_s"],
-        "energy_kwh": 0.0,
-        "latency_ms": 0.0,
-        "runner_up": None,
-    }
+    task.pinned_pool_id = pool.id
+    task.unplaced_reason = f"waiting for a scheduling pass on the quoted pool {pool.id}"
+    session.flush()  # the task's row exists before the order that names it
     order = OrderRow(
         id=new_id("order"),
         owner_id=who.id,
@@ -548,7 +551,7 @@ def accept(
         escrow_fen=maximum,
         offer=offer,
         settlement=None,
-        created_at=now(),
+        created_at=now(session),
         settled_at=None,
     )
     session.add(order)
@@ -609,7 +612,7 @@ def settle_task(session: Session, task: TaskRow) -> OrderRow | None:
             order.id,
         )
     order.state = "SETTLED"
-    order.settled_at = now()
+    order.settled_at = now(session)
     order.settlement = {
         "charge": money(settlement.charge_fen),
         "provider": money(settlement.provider_fen),
@@ -650,7 +653,7 @@ def rate(session: Session, who: Principal, order_id: str, stars: int, comment: s
         provider_id=order.provider_id,
         stars=stars,
         comment=comment,
-        at=now(),
+        at=now(session),
     )
     session.add(row)
     append_event(session, "order.rated", order_id, who.id, {"stars": stars})
@@ -689,26 +692,42 @@ CHUNK = 500  # ids per IN (...) query
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """Where an audit stopped: the chain verified up to event `seq` (whose hash is `hash`), the
-    balances the ledger replay reached there and the number of transactions it replayed."""
+    """Where an audit stopped: every stream of the log verified up to its head in `heads`
+    (stream -> (seq in the stream, hash)), the seals up to `seal` (id, root), the balances the
+    ledger replay reached there and the number of transactions it replayed."""
 
-    seq: int
-    hash: str
+    heads: Heads = field(default_factory=genesis_heads)
+    seal: tuple[int, str] = (0, GENESIS_HASH)
     balances: dict[str, int] = field(default_factory=dict)
     transactions: int = 0
 
+    @property
+    def events(self) -> int:
+        """Events verified, in all streams."""
+        return sum(n for n, _ in self.heads.values())
+
+    @property
+    def money_seq(self) -> int:
+        """How far the money stream (and so the ledger replay) was verified."""
+        return self.heads.get(MONEY_STREAM, (0, GENESIS_HASH))[0]
+
     def state(self) -> dict[str, Any]:
-        return {"balances": self.balances, "transactions": self.transactions}
+        return {
+            "heads": heads_json(self.heads),
+            "seal": list(self.seal),
+            "balances": self.balances,
+            "transactions": self.transactions,
+        }
 
 
-GENESIS = Checkpoint(0, GENESIS_HASH)
+GENESIS = Checkpoint()
 
 
 @dataclass(frozen=True, slots=True)
 class Audit:
     """The outcome of one audit: `problem` names the first breach (None when the books hold);
     `reached` is the verified position (the start when a problem was found); `walked` counts
-    the events this check walked; `events` and `transactions` the chain's and the ledger's
+    the events this check hashed; `events` and `transactions` the log's and the ledger's
     length."""
 
     problem: str | None
@@ -722,26 +741,30 @@ class Audit:
 def _stored_checkpoint(session: Session, lock: bool) -> Checkpoint | None:
     query = select(AuditCheckpoint).where(AuditCheckpoint.id == 1)
     row = session.scalars(query.with_for_update() if lock else query).first()
-    if row is None:
-        return None
-    state = row.state or {}
+    if row is None or "heads" not in (row.state or {}):
+        return None  # none yet (or one from before the log had streams): walk from the start
+    state = row.state
     balances = {str(k): int(v) for k, v in (state.get("balances") or {}).items()}
-    return Checkpoint(int(row.seq), row.hash, balances, int(state.get("transactions") or 0))
+    seal_id, root = state.get("seal") or (0, GENESIS_HASH)
+    return Checkpoint(
+        genesis_heads() | heads_from(state["heads"]),
+        (int(seal_id), str(root)),
+        balances,
+        int(state.get("transactions") or 0),
+    )
 
 
 def audit(session: Session, *, full: bool = False) -> Audit:
     """Audit the books in the caller's (write) unit of work and move the checkpoint forward.
 
     Holds the checkpoint row FOR UPDATE (concurrent audits queue, and each resumes from where
-    the one before it stopped) and the chain head FOR SHARE (writers wait: the chain, the ledger
-    and the stored balances are read as one consistent state). Resumes from the checkpoint, or
-    from the first event when `full` or when there is none."""
+    the one before it stopped) and every stream's head FOR SHARE (writers wait: the log, the
+    ledger and the stored balances are read as one consistent state). Resumes from the
+    checkpoint, or from the first event when `full` or when there is none."""
     stored = _stored_checkpoint(session, lock=True)
-    head_seq, head_hash = session.execute(
-        select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1).with_for_update(read=True)
-    ).one()
+    heads = stream_heads(session, lock=True)
     start = GENESIS if full or stored is None else stored
-    result = _walk(session, start, int(head_seq), head_hash, full)
+    result = _walk(session, start, heads, full)
     save_checkpoint(session, result)
     return result
 
@@ -751,17 +774,15 @@ def walk(session: Session, *, full: bool = False) -> Audit:
     REPEATABLE READ, or a deferred SQLite read transaction); store what it reached with
     `save_checkpoint` in a write unit afterwards."""
     stored = None if full else _stored_checkpoint(session, lock=False)
-    head_seq, head_hash = session.execute(
-        select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1)
-    ).one()
-    return _walk(session, stored or GENESIS, int(head_seq), head_hash, full)
+    return _walk(session, stored or GENESIS, stream_heads(session), full)
 
 
 def save_checkpoint(session: Session, result: Audit) -> None:
     """Keep what an audit proved: the checkpoint moves forward to `result.reached` (never back:
-    another audit may have gone further meanwhile). A failed full audit clears it, so the next
-    incremental audit (the console's) walks from the first event and finds the breach too."""
-    moment = now()
+    another audit may have gone further meanwhile; heads only grow, so further means more
+    events). A failed full audit clears it, so the next incremental audit (the console's)
+    walks from the first event and finds the breach too."""
+    moment = now(session)
     if result.problem is not None:
         if result.full:
             session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.id == 1))
@@ -770,14 +791,16 @@ def save_checkpoint(session: Session, result: Audit) -> None:
     _insert_new(
         session,
         AuditCheckpoint,
-        [dict(id=1, seq=0, hash=GENESIS_HASH, state=GENESIS.state(), verified_at=moment)],
+        [dict(id=1, seq=0, hash=GENESIS_HASH, state={}, verified_at=moment)],
     )
-    stored_seq = session.scalar(
-        select(AuditCheckpoint.seq).where(AuditCheckpoint.id == 1).with_for_update()
-    )
+    stored = session.execute(
+        select(AuditCheckpoint.seq, AuditCheckpoint.state)
+        .where(AuditCheckpoint.id == 1)
+        .with_for_update()
+    ).one()
     values: dict[str, Any] = {"verified_at": moment}
-    if stored_seq is None or reached.seq > stored_seq:
-        values.update(seq=reached.seq, hash=reached.hash, state=reached.state())
+    if "heads" not in (stored.state or {}) or reached.events > stored.seq:
+        values.update(seq=reached.events, hash=heads_digest(reached.heads), state=reached.state())
     session.execute(update(AuditCheckpoint).where(AuditCheckpoint.id == 1).values(**values))
 
 
@@ -787,30 +810,19 @@ def verify(session: Session, *, full: bool = False) -> str | None:
     return audit(session, full=full).problem
 
 
-def _walk(session: Session, start: Checkpoint, head_seq: int, head_hash: str, full: bool) -> Audit:
-    """Verify the chain from `start` to the head and replay the ledger's new transactions from
-    `start`'s balances; the first breach, in chain order."""
+def _walk(session: Session, start: Checkpoint, heads: Heads, full: bool) -> Audit:
+    """Verify the log from `start` to `heads` and replay the ledger's new transactions (the
+    money stream's) from `start`'s balances; the first breach."""
     transactions = int(session.scalar(select(func.count()).select_from(LedgerTransaction)) or 0)
+    events = sum(n for n, _ in heads.values())
+    check = verify_log(session, None if full else start.heads, start.seal, heads)
 
     def failed(problem: str) -> Audit:
-        return Audit(problem, start, head_seq - start.seq, full, head_seq, transactions)
+        return Audit(problem, start, check.walked, full, events, transactions)
 
-    if head_seq < start.seq:
-        return failed(
-            f"the chain ends at event #{head_seq} but was verified up to #{start.seq}: "
-            "events were removed"
-        )
-    broken = verify_chain(session, start.seq, start.hash, head_seq)
-    if broken is not None:
-        return failed(f"event #{broken} does not match the hash chain (edited or removed)")
-    last = (
-        session.scalar(select(EventRow.hash).where(EventRow.seq == head_seq))
-        if head_seq > start.seq
-        else start.hash
-    )
-    if last != head_hash:
-        return failed(f"event #{head_seq} does not match the chain head (edited or removed)")
-    replayed = _replay(session, start, head_seq)
+    if check.problem is not None:
+        return failed(check.problem)
+    replayed = _replay(session, start, heads[MONEY_STREAM][0])
     if isinstance(replayed, str):
         return failed(replayed)
     balances, count = replayed
@@ -819,16 +831,18 @@ def _walk(session: Session, start: Checkpoint, head_seq: int, head_hash: str, fu
             select(LedgerTransaction.id)
             .where(
                 LedgerTransaction.id.not_in(
-                    select(EventRow.subject).where(EventRow.kind == "money.posted")
+                    select(EventRow.subject).where(
+                        EventRow.stream == MONEY_STREAM, EventRow.kind == "money.posted"
+                    )
                 )
             )
             .order_by(LedgerTransaction.at)
             .limit(1)
         )
         if orphan is not None:
-            return failed(f"transaction {orphan} has no money.posted event in the chain")
+            return failed(f"transaction {orphan} has no money.posted event in the log")
         return failed(
-            f"the ledger holds {transactions} transactions but the chain posts {count} "
+            f"the ledger holds {transactions} transactions but the log posts {count} "
             "(a transaction was removed)"
         )
     stored = {
@@ -845,17 +859,19 @@ def _walk(session: Session, start: Checkpoint, head_seq: int, head_hash: str, fu
             )
     return Audit(
         None,
-        Checkpoint(head_seq, head_hash, balances, count),
-        head_seq - start.seq,
+        Checkpoint(check.heads, check.seal, balances, count),
+        check.walked,
         full,
-        head_seq,
+        events,
         transactions,
     )
 
 
-def _replay(session: Session, start: Checkpoint, head_seq: int) -> str | tuple[dict[str, int], int]:
-    """Replay the money events in (start.seq, head_seq] in chain order from `start`'s balances:
-    (balances, transactions replayed in all), or the first breach as a sentence."""
+def _replay(session: Session, start: Checkpoint, head: int) -> str | tuple[dict[str, int], int]:
+    """Replay the money events of the money stream after `start` up to its seq `head`, in
+    stream order, from `start`'s balances: (balances, transactions replayed in all), or the
+    first breach as a sentence."""
+    after = start.money_seq
     events = session.execute(
         select(
             EventRow.seq,
@@ -870,10 +886,15 @@ def _replay(session: Session, start: Checkpoint, head_seq: int) -> str | tuple[d
             LedgerTransaction,
             and_(EventRow.kind == "money.posted", LedgerTransaction.id == EventRow.subject),
         )
-        .where(EventRow.seq > start.seq, EventRow.seq <= head_seq, EventRow.kind.in_(REPLAYED))
-        .order_by(EventRow.seq)
+        .where(
+            EventRow.stream == MONEY_STREAM,
+            EventRow.stream_seq > after,
+            EventRow.stream_seq <= head,
+            EventRow.kind.in_(REPLAYED),
+        )
+        .order_by(EventRow.stream_seq)
     ).all()
-    postings = _postings(session, [e[2] for e in events if e[1] == "money.posted"], start.seq)
+    postings = _postings(session, [e[2] for e in events if e[1] == "money.posted"], after)
     balances = dict(start.balances)
     count = start.transactions
     posted: set[str] = set()
@@ -882,13 +903,13 @@ def _replay(session: Session, start: Checkpoint, head_seq: int) -> str | tuple[d
     for seq, kind, subject, data, tx_id, tx_kind, order_id in events:
         if kind == "order.settled":
             if subject in settled_events or (
-                start.seq > 0 and _settled_before(session, subject, start.seq)
+                after > 0 and _settled_before(session, subject, after)
             ):
                 return f"order {subject} settled twice: event #{seq} settles it again"
             settled_events.add(subject)
             continue
         if subject in posted:
-            return f"transaction {subject} is posted twice in the chain (event #{seq})"
+            return f"transaction {subject} is posted twice in the log (event #{seq})"
         posted.add(subject)
         if tx_id is None:
             return f"transaction {subject} (event #{seq}) is not in the ledger (removed)"
@@ -897,7 +918,7 @@ def _replay(session: Session, start: Checkpoint, head_seq: int) -> str | tuple[d
             data.get("kind"),
             data.get("order"),
         ]:
-            return f"transaction {subject}: its postings differ from the chain's record"
+            return f"transaction {subject}: its postings differ from the log's record"
         total = sum(amount_fen for _, amount_fen, _ in stored)
         if total != 0:
             return f"transaction {subject} does not balance (sum {total} fen)"
@@ -911,7 +932,7 @@ def _replay(session: Session, start: Checkpoint, head_seq: int) -> str | tuple[d
                 )
         if tx_kind == "settle":
             if order_id in settled_by or (
-                start.seq > 0 and _settle_posted_before(session, str(order_id), start.seq)
+                after > 0 and _settle_posted_before(session, str(order_id), after)
             ):
                 return (
                     f"order {order_id} settled twice: transaction {subject} (event #{seq}) "
@@ -922,9 +943,9 @@ def _replay(session: Session, start: Checkpoint, head_seq: int) -> str | tuple[d
     return balances, count
 
 
-def _postings(session: Session, tx_ids: list[str], after_seq: int) -> dict[str, list[list[Any]]]:
+def _postings(session: Session, tx_ids: list[str], after: int) -> dict[str, list[list[Any]]]:
     """Each transaction's postings as [account, amount_fen, currency], in posting order (all
-    transactions on a full walk, else only `tx_ids`)."""
+    transactions on a walk from the money stream's start, else only `tx_ids`)."""
     columns = (
         LedgerPosting.transaction_id,
         LedgerPosting.account,
@@ -933,7 +954,7 @@ def _postings(session: Session, tx_ids: list[str], after_seq: int) -> dict[str, 
     )
     queries = (
         [select(*columns)]
-        if after_seq == 0
+        if after == 0
         else [
             select(*columns).where(LedgerPosting.transaction_id.in_(tx_ids[i : i + CHUNK]))
             for i in range(0, len(tx_ids), CHUNK)
@@ -948,15 +969,17 @@ def _postings(session: Session, tx_ids: list[str], after_seq: int) -> dict[str, 
     return found
 
 
-def _settled_before(session: Session, order_id: str, upto_seq: int) -> bool:
-    """An `order.settled` event for the order at or before `upto_seq` (an indexed look-up)."""
+def _settled_before(session: Session, order_id: str, upto: int) -> bool:
+    """An `order.settled` event for the order in the money stream at or before its seq `upto`
+    (an indexed look-up)."""
     return (
         session.scalar(
             select(EventRow.seq)
             .where(
                 EventRow.subject == order_id,
                 EventRow.kind == "order.settled",
-                EventRow.seq <= upto_seq,
+                EventRow.stream == MONEY_STREAM,
+                EventRow.stream_seq <= upto,
             )
             .limit(1)
         )
@@ -964,8 +987,8 @@ def _settled_before(session: Session, order_id: str, upto_seq: int) -> bool:
     )
 
 
-def _settle_posted_before(session: Session, order_id: str, upto_seq: int) -> bool:
-    """A settlement transaction of the order posted at or before `upto_seq`."""
+def _settle_posted_before(session: Session, order_id: str, upto: int) -> bool:
+    """A settlement transaction of the order posted in the money stream at or before `upto`."""
     return (
         session.scalar(
             select(EventRow.seq)
@@ -974,7 +997,8 @@ def _settle_posted_before(session: Session, order_id: str, upto_seq: int) -> boo
                 LedgerTransaction.order_id == order_id,
                 LedgerTransaction.kind == "settle",
                 EventRow.kind == "money.posted",
-                EventRow.seq <= upto_seq,
+                EventRow.stream == MONEY_STREAM,
+                EventRow.stream_seq <= upto,
             )
             .limit(1)
         )

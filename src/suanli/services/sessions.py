@@ -72,7 +72,7 @@ def open_session(session: Session, token: str) -> Opened:
     if caller.site_id is not None:
         raise AgentTokenRefused()
     principal = caller.principal
-    moment = now()
+    moment = now(session)
     cookie = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     id_hash = digest(cookie)
@@ -111,7 +111,7 @@ def resolve(session: Session, cookie: str) -> tuple[Principal, ConsoleSession]:
     if found is None:
         raise Unauthorized()
     row, token, principal = found
-    moment = now()
+    moment = now(session)
     if row.ended_at is not None or aware(row.expires_at) <= moment:
         raise Unauthorized()
     if not _live_token(token, moment) or token.site_id is not None:
@@ -132,7 +132,7 @@ def end_session(session: Session, cookie: str) -> bool:
     ).first()
     if row is None or row.ended_at is not None:
         return False
-    moment = now()
+    moment = now(session)
     row.ended_at = moment
     session.flush()
     append_event(

@@ -1,6 +1,6 @@
 """Tasks: submission (idempotent under races), visibility, listing, history and cancellation.
 
-Every task spec passes the API's task model (`check_task_spec`) and the catalog's names before
+Every task spec passes the task model (`specs.check_task_spec`) and the catalog's names before
 it is stored, whichever edge built it. A consumer sees only its tasks, a provider the tasks placed
 on its sites, the operator everything; anything else is `NotFound` (404), so ids do not leak.
 `submit` with an idempotency key creates one task per (owner, key) even when requests race: the
@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from suanli.api.schemas import check_task_spec
 from suanli.catalog import find_place, zone_provinces
 from suanli.errors import FieldError, InvalidValue, SuanliError
 from suanli.metering import (
@@ -38,6 +37,7 @@ from suanli.services.core import (
     require,
     transition,
 )
+from suanli.specs import check_task_spec
 from suanli.store.models import (
     EventRow,
     Principal,
@@ -55,7 +55,7 @@ MAX_LIST_WINDOW = 2**31 - 1  # the largest offset or limit list_tasks hands the 
 
 
 def check_spec(spec: dict[str, Any]) -> None:
-    """A task spec must pass the API's task model (`check_task_spec`: types, bounds, enums, no
+    """A task spec must pass the task model (`specs.check_task_spec`: types, bounds, enums, no
     NUL, task paths) whichever edge built it (native, TES, console), and its names must
     resolve; errors name the field."""
     check_task_spec(spec)
@@ -111,7 +111,7 @@ def submit(
             return found, False
     spec = {**spec, "origin": spec.get("origin") or DEFAULT_ORIGIN}
     check_spec(spec)
-    moment = now()
+    moment = now(session)
     row = TaskRow(
         id=new_id("task"),
         owner_id=who.id,
@@ -258,7 +258,7 @@ def cancel_task(session: Session, who: Principal, ident: str) -> TaskRow:
         settle(session, task)
     else:  # the agent kills it at its next heartbeat and reports CANCELED
         task.cancel_requested = True
-        task.updated_at = now()
+        task.updated_at = now(session)
         append_event(session, "task.cancel_requested", task.id, who.id, {})
     return task
 

@@ -19,8 +19,10 @@ ASSUMPTIONS = [
     "electricity time-of-use multipliers from tou_tariffs.csv.",
     "Carbon: annual MEE/NBS factors with a synthetic daily shape (western sites dip up to 25% "
     "at solar noon, mean preserved); no hourly provincial carbon data is public here.",
-    "Trace: durations as measured on the reference device (T4 for GPUs, a generic core for "
-    "CPUs); origins drawn 80% from demand-hub cities (ESTIMATE); QoS LS -> standard tier.",
+    "Trace: durations read as durations on the platform's reference device (A100 SXM4 for "
+    "GPUs, a generic core for CPUs), as resources.duration_s is on the live platform — an "
+    "ESTIMATE for traces measured on other devices; origins drawn 80% from demand-hub "
+    "cities (ESTIMATE); QoS LS -> standard tier.",
     "Latency: catalog matrix and great-circle estimates (DERIVED); tiers 5 / 20 ms RTT.",
 ]
 

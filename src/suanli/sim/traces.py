@@ -13,7 +13,11 @@
   - `gpu_spec` (e.g. `V100M16|V100M32`) -> allowed catalog models where the catalog has them
     (V100 and T4); the trace's undisclosed models (G1/G2/G3) put no constraint.
 * `generic CSV`: columns `submit_s, duration_s, devices, device_kind, device_model?,
-  precision?, origin?, latency_tier?, data_gb?, deadline_s?` — bring any trace in this form.
+  precision?, origin?, latency_tier?, data_gb?, deadline_s?, deferrable?` (true/false/1/0) —
+  bring any trace in this form.
+
+A job's duration is read as a duration on the platform's reference device (an A100 SXM4 for
+GPUs, a generic core for CPUs), as `resources.duration_s` is on the live platform.
 
 Every job gets an origin: the trace's own where given, else drawn with a seeded generator from
 the demand cities, 80% from the four demand hubs' cities and 20% from other capitals (the same
@@ -55,6 +59,7 @@ class TraceJob:
     latency_tier: str = "batch"
     data_gb: float = 0.0
     deadline_s: float | None = None  # relative to submit
+    deferrable: bool = False  # may start later, within its deadline, when cheaper or greener
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,15 @@ def load_openb(text: str, name: str = "openb") -> Trace:
     )
 
 
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"deferrable is true or false, not {text!r}")
+
+
 def load_generic(text: str, name: str) -> Trace:
     rows = _rows(text)
     if rows and any(c not in rows[0] for c in GENERIC_COLUMNS):
@@ -134,6 +148,7 @@ def load_generic(text: str, name: str) -> Trace:
                     latency_tier=row.get("latency_tier") or "batch",
                     data_gb=float(row.get("data_gb") or 0.0),
                     deadline_s=float(row["deadline_s"]) if row.get("deadline_s") else None,
+                    deferrable=_flag(row.get("deferrable") or "false"),
                 )
             )
         except (KeyError, ValueError) as error:
@@ -153,7 +168,7 @@ def load_generic(text: str, name: str) -> Trace:
 
 
 # Estimates for traces that give no duration (documented in the module docstring)
-PREFILL_TOKENS_PER_S = 2000.0  # ESTIMATE: one reference GPU (T4) reading a prompt
+PREFILL_TOKENS_PER_S = 2000.0  # ESTIMATE: one reference GPU reading a prompt
 DECODE_TOKENS_PER_S = 20.0  # ESTIMATE: one reference GPU generating tokens
 PHILLY_INTERARRIVAL_S = 30.0  # ESTIMATE: Philly gives runtimes only, not arrivals
 SHIPPED = {

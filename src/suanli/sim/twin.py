@@ -1,4 +1,4 @@
-"""The digital twin: replay a trace on the national network with the SAME placement engine.
+"""The digital twin: replay a trace on the national network with the SAME decision step.
 
 Owns the network model, the discrete-event core and the run's metrics.
 
@@ -15,17 +15,29 @@ Owns the network model, the discrete-event core and the run's metrics.
   documented daily shape, because no hourly carbon data for China's provinces is public here:
   in the west (Inner Mongolia, Ningxia, Gansu, Guizhou, Sichuan, Chongqing) the intensity dips
   by up to 25% around solar noon (a cosine between 07:00 and 19:00) and rises at night so that
-  the day's mean equals the annual factor; eastern sites are flat. Replace with real series when
-  available.
+  the day's mean equals the annual factor; eastern sites are flat. Built by
+  `scheduler.series.network_series`, the same construction the live platform uses.
+* **Jobs**: a trace job becomes a platform task spec (`job_spec`) and the engine's task through
+  `suanli.scheduler.engine_task`, the platform's one conversion: its duration is read as a
+  duration on the platform's reference device (an A100 SXM4 for GPUs, a generic core for CPUs),
+  like `resources.duration_s` on the live platform; its deadline and `deferrable` flag reach
+  the engine (`defer_batch` makes every batch job deferrable, for traces without the flag).
 * **Events**: a heap of (time, order, seq) — order: finishes before submissions before
   scheduling ticks at the same time, seq the insertion count — on a virtual clock. Submissions
-  queue; a scheduling tick every `tick_s` places the queue with `suanli.scheduler.place` on a
-  snapshot of free capacity (exactly what the live server's scheduling pass does); a placed task
-  finishes after the metering model's duration. A task the network can never run (no pool fits
-  it even when empty) is rejected with the engine's reason; a task still waiting after
-  `max_wait_s` is rejected as "waited too long".
-* **Invariants, checked in every run**: completed + rejected = submitted; the sum of per-task
-  energy equals the total; no pool ever runs more devices than it has.
+  queue; a scheduling tick (`tick`) calls `suanli.scheduler.decide` — the step the live pass,
+  quotes and `suanli schedule` call — on the queue and a `Capacity` made of the twin's counters
+  (held = count - free). PLACE starts the job (it finishes after the metering model's
+  duration); WAIT keeps it queued until `not_before_s` and schedules a tick then; QUEUE keeps
+  it (a task no pool fits stays queued, as on the live platform); REJECT ends it (a task still
+  waiting after `max_wait_s`).
+* **Ticks**: on the grid of `tick_s` while tasks wait, plus one at each deferral's end. When
+  every queued task is provably stuck (`_Stuck`: no pool it may use has room, or a constraint
+  that never loosens rules out every pool), the grid ticks are skipped until a job finishes, one
+  is submitted, a deferral ends or a task's max wait is reached: those skipped ticks would have
+  decided exactly the same (docs/twin.md says why).
+* **Invariants, checked in every run** (a broken one raises `TwinInvariantError`): completed +
+  rejected = submitted; the sum of per-task energy equals the total; no pool ever runs more
+  devices than it has.
 """
 
 from __future__ import annotations
@@ -33,33 +45,40 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from suanli import checks
 from suanli.catalog import Pool, Site, clusters, find_place, provider_site
-from suanli.catalog.tariffs import tou_schedule
 from suanli.datafiles import read_rows
-from suanli.metering import (
-    EFFICIENCY,
-    WorkloadClass,
-    find_device,
-    match_devices,
-    parse_kind,
-    parse_precision,
+from suanli.errors import SuanliError
+from suanli.metering import find_device
+from suanli.scheduler import (
+    Action,
+    Capacity,
+    Decision,
+    Policy,
+    PoolCapacity,
+    QueuedTask,
+    SiteSeries,
+    Snapshot,
+    Task,
+    decide,
+    engine_task,
+    policy_named,
 )
-from suanli.scheduler import LatencyTier, SiteSeries, Snapshot, Task, place, policy_named
+from suanli.scheduler.arrays import FREE_CAPACITY
+from suanli.scheduler.decide import DEFAULT_MAX_WAIT_S
 from suanli.scheduler.generate import capital_fen_per_device_hour, energy_fen_per_device_hour
+from suanli.scheduler.series import network_series
 from suanli.sim.traces import Trace, TraceJob
 
-WEST_PROVINCES = frozenset({"内蒙古", "宁夏", "甘肃", "贵州", "四川", "重庆"})
 DEMAND_CITY_DCS = ("北京", "上海", "广州", "深圳")
 DEFAULT_SCALE = 0.004  # GPUs per published rack: an ESTIMATE
 CPU_CORES_PER_GPU = 8  # generic CPU cores per GPU at a site: an ESTIMATE
-SOLAR_DIP = 0.25  # the western midday dip of carbon intensity: an ESTIMATE
-REFERENCE = {"gpu": "T4", "npu": "Ascend 910B", "cpu": "cpu"}  # trace durations are on these
 FINISH, SUBMIT, TICK = 0, 1, 2
 
 
@@ -77,24 +96,28 @@ def _published_racks() -> dict[str, float]:
     return racks
 
 
-def carbon_shape(province: str, hours: int = 24) -> np.ndarray:
-    """Multipliers of the annual factor for each hour of a day (mean exactly 1)."""
-    if province not in WEST_PROVINCES:
-        return np.ones(hours)
-    h = np.arange(hours) % 24
-    sun = np.where((h >= 7) & (h < 19), np.cos((h - 13) / 6 * (math.pi / 2)), 0.0)
-    sun = np.clip(sun, 0.0, None)
-    dip = 1.0 - SOLAR_DIP * sun
-    shaped: np.ndarray = dip / dip.mean()
-    return shaped
-
-
 @dataclass(frozen=True)
 class Network:
+    """The twin's network: sites, pools (their `free` is the capacity at the start), hourly
+    series from the run's start (hour 0 at local hour `local_hour_at_start`), and each site's
+    provider reputation in [0, 1] (none by default: the twin models no provider history)."""
+
     sites: dict[str, Site]
     pools: tuple[Pool, ...]
     series: dict[str, SiteSeries]
     local_hour_at_start: float = 0.0
+    reputation: Mapping[str, float] = field(default_factory=dict)
+
+    def snapshot(self) -> Snapshot:
+        """The decision step's network (capacity comes apart, from the twin's counters)."""
+        return Snapshot(
+            self.pools,
+            self.sites,
+            reputation=self.reputation,
+            series=self.series,
+            series_start_s=0.0,
+            local_hour_at_start=self.local_hour_at_start,
+        )
 
 
 def national_network(scale: float = DEFAULT_SCALE, start_month: int = 1) -> Network:
@@ -139,18 +162,7 @@ def national_network(scale: float = DEFAULT_SCALE, start_month: int = 1) -> Netw
                 ),
             )
         )
-    series = {}
-    days = 2
-    for site in sites.values():
-        province = site.provinces[0]
-        schedule = tou_schedule(province)
-        energy = (
-            np.tile(schedule.hourly(start_month), days)
-            if schedule is not None
-            else np.ones(24 * days)
-        )
-        carbon = site.grid_kgco2_per_kwh * carbon_shape(province, 24 * days)
-        series[site.id] = SiteSeries(energy, carbon)
+    series = network_series(sites, start_month)
     return Network(sites, tuple(pools), series)
 
 
@@ -170,6 +182,7 @@ class Outcome:
     latency_ms: float = 0.0
     data_moved_gb: float = 0.0
     reason: str = ""
+    deferred_s: float = 0.0  # how long a WAIT decision deferred it
 
 
 @dataclass
@@ -180,25 +193,82 @@ class RunResult:
     timeline: list[dict[str, float]] = field(repr=False, default_factory=list)
 
 
-def _task(job: TraceJob) -> Task:
-    kind = parse_kind(job.device_kind)
-    precision = parse_precision(job.precision or ("fp32" if kind.value == "cpu" else "fp16"))
-    reference = find_device(REFERENCE[kind.value])
-    peak = reference.peak_flops[reference.resolve_precision(precision)]
-    work = job.duration_s * job.devices * peak * EFFICIENCY[WorkloadClass.GENERAL].value
-    models = None
+class TwinInvariantError(RuntimeError):
+    """A run broke one of the invariants every run checks (a bug, never bad input)."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise TwinInvariantError(message)
+
+
+def job_spec(job: TraceJob) -> dict[str, Any]:
+    """A trace job as a platform task spec (the stored form `engine_task` reads): its duration
+    is read as a duration on the platform's reference device, like `resources.duration_s`."""
+    kind = job.device_kind.lower()
+    resources: dict[str, Any] = {
+        "devices": job.devices,
+        "device_kind": kind,
+        "precision": job.precision or ("fp32" if kind == "cpu" else "fp16"),
+        "duration_s": job.duration_s,
+        "workload": "general",
+    }
     if job.device_models:
-        models = frozenset(d.id for name in job.device_models for d in match_devices(name))
-    return Task(
-        id=job.id,
-        devices=job.devices,
-        device_kind=kind,
-        precision=precision,
-        work_flop=work,
-        origin=find_place(job.origin or "北京"),
-        latency_tier=LatencyTier(job.latency_tier),
-        device_models=models,
-        data_gb=job.data_gb,
+        resources["device_models"] = list(job.device_models)
+    return {
+        "resources": resources,
+        "origin": job.origin or "北京",
+        "latency_tier": job.latency_tier,
+        "data_gb": job.data_gb,
+        "deadline_s": job.deadline_s,
+        "deferrable": job.deferrable,
+    }
+
+
+def defer_batch(trace: Trace, slack_s: float) -> Trace:
+    """Every batch job made deferrable: one without a deadline gets `duration_s + slack_s` (on
+    the reference device) from its submission. For traces that carry no deferrable flag."""
+    checks.non_negative("deferrable_slack_s", slack_s)
+    jobs = tuple(
+        replace(
+            j,
+            deferrable=True,
+            deadline_s=j.duration_s + slack_s if j.deadline_s is None else j.deadline_s,
+        )
+        if j.latency_tier == "batch"
+        else j
+        for j in trace.jobs
+    )
+    return replace(trace, jobs=jobs)
+
+
+def capacity_of(network: Network, free: Mapping[str, int]) -> Capacity:
+    """The twin's counters as the decision step's capacity: a pool's devices not free are held
+    by the twin's running jobs (the twin models no other work and no engine queue)."""
+    return Capacity(
+        {p.id: PoolCapacity(count=p.count, held=p.count - free[p.id]) for p in network.pools}
+    )
+
+
+def tick(
+    queue: Sequence[QueuedTask],
+    network: Network,
+    free: Mapping[str, int],
+    policy: Policy,
+    clock: float,
+    *,
+    max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    snapshot: Snapshot | None = None,
+) -> tuple[Decision, ...]:
+    """One scheduling tick of the twin: the decision step on the twin's own counters (`free`
+    per pool) at `clock`. `snapshot`: `network.snapshot()`, when the caller has it already."""
+    return decide(
+        queue,
+        network.snapshot() if snapshot is None else snapshot,
+        capacity_of(network, free),
+        policy,
+        clock,
+        max_wait_s=max_wait_s,
     )
 
 
@@ -208,31 +278,49 @@ def run(
     policy: str,
     *,
     tick_s: float = 60.0,
-    max_wait_s: float = 7 * 86400.0,
+    max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    deferrable_slack_s: float | None = None,
+    skip_stuck_ticks: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
-    """Replay `trace` on `network` under `policy`; deterministic for the same inputs."""
+    """Replay `trace` on `network` under `policy`; deterministic for the same inputs.
+
+    `deferrable_slack_s`: make every batch job deferrable (`defer_batch`).
+    `skip_stuck_ticks`: False decides at every tick of the grid while tasks wait (slower; the
+    same outcomes, which a test checks)."""
     started = time.perf_counter()
+    checks.positive("tick_s", tick_s)
+    if deferrable_slack_s is not None:
+        trace = defer_batch(trace, deferrable_slack_s)
     chosen = policy_named(policy)
+    snapshot = network.snapshot()
     outcomes = {job.id: Outcome(job) for job in trace.jobs}
-    tasks = {job.id: _task(job) for job in trace.jobs}
     free = {p.id: p.free for p in network.pools}
     capacity = {p.id: p.count for p in network.pools}
-    empty = Snapshot(network.pools, network.sites)
+    site_of = {p.id: p.site_id for p in network.pools}
+    stuck = _Stuck(network)
     heap: list[tuple[float, int, int, str]] = []
     seq = 0
+    ticks: set[float] = set()  # times of the ticks in the heap
 
     def push(at: float, kind: int, ident: str) -> None:
         nonlocal seq
         heapq.heappush(heap, (at, kind, seq, ident))
         seq += 1
 
+    def want_tick(at: float) -> None:
+        if at not in ticks:
+            ticks.add(at)
+            push(at, TICK, "tick")
+
+    def grid(at: float) -> float:  # the first tick of the grid at or after `at`
+        return math.ceil(at / tick_s) * tick_s
+
     for job in trace.jobs:
         push(job.submit_s, SUBMIT, job.id)
-    queue: list[str] = []
+    queue: dict[str, QueuedTask] = {}  # in submission order
     totals = {"cost_fen": 0.0, "carbon_kg": 0.0}  # of everything placed so far
-    events = 0
-    tick_pending = False
+    events = calls = 0
     timeline: list[dict[str, float]] = []
     done = 0
     while heap:
@@ -240,20 +328,40 @@ def run(
         events += 1
         if kind == FINISH:
             outcome = outcomes[ident]
-            assert outcome.pool is not None
+            _check(outcome.pool is not None, f"{ident} finished without a pool")
+            assert outcome.pool is not None  # for the type checker; checked above
             free[outcome.pool] += outcome.job.devices
             outcome.state = "completed"
             done += 1
+            if queue:  # capacity grew: decide at the next tick of the grid
+                want_tick(grid(now))
         elif kind == SUBMIT:
-            queue.append(ident)
-            if not tick_pending:
-                push(math.ceil(now / tick_s) * tick_s, TICK, "tick")
-                tick_pending = True
+            outcome = outcomes[ident]
+            try:
+                task = engine_task(ident, job_spec(outcome.job), now)
+            except SuanliError as error:  # the platform refuses such a spec at submission
+                outcome.state, outcome.reason = "rejected", error.one_line()
+                done += 1
+            else:
+                queue[ident] = QueuedTask(task, now)
+                want_tick(grid(now))
+        elif not queue:  # a tick planned for a task that has gone since: nothing to decide
+            ticks.discard(now)
         else:
-            tick_pending = False
-            done += _schedule(
-                queue, tasks, outcomes, network, free, chosen, now, max_wait_s, push, empty, totals
+            ticks.discard(now)
+            calls += 1
+            decisions = tick(
+                list(queue.values()),
+                network,
+                free,
+                chosen,
+                now,
+                max_wait_s=max_wait_s,
+                snapshot=snapshot,
             )
+            for decision in decisions:
+                ended = _apply(decision, queue, outcomes, free, totals, push, want_tick)
+                done += ended
             busy = sum(capacity[p] - free[p] for p in capacity)
             timeline.append(
                 {
@@ -265,42 +373,90 @@ def run(
                 }
             )
             if queue:
-                push(now + tick_s, TICK, "tick")
-                tick_pending = True
+                if skip_stuck_ticks and all(
+                    stuck(queued.task, d, free)
+                    for d in decisions
+                    if d.action is Action.QUEUE
+                    for queued in (queue[d.task],)
+                ):
+                    # nothing can change a decision before a deferral ends (its tick is in the
+                    # heap), a task's max wait is reached, a job finishes or one is submitted
+                    for queued in queue.values():
+                        want_tick(_max_wait_tick(queued.submitted_s, max_wait_s, tick_s, now))
+                else:
+                    want_tick(now + tick_s)
         for pool_id, left in free.items():  # no pool ever runs more devices than it has
-            assert 0 <= left <= capacity[pool_id], (pool_id, left)
+            _check(0 <= left <= capacity[pool_id], f"pool {pool_id} has {left} free devices")
         if progress is not None and events % 500 == 0:
             progress(done, len(outcomes))
+    _check(not queue, f"{len(queue)} tasks left in the queue")
     if progress is not None:
         progress(len(outcomes), len(outcomes))
     results = list(outcomes.values())
     metrics = _metrics(results, network, policy, events, time.perf_counter() - started)
+    metrics["decide_calls"] = calls
+    _check(all(site_of[r.pool] == r.site for r in results if r.pool), "pool and site disagree")
     return RunResult(policy, metrics, results, timeline)
 
 
-def _schedule(
-    queue: list[str],
-    tasks: dict[str, Task],
+def _max_wait_tick(submitted_s: float, max_wait_s: float, tick_s: float, now: float) -> float:
+    """The first tick of the grid at which a task submitted at `submitted_s` has waited longer
+    than `max_wait_s` (the decision step's test is strict), and after `now`."""
+    at = (math.floor((submitted_s + max_wait_s) / tick_s) + 1) * tick_s
+    while at - submitted_s <= max_wait_s:
+        at += tick_s
+    return max(at, now + tick_s)
+
+
+class _Stuck:
+    """Whether a QUEUE decision would repeat at any later clock while the queue and the
+    capacity stay as they are (so the twin may skip the ticks in between; docs/twin.md).
+
+    True when the task has no price ceiling (the only constraint that may loosen with the hour,
+    under time-of-use prices) and either every pool was ruled out by a constraint (those are
+    fixed, and a deadline only gets nearer), or no pool of its device kind and models has as
+    many free devices as it needs (free capacity only grows when a job finishes)."""
+
+    def __init__(self, network: Network) -> None:
+        self.pools = network.pools
+        self.candidates: dict[tuple[Any, frozenset[str] | None], tuple[str, ...]] = {}
+
+    def __call__(self, task: Task, decision: Decision, free: Mapping[str, int]) -> bool:
+        if task.max_price_fen is not None:
+            return False
+        if FREE_CAPACITY not in decision.reasons and sum(decision.reasons.values()) == len(
+            self.pools
+        ):
+            return True
+        key = (task.device_kind, task.device_models)
+        pools = self.candidates.get(key)
+        if pools is None:
+            pools = tuple(
+                p.id
+                for p in self.pools
+                if p.device.kind is task.device_kind
+                and (task.device_models is None or p.device.id in task.device_models)
+            )
+            self.candidates[key] = pools
+        return all(free[p] < task.devices for p in pools)
+
+
+def _apply(
+    decision: Decision,
+    queue: dict[str, QueuedTask],
     outcomes: dict[str, Outcome],
-    network: Network,
     free: dict[str, int],
-    policy: Any,
-    now: float,
-    max_wait_s: float,
-    push: Callable[[float, int, str], None],
-    empty: Snapshot,
     totals: dict[str, float],
+    push: Callable[[float, int, str], None],
+    want_tick: Callable[[float], None],
 ) -> int:
-    """One scheduling tick: place what fits now; reject what can never fit. Ended count."""
-    if not queue:
-        return 0
-    pools = tuple(replace(p, free=free[p.id]) for p in network.pools)
-    snapshot = Snapshot(pools, network.sites, series=network.series, series_start_s=0.0)
-    plan = place([tasks[i] for i in queue], snapshot, policy, now, solver="greedy")
-    ended = 0
-    placed = set()
-    for placement in plan.placements:
-        outcome = outcomes[placement.task]
+    """Carry out one decision on the twin's state; 1 if it ended the job (REJECT), else 0."""
+    outcome = outcomes[decision.task]
+    queued = queue[decision.task]
+    if decision.action is Action.PLACE:
+        placement = decision.placement
+        _check(placement is not None, f"{decision.task}: PLACE without a placement")
+        assert placement is not None  # for the type checker; checked above
         b = placement.breakdown
         outcome.state, outcome.pool, outcome.site = "running", placement.pool, placement.site
         outcome.start_s, outcome.end_s = placement.start_s, placement.end_s
@@ -311,26 +467,31 @@ def _schedule(
         )
         outcome.latency_ms = b.latency_ms
         outcome.data_moved_gb = outcome.job.data_gb if b.transfer_s > 0 else 0.0
-        free[placement.pool] -= outcome.job.devices
+        outcome.reason = ""
+        free[placement.pool] -= queued.task.devices
+        _check(free[placement.pool] >= 0, f"pool {placement.pool} over capacity")
         totals["cost_fen"] += b.cost_fen
         totals["carbon_kg"] += b.carbon_kg
-        push(placement.end_s, FINISH, placement.task)
-        placed.add(placement.task)
-    waiting = [i for i in queue if i not in placed]
-    if waiting:
-        # never placeable, even on the empty network: reject now with the engine's reason
-        never = place([tasks[i] for i in waiting], empty, policy, now, solver="greedy")
-        for unplaced in never.unplaced:
-            outcome = outcomes[unplaced.task]
-            outcome.state, outcome.reason = "rejected", unplaced.sentence
-            ended += 1
-        for i in waiting:
-            outcome = outcomes[i]
-            if outcome.state == "queued" and now - outcome.job.submit_s > max_wait_s:
-                outcome.state, outcome.reason = "rejected", "waited too long"
-                ended += 1
-    queue[:] = [i for i in waiting if outcomes[i].state == "queued"]
-    return ended
+        push(placement.end_s, FINISH, decision.task)
+        del queue[decision.task]
+    elif decision.action is Action.WAIT:
+        at = decision.not_before_s
+        _check(at is not None, f"{decision.task}: WAIT without a time")
+        assert at is not None  # for the type checker; checked above
+        if queued.not_before_s != at:  # a new deferral: decide again at that time
+            queue[decision.task] = replace(queued, not_before_s=at)
+            want_tick(at)
+        if decision.placement is not None:
+            outcome.deferred_s = decision.placement.waited_s
+        outcome.reason = decision.reason
+    elif decision.action is Action.QUEUE:
+        outcome.reason = decision.reason
+    else:
+        last = f" (last reason: {outcome.reason})" if outcome.reason else ""
+        outcome.state, outcome.reason = "rejected", decision.reason + last
+        del queue[decision.task]
+        return 1
+    return 0
 
 
 # An SLA is broken when the network latency exceeds the tier's budget, when a job with a
@@ -356,10 +517,11 @@ def _metrics(
 ) -> dict[str, Any]:
     completed = [r for r in results if r.state == "completed"]
     rejected = [r for r in results if r.state == "rejected"]
-    assert len(completed) + len(rejected) == len(results), "every task ends exactly once"
+    _check(len(completed) + len(rejected) == len(results), "every task ends exactly once")
     reasons: dict[str, int] = {}
     for r in rejected:
-        key = "waited too long" if r.reason == "waited too long" else r.reason.split(":")[0]
+        key = "waited too long" if r.reason.startswith("waited too long") else r.reason
+        key = key.split(":")[0]
         reasons[key] = reasons.get(key, 0) + 1
     energy = sum(r.energy_kwh for r in completed)
     carbon = sum(r.carbon_kg for r in completed)
@@ -367,7 +529,8 @@ def _metrics(
     device_hours: dict[str, float] = {}
     west = 0.0
     for r in completed:
-        assert r.start_s is not None and r.end_s is not None and r.site is not None
+        _check(r.start_s is not None and r.end_s is not None, f"{r.job.id} has no times")
+        assert r.start_s is not None and r.end_s is not None and r.site is not None  # types
         hours = (r.end_s - r.start_s) * r.job.devices / 3600
         device_hours[r.site] = device_hours.get(r.site, 0.0) + hours
         if network.sites[r.site].east_west == "west":
@@ -387,6 +550,7 @@ def _metrics(
         "tasks_total": len(results),
         "tasks_completed": len(completed),
         "tasks_rejected": len(rejected),
+        "tasks_deferred": sum(1 for r in completed if r.deferred_s > 0),
         "rejected_reasons": reasons,
         "cost_fen": sum(r.cost_fen for r in completed),
         "energy_kwh": energy,

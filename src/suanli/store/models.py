@@ -148,20 +148,27 @@ class TaskRow(Base):
     pinned_pool_id: Mapped[str | None] = mapped_column(String(160))  # an accepted quote's pool
 
 
-class ChainHead(Base):
-    """The single row that serialises appends to the event chain (locked FOR UPDATE)."""
+class EventStream(Base):
+    """The head of one stream of the event log: its last event's `seq` within the stream and
+    hash. An append locks only its stream's row (FOR UPDATE), so writers of different streams
+    proceed in parallel; stream 0 carries money (and the events logged before streams)."""
 
-    __tablename__ = "chain_head"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __tablename__ = "event_streams"
+    stream: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
 
 
 class EventRow(Base):
-    """One state change: append-only, each row hashing the previous one (a tamper-evident chain)."""
+    """One state change: append-only. `seq` is global (the order of appends); within its
+    `stream`, each event hashes the previous one (`stream_seq`, `prev_hash`: a tamper-evident
+    chain per stream, sealed into periodic roots, `SealRow`)."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_stream", "stream", "stream_seq", unique=True),)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream: Mapped[int] = mapped_column(Integer)
+    stream_seq: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(40))
     subject: Mapped[str] = mapped_column(String(160), index=True)
@@ -169,6 +176,19 @@ class EventRow(Base):
     data: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class SealRow(Base):
+    """A seal: the head (stream seq, hash) of every stream at one moment (`heads`, {"stream":
+    [seq, hash]}), chained to the seal before it (`root` hashes `prev_root`, the id, the time
+    and the heads). Removing or editing a sealed event, or a seal, breaks `audit verify`."""
+
+    __tablename__ = "seals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    heads: Mapped[dict[str, Any]]
+    prev_root: Mapped[str] = mapped_column(String(64))
+    root: Mapped[str] = mapped_column(String(64))
 
 
 class LedgerTransaction(Base):
@@ -202,8 +222,9 @@ class AccountBalance(Base):
 
 
 class AuditCheckpoint(Base):
-    """Where the last audit stopped (one row, id 1): the chain verified up to `seq`, ending in
-    `hash`, and the ledger replay's state then, so the next check starts from there."""
+    """Where the last audit stopped (one row, id 1): `seq` events verified in all, `hash` a
+    digest of the stream heads reached; `state` holds those heads, the last verified seal and
+    the ledger replay's state then, so the next check starts from there."""
 
     __tablename__ = "audit_checkpoint"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -275,3 +296,4 @@ class TwinRunRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]  # the worker's last sign of life while RUNNING

@@ -32,6 +32,7 @@ from suanli.agent.backends.local import LocalBackend
 from suanli.agent.backends.ray import RayBackend
 from suanli.agent.backends.slurm import SlurmBackend
 from tests.processes import pids_of
+from tests.waiting import poll, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -106,26 +107,26 @@ def timed_poll(backend: Backend, handle: Handle) -> Status | None:
 
 def wait(backend: Backend, handle: Handle, timeout_s: float = TIMEOUT_S) -> Status:
     """Poll as an agent does until the terminal status; cancel and fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = timed_poll(backend, handle)
-        if status is not None:
-            assert status.state in TERMINAL_STATES, status
-            return status
-        time.sleep(POLL_EVERY_S)
-    backend.cancel(handle)
-    raise AssertionError(f"{backend.name}: task {handle.task_id} not done in {timeout_s} s")
+    status = poll(lambda: timed_poll(backend, handle), timeout_s, every_s=POLL_EVERY_S)
+    if status is None:
+        backend.cancel(handle)
+        raise AssertionError(f"{backend.name}: task {handle.task_id} not done in {timeout_s} s")
+    assert status.state in TERMINAL_STATES, status
+    return status
 
 
 def wait_running(backend: Backend, handle: Handle, marker: Path) -> None:
     """Wait until the task's first executor has written `marker`: it is really running."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while not (marker.exists() and marker.read_text().strip()):
-        if time.monotonic() > deadline:
-            backend.cancel(handle)
-            raise AssertionError(f"{backend.name}: task {handle.task_id} never started")
+
+    def written() -> bool:
+        if marker.exists() and marker.read_text().strip():
+            return True
         assert timed_poll(backend, handle) is None, "ended before it wrote its marker"
-        time.sleep(POLL_EVERY_S)
+        return False
+
+    if not poll(written, TIMEOUT_S, every_s=POLL_EVERY_S):
+        backend.cancel(handle)
+        raise AssertionError(f"{backend.name}: task {handle.task_id} never started")
 
 
 # -- the cases -------------------------------------------------------------------------------
@@ -149,13 +150,14 @@ def test_poll_is_none_while_running_then_one_terminal_status(
 ) -> None:
     handle = backend.start(task_id, [sh("sleep 2; echo slept")], tmp_path)
     assert timed_poll(backend, handle) is None  # just started: still running
-    polls, status = 1, None
-    deadline = time.monotonic() + TIMEOUT_S
-    while status is None:
-        assert time.monotonic() < deadline, "never finished"
-        time.sleep(POLL_EVERY_S)
-        status = timed_poll(backend, handle)
+    polls = 1
+
+    def counted() -> Status | None:
+        nonlocal polls
         polls += 1
+        return timed_poll(backend, handle)
+
+    status = wait_until(counted, "the task to finish", TIMEOUT_S, every_s=POLL_EVERY_S)
     assert polls > 2, "a 2 s sleep was seen running for less than two polls"
     assert status.state is TaskState.COMPLETE, status
     assert status.stdout_tail == "slept\n"

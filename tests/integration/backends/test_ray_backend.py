@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from suanli.agent.backends import Executor, Handle, Status, TaskState
 from suanli.agent.backends.ray import RayBackend
+from tests import waiting
 
 pytestmark = pytest.mark.slow
 
@@ -36,22 +38,13 @@ def sh(script: str, *, ignore_error: bool = False) -> Executor:
 
 
 def wait_for(backend: RayBackend, handle: Handle, timeout_s: float = 60.0) -> Status:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = backend.poll(handle)
-        if status is not None:
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"job {handle.ref} still running after {timeout_s} s")
+    return waiting.wait_until(
+        lambda: backend.poll(handle), f"job {handle.ref} to end", timeout_s, every_s=0.1
+    )
 
 
-def wait_until(condition: object, timeout_s: float = 30.0) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+def wait_until(condition: Callable[[], object], timeout_s: float = 30.0) -> None:
+    waiting.wait_until(condition, "the condition", timeout_s, every_s=0.05)
 
 
 def test_an_echo_job_completes_with_its_output(backend: RayBackend, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from suanli.agent.backends import Executor, Handle, Status, TaskState
 from suanli.agent.backends.slurm import SlurmBackend
+from tests.waiting import poll, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
@@ -31,23 +32,21 @@ def backend(partition: str) -> SlurmBackend:
 
 def wait(backend: SlurmBackend, handle: Handle, timeout_s: float = 60.0) -> Status:
     """Poll until the terminal status (as an agent would, every 50 ms)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = backend.poll(handle)
-        if status is not None:
-            return status
-        time.sleep(0.05)
-    backend.cancel(handle)
-    raise AssertionError(f"job {handle.ref} did not finish in {timeout_s} s")
+    status = poll(lambda: backend.poll(handle), timeout_s, every_s=0.05)
+    if status is None:
+        backend.cancel(handle)
+        raise AssertionError(f"job {handle.ref} did not finish in {timeout_s} s")
+    return status
 
 
 def wait_running(backend: SlurmBackend, handle: Handle, marker: Path) -> None:
     """Wait until the job's first executor has written `marker` (it is really running)."""
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert time.monotonic() < deadline, f"job {handle.ref} never started"
+
+    def started() -> bool:
         assert backend.poll(handle) is None
-        time.sleep(0.05)
+        return marker.exists()
+
+    wait_until(started, f"job {handle.ref} to start", timeout_s=30, every_s=0.05)
 
 
 def sh(script: str, **kwargs: object) -> Executor:

@@ -22,7 +22,9 @@ from suanli.errors import SuanliError
 from suanli.services import agents as agents_service
 from suanli.services import capacity as capacity_service
 from suanli.services import market
+from suanli.services import scheduling as scheduling_service
 from suanli.services import tasks as tasks_service
+from suanli.services.commands import AgentCommand, PoolCommand, ReportCommand, SiteCommand
 from suanli.services.core import Conflict, Role, create_token
 from suanli.store.db import make_engine, session_factory, upgrade
 from suanli.store.models import LedgerPosting, LedgerTransaction, OrderRow, Principal, TaskRow
@@ -51,19 +53,21 @@ class Money(RuleBasedStateMachine):
             self.operator, _ = create_token(s, Role.OPERATOR, "op")
             self.provider, _ = create_token(s, Role.PROVIDER, "dc")
             self.consumers = [create_token(s, Role.CONSUMER, f"c{i}")[0] for i in range(2)]
-            site = capacity_service.add_site(s, self.provider, {"name": "s", "cluster": "HORINGER"})
+            site = capacity_service.add_site(
+                s, self.provider, SiteCommand(name="s", cluster="HORINGER")
+            )
             s.flush()
             capacity_service.add_pool(
                 s,
                 self.provider,
-                {
-                    "site_id": site.id,
-                    "device": "cpu",
-                    "count": 10_000,
-                    "price_fen_per_device_hour": 36_000,
-                },
+                PoolCommand(
+                    site_id=site.id, device="cpu", count=10_000, price_fen_per_device_hour=36_000
+                ),
             )
-            self.agent = agents_service.register_agent(s, self.provider, {"site_id": site.id})
+            self.agent = agents_service.register_agent(
+                s, self.provider, AgentCommand(site_id=site.id)
+            )
+            s.flush()  # write the pending rows before they leave the session
             for who in (self.operator, self.provider, *self.consumers):
                 s.expunge(who)
             s.expunge(self.agent)
@@ -109,6 +113,11 @@ class Money(RuleBasedStateMachine):
                 self.orders.append(order.id)
         except market.InsufficientFunds:
             assert self._balance(ledger.wallet(consumer.id)) == before  # nothing was created
+            return
+        with self._unit() as s:  # accept pins the task to the quoted pool; the pass places it
+            decided = scheduling_service.plan_pass(s, "balanced")
+        with self._unit() as s:
+            scheduling_service.apply_pass(s, decided)
 
     @precondition(lambda self: bool(self.orders))
     @rule(
@@ -127,7 +136,7 @@ class Money(RuleBasedStateMachine):
         for t in leased:
             with self._unit() as s:
                 agents_service.report(
-                    s, self.provider, t.id, {"agent_id": self.agent.id, "state": "RUNNING"}
+                    s, self.provider, t.id, ReportCommand(agent_id=self.agent.id, state="RUNNING")
                 )
         usage = {"wall_s": planned * fraction, "cpu_s": 0.0, "device_s": planned * fraction}
         with self._unit() as s:
@@ -135,12 +144,14 @@ class Money(RuleBasedStateMachine):
                 s,
                 self.provider,
                 task.id,
-                {
-                    "agent_id": self.agent.id,
-                    "state": end,
-                    "exit_code": 0 if end == "COMPLETE" else 1,
-                    "usage": usage,
-                },
+                ReportCommand.model_validate(
+                    {
+                        "agent_id": self.agent.id,
+                        "state": end,
+                        "exit_code": 0 if end == "COMPLETE" else 1,
+                        "usage": usage,
+                    }
+                ),
             )
         with self.sessions() as s:
             order = s.get(OrderRow, order_id)
@@ -167,11 +178,13 @@ class Money(RuleBasedStateMachine):
                     s,
                     self.provider,
                     task.id,
-                    {
-                        "agent_id": self.agent.id,
-                        "state": "CANCELED",
-                        "usage": {"wall_s": 1.0, "cpu_s": 0.0, "device_s": 1.0},
-                    },
+                    ReportCommand.model_validate(
+                        {
+                            "agent_id": self.agent.id,
+                            "state": "CANCELED",
+                            "usage": {"wall_s": 1.0, "cpu_s": 0.0, "device_s": 1.0},
+                        }
+                    ),
                 )
 
     @precondition(lambda self: bool(self.orders))
@@ -187,11 +200,13 @@ class Money(RuleBasedStateMachine):
                     s,
                     self.provider,
                     task.id,
-                    {
-                        "agent_id": self.agent.id,
-                        "state": "COMPLETE",
-                        "usage": {"wall_s": 1.0, "cpu_s": 0.0, "device_s": 1.0},
-                    },
+                    ReportCommand.model_validate(
+                        {
+                            "agent_id": self.agent.id,
+                            "state": "COMPLETE",
+                            "usage": {"wall_s": 1.0, "cpu_s": 0.0, "device_s": 1.0},
+                        }
+                    ),
                 )
         except SuanliError:
             pass  # refused: the order must not settle twice (checked by the invariant)

@@ -22,6 +22,7 @@ import pytest
 
 from suanli.services.core import Role, create_token
 from suanli.store.db import make_engine, session_factory, upgrade
+from tests.waiting import poll
 
 FAST = {  # short leases and passes so that the suite runs in seconds
     "SUANLI_LEASE_S": "3",
@@ -69,6 +70,8 @@ class Platform:
     server: subprocess.Popen[bytes] | None = None
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
     port: int = 0
+    clock: str = "system"  # "virtual": the server's time moves only by `advance` (POST /v1/clock)
+    extra_args: tuple[str, ...] = ()  # more `suanli serve` arguments (e.g. --no-scheduler)
 
     def start(self) -> None:
         log = open(self.home / f"server-{len(self.agents)}-{time.time_ns()}.log", "wb")  # noqa: SIM115
@@ -84,19 +87,29 @@ class Platform:
                 self.database_url,
                 "--home",
                 str(self.home),
+                *(["--clock", self.clock] if self.clock != "system" else []),
+                *self.extra_args,
             ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("the server did not start; see " + str(self.home))
+        if not poll(self._healthy, timeout_s=30):
+            raise RuntimeError("the server did not start; see " + str(self.home))
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def advance(self, operator: str, seconds: float) -> dict[str, Any]:
+        """Move the server's virtual clock forward (`clock="virtual"`); the answer comes once the
+        server's scheduling pass has run at the new time (`passed`)."""
+        with self.client(operator) as http:
+            moved = http.post("/v1/clock", json={"advance_s": seconds})
+        assert moved.status_code == 200, moved.text
+        return dict(moved.json())
 
     def stop(self) -> None:
         if self.server is not None and self.server.poll() is None:
@@ -192,24 +205,37 @@ class Platform:
     def wait_for(
         self, token: str, task_id: str, states: set[str], timeout: float = 30.0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
         with self.client(token) as http:
-            while True:
-                task = http.get(f"/v1/tasks/{task_id}").json()
-                if task["state"] in states or time.monotonic() > deadline:
-                    return dict(task)
-                time.sleep(0.2)
+
+            def task() -> dict[str, Any]:
+                return dict(http.get(f"/v1/tasks/{task_id}").json())
+
+            last: dict[str, Any] = {}
+
+            def reached() -> bool:
+                last.update(task())
+                return last["state"] in states
+
+            poll(reached, timeout_s=timeout, every_s=0.05)
+            return last
 
 
 @pytest.fixture
-def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
+def platform(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Platform]:
+    """A running server on `database_url`; on a virtual clock when the test is marked
+    `@pytest.mark.virtual_clock` (then `platform.advance(operator, s)` moves its time)."""
     engine = make_engine(database_url)
     upgrade(engine)
     engine.dispose()
     port = free_port()
     env = {**os.environ, **FAST, "SUANLI_HOME": str(tmp_path)}
     env.pop("SUANLI_DATABASE_URL", None)
-    running = Platform(f"http://127.0.0.1:{port}", database_url, tmp_path, env, port=port)
+    clock = "virtual" if request.node.get_closest_marker("virtual_clock") else "system"
+    running = Platform(
+        f"http://127.0.0.1:{port}", database_url, tmp_path, env, port=port, clock=clock
+    )
     running.start()
     try:
         yield running

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+from typing import Any
 
 import pytest
 
@@ -20,6 +20,7 @@ from suanli.services import market
 from suanli.services.core import Role, create_token
 from suanli.store.db import make_engine, session_factory
 from tests.integration.engines import RAY, SLURM
+from tests.waiting import poll
 
 from .conftest import Platform, submit_body
 
@@ -80,13 +81,16 @@ def test_slurm_and_ray_sites_run_settle_and_survive_an_agent_restart(
     _, consumer = _consumer_with_money(platform, 10_000_000)
 
     # the Slurm site's pool takes its size from sinfo (the test cluster declares 16 CPUs)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with platform.client(provider) as http:
-            pools = {p["site_id"]: p for p in http.get("/v1/pools").json()}
-        if pools[slurm_site]["count"] != 2:
-            break
-        time.sleep(0.5)
+    with platform.client(provider) as http:
+
+        def pools_now() -> dict[str, dict[str, Any]]:
+            return {p["site_id"]: p for p in http.get("/v1/pools").json()}
+
+        def sized() -> dict[str, dict[str, Any]] | None:
+            found = pools_now()
+            return found if found[slurm_site]["count"] != 2 else None
+
+        pools = poll(sized, timeout_s=30, every_s=0.5) or pools_now()
     assert pools[slurm_site]["count"] == 16
     assert pools[ray_site]["count"] == 4  # sized by Ray's resources: the head declares 4 CPUs
 

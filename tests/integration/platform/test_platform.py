@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from suanli.services.core import Role, verify_chain
 from suanli.store.db import make_engine, session_factory
 from tests.integration.platform.conftest import Platform, submit_body
 from tests.unit.agent.test_local_backend import pids_of, unique_sleep
+from tests.waiting import poll, wait_until
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
@@ -64,16 +64,11 @@ def test_cancel_kills_the_process_tree(platform: Platform, tmp_path: Path) -> No
     with platform.client(consumer) as http:
         task_id = http.post("/v1/tasks", json=submit_body("sh", "-c", script)).json()["id"]
         platform.wait_for(consumer, task_id, {"RUNNING"})
-        deadline = time.monotonic() + 10
-        while not pids_of(marker, word=True) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert pids_of(marker, word=True), "the task never started its child"
+        wait_until(lambda: pids_of(marker, word=True), "the task to start its child", 10)
         assert http.post(f"/v1/tasks/{task_id}/cancel").status_code == 200
     task = platform.wait_for(consumer, task_id, TERMINAL)
     assert task["state"] == "CANCELED"
-    deadline = time.monotonic() + 5
-    while pids_of(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    poll(lambda: not pids_of(marker), timeout_s=5)
     assert pids_of(marker) == []  # the shell, its child and the wrappers around them
 
 

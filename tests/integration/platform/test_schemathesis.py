@@ -7,16 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from suanli.services.core import Role, create_token
 from suanli.store.db import make_engine, session_factory, upgrade
 from tests.integration.platform.conftest import FAST, free_port
+from tests.waiting import healthy, poll
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +37,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         stderr=open(home / "server.log", "wb"),  # noqa: SIM115
     )
     base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    poll(lambda: healthy(base), timeout_s=30)
     yield base, token
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=20)

@@ -21,6 +21,7 @@ from suanli.agent.backends.local import (
 )
 from suanli.errors import InvalidValue
 from tests.processes import pids_of
+from tests.waiting import poll, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -35,13 +36,9 @@ def sh(script: str, **env: str) -> Executor:
 
 
 def wait_for(backend: LocalBackend, handle: Handle, timeout_s: float = 10.0) -> Status:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = backend.poll(handle)
-        if status is not None:
-            return status
-        time.sleep(0.01)
-    raise AssertionError(f"task {handle.task_id} still running after {timeout_s} s")
+    return wait_until(
+        lambda: backend.poll(handle), f"task {handle.task_id} to end", timeout_s, every_s=0.01
+    )
 
 
 def alive(pid: int) -> bool:
@@ -244,11 +241,12 @@ def test_cancel_kills_the_whole_process_group(backend: LocalBackend, tmp_path: P
     marker = unique_sleep()
     script = f"sleep {marker} & sleep {marker} & echo started > pids; wait"
     handle = backend.start("t-1", [sh(script)], tmp_path / "t-1")
-    deadline = time.monotonic() + 5
-    while len(pids_of(marker, word=True)) < 2:
-        assert time.monotonic() < deadline, "the script never started its children"
+
+    def started() -> bool:
         assert backend.poll(handle) is None
-        time.sleep(0.01)
+        return len(pids_of(marker, word=True)) >= 2
+
+    wait_until(started, "the script to start its children", timeout_s=5, every_s=0.01)
     children = pids_of(marker, word=True)
     everything = pids_of(marker)  # the children, their shell, and the wrappers around it
 
@@ -257,9 +255,7 @@ def test_cancel_kills_the_whole_process_group(backend: LocalBackend, tmp_path: P
     status = wait_for(backend, handle, timeout_s=5)
     assert time.monotonic() - began < 3
     assert status.state is TaskState.CANCELED
-    deadline = time.monotonic() + 3
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poll(lambda: not any(alive(pid) for pid in children), timeout_s=3)
     assert [pid for pid in everything if alive(pid)] == []
 
 
@@ -269,11 +265,12 @@ def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(
     ready = tmp_path / "t-1" / "ready"
     script = "trap '' TERM; touch ready; while :; do sleep 0.05; done"
     handle = backend.start("t-1", [sh(script)], tmp_path / "t-1")
-    deadline = time.monotonic() + 10
-    while not ready.exists():
-        assert time.monotonic() < deadline, "the executor never started"
+
+    def ready_now() -> bool:
         assert backend.poll(handle) is None
-        time.sleep(0.01)
+        return ready.exists()
+
+    wait_until(ready_now, "the executor to start", timeout_s=10, every_s=0.01)
     began = time.monotonic()
     backend.cancel(handle)
     status = wait_for(backend, handle, timeout_s=5)
@@ -286,9 +283,7 @@ def test_a_task_leaves_no_process_behind(backend: LocalBackend, tmp_path: Path) 
     handle = backend.start("t-1", [sh(f"sleep {marker} & echo started")], tmp_path / "t-1")
     status = wait_for(backend, handle, timeout_s=5)
     assert status.state is TaskState.COMPLETE
-    deadline = time.monotonic() + 3
-    while pids_of(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poll(lambda: not pids_of(marker), timeout_s=3)
     assert pids_of(marker) == []
 
 

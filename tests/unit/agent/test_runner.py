@@ -23,7 +23,9 @@ import pytest
 
 from suanli.agent import Agent, AgentRejected, run_agent
 from suanli.agent.backends.local import LocalBackend
-from tests.unit.agent.test_local_backend import pids_of, unique_sleep
+from tests import waiting
+from tests.processes import pids_of
+from tests.unit.agent.test_local_backend import unique_sleep
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -50,6 +52,8 @@ class ServerState:
     unavailable: int = 0  # answer this many requests with 503 first
     reports: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     heartbeats: list[list[str]] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (last path part, body)
+    task_added: threading.Event = field(default_factory=threading.Event)  # wakes held leases
     lease_s: float = 30.0
     heartbeat_s: float = 0.1
 
@@ -76,6 +80,12 @@ class Handler(BaseHTTPRequestHandler):
             gated = any(self.path == f"/v1/tasks/{task_id}/report" for task_id in state.conflict)
         if gated:
             state.conflict_gate.wait(timeout=5)
+        with state.lock:
+            state.calls.append((self.path.rsplit("/", 1)[-1], body))
+            empty = not state.queue
+            state.task_added.clear()
+        if self.path.endswith("/lease") and body.get("wait_s") and empty:  # held, as the server
+            state.task_added.wait(timeout=min(float(body["wait_s"]), 5.0))
         with state.lock:
             code, answer = self.route(state, self.path.strip("/").split("/"), body)
         data = json.dumps(answer).encode()
@@ -141,6 +151,7 @@ class FakeServer(ThreadingHTTPServer):
         }
         with self.state.lock:
             self.state.queue.append(task)
+        self.state.task_added.set()
 
 
 @pytest.fixture
@@ -209,10 +220,39 @@ def start_agent(server: FakeServer, tmp_path: Path) -> Iterator[Callable[..., Ru
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+    waiting.wait_until(condition, "the agent to get there", timeout_s, every_s=0.01)
+
+
+def test_an_idle_agent_long_polls_and_leases_again_right_after_a_report(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    server.state.heartbeat_s = 30.0  # so the idle wait is the agent's own bound, IDLE_WAIT_S
+    running = start_agent()
+
+    def held() -> list[float]:
+        with server.state.lock:
+            return [
+                b["wait_s"] for name, b in server.state.calls if name == "lease" and "wait_s" in b
+            ]
+
+    wait_until(lambda: bool(held()))  # after registering, an idle agent waits for work
+    assert held()[0] == pytest.approx(5.0, abs=0.5)  # up to its own bound (IDLE_WAIT_S)
+    server.add_task("t-1", PRINT_HI)  # wakes the held request
+    wait_until(lambda: "COMPLETE" in server.state.states("t-1"))
+    wait_until(lambda: server.state.calls[-1][0] == "lease")
+    running.stop.set()
+    server.state.task_added.set()  # answer the held request now: the agent stops after it
+    running.finish()
+    with server.state.lock:
+        calls = list(server.state.calls)
+    done = next(
+        i
+        for i, (name, body) in enumerate(calls)
+        if name == "report" and body["state"] == "COMPLETE"
+    )
+    after = [name for name, _ in calls[done + 1 :] if name != "heartbeat"]
+    assert after[:1] == ["lease"]  # the freed slot asks for work at once
+    assert all(b.get("wait_s", 0) <= 5.0 for name, b in calls if name == "lease")
 
 
 def test_an_agent_registers_runs_a_task_and_reports_it_complete(

@@ -1,5 +1,7 @@
-"""The digital twin: a hand-computed scenario, conservation in every run, the policies' ordering
-on the openb trace, trace loading, and the command line."""
+"""The digital twin: a hand-computed scenario, the decision step's actions in the replay (place,
+wait for a cheaper or greener hour, stay queued, reject after the max wait), skipped ticks that
+change nothing, conservation in every run, the policies' ordering on the openb trace, trace
+loading, and the command line."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from suanli.cli import app
 from suanli.errors import InvalidValue
 from suanli.metering import find_device
 from suanli.scheduler import SiteSeries
+from suanli.scheduler.series import carbon_shape
 from suanli.sim.traces import Trace, TraceJob, load_generic, load_openb, load_trace, shape
-from suanli.sim.twin import Network, carbon_shape, national_network, run
+from suanli.sim.twin import Network, national_network, run
 
 CORE = find_device("cpu")  # 5 W per core (the generic profile); trace durations are on it
 
@@ -42,7 +45,8 @@ def job(ident: str, submit: float, duration: float, cores: int) -> TraceJob:
 
 def test_hand_computed_scenario() -> None:
     # j1 takes ZJK (cheapest); j2 and j3 follow into HORINGER and YRD_DEMO; j4 (t=60) takes
-    # YRD_DEMO's last core; j5 (t=120) waits until j2 frees HORINGER at t=1800.
+    # YRD_DEMO's last core; j5 (t=120) waits until j2 frees HORINGER at t=1800 and ends at 3600,
+    # within its deadline (3720).
     trace = Trace(
         "hand",
         (
@@ -50,7 +54,7 @@ def test_hand_computed_scenario() -> None:
             job("j2", 0, 1800, 2),
             job("j3", 0, 3600, 1),
             job("j4", 60, 3600, 1),
-            replace(job("j5", 120, 1800, 2), deadline_s=600.0),
+            replace(job("j5", 120, 1800, 2), deadline_s=3600.0),
         ),
         0,
         "hand",
@@ -84,18 +88,96 @@ def test_hand_computed_scenario() -> None:
     assert (m["tasks_total"], m["tasks_completed"], m["tasks_rejected"]) == (5, 5, 0)
     assert m["cost_fen"] == 1200
     assert m["wait_s_p50"] == 0 and by["j5"].start_s - by["j5"].job.submit_s == 1680
-    # j5 had 600 s from its submission and ended at 3600: one broken SLA among batch jobs
-    assert m["sla_violations"] == {"interactive": 0, "standard": 0, "batch": 1}
+    assert m["sla_violations"] == {"interactive": 0, "standard": 0, "batch": 0}
+    # decisions at 0, 60, 120 (submissions) and 1800 (a finish); the ticks between are skipped
+    assert m["decide_calls"] == 4
 
 
-def test_a_job_no_site_can_ever_run_is_rejected_with_the_reason() -> None:
+def test_a_job_no_site_can_ever_run_stays_queued_until_the_max_wait() -> None:
+    # like the live queue: no pool fits 3 cores, so it waits, and is rejected once it has waited
+    # longer than max_wait_s (at the first tick after 3600 s), with the engine's last reason
     trace = Trace("big", (job("small", 0, 60, 1), job("huge", 0, 60, 3)), 0, "hand")
-    result = run(trace, three_sites(), "cost")
+    result = run(trace, three_sites(), "cost", max_wait_s=3600.0)
     m = result.metrics
     assert (m["tasks_completed"], m["tasks_rejected"]) == (1, 1)
+    assert m["rejected_reasons"] == {"waited too long": 1}
     reason = next(o.reason for o in result.outcomes if o.job.id == "huge")
-    assert reason.startswith("no pool of 北京 has 3 free cpu")  # a batch job: no RTT budget
+    assert reason.startswith("waited too long: more than 1 h in the queue")
+    assert "no pool of 北京 has 3 free cpu" in reason  # a batch job: no RTT budget
     assert "pool size ruled out 3" in reason
+    # at 0, at 60 (small finishes: capacity grew), then at 3660: nothing changes in between
+    assert m["decide_calls"] == 3
+
+
+def test_a_deadline_reaches_the_engine() -> None:
+    # 1800 s of work with 600 s to its deadline: no pool can finish it in time
+    trace = Trace("late", (replace(job("late", 0, 1800, 1), deadline_s=600.0),), 0, "hand")
+    result = run(trace, three_sites(), "cost", max_wait_s=600.0)
+    (late,) = result.outcomes
+    assert late.state == "rejected" and "deadline ruled out 3" in late.reason
+
+
+def test_gpu_durations_are_on_the_platform_reference_device() -> None:
+    # the trace's 3600 s are read on an A100 SXM4 (as resources.duration_s on the platform):
+    # on an A100 pool the job runs exactly 3600 s
+    site = find_site("ZJK")
+    a100 = Pool("ZJK/a100", "ZJK", find_device("A100 SXM4"), 4, 4, 1000)
+    network = Network({"ZJK": site}, (a100,), {})
+    gpu_job = TraceJob("g", 0, 3600, 2, "gpu", origin="北京")
+    (outcome,) = run(Trace("gpu", (gpu_job,), 0, "hand"), network, "cost").outcomes
+    assert (outcome.pool, outcome.start_s, outcome.end_s) == ("ZJK/a100", 0, 3600)
+    assert outcome.cost_fen == 2 * 1000
+
+
+def greener_at_hour_3() -> Network:
+    """One ZJK pool of two cores; the grid is 80% cleaner in hour 3 of every day."""
+    site = find_site("ZJK")
+    carbon = np.full(24, site.grid_kgco2_per_kwh)
+    carbon[3] *= 0.2
+    pool = Pool("ZJK/cpu", "ZJK", CORE, 2, 2, 100)
+    return Network({"ZJK": site}, (pool,), {"ZJK": SiteSeries(np.ones(24), carbon)})
+
+
+def test_a_deferrable_job_waits_for_the_greener_hour_once() -> None:
+    flexible = replace(job("flex", 0, 3600, 1), deadline_s=6 * 3600.0, deferrable=True)
+    rigid = replace(job("rigid", 0, 3600, 1), deadline_s=6 * 3600.0)
+    trace = Trace("defer", (flexible, rigid), 0, "hand")
+    result = run(trace, greener_at_hour_3(), "green")
+    by = {o.job.id: o for o in result.outcomes}
+    # WAIT until 03:00, then placed at that tick (no longer deferrable: it never waits twice)
+    assert (by["flex"].state, by["flex"].start_s, by["flex"].end_s) == ("completed", 10800, 14400)
+    assert by["flex"].deferred_s == 10800
+    assert (by["rigid"].start_s, by["rigid"].deferred_s) == (0, 0)
+    assert by["flex"].carbon_kg == pytest.approx(0.2 * by["rigid"].carbon_kg)
+    assert result.metrics["tasks_deferred"] == 1
+    # at 0, at 3600 (rigid finishes), at 10800 (the deferral ends); none between
+    assert result.metrics["decide_calls"] == 3
+
+
+def test_deferrable_slack_makes_batch_jobs_deferrable() -> None:
+    trace = Trace("slack", (job("b", 0, 3600, 1),), 0, "hand")
+    plain = run(trace, greener_at_hour_3(), "green")
+    shifted = run(trace, greener_at_hour_3(), "green", deferrable_slack_s=4 * 3600.0)
+    assert plain.outcomes[0].start_s == 0
+    assert shifted.outcomes[0].start_s == 10800
+    assert shifted.outcomes[0].job.deadline_s == 3600 + 4 * 3600.0
+
+
+@pytest.mark.parametrize("policy", ["nearest", "green", "balanced"])
+def test_skipped_ticks_decide_nothing(policy: str) -> None:
+    # the replay that skips the ticks where every queued task is stuck gives the same outcome,
+    # job by job, as the one that decides at every tick of the grid
+    trace = shape(load_trace("openb"), limit=150, time_scale=0.01, seed=5)
+    network = national_network(0.002)
+    kwargs = {"max_wait_s": 2 * 3600.0, "deferrable_slack_s": 2 * 3600.0}
+    fast = run(trace, network, policy, **kwargs)
+    every = run(trace, network, policy, skip_stuck_ticks=False, **kwargs)
+
+    def key(result):
+        return [(o.job.id, o.state, o.pool, o.start_s, o.end_s) for o in result.outcomes]
+
+    assert key(fast) == key(every)
+    assert fast.metrics["decide_calls"] < every.metrics["decide_calls"]
 
 
 @pytest.fixture(scope="module")
@@ -157,11 +239,12 @@ def test_openb_loader_maps_the_documented_rules() -> None:
 
 def test_generic_csv_and_shaping(tmp_path: Path) -> None:
     text = (
-        "submit_s,duration_s,devices,device_kind,origin,latency_tier\n"
-        "100,60,1,cpu,上海,standard\n0,30,2,gpu,,batch\n"
+        "submit_s,duration_s,devices,device_kind,origin,latency_tier,deferrable\n"
+        "100,60,1,cpu,上海,standard,\n0,30,2,gpu,,batch,true\n"
     )
     trace = load_generic(text, "mine.csv")
     assert [j.submit_s for j in trace.jobs] == [0, 100]
+    assert [j.deferrable for j in trace.jobs] == [True, False]
     shaped = shape(trace, time_scale=0.5, seed=7)
     assert [j.submit_s for j in shaped.jobs] == [0, 50]
     assert shaped.jobs[1].origin == "上海" and shaped.jobs[0].origin is not None

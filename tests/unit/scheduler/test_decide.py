@@ -1,0 +1,267 @@
+"""The one decision step: each action (place, wait, queue, reject), pinned tasks, policy groups,
+a task the engine fails on rejected alone, the max wait, and a deferred task never waiting twice."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from suanli.catalog import find_site
+from suanli.errors import InvalidValue
+from suanli.scheduler import (
+    POLICIES,
+    Action,
+    Capacity,
+    Objective,
+    Policy,
+    PoolCapacity,
+    QueuedTask,
+    SiteSeries,
+    custom_policy,
+    decide,
+)
+from suanli.scheduler.decide import NO_POOLS
+from tests.builders import a_pool_at, a_snapshot, a_task
+
+COST, GREEN = POLICIES["cost"], POLICIES["green"]
+HOUR = 3600.0
+
+
+def two_pools(cheap: int = 2, dear: int = 2):
+    """ZJK 'cheap' (100 fen per GPU-hour) and YRD_DEMO 'dear' (300), H800s."""
+    return a_snapshot(
+        a_pool_at("cheap", "ZJK", "H800", cheap, 100),
+        a_pool_at("dear", "YRD_DEMO", "H800", dear, 300),
+    )
+
+
+def everything_free(snapshot) -> Capacity:
+    return Capacity({p.id: PoolCapacity(p.count) for p in snapshot.pools})
+
+
+def queued(task, submitted: float = 0.0, **fields) -> QueuedTask:
+    return QueuedTask(task, submitted, **fields)
+
+
+def gpu(ident: str, n: int = 1):
+    return a_task(ident).gpus(n).work(1e15)
+
+
+def test_place_now_on_the_best_pool() -> None:
+    snapshot = two_pools()
+    (d,) = decide([queued(gpu("a").build())], snapshot, everything_free(snapshot), COST, 50.0)
+    assert (d.task, d.action, d.pool, d.policy) == ("a", Action.PLACE, "cheap", "cost")
+    assert d.placement is not None and d.placement.start_s == 50.0 and d.not_before_s is None
+
+
+def test_capacity_decides_what_is_free_not_the_snapshot() -> None:
+    snapshot = two_pools()  # both pools fully free in the snapshot itself
+    capacity = Capacity({"cheap": PoolCapacity(2, held=1, unavailable=1), "dear": PoolCapacity(2)})
+    decisions = decide(
+        [queued(gpu("a").build()), queued(gpu("b").build())], snapshot, capacity, COST, 0.0
+    )
+    assert [(d.action, d.pool) for d in decisions] == [(Action.PLACE, "dear")] * 2
+
+
+def test_queue_with_the_engine_reason_when_nothing_is_free() -> None:
+    snapshot = two_pools()
+    capacity = Capacity({"cheap": PoolCapacity(2, held=2), "dear": PoolCapacity(2, held=2)})
+    (d,) = decide([queued(gpu("a").build())], snapshot, capacity, COST, 0.0)
+    assert d.action is Action.QUEUE and d.pool is None
+    assert "free capacity ruled out 2" in d.reason and d.reasons == {"free capacity": 2}
+
+
+def test_queue_when_no_pool_is_registered() -> None:
+    (d,) = decide([queued(gpu("a").build())], a_snapshot(), Capacity(), COST, 0.0)
+    assert (d.action, d.reason) == (Action.QUEUE, NO_POOLS)
+
+
+def test_an_engine_queue_extends_what_may_be_placed() -> None:
+    snapshot = a_snapshot(a_pool_at("slurm", "ZJK", "H800", 2, 100))
+    capacity = Capacity({"slurm": PoolCapacity(2, held=2, queue_depth=2)})
+    decisions = decide(
+        [queued(gpu(i).build()) for i in ("a", "b", "c")], snapshot, capacity, COST, 0.0
+    )
+    assert [d.action for d in decisions] == [Action.PLACE, Action.PLACE, Action.QUEUE]
+
+
+def greener_at_hour_3():
+    site = find_site("ZJK")
+    carbon = np.full(24, site.grid_kgco2_per_kwh)
+    carbon[3] *= 0.2
+    return a_snapshot(
+        a_pool_at("zjk", "ZJK", "H800", 1, 100),
+        series={"ZJK": SiteSeries(np.ones(24), carbon)},
+    )
+
+
+def test_wait_for_a_greener_hour_within_the_deadline() -> None:
+    snapshot = greener_at_hour_3()
+    task = gpu("flex").deadline(6 * HOUR).deferrable().build()
+    (d,) = decide([queued(task)], snapshot, everything_free(snapshot), GREEN, 0.0)
+    assert (d.action, d.pool, d.not_before_s) == (Action.WAIT, "zjk", 3 * HOUR)
+    assert d.placement is not None and d.placement.waited_s == 3 * HOUR
+    # without the deadline room, it starts now
+    tight = gpu("tight").deadline(HOUR).deferrable().build()
+    (now,) = decide([queued(tight)], snapshot, everything_free(snapshot), GREEN, 0.0)
+    assert now.action is Action.PLACE
+
+
+def test_a_deferred_task_waits_holding_nothing_and_never_waits_twice() -> None:
+    snapshot = greener_at_hour_3()
+    task = gpu("flex").deadline(30 * HOUR).deferrable().build()
+    other = gpu("other").build()
+    # before its hour: WAIT again, and its device goes to another task
+    early = decide(
+        [queued(task, not_before_s=3 * HOUR), queued(other)],
+        snapshot,
+        everything_free(snapshot),
+        GREEN,
+        HOUR,
+    )
+    assert [(d.action, d.not_before_s) for d in early] == [
+        (Action.WAIT, 3 * HOUR),
+        (Action.PLACE, None),
+    ]
+    assert early[0].placement is None
+    # at its hour: placed, although the next day's hour 3 is as green and within its deadline
+    (due,) = decide(
+        [queued(task, not_before_s=3 * HOUR)], snapshot, everything_free(snapshot), GREEN, 4 * HOUR
+    )
+    assert (due.action, due.placement.start_s) == (Action.PLACE, 4 * HOUR)
+    # the same task never deferred before would wait for that next greener hour
+    (fresh,) = decide([queued(task)], snapshot, everything_free(snapshot), GREEN, 4 * HOUR)
+    assert (fresh.action, fresh.not_before_s) == (Action.WAIT, 27 * HOUR)
+
+
+def test_a_deferred_task_holds_its_devices_within_one_call() -> None:
+    snapshot = greener_at_hour_3()  # one device
+    flex = gpu("flex").deadline(6 * HOUR).deferrable().build()
+    decisions = decide(
+        [queued(flex), queued(gpu("rigid").build())], snapshot, everything_free(snapshot), GREEN, 0
+    )
+    assert [d.action for d in decisions] == [Action.WAIT, Action.QUEUE]
+
+
+def test_reject_after_the_max_wait_even_when_it_fits() -> None:
+    snapshot = two_pools()
+    decisions = decide(
+        [queued(gpu("old").build(), submitted=0.0), queued(gpu("new").build(), submitted=90.0)],
+        snapshot,
+        everything_free(snapshot),
+        COST,
+        100.0,
+        max_wait_s=60.0,
+    )
+    assert [d.action for d in decisions] == [Action.REJECT, Action.PLACE]
+    assert decisions[0].reason.startswith("waited too long")
+    # exactly max_wait_s is not too long
+    (edge,) = decide(
+        [queued(gpu("edge").build(), submitted=40.0)],
+        snapshot,
+        everything_free(snapshot),
+        COST,
+        100.0,
+        max_wait_s=60.0,
+    )
+    assert edge.action is Action.PLACE
+
+
+def test_a_task_the_engine_fails_on_is_rejected_alone() -> None:
+    snapshot = two_pools()
+    broken = replace(gpu("broken").build(), device_models=frozenset({"no-such-device"}))
+    decisions = decide(
+        [queued(gpu("a").build()), queued(broken), queued(gpu("b").build())],
+        snapshot,
+        everything_free(snapshot),
+        COST,
+        0.0,
+    )
+    assert [d.action for d in decisions] == [Action.PLACE, Action.REJECT, Action.PLACE]
+    assert decisions[1].reason.startswith("the scheduler cannot place this task")
+    assert [d.pool for d in decisions] == ["cheap", None, "cheap"]
+
+
+def test_pinned_tasks_go_to_their_pool_first_or_nowhere() -> None:
+    snapshot = two_pools(cheap=1)
+    decisions = decide(
+        [
+            queued(gpu("free-choice").build()),
+            queued(gpu("pinned-cheap").build(), pinned_pool="cheap"),
+            queued(gpu("pinned-dear").build(), pinned_pool="dear"),
+            queued(gpu("pinned-gone").build(), pinned_pool="elsewhere"),
+        ],
+        snapshot,
+        everything_free(snapshot),
+        COST,
+        0.0,
+    )
+    by = {d.task: d for d in decisions}
+    assert [d.task for d in decisions] == [
+        "free-choice",
+        "pinned-cheap",
+        "pinned-dear",
+        "pinned-gone",
+    ]
+    assert (by["pinned-cheap"].action, by["pinned-cheap"].pool) == (Action.PLACE, "cheap")
+    assert (by["pinned-dear"].action, by["pinned-dear"].pool) == (Action.PLACE, "dear")
+    # the pinned task took the cheap pool's only device before the free choice was made
+    assert (by["free-choice"].action, by["free-choice"].pool) == (Action.PLACE, "dear")
+    assert by["pinned-gone"].action is Action.QUEUE
+    assert "not in the network" in by["pinned-gone"].reason
+
+
+def test_a_pinned_task_waits_for_its_full_pool() -> None:
+    snapshot = two_pools()
+    capacity = Capacity({"cheap": PoolCapacity(2, held=2), "dear": PoolCapacity(2)})
+    (d,) = decide([queued(gpu("p").build(), pinned_pool="cheap")], snapshot, capacity, COST, 0.0)
+    assert d.action is Action.QUEUE and "free capacity" in d.reason
+
+
+@pytest.mark.parametrize("default", ["a-cost", "z-cost"])
+def test_policy_groups_decide_in_name_order_on_what_earlier_groups_left(default: str) -> None:
+    # both policies want the cheap pool's only device: the group first by name gets it, whatever
+    # the queue order and whichever is the default policy
+    snapshot = two_pools(cheap=1, dear=1)
+    policies = {name: Policy(name, {Objective.COST: 1.0}) for name in ("a-cost", "z-cost")}
+    named = "z-cost" if default == "a-cost" else "a-cost"
+    decisions = decide(
+        [
+            queued(gpu("z").build(), policy=policies["z-cost"] if named == "z-cost" else None),
+            queued(gpu("a").build(), policy=policies["a-cost"] if named == "a-cost" else None),
+        ],
+        snapshot,
+        everything_free(snapshot),
+        policies[default],  # the policy of the task that names none
+        0.0,
+    )
+    assert [(d.task, d.policy, d.pool) for d in decisions] == [
+        ("z", "z-cost", "dear"),
+        ("a", "a-cost", "cheap"),
+    ]
+
+
+def test_two_custom_policies_of_one_name_are_two_groups() -> None:
+    snapshot = two_pools()
+    by_cost = custom_policy({"cost": 1.0})
+    by_distance = custom_policy({"distance": 1.0})
+    decisions = decide(
+        [
+            queued(gpu("a").from_("上海").build(), policy=by_cost),
+            queued(gpu("b").from_("上海").build(), policy=by_distance),
+        ],
+        snapshot,
+        everything_free(snapshot),
+        COST,
+        0.0,
+    )
+    assert [d.pool for d in decisions] == ["cheap", "dear"]  # YRD_DEMO is next to 上海
+
+
+def test_duplicate_task_ids_are_refused() -> None:
+    snapshot = two_pools()
+    task = gpu("same").build()
+    with pytest.raises(InvalidValue, match=r"queue\.task\.id"):
+        decide([queued(task), queued(task)], snapshot, everything_free(snapshot), COST, 0.0)
