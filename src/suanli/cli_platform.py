@@ -97,7 +97,11 @@ def serve(
     ] = True,
     twin_workers: Annotated[
         int,
-        typer.Option(min=0, help="Twin-replay worker processes (0: none) / 数字孪生工作进程数"),
+        typer.Option(
+            min=0,
+            envvar="SUANLI_TWIN_WORKERS",
+            help="Twin-replay worker processes (0: none) / 数字孪生工作进程数",
+        ),
     ] = 1,
     clock: Annotated[
         str,

@@ -177,11 +177,12 @@ def test_audit_verify_finds_tampering(engine: Engine, attack: str) -> None:
         assert said.format(middle=middle) in failed.stderr, (attack, failed.stderr)
 
 
+@pytest.mark.parametrize(
+    "database_url", ["postgresql"], indirect=True
+)  # SQLite has one writer: units of work commit in seq order
 def test_incremental_audit_walks_a_late_commit(engine: Engine) -> None:
     """On PostgreSQL a unit of work takes its global seq when it appends, but may commit after
     a later one: the checkpoint keeps each stream's head, so the late event is still walked."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: units of work commit in seq order")
     url = engine.url.render_as_string(hide_password=False)
     _fill(engine)
     late_subject, early_subject = _subjects_in(5, 1)[0], _subjects_in(7, 1)[0]
@@ -201,10 +202,11 @@ def test_incremental_audit_walks_a_late_commit(engine: Engine) -> None:
     assert failed.returncode == 1 and f"event #{late_seq} (stream 5 #" in failed.stderr
 
 
+@pytest.mark.parametrize(
+    "database_url", ["postgresql"], indirect=True
+)  # SQLite has one writer: every unit of work waits for the one before
 def test_one_stream_serialises_its_writers(engine: Engine) -> None:
     """Two units of work on the same stream: the second waits for the first's head row."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: every unit of work waits for the one before")
     first, second = _subjects_in(4, 2)
     holder = Session(engine)
     append_event(holder, "task.state", first, "t", {})
@@ -289,11 +291,12 @@ def test_migration_keeps_the_old_chain_as_stream_0(database_url: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize(
+    "database_url", ["postgresql"], indirect=True
+)  # SQLite has one writer: an audit and a writer never overlap
 def test_an_audit_and_a_money_writer_do_not_deadlock(engine: Engine) -> None:
     """A writer holds an ordinary stream's head and then moves money; an audit waiting for that
     head meanwhile must not hold the money head (the writer would wait for it: a deadlock)."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: an audit and a writer never overlap")
     with session_factory(engine).begin() as session:
         operator, _ = create_token(session, Role.OPERATOR, "op")
         consumer, _ = create_token(session, Role.CONSUMER, "c")

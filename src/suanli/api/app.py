@@ -47,7 +47,7 @@ from suanli.clock import SYSTEM, Clock
 from suanli.config import Settings
 from suanli.services import agents as agents_service
 from suanli.services import scheduling as scheduling_service
-from suanli.services.core import Caller, Unauthorized, authenticate, seal
+from suanli.services.core import SEAL_EVERY_S, Caller, Unauthorized, authenticate, seal
 from suanli.services.db import open_store
 from suanli.services.leader import LEASE_INTERVALS, Elector, NotLeader
 
@@ -109,7 +109,8 @@ class Platform:
         self.wake = threading.Event()
         self.capacity_grew = threading.Event()
         self.last_pass_at: datetime | None = None
-        self.last_full_pass = 0.0
+        self.last_full_pass: datetime | None = None  # clock time of the last full pass
+        self.last_seal: datetime | None = None  # clock time of the last call to `seal`
         self.passed_at: datetime | None = None  # clock time at the start of the last pass done
         self.stop = threading.Event()
         self.bell = WorkBell()  # wakes agents' long-polls when a pass places work on their site
@@ -157,25 +158,33 @@ class Platform:
                 session.close()
 
     def schedule_once(self) -> None:
-        """One pass, if this process leads: expire leases, plan on a short read, write the plan.
-        Each write is fenced by the lead it started under (`services.leader.fence`), so a pass
-        of a leader that has been replaced writes nothing (NotLeader)."""
+        """One pass, if this process leads: expire leases, plan on a short read, write the plan,
+        seal the event log when a seal is due. Each write is fenced by the lead it started under
+        (`services.leader.fence`), so a pass of a leader that has been replaced writes nothing
+        (NotLeader). A write transaction is opened only when there is something to write (on
+        SQLite every write takes the one writer lock that submissions need too)."""
         lead = self.elector.lead
         if lead is None:
             return
         began = self.clock.now()  # `passed_at` once this pass has written
-        with self.unit_of_work() as session:
-            self.elector.fence(session, lead)
-            expired = agents_service.expire_leases(session)
-        if expired:
-            self.capacity_grew.set()
-            self.metrics.requeues.inc(len(expired))
-            log.warning("re-queued %d task(s) after lease expiry: %s", len(expired), expired)
-        # a full pass when capacity may have grown (or every interval); else only new tasks
-        full = self.capacity_grew.is_set() or (
-            time.monotonic() - self.last_full_pass >= self.settings.schedule_interval_s
-        )
+        with self.unit_of_work(write=False) as session:
+            due = agents_service.leases_due(session)
+        if due:
+            with self.unit_of_work() as session:
+                self.elector.fence(session, lead)
+                expired = agents_service.expire_leases(session)
+            if expired:
+                self.capacity_grew.set()
+                self.metrics.requeues.inc(len(expired))
+                log.warning("re-queued %d task(s) after lease expiry: %s", len(expired), expired)
+        # a full pass when capacity may have grown or every interval (of this platform's
+        # clock: a virtual clock's time, not the wall's); else only the tasks new since the last
         started = self.clock.now()
+        full = (
+            self.capacity_grew.is_set()
+            or self.last_full_pass is None
+            or (started - self.last_full_pass).total_seconds() >= self.settings.schedule_interval_s
+        )
         self.capacity_grew.clear()
         with self.unit_of_work(write=False) as session:  # a short read
             since = None if full or self.last_pass_at is None else self.last_pass_at
@@ -187,16 +196,22 @@ class Platform:
             )
         self.last_pass_at = started
         if full:
-            self.last_full_pass = time.monotonic()
-        with self.unit_of_work() as session:  # a short write
-            self.elector.fence(session, lead)
-            placed = scheduling_service.apply_pass(session, decided)
-            woken = self.announce_work(session, decided.placements.values()) if placed else set()
-        self.bell.ring(woken)
+            self.last_full_pass = started
+        placed = 0
+        if decided.writes:
+            with self.unit_of_work() as session:  # a short write
+                self.elector.fence(session, lead)
+                placed = scheduling_service.apply_pass(session, decided)
+                woken = (
+                    self.announce_work(session, decided.placements.values()) if placed else set()
+                )
+            self.bell.ring(woken)
         self.passed_at = began
         self.metrics.placements.inc(placed)
-        with self.unit_of_work() as session:  # the event log's periodic root (services.core)
-            seal(session)
+        if self.last_seal is None or (began - self.last_seal).total_seconds() >= SEAL_EVERY_S:
+            with self.unit_of_work() as session:  # the event log's periodic root (services.core)
+                seal(session)
+            self.last_seal = began
 
     def scheduling_loop(self) -> None:
         began = -MIN_PASS_GAP_S

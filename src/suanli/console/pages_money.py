@@ -25,8 +25,7 @@ from suanli.console import i18n
 from suanli.console.web import Console, problem
 from suanli.errors import SuanliError
 from suanli.services import market, readmodels
-from suanli.services.core import Role, aware
-from suanli.services.readmodels import Actor
+from suanli.services.core import Actor, Role, aware
 
 STATEMENT_ROWS = 500  # the page shows the newest lines; the CSV has them all
 CSV_COLUMNS = (

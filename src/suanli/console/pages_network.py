@@ -32,8 +32,8 @@ from suanli.console.web import Console, problem
 from suanli.datafiles import read_rows
 from suanli.errors import SuanliError
 from suanli.services import market, readmodels
-from suanli.services.core import Forbidden, Role, aware, now
-from suanli.services.readmodels import Actor, BusyStretch, Fleet
+from suanli.services.core import Actor, Forbidden, Role, aware, now
+from suanli.services.readmodels import BusyStretch, Fleet
 
 MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "overview.map": ("Map of the network", "网络地图"),

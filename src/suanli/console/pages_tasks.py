@@ -17,7 +17,8 @@ from suanli.console.web import PREFIX, Console, problem
 from suanli.errors import SuanliError
 from suanli.services import market, readmodels
 from suanli.services import tasks as tasks_service
-from suanli.services.readmodels import Actor, TaskItem, Viewer
+from suanli.services.core import Actor
+from suanli.services.readmodels import TaskItem, Viewer
 
 STATES = (
     "QUEUED",

@@ -24,8 +24,8 @@ from suanli.console.web import PREFIX, Console, problem
 from suanli.errors import SuanliError
 from suanli.scheduler import POLICIES
 from suanli.services import readmodels, twinruns
-from suanli.services.core import NotFound
-from suanli.services.readmodels import Actor, Viewer
+from suanli.services.core import Actor, NotFound
+from suanli.services.readmodels import Viewer
 from suanli.services.twinruns import MAX_LIMIT, TRACES, TwinRequest, TwinRun
 
 DEFAULT_POLICIES = ("nearest", "cost", "green", "balanced")

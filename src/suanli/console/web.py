@@ -48,8 +48,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from suanli.console import i18n
 from suanli.errors import SuanliError
 from suanli.services import sessions
-from suanli.services.core import Forbidden, NotFound, Unauthorized
-from suanli.services.readmodels import Actor, Viewer, viewer
+from suanli.services.core import Actor, Forbidden, NotFound, Unauthorized
+from suanli.services.readmodels import Viewer, viewer
 
 HERE = Path(__file__).parent
 PREFIX = "/console"

@@ -26,6 +26,7 @@ from suanli.services.capacity import HOLDING, apply_capacity, own_site
 from suanli.services.commands import AgentCommand, ReportCommand
 from suanli.services.core import (
     TERMINAL,
+    Actor,
     AgentScope,
     Conflict,
     NotFound,
@@ -48,7 +49,7 @@ from suanli.store.models import (
 
 
 def issue_agent_token(
-    session: Session, who: Principal, site_id: str, name: str, expires_in_s: float | None
+    session: Session, who: Actor, site_id: str, name: str, expires_in_s: float | None
 ) -> tuple[Token, str]:
     """A token for the agents of one of `who`'s sites (the token is returned once): it can
     register, heartbeat, lease and report for that site and nothing else."""
@@ -61,7 +62,7 @@ def issue_agent_token(
 
 
 def register_agent(
-    session: Session, who: Principal, spec: AgentCommand, site_scope: str | None = None
+    session: Session, who: Actor, spec: AgentCommand, site_scope: str | None = None
 ) -> AgentRow:
     """A new agent of one of `who`'s sites; with an agent token (`site_scope`), only of that
     site (403 for any other)."""
@@ -86,7 +87,7 @@ def register_agent(
 
 
 def _own_agent(
-    session: Session, who: Principal, agent_id: str, site_scope: str | None = None
+    session: Session, who: Actor, agent_id: str, site_scope: str | None = None
 ) -> AgentRow:
     """`who`'s agent (any agent for the operator), else 404; with an agent token
     (`site_scope`), only an agent of that site (403 for another of `who`'s agents)."""
@@ -100,7 +101,7 @@ def _own_agent(
 
 def heartbeat(
     session: Session,
-    who: Principal,
+    who: Actor,
     agent_id: str,
     lease_s: float,
     capacity: dict[str, Any] | None = None,
@@ -132,9 +133,7 @@ def heartbeat(
     return [t.id for t in tasks if t.cancel_requested]
 
 
-def agent_site(
-    session: Session, who: Principal, agent_id: str, site_scope: str | None = None
-) -> str:
+def agent_site(session: Session, who: Actor, agent_id: str, site_scope: str | None = None) -> str:
     """The site of `who`'s agent `agent_id` (404 / 403 as for its other calls): where a
     long-polling lease waits for work."""
     return _own_agent(session, who, agent_id, site_scope).site_id
@@ -142,7 +141,7 @@ def agent_site(
 
 def lease(
     session: Session,
-    who: Principal,
+    who: Actor,
     agent_id: str,
     limit: int,
     lease_s: float,
@@ -174,7 +173,7 @@ def lease(
 
 def report(
     session: Session,
-    who: Principal,
+    who: Actor,
     task_id: str,
     spec: ReportCommand,
     site_scope: str | None = None,
@@ -205,6 +204,17 @@ def report(
         task.lease_expires_at = None
         settle(session, task)
     return task
+
+
+def leases_due(session: Session) -> bool:
+    """Whether a task's lease has run out (a read: the pass opens a write only then)."""
+    moment = now(session)
+    found = session.scalars(
+        select(TaskRow.id)
+        .where(TaskRow.state.in_(HOLDING[1:]), TaskRow.lease_expires_at < moment)
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def expire_leases(session: Session) -> list[str]:

@@ -8,9 +8,11 @@ extends what placement may use.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -27,12 +29,14 @@ from suanli.scheduler import (
     PoolCapacity,
     QueuedTask,
     Snapshot,
+    Task,
     engine_task,
     policy_named,
 )
 from suanli.scheduler.series import network_series, series_start
 from suanli.services.commands import PoolCommand, SiteCommand
 from suanli.services.core import (
+    Actor,
     NotFound,
     Role,
     State,
@@ -45,7 +49,6 @@ from suanli.services.core import (
 from suanli.store.models import (
     AgentRow,
     PoolRow,
-    Principal,
     SiteRow,
     TaskRow,
 )
@@ -53,7 +56,7 @@ from suanli.store.models import (
 HOLDING = (State.QUEUED.value, State.INITIALIZING.value, State.RUNNING.value, State.PAUSED.value)
 
 
-def add_site(session: Session, who: Principal, spec: SiteCommand) -> SiteRow:
+def add_site(session: Session, who: Actor, spec: SiteCommand) -> SiteRow:
     """A provider's site: a catalog cluster (`cluster`) or a province with coordinates."""
     require(who, Role.PROVIDER, Role.OPERATOR)
     cluster = spec.cluster
@@ -102,14 +105,14 @@ def add_site(session: Session, who: Principal, spec: SiteCommand) -> SiteRow:
     return row
 
 
-def own_site(session: Session, who: Principal, site_id: str) -> SiteRow:
+def own_site(session: Session, who: Actor, site_id: str) -> SiteRow:
     site = session.get(SiteRow, site_id)
     if site is None or (who.role != Role.OPERATOR.value and site.owner_id != who.id):
         raise NotFound("site", site_id)
     return site
 
 
-def add_pool(session: Session, who: Principal, spec: PoolCommand) -> PoolRow:
+def add_pool(session: Session, who: Actor, spec: PoolCommand) -> PoolRow:
     """A pool of `spec.count` devices at one of `who`'s sites (any site for the operator)."""
     require(who, Role.PROVIDER, Role.OPERATOR)
     site = own_site(session, who, spec.site_id)
@@ -218,9 +221,7 @@ def engine_site(row: SiteRow) -> Site:
     if row.cluster_id:
         base = find_site(row.cluster_id)
         # its place stays the cluster's: the catalog's published latencies apply, as in the twin
-        return replace(
-            base, id=row.id, pue=row.pue, green_share=row.green_share, place_id=base.id
-        )
+        return replace(base, id=row.id, pue=row.pue, green_share=row.green_share, place_id=base.id)
     return provider_site(
         row.id,
         row.province,
@@ -291,18 +292,61 @@ def step_inputs(session: Session, moment: datetime) -> StepInputs:
     return StepInputs(network, Capacity(capacity), clock)
 
 
-def queued_task(row: TaskRow, policies: dict[str, Policy]) -> QueuedTask:
+# task id -> its engine task: a stored spec and its submission time never change, so the pass
+# converts each queued task once, not at every pass (bounded: the oldest entries go first)
+_ENGINE_TASKS: OrderedDict[str, Task] = OrderedDict()
+ENGINE_TASK_CACHE = 100_000
+
+
+class QueuedRow(Protocol):
+    """What the decision step needs of a queued task row (a `TaskRow`, or a row of its
+    columns)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def not_before(self) -> datetime | None: ...
+    @property
+    def pinned_pool_id(self) -> str | None: ...
+
+
+def cached_task(ident: str) -> bool:
+    return ident in _ENGINE_TASKS
+
+
+def queued_task(
+    row: QueuedRow,
+    policies: dict[str, Policy],
+    spec: Mapping[str, Any] | None,
+    *,
+    cache: bool = False,
+) -> QueuedTask:
     """The decision step's view of a queued task row (raises `SuanliError` or a lookup error
     for a spec or policy the engine cannot read: the pass rejects such a task with the reason).
-    `policies` caches the named policies between rows."""
+    `policies` caches the named policies between rows. With `cache` (the pass: stored tasks
+    only, never a quote's probe), the engine task is converted once per task id; `spec` may
+    then be None for a task converted before."""
     created = aware(row.created_at).timestamp()
     policy = None
     if row.policy:
         if row.policy not in policies:
             policies[row.policy] = policy_named(row.policy)
         policy = policies[row.policy]
+    task = _ENGINE_TASKS.get(row.id) if cache else None
+    if task is None:
+        if spec is None:
+            raise ValueError(f"the spec of task {row.id} was not read")
+        task = engine_task(row.id, spec, created)
+        if cache:
+            _ENGINE_TASKS[row.id] = task
+            if len(_ENGINE_TASKS) > ENGINE_TASK_CACHE:
+                _ENGINE_TASKS.popitem(last=False)
     return QueuedTask(
-        task=engine_task(row.id, row.spec, created),
+        task=task,
         submitted_s=created,
         policy=policy,
         not_before_s=None if row.not_before is None else aware(row.not_before).timestamp(),

@@ -9,13 +9,12 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from suanli.clock import Clock, VirtualClock
-from suanli.services.core import Conflict, NotFound, Role, append_event, require
-from suanli.store.models import Principal
+from suanli.services.core import Actor, Conflict, NotFound, Role, append_event, require
 
 
 def move_clock(
     session: Session,
-    who: Principal,
+    who: Actor,
     clock: Clock,
     advance_s: float | None = None,
     to: datetime | None = None,

@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -114,17 +114,30 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class Actor(Protocol):
+    """Who a request acts as, as the edges (API, console, CLI) hold it: an id, a display name
+    and a role, handed back to services, which check ownership and roles with them. Any row or
+    value with these attributes is one (the store's principal row is)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who a request acts as: the token's principal and id, and for an agent token the one site
     it may act for (`site_id`, else None); `expires_at` is the token's end, if it has one."""
 
-    principal: Principal
+    principal: Actor
     token_id: str
     site_id: str | None = None
     expires_at: datetime | None = None
 
-    def unscoped(self) -> Principal:
+    def unscoped(self) -> Actor:
         """The principal, for anything but the agent protocol; 403 for an agent token."""
         if self.site_id is not None:
             raise AgentScope(self.site_id)
@@ -136,7 +149,7 @@ class Caller:
 
 def issue_token(
     session: Session,
-    principal: Principal,
+    principal: Actor,
     name: str,
     actor: str,
     *,
@@ -237,7 +250,7 @@ def revoke_token(session: Session, token_id: str, actor: str, owner: str | None 
     return row
 
 
-def require(principal: Principal, *roles: Role) -> None:
+def require(principal: Actor, *roles: Role) -> None:
     if principal.role not in {r.value for r in roles}:
         raise Forbidden(principal.role, " or ".join(r.value for r in roles))
 

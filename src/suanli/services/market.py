@@ -60,6 +60,7 @@ from suanli.services import tasks as tasks_service
 from suanli.services.core import (
     GENESIS_HASH,
     MONEY_STREAM,
+    Actor,
     Conflict,
     Heads,
     NotFound,
@@ -259,7 +260,7 @@ def balance(session: Session, account: str) -> int:
     return int(found or 0)
 
 
-def credit(session: Session, who: Principal, consumer_id: str, fen: int) -> int:
+def credit(session: Session, who: Actor, consumer_id: str, fen: int) -> int:
     """Operator top-up of a consumer's wallet; the new balance."""
     require(who, Role.OPERATOR)
     amount("fen", fen)
@@ -268,7 +269,7 @@ def credit(session: Session, who: Principal, consumer_id: str, fen: int) -> int:
     return after[ledger.wallet(consumer_id)]
 
 
-def payout(session: Session, who: Principal, provider_id: str, fen: int) -> int:
+def payout(session: Session, who: Actor, provider_id: str, fen: int) -> int:
     """Operator pays a provider out of its receivable (locked before it is read, so concurrent
     payouts cannot both spend it); the balance left."""
     require(who, Role.OPERATOR)
@@ -290,7 +291,7 @@ def _principal(session: Session, ident: str, role: Role) -> Principal:
     return found
 
 
-def accounts_of(who: Principal) -> list[str]:
+def accounts_of(who: Actor) -> list[str]:
     if who.role == Role.CONSUMER.value:
         return [ledger.wallet(who.id), ledger.escrow(who.id)]
     if who.role == Role.PROVIDER.value:
@@ -299,7 +300,7 @@ def accounts_of(who: Principal) -> list[str]:
 
 
 def statement(
-    session: Session, who: Principal, account: str, start: datetime | None, end: datetime | None
+    session: Session, who: Actor, account: str, start: datetime | None, end: datetime | None
 ) -> list[dict[str, Any]]:
     """Postings of one account in [start, end), oldest first, with a running balance."""
     if who.role != Role.OPERATOR.value and account not in accounts_of(who):
@@ -341,7 +342,7 @@ def _utilisation(pool: PoolRow, held: int) -> Decimal:
 
 def quote(
     session: Session,
-    who: Principal,
+    who: Actor,
     spec: dict[str, Any],
     default_policy: str,
     rules: market.PricingRules | None = None,
@@ -365,7 +366,7 @@ def quote(
         not_before=None,
         pinned_pool_id=None,
     )
-    queued = capacity_service.queued_task(probe, {})
+    queued = capacity_service.queued_task(probe, {}, probe.spec)
     inputs = capacity_service.step_inputs(session, moment)
     policy = spec.get("policy") or default_policy
     (decision,) = decide(
@@ -499,7 +500,7 @@ def _breakdown(option: dict[str, Any]) -> market.PriceBreakdown:
 
 
 def accept(
-    session: Session, who: Principal, quote_id: str, option: int, default_policy: str
+    session: Session, who: Actor, quote_id: str, option: int, default_policy: str
 ) -> OrderRow:
     """Turn a quote's option into an order: escrow held, the task created QUEUED and pinned to
     the quoted pool (`pinned_pool_id`); the scheduling pass places it there (it is decided
@@ -627,7 +628,7 @@ def settle_task(session: Session, task: TaskRow) -> OrderRow | None:
     return order
 
 
-def get_order(session: Session, who: Principal, order_id: str) -> OrderRow:
+def get_order(session: Session, who: Actor, order_id: str) -> OrderRow:
     order = session.get(OrderRow, order_id)
     if order is None or (
         who.role != Role.OPERATOR.value and who.id not in (order.owner_id, order.provider_id)
@@ -636,7 +637,7 @@ def get_order(session: Session, who: Principal, order_id: str) -> OrderRow:
     return order
 
 
-def rate(session: Session, who: Principal, order_id: str, stars: int, comment: str) -> RatingRow:
+def rate(session: Session, who: Actor, order_id: str, stars: int, comment: str) -> RatingRow:
     order = session.get(OrderRow, order_id)
     if order is None or order.owner_id != who.id:
         raise NotFound("order", order_id)

@@ -7,8 +7,9 @@ Owns no state and writes nothing. Visibility is the services' own: a task page g
 network figures (fleet, flows, busy stretches, finished work) are the operator's and the
 providers' (the console checks the role before it asks). Times are timezone-aware UTC.
 
-`Actor` names the principal a request acts as: the console receives it from `sessions.resolve`
-and hands it back to services without reading it; what a page shows of it is a `Viewer`.
+`Actor` (`services.core.Actor`, a protocol) names the principal a request acts as: the console
+receives it from `sessions.resolve` and hands it back to services without reading it; what a page
+shows of it is a `Viewer`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -27,10 +28,8 @@ from suanli.metering import find_device
 from suanli.services import capacity as capacity_service
 from suanli.services import market
 from suanli.services import tasks as tasks_service
-from suanli.services.core import TERMINAL, Role, State, aware, now
+from suanli.services.core import TERMINAL, Actor, Role, State, aware, now
 from suanli.store.models import AgentRow, LedgerPosting, OrderRow, Principal, SiteRow, TaskRow
-
-Actor: TypeAlias = Principal  # opaque to the console: passed back to services, never read
 
 # states in which an agent holds a task's devices (leased and not yet ended or re-queued)
 BUSY = frozenset({"INITIALIZING", "RUNNING", "PAUSED"})

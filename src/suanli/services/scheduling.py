@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from suanli.errors import SuanliError
 from suanli.scheduler import Action, Decision, Policy, QueuedTask, decide, policy_named
 from suanli.scheduler.decide import DEFAULT_MAX_WAIT_S
-from suanli.services.capacity import queued_task, step_inputs
+from suanli.services.capacity import cached_task, queued_task, step_inputs
 from suanli.services.core import State, append_event, aware, now, transition
 from suanli.services.tasks import settle
 from suanli.store.models import TaskRow
@@ -50,6 +50,11 @@ class PassPlan:
     # task -> (deferred until, reason): newly deferred tasks
     deferred: dict[str, tuple[datetime, str]] = dataclasses.field(default_factory=dict)
     decisions: tuple[Decision, ...] = ()  # every decision of the step, in queue order
+
+    @property
+    def writes(self) -> bool:
+        """Whether `apply_pass` has anything to write."""
+        return bool(self.placements or self.reasons or self.doomed or self.deferred)
 
 
 def _doom_reason(error: Exception) -> str:
@@ -92,6 +97,27 @@ def deferred_reason(decision: Decision, until: datetime) -> str:
     return f"{decision.reason}, until {until.isoformat()}"
 
 
+QUEUED_COLUMNS = (
+    TaskRow.id,
+    TaskRow.created_at,
+    TaskRow.policy,
+    TaskRow.not_before,
+    TaskRow.pinned_pool_id,
+    TaskRow.unplaced_reason,
+)
+
+
+def _specs(session: Session, ids: list[str], chunk: int = 500) -> dict[str, Any]:
+    """The stored specs of these tasks (in chunks: a database bounds a statement's parameters)."""
+    found: dict[str, Any] = {}
+    for start in range(0, len(ids), chunk):
+        rows = session.execute(
+            select(TaskRow.id, TaskRow.spec).where(TaskRow.id.in_(ids[start : start + chunk]))
+        )
+        found.update({ident: spec for ident, spec in rows})
+    return found
+
+
 def plan_pass(
     session: Session,
     default_policy: str,
@@ -109,7 +135,7 @@ def plan_pass(
     """
     moment = aware(moment or now(session))
     query = (
-        select(TaskRow)
+        select(*QUEUED_COLUMNS)  # not the spec: each task's is read once (`capacity.queued_task`)
         .where(
             TaskRow.state == State.QUEUED.value,
             TaskRow.pool_id.is_(None),
@@ -120,16 +146,17 @@ def plan_pass(
     if since is not None:
         due = and_(TaskRow.not_before.is_not(None), TaskRow.not_before <= moment)
         query = query.where(or_(TaskRow.updated_at >= since, due))
-    pending = session.scalars(query).all()
+    pending = session.execute(query).all()
     if not pending:
         return PassPlan({}, {})
     default = policy_named(default_policy)
+    specs = _specs(session, [row.id for row in pending if not cached_task(row.id)])
     policies: dict[str, Policy] = {}
     queue: list[QueuedTask] = []
     doomed: dict[str, str] = {}
     for row in pending:
         try:
-            queue.append(queued_task(row, policies))
+            queue.append(queued_task(row, policies, specs.get(row.id), cache=True))
         except Exception as error:  # a bad row must not stop the pass
             doomed[row.id] = _doom_reason(error)
     inputs = step_inputs(session, moment)

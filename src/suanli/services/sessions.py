@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from suanli.errors import SuanliError
-from suanli.services.core import Unauthorized, append_event, authenticate, aware, now
+from suanli.services.core import Actor, Unauthorized, append_event, authenticate, aware, now
 from suanli.store.models import ConsoleSession, Principal, Token
 
 SESSION_TTL = timedelta(hours=12)
@@ -47,7 +47,7 @@ class Opened:
 
     cookie: str
     csrf: str
-    principal: Principal
+    principal: Actor
     expires_at: datetime
 
 

@@ -26,6 +26,7 @@ from suanli.metering import (
 from suanli.scheduler import policy_named
 from suanli.services.core import (
     TERMINAL,
+    Actor,
     Conflict,
     NotFound,
     Role,
@@ -40,7 +41,6 @@ from suanli.services.core import (
 from suanli.specs import check_task_spec
 from suanli.store.models import (
     EventRow,
-    Principal,
     SiteRow,
     TaskRow,
 )
@@ -88,7 +88,7 @@ def check_spec(spec: dict[str, Any]) -> None:
 
 
 def submit(
-    session: Session, who: Principal, spec: dict[str, Any], idempotency_key: str | None
+    session: Session, who: Actor, spec: dict[str, Any], idempotency_key: str | None
 ) -> tuple[TaskRow, bool]:
     """A new task (QUEUED), or the one this key already created: (task, created).
 
@@ -158,7 +158,7 @@ def submit(
     return row, True
 
 
-def _visible(session: Session, who: Principal, task: TaskRow | None, ident: str) -> TaskRow:
+def _visible(session: Session, who: Actor, task: TaskRow | None, ident: str) -> TaskRow:
     if task is None:
         raise NotFound("task", ident)
     if who.role == Role.OPERATOR.value or task.owner_id == who.id:
@@ -170,13 +170,13 @@ def _visible(session: Session, who: Principal, task: TaskRow | None, ident: str)
     raise NotFound("task", ident)
 
 
-def get_task(session: Session, who: Principal, ident: str) -> TaskRow:
+def get_task(session: Session, who: Actor, ident: str) -> TaskRow:
     return _visible(session, who, session.get(TaskRow, ident), ident)
 
 
 def list_tasks(
     session: Session,
-    who: Principal,
+    who: Actor,
     state: str | None,
     limit: int | None,
     *,
@@ -244,7 +244,7 @@ def task_histories(session: Session, task_ids: list[str]) -> dict[str, list[str]
     }
 
 
-def cancel_task(session: Session, who: Principal, ident: str) -> TaskRow:
+def cancel_task(session: Session, who: Actor, ident: str) -> TaskRow:
     task = session.get(TaskRow, ident, with_for_update=True)
     task = _visible(session, who, task, ident)
     if who.role == Role.PROVIDER.value and task.owner_id != who.id:

@@ -32,8 +32,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from suanli.errors import InvalidValue, SuanliError
-from suanli.services.core import NotFound, Role, append_event, aware, new_id, now
-from suanli.store.models import Principal, TwinRunRow
+from suanli.services.core import Actor, NotFound, Role, append_event, aware, new_id, now
+from suanli.store.models import TwinRunRow
 
 QUEUED, RUNNING, DONE, FAILED = "QUEUED", "RUNNING", "DONE", "FAILED"
 ENDED = frozenset({DONE, FAILED})
@@ -171,7 +171,7 @@ def _move(session: Session, row: TwinRunRow, to: str, reason: str, actor: str) -
     row.state = to
 
 
-def queue_run(session: Session, who: Principal, request: TwinRequest) -> TwinRun:
+def queue_run(session: Session, who: Actor, request: TwinRequest) -> TwinRun:
     """Queue a replay for `who`; TooManyRuns when it already has MAX_UNFINISHED going."""
     request.check()
     unfinished = int(
@@ -329,11 +329,11 @@ def reap(session: Session, stale_after_s: float, actor: str) -> list[str]:
     return [row.id for row in stale]
 
 
-def _visible(who: Principal, row: TwinRunRow | None) -> bool:
+def _visible(who: Actor, row: TwinRunRow | None) -> bool:
     return row is not None and (who.role == Role.OPERATOR.value or row.owner_id == who.id)
 
 
-def get_run(session: Session, who: Principal, run_id: str) -> TwinRun:
+def get_run(session: Session, who: Actor, run_id: str) -> TwinRun:
     """One run `who` may see; NotFound otherwise (ids do not leak)."""
     row = session.get(TwinRunRow, run_id) if len(run_id) <= 64 else None
     if row is None or not _visible(who, row):
@@ -341,7 +341,7 @@ def get_run(session: Session, who: Principal, run_id: str) -> TwinRun:
     return _view(row)
 
 
-def list_runs(session: Session, who: Principal, limit: int = 100) -> list[TwinRun]:
+def list_runs(session: Session, who: Actor, limit: int = 100) -> list[TwinRun]:
     """The runs `who` may see, newest first."""
     query = (
         select(TwinRunRow).order_by(TwinRunRow.created_at.desc(), TwinRunRow.id.desc()).limit(limit)

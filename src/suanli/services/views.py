@@ -5,27 +5,61 @@ Each model is the response body of its route (`TaskRead` of `/v1/tasks`, `SiteRe
 `OrderRead`, `QuoteRead`, `RatingRead`, `TaskLogs`, `LeasedTask` of the agent protocol,
 `TokenRead` and `AgentTokenRead` of the token routes). Converters read the rows they are given and
 write nothing; times are timezone-aware UTC, money is `market.money` (integer fen and a yuan
-string). `Actor` (the same as `readmodels.Actor`) is who a request acts as: the API receives it
-from the unit of work and hands it back to services, reading only `id` and `role`; `StoredTask`
-is a task as the services return it, which the TES view reads attribute by attribute.
+string). `Actor` (`services.core.Actor`, a protocol: id, name, role) is who a request acts as:
+the API receives it from the unit of work and hands it back to services; `StoredTask` (a
+protocol of the attributes the TES view reads) is a task as the services return it. Neither is
+a store class: the edges depend on these shapes, not on the store's models.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from suanli.services import capacity as capacity_service
 from suanli.services import market
+from suanli.services.core import Actor as Actor  # re-exported: the API's caller type
 from suanli.services.core import aware
-from suanli.services.readmodels import Actor as Actor  # re-exported: the API's caller type
 from suanli.store.models import OrderRow, PoolRow, Principal, QuoteRow, RatingRow, SiteRow, TaskRow
 from suanli.store.models import Token as TokenRow
 
-StoredTask: TypeAlias = TaskRow  # a task as the services return it; edges only read it
+
+class StoredTask(Protocol):
+    """A task as the services return it, as the edges read it (the store's task row is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def cancel_requested(self) -> bool: ...
+    @property
+    def pool_id(self) -> str | None: ...
+    @property
+    def site_id(self) -> str | None: ...
+    @property
+    def unplaced_reason(self) -> str | None: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def stdout_tail(self) -> str | None: ...
+    @property
+    def stderr_tail(self) -> str | None: ...
+    @property
+    def usage(self) -> dict[str, Any] | None: ...
+    @property
+    def executor_logs(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def output_logs(self) -> list[dict[str, Any]] | None: ...
 
 
 class TaskRead(BaseModel):
@@ -244,7 +278,7 @@ def rating_read(row: RatingRow) -> RatingRead:
     return RatingRead(id=row.id, order_id=row.order_id, stars=row.stars, comment=row.comment)
 
 
-def token_read(row: TokenRow, principal: Principal) -> TokenRead:
+def token_read(row: TokenRow, principal: Actor) -> TokenRead:
     return TokenRead(
         id=row.id,
         principal=principal.id,
@@ -257,7 +291,7 @@ def token_read(row: TokenRow, principal: Principal) -> TokenRead:
     )
 
 
-def token_of(session: Session, row: TokenRow, fallback: Principal) -> TokenRead:
+def token_of(session: Session, row: TokenRow, fallback: Actor) -> TokenRead:
     """A token with its principal read again (`fallback` if it is gone)."""
     principal = session.get(Principal, row.principal_id)
     return token_read(row, principal if principal is not None else fallback)

@@ -225,7 +225,8 @@ def platform(
     database_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Platform]:
     """A running server on `database_url`; on a virtual clock when the test is marked
-    `@pytest.mark.virtual_clock` (then `platform.advance(operator, s)` moves its time)."""
+    `@pytest.mark.virtual_clock` (then `platform.advance(operator, s)` moves its time); with a
+    digital-twin worker process when marked `@pytest.mark.twin_workers`."""
     engine = make_engine(database_url)
     upgrade(engine)
     engine.dispose()
@@ -233,6 +234,8 @@ def platform(
     env = {**os.environ, **FAST, "SUANLI_HOME": str(tmp_path)}
     env.pop("SUANLI_DATABASE_URL", None)
     clock = "virtual" if request.node.get_closest_marker("virtual_clock") else "system"
+    if request.node.get_closest_marker("twin_workers"):
+        env["SUANLI_TWIN_WORKERS"] = "1"
     running = Platform(
         f"http://127.0.0.1:{port}", database_url, tmp_path, env, port=port, clock=clock
     )

@@ -238,6 +238,7 @@ def test_download_a_statement(
     assert watched.errors == []
 
 
+@pytest.mark.twin_workers
 def test_run_the_digital_twin_and_read_its_report(
     browser: Browser, platform: Platform, network: dict[str, str]
 ) -> None:

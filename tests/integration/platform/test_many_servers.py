@@ -225,7 +225,7 @@ def test_three_servers_one_leader_survive_its_kill(cluster: Cluster) -> None:
         site = _site(others[n % 2], provider, DEVICES, provinces[n])
         cluster.agent(others[n % 2], provider, site, DEVICES)
 
-    body = submit_body("true")
+    body = submit_body("sleep", "0.5")  # each task holds its device a while: pools fill up
     killed_at: list[float] = []
     lost: list[str] = []
 

@@ -238,8 +238,8 @@ def build_store(url: str, world: World) -> Iterator[Live]:
 def reference(world: World, live: Live) -> tuple[tuple[Decision, ...], list[tuple[Any, ...]]]:
     """What the twin's tick decides on these inputs: catalog sites, the twin's series, the
     drawn capacity, the drawn queue; `scheduler.decide`."""
-    sites = {
-        sid: replace(find_site(c), id=sid)
+    sites = {  # a provider's site on a catalog cluster stands at the cluster's place
+        sid: replace(find_site(c), id=sid, place_id=c)
         for sid, c in zip(live.site_ids, world.clusters, strict=True)
     }
     by_id = sorted(zip(live.pool_ids, world.pools, strict=True), key=lambda pair: pair[0])

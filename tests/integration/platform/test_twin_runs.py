@@ -37,6 +37,7 @@ QUICK_TWIN = {  # beat and give up quickly, so that a killed worker is noticed i
     "SUANLI_TWIN_POLL_S": "0.2",
     "SUANLI_TWIN_HEARTBEAT_S": "0.2",
     "SUANLI_TWIN_STALE_S": "2",
+    "SUANLI_TWIN_WORKERS": "1",  # the server starts (and restarts) one worker
 }
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from suanli.api.deps import ERRORS, PlatformDep, Token, run
 from suanli.api.schemas import ClockMove, ClockRead
 from suanli.services.clocks import move_clock
-from suanli.services.readmodels import Actor
+from suanli.services.core import Actor
 
 router = APIRouter(tags=["ops"], responses=ERRORS)
 PASS_WAIT_S = 10.0  # real seconds to wait for this process's pass at the new time
