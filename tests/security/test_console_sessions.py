@@ -136,6 +136,7 @@ def _check_headers(response: httpx.Response | Any, path: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.twin_workers  # the page runs a twin replay
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_security_headers(browser: Browser, platform: Platform, network: dict[str, str]) -> None:
     with httpx.Client(base_url=platform.url, timeout=30) as anonymous:

@@ -34,9 +34,11 @@ from suanli.services.leader import holder_pid
 from suanli.store.db import make_engine, session_factory, upgrade
 from suanli.store.models import EventRow, PoolRow, SchedulerLeader, TaskRow
 from tests.integration.platform.conftest import FAST, free_port, submit_body
+from tests.waiting import wait_until
 
 INTERVAL_S = 0.5  # the schedule interval of these servers
 TASKS = 2000
+BURST = 100  # submitted before the agents start: more than the pools hold
 SITES, DEVICES = 3, 16  # a few pools: the queue is far deeper than their capacity
 ENDED = {state.value for state in TERMINAL}
 
@@ -221,11 +223,9 @@ def test_three_servers_one_leader_survive_its_kill(cluster: Cluster) -> None:
     provider = cluster.token(Role.PROVIDER, "dc")
     consumer = cluster.token(Role.CONSUMER, "lab")
     provinces = ["上海", "贵州", "内蒙古", "甘肃"]
-    for n in range(SITES):  # agents talk to the servers that stay up
-        site = _site(others[n % 2], provider, DEVICES, provinces[n])
-        cluster.agent(others[n % 2], provider, site, DEVICES)
+    sites = [_site(others[n % 2], provider, DEVICES, provinces[n]) for n in range(SITES)]
 
-    body = submit_body("sleep", "0.5")  # each task holds its device a while: pools fill up
+    body = submit_body("true")
     killed_at: list[float] = []
     lost: list[str] = []
 
@@ -258,11 +258,18 @@ def test_three_servers_one_leader_survive_its_kill(cluster: Cluster) -> None:
         killed_at.append(time.time())
         os.kill(leader_process.pid, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_the_leader_mid_run)
-    killer.start()
+    # a burst before any agent runs: the pass fills every pool to its count and holds the rest
+    # back (so capacity binds), then agents (talking to the servers that stay up) drain it all
     started = time.monotonic()
     with ThreadPoolExecutor(16) as submitters:
-        list(submitters.map(submit, range(TASKS)))
+        list(submitters.map(submit, range(BURST)))
+    wait_until(lambda: _placed_devices(cluster) >= SITES * DEVICES, "every pool to fill", 60)
+    for n, site in enumerate(sites):
+        cluster.agent(others[n % 2], provider, site, DEVICES)
+    killer = threading.Thread(target=kill_the_leader_mid_run)
+    killer.start()
+    with ThreadPoolExecutor(16) as submitters:
+        list(submitters.map(submit, range(BURST, TASKS)))
     print(f"{TASKS} submissions in {time.monotonic() - started:.1f} s")
     killer.join()
     assert not lost, lost[:5]
@@ -303,6 +310,15 @@ def test_three_servers_one_leader_survive_its_kill(cluster: Cluster) -> None:
     # only the old and the new leader ever led
     leaders = {e.data["holder"] for e in cluster.events("scheduler.leader")}
     assert {holder, new_holder} <= leaders
+
+
+def _placed_devices(cluster: Cluster) -> int:
+    """Devices held by queued tasks the pass has placed (no agent has leased them yet)."""
+    with session_factory(cluster.engine)() as session:
+        held = select(func.sum(TaskRow.devices)).where(
+            TaskRow.pool_id.is_not(None), TaskRow.state == "QUEUED"
+        )
+        return int(session.scalar(held) or 0)
 
 
 def _task_ids(cluster: Cluster) -> set[str]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from suanli.services.core import Role, verify_chain
@@ -99,20 +101,45 @@ def test_a_pool_queue_depth_places_beyond_the_free_devices(platform: Platform) -
     provider = platform.token(Role.PROVIDER, "hpc centre")
     consumer = platform.token(Role.CONSUMER, "lab")
     site = platform.site_with_pool(provider, count=1, queue_depth=2)  # 1 device, 2 may wait
-    platform.agent(provider, site, slots=3)
     with platform.client(consumer) as http:
         ids = [
-            http.post("/v1/tasks", json=submit_body("sleep", "4")).json()["id"] for _ in range(4)
+            http.post("/v1/tasks", json=submit_body("sleep", "3")).json()["id"] for _ in range(4)
         ]
-    for task_id in ids[:3]:  # one on the device, two in the engine's own queue
-        assert platform.wait_for(consumer, task_id, {"RUNNING"})["state"] == "RUNNING"
+    # before any agent runs: one task on the device and two in the engine's own queue are
+    # placed, the fourth is beyond count + queue_depth and waits
+    placed = wait_until(lambda: _placed(platform, consumer, ids), "three placements")
+    assert sorted(placed) == sorted(ids[:3]), placed
     with platform.client(consumer) as http:
         fourth = http.get(f"/v1/tasks/{ids[3]}").json()
-    assert fourth["state"] == "QUEUED" and fourth["site"] is None  # beyond count + queue_depth
+    assert fourth["state"] == "QUEUED" and fourth["site"] is None
     with platform.client(provider) as http:
         (pool,) = http.get("/v1/pools").json()
     assert (pool["count"], pool["free"], pool["queue_depth"]) == (1, 0, 2)  # free is real
-    assert platform.wait_for(consumer, ids[3], TERMINAL, 60)["state"] == "COMPLETE"
+    platform.agent(provider, site, slots=3)
+    for task_id in ids:
+        assert platform.wait_for(consumer, task_id, TERMINAL, 90)["state"] == "COMPLETE"
+    # the three ran at the same time; the fourth started only once one of them had ended
+    with platform.client(consumer) as http:
+        spans = [_span(http, task_id) for task_id in ids]
+    first_end = min(end for _, end in spans[:3])
+    assert all(start < first_end for start, _ in spans[:3]), spans
+    assert spans[3][0] >= first_end, spans
+
+
+def _placed(platform: Platform, token: str, ids: list[str]) -> list[str] | None:
+    """The ids among `ids` placed on a pool, once three are (else None)."""
+    with platform.client(token) as http:
+        placed = [i for i in ids if http.get(f"/v1/tasks/{i}").json()["pool"] is not None]
+    return placed if len(placed) >= 3 else None
+
+
+def _span(http: httpx.Client, task_id: str) -> tuple[datetime, datetime]:
+    """When a task entered RUNNING and when it ended (from its TES history)."""
+    view = http.get(f"/ga4gh/tes/v1/tasks/{task_id}", params={"view": "FULL"}).json()
+    lines = view["logs"][0]["system_logs"]
+    start = next(line.split()[0] for line in lines if "-> RUNNING" in line)
+    end = next(line.split()[0] for line in lines if "-> COMPLETE" in line)
+    return datetime.fromisoformat(start), datetime.fromisoformat(end)
 
 
 def test_a_consumer_cannot_see_another_consumers_task(platform: Platform) -> None:

@@ -33,6 +33,8 @@ from tests.waiting import wait_until
 from .browser import form_csrf, http_sign_in
 from .conftest import FAST, Platform, free_port
 
+pytestmark = pytest.mark.twin_workers  # the platform fixture's server starts its twin worker
+
 QUICK_TWIN = {  # beat and give up quickly, so that a killed worker is noticed in seconds
     "SUANLI_TWIN_POLL_S": "0.2",
     "SUANLI_TWIN_HEARTBEAT_S": "0.2",
