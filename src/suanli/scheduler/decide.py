@@ -113,13 +113,21 @@ def _failure(error: Exception) -> str:
     return f"the scheduler cannot place this task: {detail}"
 
 
+def _with(pool: Pool, count: int, free: int) -> Pool:
+    """`pool` with this count and free count (itself when unchanged: a replay's idle pools
+    cost nothing)."""
+    if pool.count == count and pool.free == free:
+        return pool
+    return replace(pool, count=count, free=free)
+
+
 def _snapshot(
     network: Snapshot, free: Mapping[str, int], extra: Mapping[str, int], only: str | None = None
 ) -> Snapshot:
     """`network` with each pool's free devices now; `extra`: its engine's queue depth, added to
     its count (so that free never exceeds count)."""
     pools: tuple[Pool, ...] = tuple(
-        replace(p, count=p.count + extra.get(p.id, 0), free=free.get(p.id, 0))
+        _with(p, p.count + extra.get(p.id, 0), free.get(p.id, 0))
         for p in network.pools
         if only in (None, p.id)
     )
