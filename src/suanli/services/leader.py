@@ -11,11 +11,15 @@ scheduling pass:
   expired) whose row count says who won; a takeover increments `term`. This works on SQLite and
   PostgreSQL alike and bounds how long a hung leader (alive, but not renewing) blocks the loop.
 * **Advisory lock (PostgreSQL).** The leader also holds the session-level advisory lock
-  `ADVISORY_KEY` on a connection of its own. PostgreSQL releases it the moment that connection
-  closes, so when the leader process dies its lock is free at once; a contender that gets the
-  lock takes the row over without waiting for the lease to lapse (a crashed leader is replaced
-  at the next interval, not after the lease). The lease stays the authority: the lock only
-  proves that the holder is gone, it is never what lets a process write.
+  `ADVISORY_KEY` on a connection of its own, and says so in the row (`locked`). PostgreSQL
+  releases the lock the moment that connection closes, so when the leader process dies its lock
+  is free at once; a contender that gets the lock takes the row over without waiting for the
+  lease to lapse (a crashed leader is replaced at the next interval, not after the lease), but
+  only from a holder whose row says it held the lock: a holder that led by lease alone (it took
+  over a lapsed lease while the old leader still held the lock) is not proved gone by the lock.
+  A process that finds another holder in the row gives the lock up at once. The lease stays the
+  authority: the lock only proves that the holder is gone, it is never what lets a process
+  write.
 * **Sole owner (SQLite).** One process owns a SQLite file (`own_database_file`: an exclusive
   `flock` on `<database>.lock`, held for the life of the process); it may take the row over at
   once too, for no other process can be leading on that file.
@@ -54,7 +58,11 @@ from suanli.store.models import SchedulerLeader
 log = logging.getLogger("suanli.leader")
 
 LEADER_ROW = 1
-LEASE_INTERVALS = 3  # a lease lapses this many schedule intervals after its last renewal
+# a lease lapses this many schedule intervals after its last renewal. A dead leader is replaced
+# at the next interval through the advisory lock (PostgreSQL) or file ownership (SQLite), so the
+# lease bounds only a hung leader; it is long enough that a loaded leader (a slow pass holding
+# the row, a starved election thread) does not lose the lead to a lapse
+LEASE_INTERVALS = 10
 ADVISORY_KEY = 0x7375616E6C69  # "suanli": the PostgreSQL advisory lock of the scheduling leader
 EVENT = "scheduler.leader"
 SUBJECT = "scheduler"
@@ -112,13 +120,19 @@ def current(session: Session) -> SchedulerLeader | None:
 
 
 def claim(
-    session: Session, holder: str, lease_s: float, *, force: bool = False
+    session: Session,
+    holder: str,
+    lease_s: float,
+    *,
+    locked: bool = False,
+    sole_owner: bool = False,
 ) -> tuple[Lead | None, bool]:
     """Try to lead: (the lead, whether it changed hands) or (None, False) when another process
     holds an unexpired lease. Renews the lease when `holder` leads already (same term); takes it
-    over when it has lapsed, or at once with `force` (the caller proved the holder is gone: it
-    holds the advisory lock, or owns the SQLite file). The takeover is one compare-and-set
-    UPDATE on the holder, term and expiry that were read, so of two contenders one wins."""
+    over when it has lapsed, or at once when the holder is proved gone: the caller holds the
+    advisory lock (`locked`) and the row says its holder held it, or the caller owns the SQLite
+    file (`sole_owner`). The row records `locked`. The takeover is one compare-and-set UPDATE on
+    the holder, term and expiry that were read, so of two contenders one wins."""
     moment = now(session)
     until = moment + timedelta(seconds=lease_s)
     row = current(session)
@@ -127,7 +141,7 @@ def claim(
             with session.begin_nested():
                 session.execute(
                     insert(SchedulerLeader).values(
-                        id=LEADER_ROW, holder=holder, term=1, expires_at=until
+                        id=LEADER_ROW, holder=holder, term=1, expires_at=until, locked=locked
                     )
                 )
         except IntegrityError:  # another process inserted it first
@@ -136,8 +150,10 @@ def claim(
         return Lead(holder, 1), True
     old_holder, old_term, expired = row.holder, row.term, aware(row.expires_at) <= moment
     if old_holder == holder:
-        renewed = _renew(session, holder, old_term, until)
+        renewed = _renew(session, holder, old_term, until, locked=locked)
         return (Lead(holder, old_term) if renewed else None), False
+    gone = sole_owner or (locked and row.locked)
+    force = gone and not expired
     if not (expired or force):
         return None, False
     condition = [SchedulerLeader.holder == old_holder, SchedulerLeader.term == old_term]
@@ -146,7 +162,7 @@ def claim(
     won = session.execute(
         update(SchedulerLeader)
         .where(SchedulerLeader.id == LEADER_ROW, *condition)
-        .values(holder=holder, term=old_term + 1, expires_at=until)
+        .values(holder=holder, term=old_term + 1, expires_at=until, locked=locked)
         .execution_options(synchronize_session=False)
     )
     if _rowcount(won) != 1:
@@ -160,7 +176,12 @@ def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _renew(session: Session, holder: str, term: int, until: datetime) -> bool:
+def _renew(
+    session: Session, holder: str, term: int, until: datetime, *, locked: bool | None = None
+) -> bool:
+    values: dict[str, Any] = {"expires_at": until}
+    if locked is not None:
+        values["locked"] = locked
     renewed = session.execute(
         update(SchedulerLeader)
         .where(
@@ -168,7 +189,7 @@ def _renew(session: Session, holder: str, term: int, until: datetime) -> bool:
             SchedulerLeader.holder == holder,
             SchedulerLeader.term == term,
         )
-        .values(expires_at=until)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return _rowcount(renewed) == 1
@@ -264,7 +285,7 @@ class Elector:
         try:
             with self.unit_of_work() as session:
                 lead, changed = claim(
-                    session, self.holder, self.lease_s, force=locked or self.sole_owner
+                    session, self.holder, self.lease_s, locked=locked, sole_owner=self.sole_owner
                 )
         except Exception:
             log.exception("leader election step failed; the next interval retries")

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -279,6 +281,8 @@ class SchedulerLeader(Base):
     holder: Mapped[str] = mapped_column(String(128))
     term: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[datetime]
+    # the holder held the PostgreSQL advisory lock at its last renewal
+    locked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TwinRunRow(Base):

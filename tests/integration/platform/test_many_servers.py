@@ -227,6 +227,7 @@ def test_three_servers_one_leader_survive_its_kill(cluster: Cluster) -> None:
 
     body = submit_body("true")
     killed_at: list[float] = []
+    still: list[tuple[str, int] | None] = []
     lost: list[str] = []
 
     def submit(n: int) -> None:
@@ -255,6 +256,8 @@ def test_three_servers_one_leader_survive_its_kill(cluster: Cluster) -> None:
                 if (done or 0) >= 200:
                     break
                 time.sleep(0.05)
+        # under this load the lead never changed hands before the kill (no lapse, no flapping)
+        still.append(cluster.leader())
         killed_at.append(time.time())
         os.kill(leader_process.pid, signal.SIGKILL)
 
@@ -274,6 +277,8 @@ def test_three_servers_one_leader_survive_its_kill(cluster: Cluster) -> None:
     killer.join()
     assert not lost, lost[:5]
     assert leader_process.wait(timeout=10) == -signal.SIGKILL
+    changes = [e.data for e in cluster.events("scheduler.leader") if e.data.get("term") != term]
+    assert still == [(holder, term)], ("the lead changed hands under load", still, changes)
 
     # a new leader, elected within two intervals of the kill
     new_holder, new_term = cluster.wait_for_leader(unlike=holder)
