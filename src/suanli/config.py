@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     network_fen_per_gb: int = Field(default=0, ge=0)
     preemptible_discount_bp: int = Field(default=3000, ge=0, le=10_000)
     sla_credit_bp: int = Field(default=1000, ge=0, le=10_000)
+    # a task's maximum run time when its spec sets none (`max_run_s`); agents enforce it
+    default_max_run_s: float = Field(default=86_400.0, gt=0)
+    # a preempted task gets SIGTERM, then SIGKILL after this grace period
+    preempt_grace_s: float = Field(default=30.0, ge=0)
+    # budget alerts at these fractions of a budget (basis points), unless the budget says others
+    budget_alert_bp: list[int] = Field(default_factory=lambda: [5000, 8000, 10_000])
     # the largest request body accepted (413 above it; an agent's report may be 16x this)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1 << 30)
     # TLS: serve https with this certificate chain and key (PEM files), both or neither

@@ -80,6 +80,17 @@ class Capacity:
         found = self.pools.get(pool)
         return 0 if found is None else max(0, found.queue_depth)
 
+    def with_held(self, more: Mapping[str, int]) -> Capacity:
+        """This capacity with `more` devices held per pool (what an earlier round placed)."""
+        if not more:
+            return self
+        pools = dict(self.pools)
+        for pool, devices in more.items():
+            found = pools.get(pool)
+            if found is not None:
+                pools[pool] = replace(found, held=found.held + devices)
+        return Capacity(pools)
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedTask:

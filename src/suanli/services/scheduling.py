@@ -31,8 +31,10 @@ from sqlalchemy.orm import Session
 from suanli.errors import SuanliError
 from suanli.scheduler import Action, Decision, Policy, QueuedTask, decide, policy_named
 from suanli.scheduler.decide import DEFAULT_MAX_WAIT_S
-from suanli.services.capacity import cached_task, queued_task, step_inputs
+from suanli.services import admission, sharing
+from suanli.services.capacity import StepInputs, cached_task, queued_task, step_inputs
 from suanli.services.core import State, append_event, aware, now, transition
+from suanli.services.sharing import Gate
 from suanli.services.tasks import settle
 from suanli.store.models import TaskRow
 
@@ -49,12 +51,16 @@ class PassPlan:
     doomed: dict[str, str] = dataclasses.field(default_factory=dict)
     # task -> (deferred until, reason): newly deferred tasks
     deferred: dict[str, tuple[datetime, str]] = dataclasses.field(default_factory=dict)
-    decisions: tuple[Decision, ...] = ()  # every decision of the step, in queue order
+    decisions: tuple[Decision, ...] | list[Decision] = ()  # every decision, in queue order
+    # task -> the priced offer its order is opened with (admission), for each placement
+    offers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # running task -> why the pass asks its agent to preempt it
+    preempt: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def writes(self) -> bool:
         """Whether `apply_pass` has anything to write."""
-        return bool(self.placements or self.reasons or self.doomed or self.deferred)
+        return bool(self.placements or self.reasons or self.doomed or self.deferred or self.preempt)
 
 
 def _doom_reason(error: Exception) -> str:
@@ -99,6 +105,8 @@ def deferred_reason(decision: Decision, until: datetime) -> str:
 
 QUEUED_COLUMNS = (
     TaskRow.id,
+    TaskRow.owner_id,
+    TaskRow.devices,
     TaskRow.created_at,
     TaskRow.policy,
     TaskRow.not_before,
@@ -160,8 +168,9 @@ def plan_pass(
         except Exception as error:  # a bad row must not stop the pass
             doomed[row.id] = _doom_reason(error)
     inputs = step_inputs(session, moment)
-    decisions = decide(
-        queue, inputs.network, inputs.capacity, default, inputs.clock_s, max_wait_s=max_wait_s
+    owners = {row.id: row.owner_id for row in pending}
+    decisions, refused, quota, offers = _rounds(
+        session, queue, owners, inputs, default, moment, max_wait_s
     )
     rows = {row.id: row for row in pending}
     placements: dict[str, tuple[str, str, dict[str, Any]]] = {}
@@ -187,7 +196,72 @@ def plan_pass(
                 reasons[row.id] = decision.reason
         else:
             doomed[row.id] = decision.reason
-    return PassPlan(placements, reasons, doomed, deferred, decisions)
+    for ident, reason in {**quota.waits, **refused}.items():
+        if ident in rows and rows[ident].unplaced_reason != reason:
+            reasons[ident] = reason
+    return PassPlan(
+        placements,
+        reasons,
+        doomed,
+        deferred,
+        decisions,
+        offers={ident: offers[ident] for ident in placements if ident in offers},
+        preempt=dict(quota.preempt),
+    )
+
+
+MAX_ROUNDS = 4  # decide again for the capacity that refused or quota-held tasks left
+
+
+def _rounds(
+    session: Session,
+    queue: list[QueuedTask],
+    owners: dict[str, str],
+    inputs: StepInputs,
+    default: Policy,
+    moment: datetime,
+    max_wait_s: float,
+) -> tuple[list[Decision], dict[str, str], Gate, dict[str, dict[str, Any]]]:
+    """The decision step in rounds: the gate (quotas, fair share) gives a batch of the queue
+    that fits what is free; `decide` places it; admission prices each placement and refuses
+    what its consumer cannot pay for (the task stays queued with the reason). The capacity a
+    refused task or a quota left is offered to the next batch, up to `MAX_ROUNDS` rounds.
+    Returns every decision (a refused placement becomes QUEUE with its reason), the refusals,
+    the gate (its waits and preemptions) and the offers of the admitted placements."""
+    quota = sharing.gate(session, queue, owners, inputs, moment)
+    devices = {q.task.id: q.task.devices for q in queue}
+    capacity = inputs.capacity
+    decided: dict[str, Decision] = {}
+    refused: dict[str, str] = {}
+    offers: dict[str, dict[str, Any]] = {}
+    for _ in range(MAX_ROUNDS):
+        batch = quota.next_batch(capacity)
+        if not batch:
+            break
+        step = decide(
+            batch, inputs.network, capacity, default, inputs.clock_s, max_wait_s=max_wait_s
+        )
+        screened = admission.screen(session, step, owners, inputs, moment)
+        held: dict[str, int] = {}
+        admitted: list[str] = []
+        for decision in step:
+            reason = screened.refused.get(decision.task)
+            if decision.action is Action.PLACE and reason is not None:
+                refused[decision.task] = reason
+                decided[decision.task] = dataclasses.replace(
+                    decision, action=Action.QUEUE, reason=reason, placement=None
+                )
+                continue
+            decided[decision.task] = decision
+            if decision.action is Action.PLACE and decision.placement is not None:
+                pool = decision.placement.pool
+                held[pool] = held.get(pool, 0) + devices[decision.task]
+                admitted.append(decision.task)
+                if decision.task in screened.offers:
+                    offers[decision.task] = dict(screened.offers[decision.task])
+        quota.placed(admitted)
+        capacity = capacity.with_held(held)
+    return [decided[q.task.id] for q in queue if q.task.id in decided], refused, quota, offers
 
 
 def apply_pass(session: Session, decided: PassPlan) -> int:
@@ -227,6 +301,10 @@ def apply_pass(session: Session, decided: PassPlan) -> int:
             settle(session, row)
         elif row.id in decided.placements:
             pool, site, placement = decided.placements[row.id]
+            refusal = _open_order(session, row, decided.offers.get(row.id))
+            if refusal is not None:  # the money went since the plan: stays queued
+                row.unplaced_reason = refusal
+                continue
             row.pool_id, row.site_id, row.placement = pool, site, placement
             row.unplaced_reason = None
             append_event(
@@ -249,4 +327,41 @@ def apply_pass(session: Session, decided: PassPlan) -> int:
             )
         elif row.unplaced_reason != decided.reasons[row.id]:
             row.unplaced_reason = decided.reasons[row.id]
+    _request_preemptions(session, decided.preempt)
     return placed
+
+
+def _open_order(session: Session, row: TaskRow, offer: dict[str, Any] | None) -> str | None:
+    """Open the placed task's order (escrow held), in a savepoint: None when done (or when the
+    task has its order already), else the reason it stays queued (nothing of it is written)."""
+    if offer is None:
+        return None
+    try:
+        with session.begin_nested():
+            admission.open_order(session, row, offer)
+    except SuanliError as refused:
+        return str(refused)
+    return None
+
+
+def _request_preemptions(session: Session, preempt: dict[str, str]) -> None:
+    """Ask the agents of these running tasks to preempt them (delivered with the agent's next
+    heartbeat; the task ends PREEMPTED on its report and is queued again)."""
+    if not preempt:
+        return
+    rows = session.scalars(
+        select(TaskRow)
+        .where(
+            TaskRow.id.in_(list(preempt)),
+            TaskRow.state.in_((State.INITIALIZING.value, State.RUNNING.value)),
+            TaskRow.preempt_requested.is_(False),
+            TaskRow.cancel_requested.is_(False),
+        )
+        .order_by(TaskRow.id)
+        .with_for_update()
+    ).all()
+    for row in rows:
+        row.preempt_requested, row.preempt_reason = True, preempt[row.id]
+        append_event(
+            session, "task.preempt_requested", row.id, "scheduler", {"reason": preempt[row.id]}
+        )

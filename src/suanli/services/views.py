@@ -132,7 +132,7 @@ class QuoteRead(BaseModel):
 class OrderRead(BaseModel):
     id: str
     task_id: str
-    quote_id: str
+    quote_id: str | None  # None: the order the pass opened at admission
     state: str
     escrow: dict[str, Any]
     offer: dict[str, Any]

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -43,6 +44,22 @@ class Principal(Base):
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
+    # the consumer's group (organisation): its quota and fair share (None: the public share)
+    group_id: Mapped[str | None] = mapped_column(ForeignKey("groups.id"), index=True)
+
+
+class GroupRow(Base):
+    """Consumers grouped (an organisation): a guaranteed share of the network's devices and a
+    cap of device-hours per period."""
+
+    __tablename__ = "groups"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    guaranteed_bp: Mapped[int] = mapped_column(Integer, default=0)  # of each device kind
+    cap_device_hours: Mapped[float | None] = mapped_column(Float)  # per period; None: no cap
+    period: Mapped[str] = mapped_column(String(8), default="month")  # day | week | month
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class Token(Base):
@@ -148,6 +165,10 @@ class TaskRow(Base):
     updated_at: Mapped[datetime]
     not_before: Mapped[datetime | None]  # deferred by the decision step until then
     pinned_pool_id: Mapped[str | None] = mapped_column(String(160))  # an accepted quote's pool
+    # the pass asked the agent to preempt the task (why); how often it was preempted
+    preempt_requested: Mapped[bool] = mapped_column(default=False)
+    preempt_reason: Mapped[str | None] = mapped_column(Text)
+    preemptions: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class EventStream(Base):
@@ -252,14 +273,98 @@ class OrderRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
-    quote_id: Mapped[str] = mapped_column(String(64))
-    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    quote_id: Mapped[str | None] = mapped_column(String(64))  # None: made by the pass
+    # one order per admission: a preempted, re-queued task gets a new one when admitted again
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), index=True)
     state: Mapped[str] = mapped_column(String(16))  # OPEN | SETTLED
     escrow_fen: Mapped[int] = mapped_column(BigInteger)
     offer: Mapped[dict[str, Any]]
     settlement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     settled_at: Mapped[datetime | None]
+    source: Mapped[str] = mapped_column(String(16), default="quote")  # quote | admission
+    voucher_fen: Mapped[int] = mapped_column(BigInteger, default=0)  # of escrow_fen
+    vouchers: Mapped[list[list[Any]] | None] = mapped_column(JSON)  # [[voucher id, fen]]
+
+
+class BudgetRow(Base):
+    """A consumer's spending limit per period, with alert thresholds (basis points)."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        UniqueConstraint("principal_id", "period", name="uq_budgets_principal_period"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"))
+    period: Mapped[str] = mapped_column(String(8))  # day | week | month
+    limit_fen: Mapped[int] = mapped_column(BigInteger)
+    alert_bp: Mapped[list[int]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class BudgetAlertRow(Base):
+    """A threshold of a budget crossed in one period (once)."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (
+        UniqueConstraint("budget_id", "period_start", "threshold_bp", name="uq_budget_alerts_once"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    budget_id: Mapped[str] = mapped_column(ForeignKey("budgets.id"))
+    period_start: Mapped[datetime]
+    threshold_bp: Mapped[int] = mapped_column(Integer)
+    spent_fen: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime]
+
+
+class VoucherRow(Base):
+    """A compute voucher (算力券): an amount the issuer funds, spendable by eligible consumers
+    or groups before their wallets until it expires; what is left then returns to the issuer.
+    Its balance is the ledger account `voucher:<id>`."""
+
+    __tablename__ = "vouchers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issuer_id: Mapped[str] = mapped_column(ForeignKey("principals.id"))
+    face_fen: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime]
+    eligible: Mapped[dict[str, Any]]  # {"consumers": [ids], "groups": [ids]}
+    state: Mapped[str] = mapped_column(String(16), index=True)  # ACTIVE | EXPIRED
+    memo: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    expired_at: Mapped[datetime | None]
+
+
+class PayoutRunRow(Base):
+    """One payout run per period: every provider's receivable paid, a statement each."""
+
+    __tablename__ = "payout_runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), unique=True)  # e.g. 2026-11
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    total_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    providers: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PayoutStatementRow(Base):
+    """A provider's statement of one payout run."""
+
+    __tablename__ = "payout_statements"
+    __table_args__ = (UniqueConstraint("run_id", "provider_id", name="uq_statements_run_provider"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("payout_runs.id"))
+    provider_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    period: Mapped[str] = mapped_column(String(16))
+    opening_fen: Mapped[int] = mapped_column(BigInteger)
+    earned_fen: Mapped[int] = mapped_column(BigInteger)
+    paid_fen: Mapped[int] = mapped_column(BigInteger)
+    closing_fen: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
 
 
 class RatingRow(Base):
