@@ -2,7 +2,9 @@
 
 Starts `suanli serve`, creates an operator, a provider and a consumer, registers a site with a
 pool of this machine's CPU cores, starts an agent for it, submits a few real commands, shows
-them placed and finished, then leaves the server running with its URL and tokens printed.
+them placed and finished and what each cost (every task is an order: its maximum price is held
+from the consumer's wallet when it is placed and it is charged for what ran), then leaves the
+server running with its URL and tokens printed.
 Ctrl-C stops the agent and the server cleanly.
 """
 
@@ -55,6 +57,13 @@ def port() -> int:
 
 
 DEMO_TOPUP_FEN = 100_000  # 1,000.00 yuan in the demo consumer's wallet
+# a demo price, so that tasks of a few seconds cost whole fen (360.00 yuan per core-hour)
+DEMO_PRICE_FEN = 36_000
+DEMO_DURATION_S = "10"  # each task's estimate: its maximum price is 10 s of a core
+
+
+def yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d} CNY"
 
 
 def main() -> int:
@@ -66,6 +75,7 @@ def main() -> int:
     with session_factory(engine).begin() as session:
         made = {role: create_token(session, role, f"demo {role.value}") for role in Role}
         tokens = {role: token for role, (_, token) in made.items()}
+        consumer_id = made[Role.CONSUMER][0].id
         # a top-up, so that quotes can be accepted (from the CLI or the web console)
         market.credit(session, made[Role.OPERATOR][0], made[Role.CONSUMER][0].id, DEMO_TOPUP_FEN)
     engine.dispose()
@@ -119,7 +129,7 @@ def main() -> int:
                 "site_id": site,
                 "device": "cpu",
                 "count": cores,
-                "price_fen_per_device_hour": 20,
+                "price_fen_per_device_hour": DEMO_PRICE_FEN,
             },
         ).json()["id"]
         print(f"provider site {site} with {cores} CPU core(s) in pool {pool}", file=sys.stderr)
@@ -148,7 +158,11 @@ def main() -> int:
         )
         consumer_env = {**env, "SUANLI_SERVER": url, "SUANLI_TOKEN": tokens[Role.CONSUMER]}
         for command in COMMANDS:
-            subprocess.run([*SUANLI, "submit", "--", *command], env=consumer_env, check=True)
+            subprocess.run(
+                [*SUANLI, "submit", "--duration", DEMO_DURATION_S, "--", *command],
+                env=consumer_env,
+                check=True,
+            )
         consumer = httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {tokens[Role.CONSUMER]}"}
         )
@@ -163,6 +177,20 @@ def main() -> int:
             logs = consumer.get(f"/v1/tasks/{task['id']}/logs").json()
             output = (logs["stdout_tail"] + logs["stderr_tail"]).strip()
             print(f"{task['id']} {task['state']} (exit {task['exit_code']}): {output}")
+        # every task was an order: held at placement, settled at its end (hold + settle = charge)
+        wallet = f"wallet:{consumer_id}"
+        lines = consumer.get("/v1/statement", params={"account": wallet}).json()["lines"]
+        charges: dict[str, int] = {}
+        for line in lines:
+            if line["order"]:
+                charges[line["order"]] = charges.get(line["order"], 0) - line["amount"]["fen"]
+        for order, fen in charges.items():
+            print(f"order {order}: charged {fen} fen ({yuan(fen)}) / 订单扣费")
+        left = lines[-1]["balance"]["fen"] if lines else DEMO_TOPUP_FEN
+        print(
+            f"wallet {wallet}: {DEMO_TOPUP_FEN} fen topped up, {sum(charges.values())} fen spent, "
+            f"{left} fen left ({yuan(left)}) / 钱包余额"
+        )
         print(f"""
 The server is running at {url} (API docs at {url}/docs, metrics at {url}/metrics).
 Web console / 网页控制台: {url}/console (sign in with a token below / 用下方令牌登录)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from suanli import cli_groups, cli_payouts, cli_vouchers
 from suanli.cli_client import (
     JsonOpt,
     duration_s,
@@ -22,6 +23,9 @@ from suanli.cli_client import (
 app = typer.Typer(help="Administration on the database directly. 直接操作数据库的管理命令。")
 token_app = typer.Typer(help="Bearer tokens. 访问令牌。")
 app.add_typer(token_app, name="token")
+app.add_typer(cli_payouts.app, name="payouts")
+app.add_typer(cli_vouchers.app, name="vouchers")
+app.add_typer(cli_groups.app, name="groups")
 
 
 def _admin_money(

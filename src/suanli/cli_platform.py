@@ -22,7 +22,16 @@ from typing import Annotated
 
 import typer
 
-from suanli import cli_admin, cli_audit, cli_market, cli_sites, cli_tasks
+from suanli import (
+    cli_admin,
+    cli_audit,
+    cli_budgets,
+    cli_market,
+    cli_payouts,
+    cli_sites,
+    cli_tasks,
+    cli_vouchers,
+)
 from suanli.cli_client import CaOpt, Decorator, ServerOpt, err, handles_errors
 
 __all__ = ["Decorator", "app", "register"]
@@ -68,6 +77,9 @@ def register(main: typer.Typer) -> None:
     main.add_typer(cli_market.app)
     main.add_typer(cli_admin.app, name="admin")
     main.add_typer(cli_audit.app, name="audit")
+    main.add_typer(cli_budgets.app, name="budget")
+    main.add_typer(cli_payouts.statements_app, name="statements")
+    main.add_typer(cli_vouchers.vouchers_app)
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """Task commands (consumers): `submit` (optionally `--wait`, following the task until it ends),
-`tasks`, `task`, `logs` and `cancel`, over the platform API. `task_body` builds the JSON body of a
-task from the options (`quote` shares it)."""
+`tasks`, `task`, `logs`, `cancel` and the operator's `preempt`, over the platform API.
+`task_body` builds the JSON body of a task from the options (`quote` shares it)."""
 
 from __future__ import annotations
 
@@ -275,5 +275,28 @@ def cancel(
         out.print(
             f"{row['id']} {row['state']}"
             + (" (cancel requested / 已请求取消)" if row["cancel_requested"] else ""),
+            markup=False,
+        )
+
+
+@app.command()
+@handles_errors
+def preempt(
+    server: ServerOpt,
+    token: TokenOpt,
+    task_id: Annotated[str, typer.Argument(help="Task id / 任务 id")],
+    as_json: JsonOpt = False,
+    ca: CaOpt = None,
+) -> None:
+    """Preempt a running task (operator): it stops, is charged for what ran and is queued
+    again on the same pool, resuming from its checkpoint directory. 抢占运行中的任务（运营方）：
+    任务停止，按已运行部分计费，并在同一资源池重新排队，从检查点目录恢复。"""
+    row = Client(server, token, ca).call("POST", f"/v1/tasks/{task_id}/preempt")
+    if as_json:
+        print_json(row)
+    else:
+        out.print(
+            f"{row['id']} {row['state']}"
+            + (" (preemption requested / 已请求抢占)" if row.get("preempt_requested") else ""),
             markup=False,
         )

@@ -19,6 +19,7 @@ no task the engine can price costs more than a 64-bit number of fen:
 | `resources.work_flop` | > 0 .. 1e25 FLOP |
 | `resources.duration_s` | > 0 .. 1e8 s (about 3 years) |
 | `deadline_s` | > 0 .. 1e9 s |
+| `max_run_s` | > 0 .. 2,592,000 s (30 days); unset: the server's `default_max_run_s` |
 | `memory_gb`, `disk_gb`, `data_gb` | 0 .. 1e7 GB |
 | `max_price_fen` | 0 .. 1e15 fen |
 | `price_fen_per_device_hour` | 0 .. 10,000,000 fen (100,000 yuan) |
@@ -51,6 +52,7 @@ MAX_DEVICES = 100_000
 MAX_WORK_FLOP = 1e25
 MAX_DURATION_S = 1e8
 MAX_DEADLINE_S = 1e9
+MAX_RUN_S = 30 * 86_400  # a task's maximum run time: at most 30 days
 MAX_GB = 1e7
 MAX_BUDGET_FEN = 10**15
 MAX_PRICE_FEN_PER_DEVICE_HOUR = 10_000_000
@@ -144,6 +146,9 @@ class TaskCreate(StrictModel):
     origin: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
     data_gb: GB = 0.0
     deadline_s: Annotated[float, Field(gt=0, le=MAX_DEADLINE_S)] | None = None
+    # the agent stops the task after this many seconds of running (EXECUTOR_ERROR, "exceeded
+    # its maximum run time"); unset: the server's `default_max_run_s`
+    max_run_s: Annotated[float, Field(gt=0, le=MAX_RUN_S)] | None = None
     max_price_fen: Annotated[int, Field(ge=0, le=MAX_BUDGET_FEN)] | None = None
     policy: Literal["nearest", "cost", "green", "latency", "balanced"] | None = None
     preemptible: bool = False  # priced with the operator's preemptible discount

@@ -24,6 +24,7 @@ import pytest
 from suanli.services.core import Role, create_token
 from suanli.store.db import make_engine, session_factory, upgrade
 from tests.integration.platform.conftest import FAST, free_port, submit_body
+from tests.money import principal_token
 from tests.waiting import healthy, poll, wait_until
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
@@ -94,7 +95,7 @@ def tls_platform(database_url: str, tmp_path: Path) -> Iterator[TlsPlatform]:
     upgrade(engine)
     with session_factory(engine).begin() as session:
         _, provider = create_token(session, Role.PROVIDER, "dc-1")
-        _, consumer = create_token(session, Role.CONSUMER, "lab")
+        _, consumer = principal_token(session, Role.CONSUMER, "lab")  # funded
     engine.dispose()
     port = free_port()
     env = {**os.environ, **FAST, "SUANLI_HOME": str(tmp_path)}

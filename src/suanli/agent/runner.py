@@ -7,12 +7,15 @@ removed from this process's environment as soon as it is read, so no task or eng
 started by the agent inherits it (tasks get a clean environment anyway, see `backends`):
 
 1. `POST /v1/agents` `{"site_id", "name", "slots", "backend"}` -> 201
-   `{"id", "lease_s", "heartbeat_s"}`;
+   `{"id", "lease_s", "heartbeat_s", "preempt_grace_s"}`;
 2. every `heartbeat_s`: `POST /v1/agents/{id}/heartbeat` `{"running": [task ids]}` -> 200
-   `{"cancel": [task ids]}`; it renews the leases of the listed tasks;
+   `{"cancel": [task ids], "preempt": [task ids], "preempt_grace_s": s}`; it renews the leases
+   of the listed tasks; a task to preempt gets SIGTERM, then SIGKILL after the grace
+   (`Backend.preempt`), and is reported PREEMPTED with the usage of what ran;
 3. while slots are free: `POST /v1/agents/{id}/lease` `{"max": free, "wait_s": s}` -> 200
-   `{"tasks": [{"id", "executors", "devices", "inputs", "outputs", "volumes",
-   "lease_expires_at"}]}` (inputs, outputs and volumes as in `suanli.agent.staging`); this is
+   `{"tasks": [{"id", "executors", "devices", "inputs", "outputs", "volumes", "max_run_s",
+   "lease_expires_at"}]}` (inputs, outputs and volumes as in `suanli.agent.staging`;
+   `max_run_s` the task's maximum run time, which the backend enforces); this is
    a long-poll: with no work for the site the server holds it until a pass places some, or
    `wait_s` passes (up to IDLE_WAIT_S when the agent is idle, `poll_s` while tasks run, never
    past the next heartbeat), so work starts as soon as it is placed; after a report frees a
@@ -22,7 +25,14 @@ started by the agent inherits it (tasks get a clean environment anyway, see `bac
    "executors", "outputs"}` at the end (`executors`: one `{"exit_code", "stdout_tail",
    "stderr_tail", "wall_s", "started_at", "ended_at"}` per executor that ran; `outputs`: one
    `{"url", "path", "size_bytes"}` per file copied out), `state` one of COMPLETE,
-   EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED.
+   EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED, PREEMPTED.
+
+Checkpoints: every task gets `SUANLI_CHECKPOINT_DIR`, the directory `<checkpoint root>/<task>`
+(`checkpoint_root`, default `<work root>/checkpoints`) that this agent keeps for the task across
+its attempts: a preempted task that the server places on this site again finds there what it
+wrote. It is deleted once the server has taken the task's final report (COMPLETE,
+EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED), never after PREEMPTED. Agents of one site that should
+share checkpoints point `checkpoint_root` at one shared directory.
 
 Restarts: the agent keeps its id, its server, its site and the backend's `ref` of every task it
 runs in `<work root>/agent-state.json`. Started again with the same work root, it resumes that
@@ -63,6 +73,7 @@ import ctypes
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -108,6 +119,8 @@ __all__ = [
 
 STOP_REASON = "agent stopped"
 STATE_FILE = "agent-state.json"
+CHECKPOINTS_DIR = "checkpoints"  # under the work root, unless `checkpoint_root` says otherwise
+FINAL_STATES = frozenset(TERMINAL_STATES - {TaskState.PREEMPTED})  # the task ends for good
 LOST_REASON = "lost when the agent restarted: the backend cannot find it again"
 SERVER_CANCEL_REASON = "canceled by the server"
 LEASE_LOST_REASON = "lease not renewed in time"
@@ -249,6 +262,7 @@ class _Task:
     task_dir: Path
     outputs: list[dict[str, Any]]
     cancel_reason: str | None = None
+    preempting: bool = False  # the server asked for it back: `Backend.preempt` was called
     dropped: bool = False  # no longer ours: drain on the backend, never report
     process: tuple[int, int] | None = None  # the local backend's running group (state file)
     started_at: float = float("-inf")  # clock() when this agent started it (resumed: unknown)
@@ -288,6 +302,7 @@ class Agent:
         name: str | None = None,
         work_root: Path | str | None = None,
         file_roots: Sequence[Path | str] = (),
+        checkpoint_root: Path | str | None = None,
         capacity_every_s: float = 30.0,
         poll_s: float = 0.5,
         timeout_s: float = 10.0,
@@ -313,6 +328,10 @@ class Agent:
             Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="suanli-agent-"))
         )
         self.file_roots = tuple(Path(root) for root in file_roots)
+        self.checkpoint_root = (
+            Path(checkpoint_root) if checkpoint_root else self.work_root / CHECKPOINTS_DIR
+        )
+        self.preempt_grace_s: float | None = None  # the server's, once it has said
         self.poll_s = poll_s
         self._timeout_s = timeout_s
         self.shutdown_s = shutdown_s
@@ -440,6 +459,7 @@ class Agent:
         self.agent_id = str(agent_id)
         self.lease_s = float(lease_s)
         self.heartbeat_s = float(heartbeat_s)
+        self._take_grace(answer)
         self._next_heartbeat_at = self._clock() + self.heartbeat_s
         self._log(
             f"registered at {self.server_url} (site {self.site_id}, {self.slots} slot(s), "
@@ -647,8 +667,10 @@ class Agent:
             if task_id in self._tasks:
                 self._tasks[task_id].lease_deadline = sent_at + self.lease_s
         cancel = answer.get("cancel") or []
-        if not isinstance(cancel, list):
+        preempt = answer.get("preempt") or []
+        if not isinstance(cancel, list) or not isinstance(preempt, list):
             raise ServerUnavailable(path, f"malformed answer {answer!r}")
+        self._take_grace(answer)
         for task_id in map(str, cancel):
             task = self._tasks.get(task_id)
             if task is None or task.dropped or task.cancel_reason is not None:
@@ -656,6 +678,23 @@ class Agent:
             task.cancel_reason = SERVER_CANCEL_REASON
             self._log(f"task {task_id} cancel requested by the server")
             self._cancel_on_backend(task)
+        for task_id in map(str, preempt):
+            task = self._tasks.get(task_id)
+            if task is None or task.dropped or task.cancel_reason is not None or task.preempting:
+                continue
+            task.preempting = True
+            grace_s = self.preempt_grace_s if self.preempt_grace_s is not None else 30.0
+            self._log(f"task {task_id} preempted by the server ({grace_s:g} s grace)")
+            try:
+                self.backend.preempt(task.handle, grace_s)
+            except Exception as exc:  # keep the loop alive; the next poll will tell
+                self._log(f"task {task.id}: preempt failed on the backend: {exc}")
+
+    def _take_grace(self, answer: Mapping[str, Any]) -> None:
+        """The server's preemption grace (registration or heartbeat answer), if it gave one."""
+        grace = answer.get("preempt_grace_s")
+        if isinstance(grace, int | float) and not isinstance(grace, bool) and grace >= 0:
+            self.preempt_grace_s = float(grace)
 
     def _new_tails(self) -> dict[str, dict[str, str]]:
         """The last 4 KiB of each running task's stdout.txt and stderr.txt, for the tasks whose
@@ -716,13 +755,26 @@ class Agent:
             if not executors:
                 raise InvalidValue("executors", [], "at least one executor", "至少一个执行器")
             devices = int(item.get("devices") or 0)
+            max_run_s = item.get("max_run_s")
+            if max_run_s is not None and not _positive(max_run_s):
+                raise InvalidValue("max_run_s", max_run_s, "a positive number", "正数")
             workdir = self.work_root / _dir_name(task_id)
             workdir.mkdir(parents=True, exist_ok=True)
+            checkpoint = self.checkpoint_dir(task_id)
+            checkpoint.mkdir(parents=True, exist_ok=True)
             outputs = _objects(item, "outputs")
             staging.stage_in(
                 workdir, _objects(item, "inputs"), item.get("volumes") or [], self.file_roots
             )
-            handle = self.backend.start(task_id, executors, workdir, devices)
+            handle = self.backend.start(
+                task_id,
+                executors,
+                workdir,
+                devices,
+                max_run_s=None if max_run_s is None else float(max_run_s),
+                checkpoint_dir=checkpoint,
+                grace_s=self.preempt_grace_s,
+            )
         except Exception as exc:  # a bad spec or a backend failure: the task cannot run here
             message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
             self._finished_id(task_id, _no_status(TaskState.SYSTEM_ERROR, message))
@@ -740,6 +792,10 @@ class Agent:
         self._save_state()
         self._log(f"task {task_id} {TaskState.RUNNING.value}")
 
+    def checkpoint_dir(self, task_id: str) -> Path:
+        """The task's checkpoint directory on this agent (see the module docstring)."""
+        return self.checkpoint_root / _dir_name(task_id)
+
     def _flush_outbox(self) -> None:
         while self._outbox and self.agent_id is not None:
             report = self._outbox[0]
@@ -748,6 +804,8 @@ class Agent:
             self._outbox.popleft()
             if code in (404, 409):
                 self._drop(report.task_id, f"server answered {code} to a report")
+            elif 200 <= code < 300 and report.terminal and report.body["state"] in FINAL_STATES:
+                shutil.rmtree(self.checkpoint_dir(report.task_id), ignore_errors=True)
             elif not 200 <= code < 300:
                 self._log(
                     f"task {report.task_id}: report {report.body['state']} refused with "

@@ -47,6 +47,7 @@ from suanli.clock import SYSTEM, Clock
 from suanli.config import Settings
 from suanli.services import agents as agents_service
 from suanli.services import scheduling as scheduling_service
+from suanli.services import vouchers as vouchers_service
 from suanli.services.core import SEAL_EVERY_S, Caller, Unauthorized, authenticate, seal
 from suanli.services.db import open_store
 from suanli.services.leader import LEASE_INTERVALS, Elector, NotLeader
@@ -148,6 +149,7 @@ class Platform:
         with self.write_lock if write else nullcontext():
             session = (self.sessions if write else self.readers)()
             session.info["clock"] = self.clock
+            session.info["pricing_rules"] = self.settings  # services.market.pricing_rules
             try:
                 yield session
                 session.commit()
@@ -209,6 +211,12 @@ class Platform:
         self.passed_at = began
         self.metrics.placements.inc(placed)
         if self.last_seal is None or (began - self.last_seal).total_seconds() >= SEAL_EVERY_S:
+            with self.unit_of_work(write=False) as session:
+                expiring = vouchers_service.any_due(session)
+            if expiring:  # what is left on expired vouchers returns to the issuer
+                with self.unit_of_work() as session:
+                    self.elector.fence(session, lead)
+                    vouchers_service.expire(session, "scheduler")
             with self.unit_of_work() as session:  # the event log's periodic root (services.core)
                 seal(session)
             self.last_seal = began
@@ -402,8 +410,9 @@ def create_app(
     app.add_middleware(MeasureRequests, metrics=state.metrics)
 
     from suanli.api import tes, tokens
-    from suanli.api.routes import agents, market, ops, sites, tasks
+    from suanli.api.routes import agents, budgets, market, ops, payouts, sites, tasks, vouchers
     from suanli.api.routes import clock as clock_routes
+    from suanli.api.routes import groups as group_routes
     from suanli.console import web
 
     app.include_router(ops.router)
@@ -415,4 +424,8 @@ def create_app(
     app.include_router(market.router)
     app.include_router(agents.router)
     app.include_router(clock_routes.router)
+    app.include_router(vouchers.router)
+    app.include_router(budgets.router)
+    app.include_router(payouts.router)
+    app.include_router(group_routes.router)
     return app

@@ -41,6 +41,7 @@ class AgentRead(BaseModel):
     id: str
     lease_s: float
     heartbeat_s: float
+    preempt_grace_s: float = 30.0  # a preempted task's SIGTERM-to-SIGKILL grace
 
 
 Count = Annotated[int, Field(ge=0, le=100_000_000)]
@@ -74,6 +75,8 @@ class Heartbeat(StrictModel):
 
 class HeartbeatReply(BaseModel):
     cancel: list[str]
+    preempt: list[str] = []  # tasks to preempt: SIGTERM, the grace, SIGKILL
+    preempt_grace_s: float = 30.0
 
 
 class LeaseRequest(StrictModel):

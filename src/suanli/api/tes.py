@@ -92,6 +92,7 @@ BACKEND_PARAMETERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "latency_tier": ("latency_tier", _text),
     "origin": ("origin", _text),
     "deadline_s": ("deadline_s", _number),
+    "max_run_s": ("max_run_s", _number),  # TES has no run-time field: suanli's own option
     "max_price_fen": ("max_price_fen", _integer),
     "devices": ("resources.devices", _integer),
     "device_kind": ("resources.device_kind", _text),

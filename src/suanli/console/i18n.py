@@ -104,6 +104,66 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "error.title": ("Something is not right", "出错了"),
     "error.forbidden": ("Your role cannot open this page.", "您的角色无权访问此页面。"),
     "error.not_found": ("Not found.", "未找到。"),
+    # payout statements (console/pages_statements.py)
+    "stmt.title": ("Payout statements", "结算对账单"),
+    "stmt.statement": ("Statement", "对账单"),
+    "stmt.run": ("Payout run", "付款批次"),
+    "stmt.all": ("All statements", "全部对账单"),
+    "stmt.provider": ("Provider", "提供方"),
+    "stmt.period": ("Period", "账期"),
+    "stmt.cst": ("calendar month, China Standard Time", "自然月，北京时间"),
+    "stmt.opening": ("Opening (unpaid)", "期初未付"),
+    "stmt.earned": ("Earned in the period", "本期收入"),
+    "stmt.paid": ("Paid by this run", "本次付款"),
+    "stmt.closing": ("Closing (unpaid)", "期末未付"),
+    "stmt.orders": ("Orders", "订单数"),
+    "stmt.order": ("Order", "订单"),
+    "stmt.lines": ("Orders settled in the period", "本期结算的订单"),
+    "stmt.settled": ("Settled", "结算时间"),
+    "stmt.charge": ("Charge", "收费"),
+    "stmt.share": ("Your share", "提供方分成"),
+    "stmt.platform": ("Platform fee", "平台费"),
+    "stmt.network": ("Network", "网络费"),
+    "stmt.sla": ("SLA credit", "SLA 赔付"),
+    "stmt.net": ("Net", "净收入"),
+    "stmt.no_lines": ("No orders settled in this period.", "本期没有结算的订单。"),
+    "stmt.empty": ("No payout statements yet.", "暂无结算对账单。"),
+    "stmt.rule": (
+        "A monthly payout run pays what you earned (your share of each order settled up to the "
+        "month's end, less SLA credits) and was not paid yet: closing = opening + earned - paid.",
+        "每月付款批次支付截至月末已结算订单中您的分成（扣除 SLA 赔付）中尚未支付的部分："
+        "期末 = 期初 + 本期收入 - 本次付款。",
+    ),
+    # budgets (console/pages_statements.py, the money page's panel)
+    "budget.title": ("Budgets", "预算"),
+    "budget.rule": (
+        "Calendar periods in China Standard Time (UTC+8). An order counts in the period it was "
+        "opened: its escrow while open, its charge once settled. A task that would take the "
+        "spend past a budget waits until the period ends or the budget is raised.",
+        "按北京时间（UTC+8）的自然日、周、月计算。订单计入其创建所在的周期：未结时按托管金额，"
+        "结算后按实际收费。超出预算的任务将等待至本期结束或预算提高。",
+    ),
+    "budget.period": ("Period", "周期"),
+    "budget.period.day": ("Day", "日"),
+    "budget.period.week": ("Week", "周"),
+    "budget.period.month": ("Month", "月"),
+    "budget.limit": ("Limit", "限额"),
+    "budget.limit_fen": ("Limit (fen)", "限额（分）"),
+    "budget.alert_bp": ("Alerts at (basis points of the limit)", "提醒阈值（限额的万分比）"),
+    "budget.spent": ("Spent this period", "本期已用"),
+    "budget.left": ("Left", "剩余"),
+    "budget.alerts": ("Alerts this period", "本期提醒"),
+    "budget.no_alerts": ("none yet", "暂无"),
+    "budget.until": ("Period ends", "本期结束"),
+    "budget.delete": ("Delete", "删除"),
+    "budget.set": ("Set a budget", "设置预算"),
+    "budget.save": ("Save", "保存"),
+    "budget.empty": ("No budgets set.", "尚未设置预算。"),
+    "budget.manage": ("Manage budgets", "管理预算"),
+    "budget.alert_line": (
+        "{period} budget: {percent}% reached ({spent} of {limit})",
+        "{period}预算：已达 {percent}%（{spent} / {limit}）",
+    ),
 }
 
 

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from suanli.console import i18n
+from suanli.console.pages_statements import money_panel
 from suanli.console.web import Console, problem
 from suanli.errors import SuanliError
 from suanli.services import market, readmodels
@@ -172,6 +173,7 @@ def install(console: Console) -> None:
                 "held": escrow.held_fen,
                 "open_orders": escrow.open_orders,
                 "kinds": {key for key in i18n.MESSAGES if key.startswith("money.kind.")},
+                "panel": money_panel(session, who),  # budgets and alerts, payout statements
             }
 
         try:

@@ -358,9 +358,15 @@ def install(app: FastAPI, unit_of_work: UnitOfWork, wake: Callable[[], None]) ->
         )
         return response
 
-    from suanli.console import pages_money, pages_network, pages_tasks, pages_twin
+    from suanli.console import (
+        pages_money,
+        pages_network,
+        pages_statements,
+        pages_tasks,
+        pages_twin,
+    )
 
-    for module in (pages_tasks, pages_network, pages_money, pages_twin):
+    for module in (pages_tasks, pages_network, pages_money, pages_twin, pages_statements):
         module.install(console)
 
     app.include_router(router)

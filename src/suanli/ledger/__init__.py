@@ -14,15 +14,20 @@ Accounts:
 - `NETWORK_OPERATOR` = 'network:operator': the network operator's transfer charges.
 - `SLA_CREDITS` = 'platform:sla-credits': a clearing account that SLA credits pass through
   from the provider's receivable to the consumer's wallet; its balance is always 0.
+- `voucher(voucher_id)` = 'voucher:<id>': what is left of a compute voucher (算力券), >= 0.
+- `VOUCHERS_ISSUED` = 'vouchers:issued': the voucher issuer's side (negative by what it funded).
 - `EXTERNAL` = 'external:bank': the world outside. Top-ups come from it and payouts go to it, so
-  `-balance(EXTERNAL) == top-ups - payouts == the sum of every other balance`.
+  `-balance(EXTERNAL) == top-ups - payouts`.
 
-`never_negative(account)` is true for wallets, escrow and receivables: no transaction may leave
-one of them below zero.
+`never_negative(account)` is true for wallets, escrow, receivables and vouchers: no transaction
+may leave one of them below zero. With vouchers, `-(balance(EXTERNAL) + balance(VOUCHERS_ISSUED))`
+is the sum of every other balance.
 
-Builders: `top_up`, `hold` (wallet -> escrow), `settle` (escrow -> provider / platform / network
-shares, refund and SLA credit to the wallet, from a `Settlement`: any value with the shares'
-fields, such as `suanli.market.Settlement`; the ledger imports nothing from the market), `payout`.
+Builders: `top_up`, `hold` (vouchers first, then the wallet -> escrow), `issue_voucher`,
+`expire_voucher`, `settle` (escrow -> provider / platform / network shares, the refund back to
+vouchers and the wallet, SLA credit to the wallet, from a `Settlement`: any value with the
+shares' fields, such as `suanli.market.Settlement`; the ledger imports nothing from the
+market), `payout`.
 """
 
 from suanli.ledger.book import (
@@ -39,13 +44,17 @@ from suanli.ledger.entries import (
     NETWORK_OPERATOR,
     PLATFORM_REVENUE,
     SLA_CREDITS,
+    VOUCHERS_ISSUED,
     escrow,
+    expire_voucher,
     hold,
+    issue_voucher,
     never_negative,
     payout,
     receivable,
     settle,
     top_up,
+    voucher,
     wallet,
 )
 
@@ -55,6 +64,7 @@ __all__ = [
     "NETWORK_OPERATOR",
     "PLATFORM_REVENUE",
     "SLA_CREDITS",
+    "VOUCHERS_ISSUED",
     "MoneyNotConserved",
     "Posting",
     "Transaction",
@@ -62,11 +72,14 @@ __all__ = [
     "balances",
     "check_conservation",
     "escrow",
+    "expire_voucher",
     "hold",
+    "issue_voucher",
     "never_negative",
     "payout",
     "receivable",
     "settle",
     "top_up",
+    "voucher",
     "wallet",
 ]

@@ -4,7 +4,8 @@ Pure: no I/O, no clock. Money is an `int` of fen (分); rates are `Decimal` or i
 points; arithmetic is exact (`Fraction`) and each money amount is rounded once, half to even.
 `price()` turns a posted price into a `PriceBreakdown`; `split()` shares a charge between the
 provider (compute price), the platform (fee) and the network operator (transfer price);
-`settle()` divides an order's escrow into charge, shares, SLA credit and refund.
+`settle()` divides an order's escrow into charge, shares, SLA credit and refund;
+`voucher_refunds()` says which part of a refund goes back to the vouchers that funded it.
 """
 
 from suanli.market.exact import BP_PER_UNIT, round_fen
@@ -16,7 +17,7 @@ from suanli.market.pricing import (
     split,
     tou_multiplier,
 )
-from suanli.market.settlement import Outcome, Settlement, settle
+from suanli.market.settlement import Outcome, Settlement, settle, voucher_refunds
 
 __all__ = [
     "BP_PER_UNIT",
@@ -30,4 +31,5 @@ __all__ = [
     "settle",
     "split",
     "tou_multiplier",
+    "voucher_refunds",
 ]

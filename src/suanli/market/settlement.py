@@ -4,8 +4,9 @@ Owns `Outcome` (the TES terminal states), `Settlement` and `settle()`. Rules, in
 
     ran      = min(1, used_device_s / planned_device_s)          (exact)
     charge   = 0 for SYSTEM_ERROR (the provider's fault: full refund), otherwise
-               min(escrow, round(breakdown.total_fen x ran))     for COMPLETE, EXECUTOR_ERROR
-                                                                 and CANCELED (charge what ran)
+               min(escrow, round(breakdown.total_fen x ran))     for COMPLETE, EXECUTOR_ERROR,
+                                                                 CANCELED and PREEMPTED
+                                                                 (charge what ran)
     provider, platform, network = split(charge, breakdown)      (largest remainder, exact sum)
     sla_credit = min(provider, round(charge x sla_credit_bp / 10000)) if the deadline was
                  missed, else 0 — paid by the provider to the consumer out of its share
@@ -18,6 +19,7 @@ charge + refund == escrow, sla_credit <= provider.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from enum import StrEnum
@@ -35,6 +37,26 @@ class Outcome(StrEnum):
     EXECUTOR_ERROR = "EXECUTOR_ERROR"  # the consumer's command failed: charge what ran
     SYSTEM_ERROR = "SYSTEM_ERROR"  # the provider's side failed: full refund
     CANCELED = "CANCELED"  # charge what ran
+    PREEMPTED = "PREEMPTED"  # reclaimed for guaranteed work: charge what ran
+
+
+def voucher_refunds(charge_fen: int, drawn: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """What each voucher that funded an escrow gets back: a charge is paid from the vouchers
+    first, in the order they were drawn (`drawn`: (voucher id, fen) pairs), then from the
+    wallet; each voucher gets back what of its part the charge did not take (vouchers left
+    out when nothing comes back). The wallet's refund is the settlement's refund less these.
+
+    Example: 60 fen from voucher A and 30 from B, 10 from the wallet, charge 70: A paid 60, B
+    10, so B gets 20 back, A nothing, the wallet its 10."""
+    left = fen("charge_fen", charge_fen)
+    back: list[tuple[str, int]] = []
+    for ident, part in drawn:
+        fen("vouchers", part)
+        taken = min(left, part)
+        left -= taken
+        if part > taken:
+            back.append((ident, part - taken))
+    return back
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,20 @@ agents at once: reports from an agent that no longer holds the lease are refused
 Lease times are on the unit of work's clock (`core.now(session)`), so a server on a virtual
 clock expires leases when its clock says so. `agent_site` tells the API's long-poll which
 site's work to wait for (`api.longpoll`).
+
+Preemption: a heartbeat answers, besides the tasks to cancel, the tasks to preempt (those with
+`preempt_requested`, set by the scheduling pass or an operator, `services.preemption`). The
+agent stops such a task (SIGTERM, the grace, SIGKILL) and reports it PREEMPTED with the usage of
+what ran; `report` then records RUNNING -> PREEMPTED (an audit event with the reason), settles
+the attempt's order (`market.settle_task`: charged for what ran), and queues the task again:
+PREEMPTED -> QUEUED, its pool, site and agent cleared, `preemptions` + 1, pinned to the pool it
+ran on (`pinned_pool_id`), where the agent keeps its checkpoint directory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -99,6 +108,14 @@ def _own_agent(
     return agent
 
 
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat's answer: the agent's tasks to cancel and those to preempt."""
+
+    cancel: list[str] = field(default_factory=list)
+    preempt: list[str] = field(default_factory=list)
+
+
 def heartbeat(
     session: Session,
     who: Actor,
@@ -108,11 +125,12 @@ def heartbeat(
     tails: dict[str, tuple[str, str]] | None = None,
     site_scope: str | None = None,
     running: Collection[str] = (),
-) -> list[str]:
+) -> Beat:
     """Renew the leases of the agent's tasks that it lists in `running` (and take its engine's
     capacity, and the output so far of its running tasks, if it sent them); the ids of its tasks
-    that should be cancelled. A task the agent holds but no longer lists keeps its expiry, so the
-    normal expiry puts it back in the queue: an agent that dropped a task cannot keep it leased."""
+    that should be cancelled, and of those it should preempt. A task the agent holds but no
+    longer lists keeps its expiry, so the normal expiry puts it back in the queue: an agent that
+    dropped a task cannot keep it leased."""
     agent = _own_agent(session, who, agent_id, site_scope)
     if capacity is not None:
         apply_capacity(session, agent, capacity)
@@ -130,7 +148,10 @@ def heartbeat(
         task.lease_expires_at = moment + timedelta(seconds=lease_s)
         if tails and task.id in tails and task.state == State.RUNNING.value:
             task.stdout_tail, task.stderr_tail = tails[task.id]  # live output, not a state change
-    return [t.id for t in tasks if t.cancel_requested]
+    return Beat(
+        cancel=[t.id for t in tasks if t.cancel_requested],
+        preempt=[t.id for t in tasks if t.preempt_requested and not t.cancel_requested],
+    )
 
 
 def agent_site(session: Session, who: Actor, agent_id: str, site_scope: str | None = None) -> str:
@@ -191,6 +212,9 @@ def report(
     to = State(spec.state)
     if to is State.RUNNING and task.state == State.RUNNING.value:
         return task
+    if to is State.PREEMPTED:
+        _preempted(session, task, spec, agent.id)
+        return task
     if to in TERMINAL:
         task.exit_code = spec.exit_code
         task.stdout_tail = spec.stdout_tail
@@ -204,6 +228,37 @@ def report(
         task.lease_expires_at = None
         settle(session, task)
     return task
+
+
+def _preempted(session: Session, task: TaskRow, spec: ReportCommand, agent_id: str) -> None:
+    """The agent stopped the task to preempt it: record PREEMPTED with the reason, settle the
+    attempt's order for what ran, and queue the task again on the same pool (its checkpoint
+    directory lives on that site's agent)."""
+    if task.state == State.INITIALIZING.value:  # stopped before its RUNNING report arrived
+        transition(session, task, State.RUNNING, "started (reported with its preemption)", agent_id)
+    why = task.preempt_reason or "preempted"
+    reason = f"{why}; {spec.reason}" if spec.reason and spec.reason != why else why
+    task.exit_code = spec.exit_code
+    task.stdout_tail = spec.stdout_tail
+    task.stderr_tail = spec.stderr_tail
+    task.usage = None if spec.usage is None else spec.usage.model_dump()
+    task.executor_logs = [e.model_dump() for e in spec.executors] or None
+    transition(session, task, State.PREEMPTED, reason, agent_id)
+    settle(session, task)  # charged for what ran (the market's PREEMPTED outcome)
+    pool = task.pool_id
+    transition(session, task, State.QUEUED, "re-queued after its preemption", "server")
+    task.preemptions += 1
+    task.preempt_requested = False
+    task.pinned_pool_id = task.pinned_pool_id or pool
+    task.agent_id = None
+    task.lease_expires_at = None
+    task.pool_id = None
+    task.site_id = None
+    task.placement = None
+    task.unplaced_reason = (
+        f"preempted ({why}); waiting to resume on pool {task.pinned_pool_id}, "
+        "where its checkpoint directory is"
+    )
 
 
 def leases_due(session: Session) -> bool:
@@ -232,6 +287,7 @@ def expire_leases(session: Session) -> list[str]:
         else:
             transition(session, task, State.QUEUED, f"lease of {task.agent_id} expired", "server")
             task.requeues += 1
+            task.preempt_requested = False  # no longer running: nothing left to preempt
         task.agent_id = None
         task.lease_expires_at = None
         task.pool_id = None

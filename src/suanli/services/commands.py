@@ -81,7 +81,7 @@ class ReportCommand(Command):
     """An agent's report of a task's progress or end."""
 
     agent_id: Name
-    state: Literal["RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"]
+    state: Literal["RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"]
     exit_code: Int32 | None = None
     stdout_tail: Annotated[OutputText, Field(max_length=65_536)] = ""
     stderr_tail: Annotated[OutputText, Field(max_length=65_536)] = ""

@@ -92,11 +92,13 @@ from suanli.store.models import (
     RatingRow,
     SiteRow,
     TaskRow,
+    VoucherRow,
 )
 
 QUOTE_VALID_S = 300
 MAX_FEN = 10**13  # the largest single amount (a top-up, a payout, a quote's price): 1e11 yuan
 BIGINT_MAX = 2**63 - 1  # what a balance column holds
+INFINITE_S = 1e300  # a run time at or above this is the engine's "cannot run there"
 RULE_FIELDS = ("platform_fee_bp", "network_fen_per_gb", "preemptible_discount_bp", "sla_credit_bp")
 
 
@@ -115,6 +117,20 @@ def rules_from(values: Any) -> market.PricingRules:
     )
 
 
+RULES_KEY = "pricing_rules"  # session.info key: the server's `PricingRules` (see `pricing_rules`)
+
+
+def pricing_rules(session: Session) -> market.PricingRules:
+    """The operator's pricing rules for work done on this session: what the server put in
+    `session.info["pricing_rules"]` when it opened the unit of work (`PricingRules`, or its
+    settings, read by `rules_from`), else the defaults (a session opened outside a server: a
+    test, the CLI on the database)."""
+    found = session.info.get(RULES_KEY)
+    if found is None:
+        return market.PricingRules()
+    return found if isinstance(found, market.PricingRules) else rules_from(found)
+
+
 class InsufficientFunds(SuanliError):
     """402: the wallet cannot cover the escrow."""
 
@@ -125,6 +141,24 @@ class InsufficientFunds(SuanliError):
             f"holds {available_fen} fen; top up with 'suanli admin credit'",
             f"余额不足：订单需托管 {needed_fen} 分，钱包仅有 {available_fen} 分；请充值",
         )
+
+
+class InsufficientBalance(InsufficientFunds):
+    """402: the consumer's vouchers and wallet together cannot cover an admission's escrow (the
+    task stays queued with this reason and runs once the money is there)."""
+
+    def __init__(self, needed_fen: int, available_fen: int) -> None:
+        super().__init__(needed_fen, available_fen)
+        self.message_en = (
+            f"insufficient balance: this task needs {needed_fen} fen held in escrow (its "
+            f"maximum price) but the consumer's vouchers and wallet hold {available_fen} fen; "
+            "top up the wallet ('suanli admin credit') and it runs at the next pass"
+        )
+        self.message_zh = (
+            f"余额不足：任务需托管 {needed_fen} 分（最高价），算力券与钱包合计仅 "
+            f"{available_fen} 分；充值后下一轮调度即可运行"
+        )
+        self.args = (self.message_en,)
 
 
 class Overdrawn(Conflict):
@@ -302,9 +336,19 @@ def accounts_of(who: Actor) -> list[str]:
 def statement(
     session: Session, who: Actor, account: str, start: datetime | None, end: datetime | None
 ) -> list[dict[str, Any]]:
-    """Postings of one account in [start, end), oldest first, with a running balance."""
+    """Postings of one account in [start, end), oldest first, with a running balance. Each line
+    names the voucher legs of its transaction (`vouchers`: [[account, fen]], e.g. a hold funded
+    by a voucher, a refund back to one), so a consumer's statement shows voucher spending. A
+    consumer may read its wallet, its escrow and the vouchers it is eligible for."""
     if who.role != Role.OPERATOR.value and account not in accounts_of(who):
-        raise NotFound("account", account)
+        from suanli.services import vouchers  # vouchers build on this module
+
+        if not (
+            who.role == Role.CONSUMER.value
+            and account.startswith("voucher:")
+            and vouchers.eligible_for(session, who.id, account.removeprefix("voucher:"))
+        ):
+            raise NotFound("account", account)
     query = (
         select(LedgerPosting, LedgerTransaction)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
@@ -313,7 +357,7 @@ def statement(
     )
     rows = session.execute(query).all()
     running = 0
-    lines = []
+    lines: list[dict[str, Any]] = []
     for posting, tx in rows:
         running += posting.amount_fen
         at = aware(tx.at)
@@ -328,16 +372,44 @@ def statement(
                 "memo": tx.memo,
                 "amount": money(posting.amount_fen),
                 "balance": money(running),
+                "vouchers": [],
             }
         )
+    legs = _voucher_legs(session, [line["transaction"] for line in lines], account)
+    for line in lines:
+        line["vouchers"] = legs.get(line["transaction"], [])
     return lines
+
+
+def _voucher_legs(session: Session, tx_ids: list[str], account: str) -> dict[str, list[Any]]:
+    """The voucher postings (voucher:<id> and `ledger.VOUCHERS_ISSUED`) of these transactions,
+    other than `account`'s own: transaction -> [[account, fen], ...]."""
+    found: dict[str, list[Any]] = {}
+    for i in range(0, len(tx_ids), CHUNK):
+        rows = session.execute(
+            select(LedgerPosting.transaction_id, LedgerPosting.account, LedgerPosting.amount_fen)
+            .where(
+                LedgerPosting.transaction_id.in_(tx_ids[i : i + CHUNK]),
+                (LedgerPosting.account.startswith("voucher:"))
+                | (LedgerPosting.account == ledger.VOUCHERS_ISSUED),
+                LedgerPosting.account != account,
+            )
+            .order_by(LedgerPosting.id)
+        )
+        for tx_id, leg, fen in rows:
+            found.setdefault(tx_id, []).append([leg, int(fen)])
+    return found
 
 
 # --- quotes and orders ---------------------------------------------------------------------
 
 
 def _utilisation(pool: PoolRow, held: int) -> Decimal:
-    return Decimal(held) / Decimal(pool.count) if pool.count > 0 else Decimal(1)
+    """The pool's utilisation in [0, 1]: devices held over its count (a pool with an engine
+    queue, `queue_depth`, may hold more tasks than devices: it is then fully used)."""
+    if pool.count <= 0:
+        return Decimal(1)
+    return Decimal(min(max(held, 0), pool.count)) / Decimal(pool.count)
 
 
 def quote(
@@ -351,57 +423,18 @@ def quote(
     (`scheduler.decide` on the pass's own inputs, `capacity.step_inputs`, so devices held or
     reported busy count), its pool and runner-up; when the step defers the task, the first
     option starts at the deferred hour (`start_s` seconds from now, `starts_at`)."""
-    rules = rules or market.PricingRules()
+    rules = rules or pricing_rules(session)
     require(who, Role.CONSUMER, Role.OPERATOR)
     spec = {**spec, "origin": spec.get("origin") or tasks_service.DEFAULT_ORIGIN}
     tasks_service.check_spec(spec)
     moment = now(session)
-    probe = TaskRow(
-        id="quote",
-        owner_id=who.id,
-        spec=spec,
-        devices=int(spec["resources"]["devices"]),
-        policy=spec.get("policy") or "",
-        created_at=moment,
-        not_before=None,
-        pinned_pool_id=None,
-    )
-    queued = capacity_service.queued_task(probe, {}, probe.spec)
-    inputs = capacity_service.step_inputs(session, moment)
-    policy = spec.get("policy") or default_policy
-    (decision,) = decide(
-        [queued], inputs.network, inputs.capacity, policy_named(default_policy), inputs.clock_s
-    )
-    site_rows = {row.id: row for row in session.scalars(select(SiteRow))}
-    options: list[dict[str, Any]] = []
-    reasons = ""
-    if decision.placement is None:
-        reasons = decision.reason
-    else:
-        placement = decision.placement
-        start_s = 0.0 if decision.not_before_s is None else decision.not_before_s - inputs.clock_s
-        chosen = [(placement.pool, f"best under the {policy} policy", start_s)]
-        if placement.runner_up:
-            chosen.append((placement.runner_up, f"runner-up under the {policy} policy", 0.0))
-        for pool_id, why, start in chosen:
-            pool_row = session.get(PoolRow, pool_id)
-            if pool_row is None:
-                continue
-            held = inputs.capacity.pools[pool_id].held
-            options.append(
-                _option(
-                    pool_row,
-                    site_rows,
-                    inputs.network,
-                    spec,
-                    held,
-                    why,
-                    moment,
-                    start,
-                    queued,
-                    rules,
-                )
-            )
+    options, reasons = price_options(session, who.id, spec, default_policy, rules, moment)
+    ceiling = spec.get("max_price_fen")
+    if ceiling is not None:
+        dearer = [o for o in options if total_fen(o) > ceiling]
+        options = [o for o in options if total_fen(o) <= ceiling]
+        if dearer and not options:
+            reasons = over_ceiling(ceiling, min(total_fen(o) for o in dearer))
     row = QuoteRow(
         id=new_id("quote"),
         owner_id=who.id,
@@ -416,22 +449,157 @@ def quote(
     return row
 
 
-def _option(
-    pool: PoolRow,
-    site_rows: dict[str, SiteRow],
-    network: Snapshot,
+def price_options(
+    session: Session,
+    owner_id: str,
     spec: dict[str, Any],
-    held: int,
-    why: str,
-    moment: datetime,
-    start_s: float,
-    queued: QueuedTask,
+    default_policy: str,
     rules: market.PricingRules,
-) -> dict[str, Any]:
-    """One priced option: the engine's run time and carbon of the task on `pool` alone,
-    starting `start_s` after `moment`, priced with the time of use at that start."""
-    one = tuple(replace(p, free=p.count) for p in network.pools if p.id == pool.id)
-    task = replace(queued.task, deferrable=False)
+    moment: datetime,
+) -> tuple[list[dict[str, Any]], str]:
+    """A quote's priced options for a checked spec (the decision step's pool and its runner-up,
+    see `quote`) and, when there is none, the engine's reason. A what-if: nothing is written.
+    The engine sees the task without its `max_price_fen`: that bounds the quoted total (the
+    caller compares), not the engine's cost estimate."""
+    probe = TaskRow(
+        id="quote",
+        owner_id=owner_id,
+        spec={k: v for k, v in spec.items() if k != "max_price_fen"},
+        devices=int(spec["resources"]["devices"]),
+        policy=spec.get("policy") or "",
+        created_at=moment,
+        not_before=None,
+        pinned_pool_id=None,
+    )
+    queued = capacity_service.queued_task(probe, {}, probe.spec)
+    inputs = capacity_service.step_inputs(session, moment)
+    policy = spec.get("policy") or default_policy
+    (decision,) = decide(
+        [queued], inputs.network, inputs.capacity, policy_named(default_policy), inputs.clock_s
+    )
+    if decision.placement is None:
+        return [], decision.reason
+    placement = decision.placement
+    start_s = 0.0 if decision.not_before_s is None else decision.not_before_s - inputs.clock_s
+    chosen = [(placement.pool, f"best under the {policy} policy", start_s)]
+    if placement.runner_up:
+        chosen.append((placement.runner_up, f"runner-up under the {policy} policy", 0.0))
+    pools = {
+        row.id: row
+        for row in session.scalars(select(PoolRow).where(PoolRow.id.in_([c[0] for c in chosen])))
+    }
+    sites = {
+        row.id: row
+        for row in session.scalars(
+            select(SiteRow).where(SiteRow.id.in_([p.site_id for p in pools.values()]))
+        )
+    }
+    options: list[dict[str, Any]] = []
+    for pool_id, why, start in chosen:
+        pool_row = pools.get(pool_id)
+        if pool_row is None:
+            continue
+        duration_s, carbon = _alone(pool_id, inputs.network, queued, moment, start)
+        options.append(
+            price_offer(
+                pool_row,
+                sites[pool_row.site_id],
+                spec,
+                inputs.capacity.pools[pool_id].held,
+                duration_s,
+                carbon,
+                why,
+                moment,
+                start,
+                rules,
+            )
+        )
+    return options, ""
+
+
+def cheapest_total(
+    session: Session, spec: dict[str, Any], rules: market.PricingRules, moment: datetime
+) -> tuple[int, str] | None:
+    """The lowest total any pool could quote for this (checked) spec, with that pool's id, or
+    None when no pool can run it at all: a what-if on every pool that passes the engine's
+    static constraints (device kind and model, precision, memory, pool size, latency tier,
+    residency, deadline; not free capacity, not the price ceiling), each priced like a quote's
+    option at its idlest (no devices held) and at the cheapest of the next 24 start hours
+    (time of use). A task whose `max_price_fen` is below it could never be admitted."""
+    from suanli.scheduler.arrays import evaluate, pool_arrays, task_arrays
+    from suanli.scheduler.tasks import engine_task
+
+    inputs = capacity_service.step_inputs(session, moment)
+    network = inputs.network
+    if not network.pools:
+        return None
+    probe = {k: v for k, v in spec.items() if k != "max_price_fen"}
+    task = replace(engine_task("probe", probe, inputs.clock_s), deferrable=False)
+    pools = pool_arrays(network)
+    tasks = task_arrays([task], network, pools)
+    seen = evaluate(tasks, slice(0, 1), pools, network, policy_named("cost"), inputs.clock_s)
+    durations: list[Any] = seen.duration_s[0].tolist()  # the engine's seconds, per pool
+    allowed: list[Any] = seen.feasible[0].tolist()
+    feasible = [
+        (pool_id, duration)
+        for pool_id, duration, ok in zip(pools.ids, durations, allowed, strict=True)
+        if ok and duration < INFINITE_S
+    ]
+    if not feasible:
+        return None
+    rows = {
+        row.id: row
+        for row in session.scalars(select(PoolRow).where(PoolRow.id.in_([i for i, _ in feasible])))
+    }
+    sites = {row.id: row for row in session.scalars(select(SiteRow))}
+    best: tuple[int, str] | None = None
+    for pool_id, duration_s in feasible:
+        pool = rows.get(pool_id)
+        if pool is None:
+            continue
+        for hour in range(24):
+            try:
+                offer = price_offer(
+                    pool,
+                    sites[pool.site_id],
+                    spec,
+                    0,
+                    duration_s,
+                    0.0,
+                    "",
+                    moment,
+                    hour * 3600.0,
+                    rules,
+                )
+            except InvalidValue:  # beyond MAX_FEN: not a price anyone is quoted
+                continue
+            if best is None or total_fen(offer) < best[0]:
+                best = (total_fen(offer), pool_id)
+    return best
+
+
+def total_fen(option: dict[str, Any]) -> int:
+    """A quote option's (or an admission offer's) total price in fen."""
+    return int(option["price"]["total_fen"]["fen"])
+
+
+def over_ceiling(ceiling: int, cheapest_fen: int) -> str:
+    """Why no option fits the task's `max_price_fen` (English, then Chinese)."""
+    return (
+        f"max_price_fen: the cheapest option costs {cheapest_fen} fen, above max_price_fen "
+        f"{ceiling}; raise max_price_fen or ask for less (fewer devices, a shorter duration) / "
+        f"max_price_fen：最便宜的方案需 {cheapest_fen} 分，高于上限 {ceiling} 分；"
+        "请提高 max_price_fen 或减少所需资源"
+    )
+
+
+def _alone(
+    pool_id: str, network: Snapshot, queued: QueuedTask, moment: datetime, start_s: float
+) -> tuple[float, float]:
+    """The engine's run time and carbon of the task on one pool alone, starting `start_s`
+    after `moment`."""
+    one = tuple(replace(p, free=p.count) for p in network.pools if p.id == pool_id)
+    task = replace(queued.task, deferrable=False, max_price_fen=None)
     start = moment + timedelta(seconds=start_s)
     single = place(
         [task],
@@ -440,16 +608,36 @@ def _option(
         start.timestamp(),
         solver="greedy",
     )
-    duration_s = single.placements[0].breakdown.duration_s if single.placements else 0.0
-    carbon = single.placements[0].breakdown.carbon_kg if single.placements else 0.0
-    site = site_rows[pool.site_id]
+    if not single.placements:
+        return 0.0, 0.0
+    return single.placements[0].breakdown.duration_s, single.placements[0].breakdown.carbon_kg
+
+
+def price_offer(
+    pool: PoolRow,
+    site: SiteRow,
+    spec: dict[str, Any],
+    held: int,
+    duration_s: float,
+    carbon_kg: float,
+    why: str,
+    moment: datetime,
+    start_s: float,
+    rules: market.PricingRules,
+) -> dict[str, Any]:
+    """The ONE pricing of a task on a pool, for a quote's option and an admission's offer
+    alike: `duration_s` on the pool (the engine's), starting `start_s` after `moment`, priced
+    with the site's time of use at that start hour (China Standard Time), the pool's
+    utilisation (`held` of its devices), the preemptible discount, the platform fee and the
+    network price of `data_gb`. The order's maximum is the total (`price_range.max`)."""
+    start = moment + timedelta(seconds=start_s)
     local = start + timedelta(hours=8)  # China Standard Time
     tou, tou_note = market.tou_multiplier(
         site.province, local.month, local.hour + local.minute / 60
     )
     breakdown = market.price(
         pool.price_fen_per_device_hour,
-        task.devices,
+        int(spec["resources"]["devices"]),
         duration_s,
         tou=tou,
         utilisation=_utilisation(pool, held),
@@ -473,7 +661,7 @@ def _option(
         "start_s": start_s,
         "starts_at": start.isoformat(),
         "duration_s": duration_s,
-        "carbon_kg": carbon,
+        "carbon_kg": carbon_kg,
         "reason": why,
         "time_of_use": {"multiplier": str(tou), "note": tou_note},
         "price": {part: money(getattr(breakdown, part)) for part in PRICE_PARTS},
@@ -528,11 +716,11 @@ def accept(
         )
     offer = offers[option]
     maximum = int(offer["price_range"]["max"]["fen"])
-    # lock the wallet and the escrow BEFORE reading the wallet: a concurrent accept waits here
-    wallet = ledger.wallet(who.id)
-    available = lock_balances(session, [wallet, ledger.escrow(who.id)])[wallet]
-    if maximum > available:
-        raise InsufficientFunds(maximum, available)
+    # lock the vouchers, the wallet and the escrow BEFORE reading them: a concurrent accept
+    # waits here; the maximum is drawn from eligible vouchers first, then the wallet
+    from suanli.services import vouchers  # vouchers build on this module
+
+    drawn = vouchers.draw(session, who.id, maximum, now(session), InsufficientFunds)
     pool = session.get(PoolRow, offer["pool"])
     site = session.get(SiteRow, offer["site"])
     if pool is None or site is None:
@@ -554,20 +742,33 @@ def accept(
         settlement=None,
         created_at=now(session),
         settled_at=None,
+        source="quote",
+        voucher_fen=sum(fen for _, fen in drawn),
+        vouchers=[[ident, fen] for ident, fen in drawn],
     )
     session.add(order)
     session.flush()
     row.order_id = order.id
-    if maximum > 0:  # a free offer holds nothing
-        record(session, ledger.hold(new_id("tx"), who.id, maximum), who.id, order.id)
+    hold_escrow(session, order, drawn, who.id)
     append_event(
         session,
         "order.created",
         order.id,
         who.id,
-        {"task": task.id, "escrow_fen": maximum, "pool": pool.id},
+        {"task": task.id, "escrow_fen": maximum, "pool": pool.id, "voucher_fen": order.voucher_fen},
     )
     return order
+
+
+def hold_escrow(
+    session: Session, order: OrderRow, drawn: list[tuple[str, int]], actor: str
+) -> None:
+    """Hold the order's maximum in escrow: `drawn` from vouchers ((voucher id, fen)), the rest
+    from the wallet (balances locked and checked by `vouchers.draw`); nothing for a free
+    order."""
+    if order.escrow_fen > 0:
+        tx = ledger.hold(new_id("tx"), order.owner_id, order.escrow_fen, drawn)
+        record(session, tx, actor, order.id)
 
 
 OUTCOMES = {
@@ -575,16 +776,33 @@ OUTCOMES = {
     State.EXECUTOR_ERROR.value: market.Outcome.EXECUTOR_ERROR,
     State.SYSTEM_ERROR.value: market.Outcome.SYSTEM_ERROR,
     State.CANCELED.value: market.Outcome.CANCELED,
+    State.PREEMPTED.value: market.Outcome.PREEMPTED,
 }
 
 
 def settle_task(session: Session, task: TaskRow) -> OrderRow | None:
-    """Settle the order of a task that ended (once: a settled order is left alone)."""
+    """Settle the task's OPEN order when the task ended (COMPLETE, EXECUTOR_ERROR,
+    SYSTEM_ERROR, CANCELED) or was preempted (PREEMPTED: charged for what ran; a re-queued task
+    gets a new order when admitted again). Once per order: a settled one is left alone. The
+    refund goes back to the vouchers that funded the escrow (`market.voucher_refunds`: the
+    charge is paid from the vouchers first; an expired voucher's part returns to the issuer,
+    `ledger.VOUCHERS_ISSUED`), the rest of it to the wallet. Returns the order settled, else
+    the task's latest order (None when it has none)."""
     order = session.scalars(
-        select(OrderRow).where(OrderRow.task_id == task.id).with_for_update()
+        select(OrderRow)
+        .where(OrderRow.task_id == task.id, OrderRow.state == "OPEN")
+        .order_by(OrderRow.created_at, OrderRow.id)
+        .with_for_update()
     ).first()
-    if order is None or order.state != "OPEN" or task.state not in OUTCOMES:
-        return order
+    if order is None or task.state not in OUTCOMES:
+        return (
+            order
+            or session.scalars(
+                select(OrderRow)
+                .where(OrderRow.task_id == task.id)
+                .order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
+            ).first()
+        )
     offer = order.offer
     planned = offer["duration_s"] * task.devices  # device-seconds, not money
     used = (task.usage or {}).get("device_s") or 0.0
@@ -605,10 +823,11 @@ def settle_task(session: Session, task: TaskRow) -> OrderRow | None:
             offer.get("rules", {name: getattr(market.PricingRules(), name) for name in RULE_FIELDS})
         ),
     )
+    refunds = _voucher_refunds(session, order, settlement.charge_fen)
     if order.escrow_fen > 0:
         record(
             session,
-            ledger.settle(new_id("tx"), order.owner_id, order.provider_id, settlement),
+            ledger.settle(new_id("tx"), order.owner_id, order.provider_id, settlement, refunds),
             "settlement",
             order.id,
         )
@@ -621,11 +840,35 @@ def settle_task(session: Session, task: TaskRow) -> OrderRow | None:
         "network": money(settlement.network_fen),
         "sla_credit": money(settlement.sla_credit_fen),
         "refund": money(settlement.refund_fen),
+        "voucher_refund": money(sum(fen for _, fen in refunds)),
         "outcome": task.state,
         "deadline_missed": missed,
     }
     append_event(session, "order.settled", order.id, "settlement", order.settlement)
     return order
+
+
+def _voucher_refunds(session: Session, order: OrderRow, charge_fen: int) -> list[tuple[str, int]]:
+    """(account, fen) of the refund that goes back to the order's vouchers: voucher:<id> while
+    the voucher is active and unexpired, else the issuer (`ledger.VOUCHERS_ISSUED`)."""
+    drawn = [(str(ident), int(fen)) for ident, fen in (order.vouchers or [])]
+    back = market.voucher_refunds(charge_fen, drawn)
+    if not back:
+        return []
+    moment = now(session)
+    live = {
+        ident
+        for ident, expires in session.execute(
+            select(VoucherRow.id, VoucherRow.expires_at).where(
+                VoucherRow.id.in_([ident for ident, _ in back]), VoucherRow.state == "ACTIVE"
+            )
+        )
+        if aware(expires) > moment
+    }
+    return [
+        (ledger.voucher(ident) if ident in live else ledger.VOUCHERS_ISSUED, fen)
+        for ident, fen in back
+    ]
 
 
 def get_order(session: Session, who: Actor, order_id: str) -> OrderRow:

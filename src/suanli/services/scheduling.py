@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from suanli.errors import SuanliError
 from suanli.scheduler import Action, Decision, Policy, QueuedTask, decide, policy_named
 from suanli.scheduler.decide import DEFAULT_MAX_WAIT_S
-from suanli.services import admission, sharing
+from suanli.services import admission, preemption, sharing
 from suanli.services.capacity import StepInputs, cached_task, queued_task, step_inputs
 from suanli.services.core import State, append_event, aware, now, transition
 from suanli.services.sharing import Gate
@@ -51,7 +51,7 @@ class PassPlan:
     doomed: dict[str, str] = dataclasses.field(default_factory=dict)
     # task -> (deferred until, reason): newly deferred tasks
     deferred: dict[str, tuple[datetime, str]] = dataclasses.field(default_factory=dict)
-    decisions: tuple[Decision, ...] | list[Decision] = ()  # every decision, in queue order
+    decisions: tuple[Decision, ...] = ()  # every decision of the step, in queue order
     # task -> the priced offer its order is opened with (admission), for each placement
     offers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # running task -> why the pass asks its agent to preempt it
@@ -221,7 +221,7 @@ def _rounds(
     default: Policy,
     moment: datetime,
     max_wait_s: float,
-) -> tuple[list[Decision], dict[str, str], Gate, dict[str, dict[str, Any]]]:
+) -> tuple[tuple[Decision, ...], dict[str, str], Gate, dict[str, dict[str, Any]]]:
     """The decision step in rounds: the gate (quotas, fair share) gives a batch of the queue
     that fits what is free; `decide` places it; admission prices each placement and refuses
     what its consumer cannot pay for (the task stays queued with the reason). The capacity a
@@ -242,6 +242,7 @@ def _rounds(
             batch, inputs.network, capacity, default, inputs.clock_s, max_wait_s=max_wait_s
         )
         screened = admission.screen(session, step, owners, inputs, moment)
+        quota.refused(screened.refused)  # a task its consumer cannot pay for preempts nothing
         held: dict[str, int] = {}
         admitted: list[str] = []
         for decision in step:
@@ -261,7 +262,7 @@ def _rounds(
                     offers[decision.task] = dict(screened.offers[decision.task])
         quota.placed(admitted)
         capacity = capacity.with_held(held)
-    return [decided[q.task.id] for q in queue if q.task.id in decided], refused, quota, offers
+    return tuple(decided[q.task.id] for q in queue if q.task.id in decided), refused, quota, offers
 
 
 def apply_pass(session: Session, decided: PassPlan) -> int:
@@ -327,7 +328,7 @@ def apply_pass(session: Session, decided: PassPlan) -> int:
             )
         elif row.unplaced_reason != decided.reasons[row.id]:
             row.unplaced_reason = decided.reasons[row.id]
-    _request_preemptions(session, decided.preempt)
+    preemption.request(session, decided.preempt, "scheduler")
     return placed
 
 
@@ -342,26 +343,3 @@ def _open_order(session: Session, row: TaskRow, offer: dict[str, Any] | None) ->
     except SuanliError as refused:
         return str(refused)
     return None
-
-
-def _request_preemptions(session: Session, preempt: dict[str, str]) -> None:
-    """Ask the agents of these running tasks to preempt them (delivered with the agent's next
-    heartbeat; the task ends PREEMPTED on its report and is queued again)."""
-    if not preempt:
-        return
-    rows = session.scalars(
-        select(TaskRow)
-        .where(
-            TaskRow.id.in_(list(preempt)),
-            TaskRow.state.in_((State.INITIALIZING.value, State.RUNNING.value)),
-            TaskRow.preempt_requested.is_(False),
-            TaskRow.cancel_requested.is_(False),
-        )
-        .order_by(TaskRow.id)
-        .with_for_update()
-    ).all()
-    for row in rows:
-        row.preempt_requested, row.preempt_reason = True, preempt[row.id]
-        append_event(
-            session, "task.preempt_requested", row.id, "scheduler", {"reason": preempt[row.id]}
-        )

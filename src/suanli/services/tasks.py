@@ -9,6 +9,7 @@ insert runs in a savepoint and the loser returns the winner's task.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -112,6 +113,8 @@ def submit(
     spec = {**spec, "origin": spec.get("origin") or DEFAULT_ORIGIN}
     check_spec(spec)
     moment = now(session)
+    if spec.get("max_price_fen") is not None:
+        _affordable(session, spec, moment)
     row = TaskRow(
         id=new_id("task"),
         owner_id=who.id,
@@ -128,6 +131,8 @@ def submit(
         agent_id=None,
         lease_expires_at=None,
         cancel_requested=False,
+        preempt_requested=False,  # set here: the task is read back before it is flushed
+        preemptions=0,
         requeues=0,
         exit_code=None,
         stdout_tail=None,
@@ -156,6 +161,27 @@ def submit(
         {"devices": row.devices, "kind": spec["resources"]["device_kind"]},
     )
     return row, True
+
+
+def _affordable(session: Session, spec: dict[str, Any], moment: datetime) -> None:
+    """Refuse (422 naming `max_price_fen`, nothing written) a task whose `max_price_fen` is
+    below the cheapest total any pool could ever quote it (`market.cheapest_total`: every pool
+    it could run on, idle, at its cheapest start hour): the pass could never admit it."""
+    from suanli.services import market  # the market builds on this module
+
+    ceiling = int(spec["max_price_fen"])
+    cheapest = market.cheapest_total(session, spec, market.pricing_rules(session), moment)
+    if cheapest is not None and ceiling < cheapest[0]:
+        fen, pool = cheapest
+        raise InvalidValue(
+            "max_price_fen",
+            ceiling,
+            f"at least {fen} fen, the cheapest total any pool quotes for this task (pool {pool}, "
+            "idle, at its cheapest hour); raise max_price_fen or ask for fewer devices or a "
+            "shorter duration",
+            f"不低于 {fen} 分（任何资源池对该任务的最低报价，资源池 {pool}）；"
+            "请提高 max_price_fen 或减少设备数、缩短时长",
+        )
 
 
 def _visible(session: Session, who: Actor, task: TaskRow | None, ident: str) -> TaskRow:

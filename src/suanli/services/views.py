@@ -79,6 +79,8 @@ class TaskRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     spec: dict[str, Any]
+    preempt_requested: bool = False  # its agent is asked to preempt it
+    preemptions: int = 0  # how often it was preempted and queued again
 
 
 class TaskLogs(BaseModel):
@@ -119,6 +121,7 @@ class LeasedTask(BaseModel):
     inputs: list[dict[str, Any]] = []  # staged before executor 1 (see suanli.agent.staging)
     outputs: list[dict[str, Any]] = []  # copied out after the last executor succeeds
     volumes: list[str] = []  # empty directories made before executor 1
+    max_run_s: float | None = None  # the agent stops the task after this long
     lease_expires_at: datetime
 
 
@@ -190,6 +193,8 @@ def task_read(task: TaskRow) -> TaskRead:
         created_at=aware(task.created_at),
         updated_at=aware(task.updated_at),
         spec=task.spec,
+        preempt_requested=task.preempt_requested,
+        preemptions=task.preemptions,
     )
 
 
@@ -241,7 +246,9 @@ def pools_with_free(session: Session) -> list[PoolRead]:
     return [pool_read(p, free) for p, free in capacity_service.list_pools(session)]
 
 
-def leased_task(task: TaskRow) -> LeasedTask:
+def leased_task(task: TaskRow, default_max_run_s: float | None = None) -> LeasedTask:
+    """A leased task as its agent receives it; `max_run_s` is the spec's, else the server's
+    `default_max_run_s`, so an agent never needs the server's settings."""
     return LeasedTask(
         id=task.id,
         executors=task.spec["executors"],
@@ -249,6 +256,7 @@ def leased_task(task: TaskRow) -> LeasedTask:
         inputs=task.spec.get("inputs") or [],
         outputs=task.spec.get("outputs") or [],
         volumes=task.spec.get("volumes") or [],
+        max_run_s=task.spec.get("max_run_s") or default_max_run_s,
         lease_expires_at=aware(task.lease_expires_at or task.updated_at),
     )
 

@@ -27,6 +27,7 @@ from suanli.agent.backends import (
     Handle,
     Status,
     TaskState,
+    max_run_reason,
 )
 from suanli.agent.backends.local import LocalBackend
 from suanli.agent.backends.ray import RayBackend
@@ -289,3 +290,130 @@ def test_an_unknown_command_is_exit_127(backend: Backend, task_id: str, tmp_path
     assert status.state is TaskState.EXECUTOR_ERROR, status
     assert status.exit_code == 127
     assert [log.exit_code for log in status.executors] == [127]
+
+
+# -- preemption, maximum run time, checkpoints (issue 15) -----------------------------------
+
+# How long after `preempt` the work may take to end: the grace the work is given, then the
+# engine's own kill (Slurm's KillWait of 5 s after the scancel that follows the grace; Ray's
+# stop wait, fixed at submission from `start`'s grace_s), then a poll. A bound, not a benchmark.
+PREEMPT_GRACE_S = 2.0
+PREEMPT_TIMEOUT_S = PREEMPT_GRACE_S + 20.0
+# Slurm keeps time limits in whole minutes and checks them every 30 s, then waits KillWait:
+# a max_run_s of 2 s ends within about 60 + 30 + 5 s. The others end within the grace.
+MAX_RUN_S = 2.0
+MAX_RUN_TIMEOUT_S = {"local": 30.0, "ray": 60.0, "slurm": 180.0}
+
+
+def test_preempt_stops_running_work_and_ends_preempted(
+    backend: Backend, task_id: str, tmp_path: Path
+) -> None:
+    marker = f"60.{uuid.uuid4().int % 10**9:09d}"  # a sleep no other process has
+    handle = backend.start(
+        task_id,
+        [sh(f"echo $$ > pid; exec sleep {marker}"), sh("touch after")],
+        tmp_path,
+        grace_s=PREEMPT_GRACE_S,
+    )
+    wait_running(backend, handle, tmp_path / "pid")
+    began = time.monotonic()
+    backend.preempt(handle, PREEMPT_GRACE_S)
+    backend.preempt(handle, PREEMPT_GRACE_S)  # idempotent
+    assert time.monotonic() - began < 2 * POLL_LIMIT_S, "preempt blocked"
+    status = wait(backend, handle, timeout_s=PREEMPT_TIMEOUT_S)
+    assert status.state is TaskState.PREEMPTED, status
+    assert status.exit_code is None
+    assert status.usage.wall_s > 0, "a preempted task is charged for what ran: its usage"
+    assert pids_of(marker, word=True) == [], "PREEMPTED while the work it started still runs"
+    assert not (tmp_path / "after").exists(), "an executor ran after the preemption"
+    backend.preempt(handle, PREEMPT_GRACE_S)  # forgotten now: a no-op
+    with pytest.raises(KeyError):
+        backend.poll(handle)
+
+
+def test_preempt_sends_sigterm_first_so_the_task_can_save_its_state(
+    backend: Backend, task_id: str, tmp_path: Path
+) -> None:
+    script = (
+        "trap 'echo saved > saved-on-term; exit 0' TERM; echo $$ > pid; while :; do sleep 0.1; done"
+    )
+    handle = backend.start(task_id, [sh(script)], tmp_path, grace_s=PREEMPT_GRACE_S)
+    wait_running(backend, handle, tmp_path / "pid")
+    backend.preempt(handle, PREEMPT_GRACE_S)
+    status = wait(backend, handle, timeout_s=PREEMPT_TIMEOUT_S)
+    assert status.state is TaskState.PREEMPTED, status
+    assert (tmp_path / "saved-on-term").read_text() == "saved\n", "no SIGTERM before the kill"
+
+
+def test_a_task_that_ignores_sigterm_is_killed_after_the_grace(
+    backend: Backend, task_id: str, tmp_path: Path
+) -> None:
+    marker = f"61.{uuid.uuid4().int % 10**9:09d}"
+    script = f"trap '' TERM; echo $$ > pid; sleep {marker}; echo survived > survived"
+    handle = backend.start(task_id, [sh(script)], tmp_path, grace_s=PREEMPT_GRACE_S)
+    wait_running(backend, handle, tmp_path / "pid")
+    backend.preempt(handle, PREEMPT_GRACE_S)
+    status = wait(backend, handle, timeout_s=PREEMPT_TIMEOUT_S)
+    assert status.state is TaskState.PREEMPTED, status
+    assert pids_of(marker, word=True) == [], "PREEMPTED while the work it started still runs"
+    assert not (tmp_path / "survived").exists()
+
+
+def test_preempt_of_finished_work_keeps_its_outcome(
+    backend: Backend, kind: str, task_id: str, tmp_path: Path
+) -> None:
+    handle = backend.start(task_id, [Executor(("true",))], tmp_path)
+    status = wait(backend, handle)
+    assert status.state is TaskState.COMPLETE, status
+    backend.preempt(handle, PREEMPT_GRACE_S)
+    backend.preempt(Handle(task_id="never-started", backend=kind, ref="9999998"), 1.0)
+
+
+def test_max_run_time_stops_the_task_with_the_reason(
+    backend: Backend, kind: str, task_id: str, tmp_path: Path
+) -> None:
+    marker = f"600.{uuid.uuid4().int % 10**9:09d}"  # outlives even Slurm's time limit
+    handle = backend.start(
+        task_id,
+        [sh(f"echo $$ > pid; exec sleep {marker}"), sh("touch after")],
+        tmp_path,
+        max_run_s=MAX_RUN_S,
+        grace_s=1.0,
+    )
+    status = wait(backend, handle, timeout_s=MAX_RUN_TIMEOUT_S[kind])
+    assert status.state is TaskState.EXECUTOR_ERROR, status
+    assert status.reason == max_run_reason(MAX_RUN_S)
+    assert "exceeded its maximum run time of 2 s" in status.reason
+    assert "超过了最长运行时间 2 秒" in status.reason
+    assert status.usage.wall_s >= MAX_RUN_S
+    assert pids_of(marker, word=True) == [], "ended while the work it started still runs"
+    assert not (tmp_path / "after").exists()
+
+
+def test_work_within_its_max_run_time_completes(
+    backend: Backend, task_id: str, tmp_path: Path
+) -> None:
+    handle = backend.start(task_id, [sh("echo quick")], tmp_path, max_run_s=600.0)
+    status = wait(backend, handle)
+    assert status.state is TaskState.COMPLETE, status
+    assert status.stdout_tail == "quick\n"
+
+
+def test_the_checkpoint_directory_is_given_and_kept(
+    backend: Backend, task_id: str, tmp_path: Path
+) -> None:
+    """`SUANLI_CHECKPOINT_DIR` names the directory the agent keeps for the task (here under
+    the host's /tmp, which the local backend's private /tmp would hide unless it keeps it)."""
+    checkpoint = tmp_path / "checkpoints" / task_id
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "step").write_text("41\n")
+    script = (
+        'test "$SUANLI_CHECKPOINT_DIR" = ' + str(checkpoint) + " || exit 9; "
+        'n=$(cat "$SUANLI_CHECKPOINT_DIR/step"); echo "resumed at $n"; '
+        'echo $((n + 1)) > "$SUANLI_CHECKPOINT_DIR/step"'
+    )
+    handle = backend.start(task_id, [sh(script)], tmp_path / "task", checkpoint_dir=checkpoint)
+    status = wait(backend, handle)
+    assert status.state is TaskState.COMPLETE, status
+    assert status.stdout_tail == "resumed at 41\n"
+    assert (checkpoint / "step").read_text() == "42\n"

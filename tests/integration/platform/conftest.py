@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from suanli.services.core import Role, create_token
+from suanli.services.core import Role
 from suanli.store.db import make_engine, session_factory, upgrade
+from tests.money import FUNDS_FEN, principal_token
 from tests.waiting import poll
 
 FAST = {  # short leases and passes so that the suite runs in seconds
@@ -117,10 +118,11 @@ class Platform:
             self.server.wait(timeout=20)
         self.server = None
 
-    def token(self, role: Role, name: str) -> str:
+    def token(self, role: Role, name: str, funded: int = FUNDS_FEN) -> str:
+        """A new principal's token; a consumer's wallet is funded (`tests.money`)."""
         engine = make_engine(self.database_url)
         with session_factory(engine).begin() as session:
-            _, token = create_token(session, role, name)
+            _, token = principal_token(session, role, name, funded=funded)
         engine.dispose()
         return token
 

@@ -46,11 +46,12 @@ from suanli.config import Settings
 from suanli.metering import find_device
 from suanli.scheduler.generate import capital_fen_per_device_hour, energy_fen_per_device_hour
 from suanli.scheduler.series import network_series
-from suanli.services.core import Role, create_token
+from suanli.services.core import Role
 from suanli.sim.traces import Trace, TraceJob
 from suanli.sim.twin import Network, job_spec, run
 from suanli.store.models import EventRow
 from tests.integration.platform.conftest import free_port
+from tests.money import principal_token
 from tests.waiting import wait_until
 
 HOUR = 3600.0
@@ -218,7 +219,7 @@ def live(database_url: str, policy: str, tmp_path: Path) -> Iterator[Live]:
 
 def make_token(live: Live, role: Role, name: str) -> str:
     with live.platform.unit_of_work() as session:
-        _, token = create_token(session, role, name)
+        _, token = principal_token(session, role, name)  # a consumer is funded
     return token
 
 

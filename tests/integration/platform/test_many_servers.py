@@ -29,11 +29,12 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
-from suanli.services.core import TERMINAL, Role, create_token
+from suanli.services.core import TERMINAL, Role
 from suanli.services.leader import holder_pid
 from suanli.store.db import make_engine, session_factory, upgrade
 from suanli.store.models import EventRow, PoolRow, SchedulerLeader, TaskRow
 from tests.integration.platform.conftest import FAST, free_port, submit_body
+from tests.money import principal_token
 from tests.waiting import wait_until
 
 INTERVAL_S = 0.5  # the schedule interval of these servers
@@ -109,8 +110,9 @@ class Cluster:
         )
 
     def token(self, role: Role, name: str) -> str:
+        """A new principal's token; a consumer's wallet is funded (`tests.money`)."""
         with session_factory(self.engine).begin() as session:
-            _, token = create_token(session, role, name)
+            _, token = principal_token(session, role, name)
         return token
 
     def leader(self) -> tuple[str, int] | None:

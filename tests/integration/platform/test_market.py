@@ -84,7 +84,7 @@ def test_top_up_quote_accept_run_settle(platform: Platform) -> None:
 
 def test_insufficient_funds_is_402_and_creates_nothing(platform: Platform) -> None:
     provider = platform.token(Role.PROVIDER, "dc-1")
-    consumer = platform.token(Role.CONSUMER, "broke")
+    consumer = platform.token(Role.CONSUMER, "broke", funded=0)
     platform.site_with_pool(provider, price=36_000)
     with platform.client(consumer) as http:
         body = submit_body("true")

@@ -51,6 +51,7 @@ from suanli.services.core import Role, State, create_token
 from suanli.sim.twin import Network, tick
 from suanli.store.db import make_engine, session_factory, upgrade
 from suanli.store.models import EventRow, PoolRow, TaskRow
+from tests.money import principal_token
 
 CLUSTERS = ("HORINGER", "ZHONGWEI", "GUIAN", "YRD_DEMO", "SHAOGUAN", "ZJK")
 DEVICES = ("cpu", "A100 SXM4", "T4", "H800")
@@ -186,7 +187,7 @@ def build_store(url: str, world: World) -> Iterator[Live]:
     live = Live(sessions, clock, None, [], [], [])
     with live.session() as s, s.begin():
         provider, _ = create_token(s, Role.PROVIDER, "dc")
-        consumer, _ = create_token(s, Role.CONSUMER, "c")
+        consumer, _ = principal_token(s, Role.CONSUMER, "c")  # funded: every task is an order
         for cluster in world.clusters:
             command = SiteCommand(name=cluster, cluster=cluster)
             site = capacity_service.add_site(s, provider, command)

@@ -16,8 +16,9 @@ from suanli.api.app import Platform
 from suanli.api.routes import sites
 from suanli.api.schemas import SiteCreate
 from suanli.config import Settings
-from suanli.services.core import Role, create_token
+from suanli.services.core import Role
 from suanli.services.db import open_store
+from tests.money import principal_token
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
 
 def token(platform: Platform, role: Role) -> str:
     with platform.unit_of_work() as session:
-        return create_token(session, role, role.value)[1]
+        return principal_token(session, role, role.value)[1]  # a consumer is funded
 
 
 def bearer(secret: str) -> dict[str, str]:

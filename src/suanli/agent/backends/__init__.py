@@ -2,8 +2,9 @@
 
 A backend runs a leased task's executors on the provider's own machinery (a local process group
 now; Slurm, Ray or Kubernetes later) and answers three questions, none of which may block for
-long: `start` the work, `poll` whether it has finished, `cancel` it. The agent owns the network
-protocol and the task's lifecycle; a backend owns only execution and metering of what it ran.
+long: `start` the work, `poll` whether it has finished, `cancel` it, `preempt` it. The agent owns
+the network protocol and the task's lifecycle; a backend owns only execution and metering of what
+it ran.
 
 Invariants every backend keeps:
 - `start` returns a `Handle` whose `ref` names the work inside that backend (a process group,
@@ -13,6 +14,13 @@ Invariants every backend keeps:
 - `cancel` never blocks, is idempotent and is a no-op for work that has already finished or
   that the backend has forgotten; the cancelled work ends with a `CANCELED` status on a later
   `poll` once nothing it started is still running;
+- `preempt(handle, grace_s)` is `cancel` for work the platform takes back: SIGTERM (or the
+  engine's equivalent) now, SIGKILL after `grace_s`; the work ends `PREEMPTED` (unless it had
+  already finished: then its own outcome), with the usage of what ran;
+- `start(..., max_run_s=N)` bounds the run: after N seconds the backend stops the work (SIGTERM,
+  grace, SIGKILL; Slurm's `--time`) and it ends `EXECUTOR_ERROR` with `max_run_reason(N)`;
+- `start(..., checkpoint_dir=D)` gives every executor `SUANLI_CHECKPOINT_DIR` = D, a directory
+  that the agent keeps for the task across attempts (preemptions) and that the task can reach;
 - usage is measured by the backend: `wall_s` from start to end, `cpu_s` of the processes it
   could account for, `device_s` = `wall_s` x the devices the task holds.
 
@@ -40,6 +48,8 @@ from suanli.errors import InvalidValue
 
 __all__ = [
     "BACKEND_NAMES",
+    "CHECKPOINT_ENV",
+    "PREEMPT_REASON",
     "TASK_PATH",
     "TERMINAL_STATES",
     "Backend",
@@ -51,6 +61,7 @@ __all__ = [
     "Usage",
     "backend_named",
     "container_path",
+    "max_run_reason",
     "task_environment",
 ]
 
@@ -66,11 +77,28 @@ class TaskState(StrEnum):
     EXECUTOR_ERROR = "EXECUTOR_ERROR"
     SYSTEM_ERROR = "SYSTEM_ERROR"
     CANCELED = "CANCELED"
+    PREEMPTED = "PREEMPTED"  # the end of this attempt: the server queues the task again
 
 
 TERMINAL_STATES = frozenset(
-    {TaskState.COMPLETE, TaskState.EXECUTOR_ERROR, TaskState.SYSTEM_ERROR, TaskState.CANCELED}
+    {
+        TaskState.COMPLETE,
+        TaskState.EXECUTOR_ERROR,
+        TaskState.SYSTEM_ERROR,
+        TaskState.CANCELED,
+        TaskState.PREEMPTED,
+    }
 )
+
+# The variable that names a task's checkpoint directory (see `task_environment`).
+CHECKPOINT_ENV = "SUANLI_CHECKPOINT_DIR"
+PREEMPT_REASON = "preempted / 被抢占"
+
+
+def max_run_reason(max_run_s: float) -> str:
+    """Why a task that ran past its maximum run time was stopped (English / Chinese)."""
+    n = f"{max_run_s:g}"
+    return f"exceeded its maximum run time of {n} s / 超过了最长运行时间 {n} 秒"
 
 
 def container_path(task_dir: Path, path: str, field_name: str = "path") -> Path:
@@ -88,16 +116,23 @@ def container_path(task_dir: Path, path: str, field_name: str = "path") -> Path:
     return target
 
 
-def task_environment(task_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
+def task_environment(
+    task_dir: Path, env: Mapping[str, str], checkpoint_dir: Path | str | None = None
+) -> dict[str, str]:
     """The whole environment of one executor: the minimal set (see the module docstring) with
-    the executor's own `env` over it. Nothing comes from the agent's environment."""
+    the executor's own `env` over it, and `SUANLI_CHECKPOINT_DIR` when the task has a
+    checkpoint directory (the platform's, over the executor's). Nothing comes from the agent's
+    environment."""
     base = {
         "PATH": os.environ.get("PATH") or TASK_PATH,
         "HOME": str(task_dir),
         "TMPDIR": str(task_dir / "tmp"),
         "LANG": "C.UTF-8",
     }
-    return {**base, **env}
+    merged = {**base, **env}
+    if checkpoint_dir is not None:
+        merged[CHECKPOINT_ENV] = str(checkpoint_dir)
+    return merged
 
 
 @dataclass(frozen=True)
@@ -246,9 +281,20 @@ class Backend(Protocol):
     def name(self) -> str: ...
 
     def start(
-        self, task_id: str, executors: Sequence[Executor], workdir: Path, devices: int = 0
+        self,
+        task_id: str,
+        executors: Sequence[Executor],
+        workdir: Path,
+        devices: int = 0,
+        *,
+        max_run_s: float | None = None,
+        checkpoint_dir: Path | None = None,
+        grace_s: float | None = None,
     ) -> Handle:
-        """Start the executors, one after another, in `workdir` (created if missing)."""
+        """Start the executors, one after another, in `workdir` (created if missing); stop
+        them after `max_run_s` seconds (None: no limit), with `grace_s` between SIGTERM and
+        SIGKILL (None: the backend's own; an engine that fixes the grace when the job is
+        submitted, Ray, uses it for every stop); tell them `checkpoint_dir`."""
         ...
 
     def poll(self, handle: Handle) -> Status | None:
@@ -257,6 +303,11 @@ class Backend(Protocol):
 
     def cancel(self, handle: Handle) -> None:
         """Ask the work to stop (politely first, then by force); never blocks."""
+        ...
+
+    def preempt(self, handle: Handle, grace_s: float) -> None:
+        """Take the work back: SIGTERM now, SIGKILL after `grace_s`; it ends PREEMPTED (or
+        with its own outcome if it finished first). Never blocks; idempotent."""
         ...
 
     def capacity(self) -> Capacity | None:

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import IO
 
 from suanli.agent.backends import (
+    PREEMPT_REASON,
     Capacity,
     Executor,
     ExecutorLog,
@@ -78,6 +79,7 @@ from suanli.agent.backends import (
     TaskState,
     Usage,
     container_path,
+    max_run_reason,
     task_environment,
 )
 from suanli.errors import SuanliError
@@ -105,8 +107,14 @@ EXIT_NOT_EXECUTABLE = 126
 # Inside the namespaces unshare made: bind-mount "$2" on /tmp with the mount program "$1", then
 # run the command. In a PID namespace the shell stays as its first process and runs the command
 # in the foreground: a first process ignores signals it has no handler for, its child does not.
-_PRIVATE_TMP_SCRIPT = 'm=$1 t=$2; shift 2; "$m" --bind "$t" /tmp && exec "$@"'
-_PID_INIT_SCRIPT = 'm=$1 t=$2; shift 2; "$m" --bind "$t" /tmp && "$@"'
+# A checkpoint directory "$3" that lives under the host's /tmp (so the private /tmp would hide
+# it) is first bind-mounted at the same place ("$4", relative to /tmp) inside the private one.
+_KEEP_CHECKPOINT = (
+    'm=$1 t=$2 c=$3 r=$4; shift 4; if [ -n "$c" ]; then mkdir -p -- "$t/$r" && '
+    '"$m" --bind "$c" "$t/$r" || exit 126; fi; '
+)
+_PRIVATE_TMP_SCRIPT = _KEEP_CHECKPOINT + '"$m" --rbind "$t" /tmp && exec "$@"'
+_PID_INIT_SCRIPT = _KEEP_CHECKPOINT + '"$m" --rbind "$t" /tmp && "$@"'
 _PR_SET_PDEATHSIG = 1
 _STAT_START_FIELD = 19  # starttime in /proc/<pid>/stat, counted from the field after "(comm)"
 
@@ -118,10 +126,18 @@ def _unshare_prefix(pid_namespace: bool) -> list[str]:
     return [unshare, *pid, "--mount", "--propagation", "private", *user, "--"]
 
 
-def _wrapped(argv: Sequence[str], private: Path, pid_namespace: bool) -> list[str]:
-    """`argv` run in fresh namespaces with `private` on /tmp (see the module docstring)."""
+def _wrapped(
+    argv: Sequence[str], private: Path, pid_namespace: bool, checkpoint: Path | None = None
+) -> list[str]:
+    """`argv` run in fresh namespaces with `private` on /tmp (see the module docstring), and
+    `checkpoint` still reachable at its own path when it lies under the host's /tmp."""
     script = _PID_INIT_SCRIPT if pid_namespace else _PRIVATE_TMP_SCRIPT
     mount = shutil.which("mount") or "/bin/mount"
+    hidden, under_tmp = "", ""
+    if checkpoint is not None:
+        resolved = checkpoint.resolve()
+        if Path("/tmp") in resolved.parents:
+            hidden, under_tmp = str(resolved), str(resolved.relative_to("/tmp"))
     return [
         *_unshare_prefix(pid_namespace),
         "/bin/sh",
@@ -130,6 +146,8 @@ def _wrapped(argv: Sequence[str], private: Path, pid_namespace: bool) -> list[st
         "suanli-task",
         mount,
         str(private),
+        hidden,
+        under_tmp,
         *argv,
     ]
 
@@ -258,6 +276,12 @@ class _Run:
     leader_code: int | None = None  # exit code of the current executor once reaped
     cpu_s: float = 0.0
     cancel_requested: bool = False
+    max_run_s: float | None = None  # stopped after this long (EXECUTOR_ERROR)
+    checkpoint_dir: Path | None = None  # SUANLI_CHECKPOINT_DIR
+    preempted: bool = False  # stopped by `preempt`: ends PREEMPTED
+    timed_out: bool = False  # stopped at `max_run_s`: ends EXECUTOR_ERROR
+    grace_s: float | None = None  # `preempt`'s grace, over the backend's
+    timeout_grace_s: float | None = None  # `start`'s grace, for a stop at `max_run_s`
     term_sent_at: float | None = None
     kill_sent: bool = False
     ignored: list[str] = field(default_factory=list)  # failures of ignore_error executors
@@ -312,7 +336,15 @@ class LocalBackend:
         return "local"
 
     def start(
-        self, task_id: str, executors: Sequence[Executor], workdir: Path, devices: int = 0
+        self,
+        task_id: str,
+        executors: Sequence[Executor],
+        workdir: Path,
+        devices: int = 0,
+        *,
+        max_run_s: float | None = None,
+        checkpoint_dir: Path | None = None,
+        grace_s: float | None = None,
     ) -> Handle:
         ref = task_id
         if ref in self._runs:
@@ -323,6 +355,9 @@ class LocalBackend:
             task_dir=Path(workdir),
             devices=max(0, devices),
             started_at=self._clock(),
+            max_run_s=max_run_s,
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+            timeout_grace_s=grace_s,
         )
         self._runs[ref] = run
         try:
@@ -372,10 +407,28 @@ class LocalBackend:
         if run.pgid is not None:
             self._terminate(run)
 
+    def preempt(self, handle: Handle, grace_s: float) -> None:
+        """As `cancel`, with `grace_s` between SIGTERM and SIGKILL; the task ends PREEMPTED."""
+        run = self._runs.get(handle.ref)
+        if run is None or run.final is not None or run.cancel_requested:
+            return  # a cancel (or a time-out) already under way keeps its outcome
+        run.preempted = run.cancel_requested = True
+        run.grace_s = max(0.0, grace_s)
+        if run.pgid is not None:
+            self._terminate(run)
+
     # -- the state machine, driven by start/poll/cancel ----------------------------------
 
     def _advance(self, run: _Run) -> None:
         """Move `run` as far as it can go without waiting."""
+        if (
+            run.max_run_s is not None
+            and not run.cancel_requested
+            and self._clock() - run.started_at >= run.max_run_s
+        ):
+            run.timed_out = run.cancel_requested = True
+            if run.pgid is not None:
+                self._terminate(run)
         while run.final is None:
             if run.pgid is not None and not self._group_done(run):
                 return
@@ -391,7 +444,14 @@ class LocalBackend:
                     run.ignored.append(f"{reason} (ignore_error)")
                 run.index += 1
             if run.cancel_requested:
-                self._finish(run, TaskState.CANCELED, None, "canceled")
+                if run.preempted:
+                    self._finish(run, TaskState.PREEMPTED, None, PREEMPT_REASON)
+                elif run.timed_out:
+                    assert run.max_run_s is not None
+                    reason = max_run_reason(run.max_run_s)
+                    self._finish(run, TaskState.EXECUTOR_ERROR, None, reason)
+                else:
+                    self._finish(run, TaskState.CANCELED, None, "canceled")
                 return
             if run.index >= len(run.executors):
                 self._finish(run, TaskState.COMPLETE, 0, "; ".join(run.ignored))
@@ -436,7 +496,12 @@ class LocalBackend:
     def _escalate(self, run: _Run) -> None:
         if run.pgid is None or run.term_sent_at is None or run.kill_sent:
             return
-        if self._clock() - run.term_sent_at >= self.grace_s:
+        grace_s = self.grace_s  # a cancel's
+        if run.preempted and run.grace_s is not None:
+            grace_s = run.grace_s
+        elif run.timed_out and run.timeout_grace_s is not None:
+            grace_s = run.timeout_grace_s
+        if self._clock() - run.term_sent_at >= grace_s:
             signal_group(run.pgid, signal.SIGKILL)
             run.kill_sent = True
 
@@ -456,10 +521,10 @@ class LocalBackend:
             err_path = self._stream_path(run, executor.stderr, f"{where}.stderr", STDERR_FILE)
             private = task / "tmp"
             private.mkdir(exist_ok=True)
-            env = task_environment(task, executor.env)
+            env = task_environment(task, executor.env, run.checkpoint_dir)
             if self.private_tmp:
                 env["TMPDIR"] = executor.env.get("TMPDIR", "/tmp")  # the private one
-                argv = _wrapped(argv, private, self.pid_namespace)
+                argv = _wrapped(argv, private, self.pid_namespace, run.checkpoint_dir)
             with contextlib.ExitStack() as files:
                 source: IO[bytes] | int = subprocess.DEVNULL
                 if executor.stdin:

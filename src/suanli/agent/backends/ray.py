@@ -21,8 +21,23 @@ Token authentication (Ray's default on new clusters) is honoured: the token is `
 Outcomes on `poll`: PENDING/RUNNING is `None`; SUCCEEDED is COMPLETE; FAILED is EXECUTOR_ERROR
 with the failing executor's exit code when the runner reported it, else SYSTEM_ERROR with Ray's
 message (the entrypoint could not start, the node died, the job never got its CPUs); STOPPED is
-CANCELED. A job Ray no longer knows, or a dashboard that has not answered for `lost_after_s`,
-ends SYSTEM_ERROR; a shorter outage makes `poll` return `None`.
+CANCELED (PREEMPTED when this backend stopped it to `preempt` it). A job Ray no longer knows,
+or a dashboard that has not answered for `lost_after_s`, ends SYSTEM_ERROR; a shorter outage
+makes `poll` return `None`.
+
+Preemption and maximum run time, and what Ray cannot do: Ray's only way to end a job is
+`stop_job` (`POST /api/jobs/{id}/stop`): SIGTERM to the entrypoint and every descendant, then
+SIGKILL after `RAY_JOB_STOP_WAIT_TIME_S`, which Ray reads once, from the job's environment, when
+the job is submitted, in whole seconds. So `preempt(handle, grace_s)` stops the job and the grace
+the work gets is the one given to `start` (`grace_s`, rounded up to a second; the agent passes
+the server's `preempt_grace_s`), not the one given to `preempt`; Ray has no way to send a signal
+without the stop that follows it, nor to suspend a job. A stopped job cannot be resumed by Ray:
+the task resumes from its checkpoint directory when the server places it again. `max_run_s` is
+enforced by the runner on the node (`ray_entry`: a timer, SIGTERM, the grace, SIGKILL, the run
+ends EXECUTOR_ERROR with `max_run_reason`), and, should the runner fail to end it, the backend
+stops the job itself once Ray's clock says it has run `max_run_s` + grace + STOP_BACKSTOP_S.
+`checkpoint_dir` goes into the plan and reaches every executor as `SUANLI_CHECKPOINT_DIR` (a path
+the Ray node must see, like the task directory).
 
 Metering: `wall_s` is Ray's end time minus its start time for the job (the driver's life, which
 includes about a second of Ray's own set-up), `cpu_s` the sum of the executors' leaders' CPU time
@@ -41,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -57,6 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from suanli.agent.backends import (
+    PREEMPT_REASON,
     Capacity,
     Executor,
     ExecutorLog,
@@ -64,6 +81,7 @@ from suanli.agent.backends import (
     Status,
     TaskState,
     Usage,
+    max_run_reason,
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, TAIL_BYTES, read_tail
 from suanli.agent.backends.ray_entry import RESULT_PREFIX, encode_plan
@@ -75,6 +93,8 @@ DASHBOARD_PORT = 8265
 _META_TASK = "suanli_task_id"
 _META_DEVICES = "suanli_devices"
 _META_DIR = "suanli_task_dir"
+_META_MAX_RUN = "suanli_max_run_s"
+STOP_BACKSTOP_S = 30.0  # past max_run_s + grace, the backend stops a job the runner did not end
 
 
 class RayUnavailable(OSError):
@@ -116,6 +136,10 @@ class _Run:
     task_dir: Path
     devices: int
     unreachable_since: float | None = None
+    max_run_s: float | None = None
+    grace_s: float = 3.0
+    preempted: bool = False  # stopped by `preempt`: STOPPED is PREEMPTED
+    timed_out: bool = False  # stopped by the backstop at max_run_s: EXECUTOR_ERROR
 
 
 class RayBackend:
@@ -154,13 +178,28 @@ class RayBackend:
     # -- the Backend protocol --------------------------------------------------------------
 
     def start(
-        self, task_id: str, executors: Sequence[Executor], workdir: Path, devices: int = 0
+        self,
+        task_id: str,
+        executors: Sequence[Executor],
+        workdir: Path,
+        devices: int = 0,
+        *,
+        max_run_s: float | None = None,
+        checkpoint_dir: Path | None = None,
+        grace_s: float | None = None,
     ) -> Handle:
         task_dir = Path(workdir).resolve()
         task_dir.mkdir(parents=True, exist_ok=True)
         devices = max(0, devices)
         ref = f"suanli-{_safe_id(task_id)}-{uuid.uuid4().hex[:8]}"
-        plan = encode_plan(list(executors), self.tail_bytes)
+        stop_wait_s = max(1, math.ceil(3.0 if grace_s is None else grace_s))
+        plan = encode_plan(
+            list(executors),
+            self.tail_bytes,
+            max_run_s=max_run_s,
+            grace_s=stop_wait_s,
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir).resolve(),
+        )
         entrypoint = " ".join(
             shlex.quote(word)
             for word in (self.python, "-m", "suanli.agent.backends.ray_entry", str(task_dir), plan)
@@ -169,16 +208,25 @@ class RayBackend:
             "entrypoint": entrypoint,
             "submission_id": ref,
             "entrypoint_num_cpus": max(1, devices),
+            # the grace between stop_job's SIGTERM and its SIGKILL, fixed at submission
+            "runtime_env": {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(stop_wait_s)}},
             "metadata": {
                 _META_TASK: task_id,
                 _META_DEVICES: str(devices),
                 _META_DIR: str(task_dir),
+                _META_MAX_RUN: "" if max_run_s is None else repr(float(max_run_s)),
             },
         }
         status, answer = self._request("POST", "/api/jobs/", body)
         if status != 200:
             raise RayUnavailable(f"Ray refused job {ref}: HTTP {status}: {answer}")
-        self._runs[ref] = _Run(task_id=task_id, task_dir=task_dir, devices=devices)
+        self._runs[ref] = _Run(
+            task_id=task_id,
+            task_dir=task_dir,
+            devices=devices,
+            max_run_s=max_run_s,
+            grace_s=float(stop_wait_s),
+        )
         return Handle(task_id=task_id, backend=self.name, ref=ref)
 
     def poll(self, handle: Handle) -> Status | None:
@@ -201,6 +249,7 @@ class RayBackend:
             return None  # a transient dashboard error; ask again next time
         state = info.get("status")
         if state not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            self._backstop(handle, run, info)
             return None
         final = self._final(handle.ref, run, info)
         del self._runs[handle.ref]
@@ -212,6 +261,26 @@ class RayBackend:
         # Nothing to stop, or nobody to ask: either way the next poll tells.
         with contextlib.suppress(RayUnavailable):
             self._request("POST", f"/api/jobs/{_quote(handle.ref)}/stop")
+
+    def preempt(self, handle: Handle, grace_s: float) -> None:
+        """Stop the job (`stop_job`); it ends PREEMPTED. The work gets the grace fixed when the
+        job was submitted (see the module docstring), not `grace_s`: Ray cannot change it."""
+        run = self._runs.get(handle.ref)
+        if run is None or run.preempted:
+            return
+        run.preempted = True
+        self.cancel(handle)
+
+    def _backstop(self, handle: Handle, run: _Run, info: Mapping[str, object]) -> None:
+        """Stop a job that has run past its `max_run_s` (by Ray's clock) + grace +
+        STOP_BACKSTOP_S: its runner should have ended it and did not."""
+        started = info.get("start_time")
+        if run.max_run_s is None or run.timed_out or not isinstance(started, int | float):
+            return
+        limit_s = run.max_run_s + run.grace_s + STOP_BACKSTOP_S
+        if time.time() - started / 1000 >= limit_s:
+            run.timed_out = True
+            self.cancel(handle)
 
     def capacity(self) -> Capacity | None:
         """Ray's alive nodes and their resources. Totals come from the nodes themselves; what
@@ -280,8 +349,14 @@ class RayBackend:
             devices = int(metadata.get(_META_DEVICES, "0"))
         except ValueError:
             devices = 0
+        try:
+            max_run_s: float | None = float(metadata.get(_META_MAX_RUN) or "")
+        except ValueError:
+            max_run_s = None
         task_dir = Path(metadata.get(_META_DIR) or ".")
-        self._runs[ref] = _Run(task_id=task_id, task_dir=task_dir, devices=devices)
+        self._runs[ref] = _Run(
+            task_id=task_id, task_dir=task_dir, devices=devices, max_run_s=max_run_s
+        )
         return Handle(task_id=task_id, backend=self.name, ref=ref)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -326,7 +401,14 @@ class RayBackend:
         usage = Usage(wall_s=wall_s, cpu_s=cpu_s, device_s=wall_s * run.devices)
         ray_state = info.get("status")
         message = str(info.get("message") or "")
-        if ray_state == "STOPPED":
+        if run.preempted and (
+            ray_state == "STOPPED" or end is None or end.get("state") == "CANCELED"
+        ):
+            state, exit_code, reason = TaskState.PREEMPTED, None, PREEMPT_REASON
+        elif run.timed_out and ray_state == "STOPPED":
+            assert run.max_run_s is not None
+            state, exit_code, reason = TaskState.EXECUTOR_ERROR, None, max_run_reason(run.max_run_s)
+        elif ray_state == "STOPPED":
             state, exit_code, reason = TaskState.CANCELED, None, "canceled"
         elif end is not None and end.get("state") in (
             TaskState.COMPLETE.value,

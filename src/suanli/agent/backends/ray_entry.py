@@ -20,8 +20,15 @@ job's log, so the agent needs no shared filesystem to learn how the task ended. 
 exits 0 when the task is COMPLETE and 1 otherwise (Ray then marks the job FAILED).
 
 Cancellation: Ray's `stop_job` sends SIGTERM to this process and all its descendants, then
-SIGKILL after `RAY_JOB_STOP_WAIT_TIME_S` (3 s by default). On SIGTERM or SIGINT this runner
-signals the running executor's group, waits for it, reports it and ends with state CANCELED.
+SIGKILL after `RAY_JOB_STOP_WAIT_TIME_S` (3 s by default; `RayBackend` sets it per job from the
+grace it is given). On SIGTERM or SIGINT this runner signals the running executor's group, waits
+for it, reports it and ends with state CANCELED (`RayBackend` reports a job it stopped to
+preempt it as PREEMPTED).
+
+Maximum run time: with the plan's `max_run_s`, a timer ends the run after that many seconds:
+SIGTERM to the running executor's group, SIGKILL after the plan's `grace_s`, and the run ends
+EXECUTOR_ERROR with `max_run_reason(max_run_s)`. The plan's `checkpoint_dir` is given to every
+executor as `SUANLI_CHECKPOINT_DIR`.
 """
 
 from __future__ import annotations
@@ -33,12 +40,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from suanli.agent.backends import Executor, TaskState, container_path, task_environment
+from suanli.agent.backends import (
+    Executor,
+    TaskState,
+    container_path,
+    max_run_reason,
+    task_environment,
+)
 from suanli.agent.backends.local import (
     STDERR_FILE,
     STDOUT_FILE,
@@ -68,9 +82,22 @@ def executor_json(executor: Executor) -> dict[str, object]:
     }
 
 
-def encode_plan(executors: list[Executor], tail_bytes: int = TAIL_BYTES) -> str:
+def encode_plan(
+    executors: list[Executor],
+    tail_bytes: int = TAIL_BYTES,
+    *,
+    max_run_s: float | None = None,
+    grace_s: float = 1.0,
+    checkpoint_dir: Path | None = None,
+) -> str:
     """The `<plan>` argument for a list of executors: URL-safe base64, safe in a shell word."""
-    plan = {"executors": [executor_json(e) for e in executors], "tail_bytes": tail_bytes}
+    plan = {
+        "executors": [executor_json(e) for e in executors],
+        "tail_bytes": tail_bytes,
+        "max_run_s": max_run_s,
+        "grace_s": grace_s,
+        "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
+    }
     return base64.urlsafe_b64encode(json.dumps(plan).encode()).decode("ascii")
 
 
@@ -78,6 +105,18 @@ def decode_plan(text: str) -> tuple[list[Executor], int]:
     """The executors and tail size of an encoded plan."""
     plan = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
     return [Executor.from_json(e) for e in plan["executors"]], int(plan["tail_bytes"])
+
+
+def plan_limits(text: str) -> tuple[float | None, float, Path | None]:
+    """The maximum run time, the grace of a stop and the checkpoint directory of a plan."""
+    plan = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
+    max_run_s = plan.get("max_run_s")
+    checkpoint = plan.get("checkpoint_dir")
+    return (
+        float(max_run_s) if isinstance(max_run_s, int | float) else None,
+        float(plan.get("grace_s") or 1.0),
+        Path(checkpoint) if isinstance(checkpoint, str) else None,
+    )
 
 
 def _emit(record: dict[str, object]) -> None:
@@ -89,13 +128,22 @@ class _Runner:
     """Runs the executors one after another; `stop` (a signal handler) cancels the rest."""
 
     def __init__(
-        self, task_dir: Path, executors: list[Executor], tail_bytes: int, grace_s: float = 1.0
+        self,
+        task_dir: Path,
+        executors: list[Executor],
+        tail_bytes: int,
+        grace_s: float = 1.0,
+        max_run_s: float | None = None,
+        checkpoint_dir: Path | None = None,
     ) -> None:
         self.task_dir = task_dir
         self.executors = executors
         self.tail_bytes = tail_bytes
         self.grace_s = grace_s
+        self.max_run_s = max_run_s
+        self.checkpoint_dir = checkpoint_dir
         self.stopping = False
+        self.timed_out = False
         self.pgid: int | None = None
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
@@ -103,8 +151,23 @@ class _Runner:
         if self.pgid is not None:
             signal_group(self.pgid, signal.SIGTERM)
 
+    def time_out(self) -> None:
+        """`max_run_s` has passed (a timer thread): SIGTERM, then SIGKILL after `grace_s`."""
+        self.timed_out = True
+        self.stop(signal.SIGTERM, None)
+        pgid = self.pgid
+        deadline = time.monotonic() + self.grace_s
+        while pgid is not None and group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pgid is not None:
+            signal_group(pgid, signal.SIGKILL)
+
     def run(self) -> int:
         self.task_dir.mkdir(parents=True, exist_ok=True)
+        if self.max_run_s is not None:
+            timer = threading.Timer(self.max_run_s, self.time_out)
+            timer.daemon = True
+            timer.start()
         ignored: list[str] = []
         n = len(self.executors)
         for index, executor in enumerate(self.executors):
@@ -119,6 +182,10 @@ class _Runner:
                     self._end(TaskState.EXECUTOR_ERROR, code, reason)
                     return 1
                 ignored.append(f"{reason} (ignore_error)")
+        if self.stopping and self.timed_out:
+            assert self.max_run_s is not None
+            self._end(TaskState.EXECUTOR_ERROR, None, max_run_reason(self.max_run_s))
+            return 1
         if self.stopping:
             self._end(TaskState.CANCELED, None, "canceled")
             return 1
@@ -175,7 +242,7 @@ class _Runner:
                 proc = subprocess.Popen(
                     list(executor.command),
                     cwd=cwd,
-                    env=task_environment(task, executor.env),
+                    env=task_environment(task, executor.env, self.checkpoint_dir),
                     stdin=source,
                     stdout=out,
                     stderr=err,
@@ -227,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m suanli.agent.backends.ray_entry <task dir> <plan>\n")
         return 2
     executors, tail_bytes = decode_plan(args[1])
-    runner = _Runner(Path(args[0]), executors, tail_bytes)
+    max_run_s, grace_s, checkpoint_dir = plan_limits(args[1])
+    runner = _Runner(Path(args[0]), executors, tail_bytes, grace_s, max_run_s, checkpoint_dir)
     signal.signal(signal.SIGTERM, runner.stop)
     signal.signal(signal.SIGINT, runner.stop)
     return runner.run()

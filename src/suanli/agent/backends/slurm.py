@@ -22,21 +22,41 @@ jobcomp file (`JobCompType=jobcomp/filetxt`, see `scripts/slurm.sh`). Slurm's st
 ours: PENDING/CONFIGURING/RUNNING/COMPLETING/SUSPENDED -> still running; COMPLETED -> COMPLETE;
 FAILED/OUT_OF_MEMORY -> EXECUTOR_ERROR with the first failing executor's code (SYSTEM_ERROR if no
 executor failed, e.g. the script could not start); CANCELLED -> CANCELED; TIMEOUT ->
-EXECUTOR_ERROR, reason "time limit"; NODE_FAIL/PREEMPTED/BOOT_FAIL/DEADLINE -> SYSTEM_ERROR. A
-failing `sbatch` does not raise: the next `poll` of the handle returns SYSTEM_ERROR with its
-error.
+EXECUTOR_ERROR, reason `max_run_reason(max_run_s)` ("time limit" when the task had none);
+NODE_FAIL/PREEMPTED/BOOT_FAIL/DEADLINE -> SYSTEM_ERROR. A failing `sbatch` does not raise: the
+next `poll` of the handle returns SYSTEM_ERROR with its error.
 
-Metering: `wall_s` is from the script's first to its last record (microsecond clock), or from
-Slurm's StartTime to EndTime (whole seconds) when the script was killed before it could write
-its last record (cancel, time limit). `cpu_s` is user + system time of the batch shell and
-its executors as its `times` builtin reports it (what bash waited for), since Slurm without
-slurmdbd keeps no CPU time for finished jobs; 0 when the script never recorded it. `device_s` =
-`wall_s` x the task's devices. Exit codes are bash's: an executor killed by signal N shows as
-128 + N.
+Maximum run time: `--time` is ceil(max_run_s / 60) minutes (Slurm keeps limits in whole minutes,
+so a task may run up to a minute past its `max_run_s`, plus the controller's check interval and
+`KillWait`); Slurm ends the job TIMEOUT. Preemption (`preempt`): `scancel --signal=TERM --full`
+signals every process of the job (the batch shell and the executor) at once, and once `grace_s`
+has passed a later `poll` sends SIGKILL the same way (`scancel --signal=KILL --full`; a job still
+pending is simply cancelled), so the job ends once nothing of it runs;
+a job this backend preempted ends PREEMPTED whatever state Slurm gives it (FAILED by the signal,
+CANCELLED), unless it COMPLETED first. The checkpoint directory is exported into the job's
+environment as `SUANLI_CHECKPOINT_DIR` (a path the compute node must see, like the task
+directory).
+
+Metering: `wall_s` is from the script's first to its last record (microsecond clock); when the
+script was killed before it could write its last record (cancel, preemption, time limit), to
+the end of the second of Slurm's EndTime (which Slurm cuts to whole seconds), or now if that is
+sooner, and from Slurm's StartTime to EndTime when the script left no record at all. `cpu_s` is
+user + system time of the batch shell and its executors as its `times` builtin reports it (what
+bash waited for), since Slurm without slurmdbd keeps no CPU time for finished jobs; 0 when the
+script never recorded it. `device_s` = `wall_s` x the task's devices. Exit codes are bash's:
+an executor killed by signal N shows as 128 + N.
+
+SIGTERM: a preemption (`scancel --signal=TERM --full`), a cancel and a time limit signal every
+process of the job, the batch shell included. The shell traps it (a handler, not an ignore,
+which the executors would inherit): it waits for the running executor to end, records it, and
+exits 143 without starting the next one. So the job lasts exactly as long as its work; were the
+shell to die at once, Slurm would end the job and lose track of an executor that ignores
+SIGTERM, leaving it running.
 
 Differences from the local backend: no private `/tmp` (executors see the node's), the command
 runs on whichever node Slurm picks (the task directory must be on a file system that node sees),
-and `--time` is `default_time_limit_s` x `time_margin` (start has no runtime estimate).
+and `--time` comes from `max_run_s` (`default_time_limit_s` x `time_margin` when the agent gives
+none).
 
 Not thread-safe: one agent loop drives one backend. Every command has a timeout, and a failure
 is a `SlurmCommandError` carrying the command's stderr. None escapes: `start` records it (see
@@ -60,6 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suanli.agent.backends import (
+    PREEMPT_REASON,
     Capacity,
     Executor,
     ExecutorLog,
@@ -68,6 +89,7 @@ from suanli.agent.backends import (
     TaskState,
     Usage,
     container_path,
+    max_run_reason,
     task_environment,
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, TAIL_BYTES, read_tail
@@ -134,11 +156,16 @@ class _Job:
     ignore_error: list[bool]
     final: Status | None = None  # set at start when sbatch failed
     failing_since: float | None = None  # when squeue/scontrol began failing for this job
+    max_run_s: float | None = None  # its --time came from this (TIMEOUT names it)
+    checkpoint_dir: Path | None = None  # exported as SUANLI_CHECKPOINT_DIR
+    preempted: bool = False  # `preempt` signalled it: it ends PREEMPTED
+    kill_at: float | None = None  # clock() after which a preempted job gets plain scancel
 
     def as_json(self) -> dict[str, object]:
         return {
             "task_id": self.task_id,
             "devices": self.devices,
+            "max_run_s": self.max_run_s,
             "executors": [
                 {
                     "stdout": str(out.path),
@@ -159,6 +186,7 @@ class _Job:
         assert isinstance(executors, list)
         devices = obj["devices"]
         assert isinstance(devices, int)
+        max_run_s = obj.get("max_run_s")
         return _Job(
             task_id=str(obj["task_id"]),
             task_dir=task_dir,
@@ -166,6 +194,7 @@ class _Job:
             stdouts=[_Stream(Path(e["stdout"]), bool(e["stdout_own"])) for e in executors],
             stderrs=[_Stream(Path(e["stderr"]), bool(e["stderr_own"])) for e in executors],
             ignore_error=[bool(e["ignore_error"]) for e in executors],
+            max_run_s=float(max_run_s) if isinstance(max_run_s, int | float) else None,
         )
 
 
@@ -257,7 +286,7 @@ def _script(job: _Job, executors: Sequence[Executor]) -> str:
     """The batch script that runs `executors` in order and writes results.txt."""
     q = shlex.quote
     results = q(str(job.task_dir / STATE_DIR / "results.txt"))
-    base = task_environment(job.task_dir, {})
+    base = task_environment(job.task_dir, {}, job.checkpoint_dir)
     lines = [
         "#!/bin/bash",
         f"# Written by suanli's Slurm backend for task {job.task_id}; see",
@@ -269,6 +298,10 @@ def _script(job: _Job, executors: Sequence[Executor]) -> str:
         'size() { stat -c %s -- "$1" 2>/dev/null || echo 0; }',
         # `times` in this shell (a subshell's would be its own): the shell's, then children's.
         'cpu() { echo cpu >>"$R"; times >>"$R"; }',
+        # SIGTERM (a preemption, a cancel, a time limit) reaches every process of the job: this
+        # shell outlives it, so the job lasts as long as its executor (Slurm would otherwise
+        # end the job and lose track of an executor that ignores SIGTERM), then stops
+        "trap 'stopped=1' TERM",
         'echo "begin $EPOCHREALTIME" >>"$R"',
     ]
     n = len(executors)
@@ -288,6 +321,9 @@ def _script(job: _Job, executors: Sequence[Executor]) -> str:
         lines.append(
             f'code=$?; echo "end $code $EPOCHREALTIME $(size {q(str(out.path))})'
             f' $(size {q(str(err.path))})" >>"$R"; cpu'
+        )
+        lines.append(
+            'if [ -n "${stopped:-}" ]; then echo "done $EPOCHREALTIME" >>"$R"; exit 143; fi'
         )
         if not executor.ignore_error:
             lines.append('if [ "$code" -ne 0 ]; then echo "done $EPOCHREALTIME" >>"$R";')
@@ -373,10 +409,21 @@ class SlurmBackend:
     # -- the Protocol ---------------------------------------------------------------------
 
     def start(
-        self, task_id: str, executors: Sequence[Executor], workdir: Path, devices: int = 0
+        self,
+        task_id: str,
+        executors: Sequence[Executor],
+        workdir: Path,
+        devices: int = 0,
+        *,
+        max_run_s: float | None = None,
+        checkpoint_dir: Path | None = None,
+        grace_s: float | None = None,
     ) -> Handle:
         task_dir = Path(workdir).resolve()
         job = _Job(task_id, task_dir, max(0, devices), [], [], [])
+        job.max_run_s = max_run_s
+        job.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir).resolve()
+        limit_s = self.time_limit_s if max_run_s is None else max_run_s
         for index, executor in enumerate(executors):
             job.stdouts.append(self._stream(job, index, executor.stdout, "stdout", STDOUT_FILE))
             job.stderrs.append(self._stream(job, index, executor.stderr, "stderr", STDERR_FILE))
@@ -397,7 +444,7 @@ class SlurmBackend:
                 f"--output={task_dir / STDOUT_FILE}",
                 f"--error={task_dir / STDERR_FILE}",
                 "--open-mode=append",
-                f"--time={_time_limit(self.time_limit_s)}",
+                f"--time={_time_limit(limit_s)}",
                 "--no-requeue",
                 "--export=NONE",  # the agent's environment stays with the agent
             ]
@@ -419,6 +466,19 @@ class SlurmBackend:
     def poll(self, handle: Handle) -> Status | None:
         job = self._jobs[handle.ref]
         status = job.final
+        if status is None and job.kill_at is not None and self._clock() >= job.kill_at:
+            job.kill_at = None  # the grace is over: SIGKILL to every process of the job
+            with contextlib.suppress(SlurmCommandError, OSError):
+                if self._queue_state(handle.ref) == "PENDING":
+                    self.cancel(handle)  # nothing runs: the job just leaves the queue
+                else:
+                    # not a plain scancel: Slurm would call the job CANCELLED at once, before
+                    # its processes are gone; killed, the job ends once nothing of it runs
+                    self._run(
+                        "scancel",
+                        ["--signal=KILL", "--full", handle.ref],
+                        timeout_s=min(5.0, self.command_timeout_s),
+                    )
         if status is None:
             try:
                 status = self._check(handle.ref, job)
@@ -439,6 +499,21 @@ class SlurmBackend:
             return
         with contextlib.suppress(SlurmCommandError, OSError):
             self._run("scancel", [handle.ref], timeout_s=min(5.0, self.command_timeout_s))
+
+    def preempt(self, handle: Handle, grace_s: float) -> None:
+        """SIGTERM to every process of the job now (`scancel --signal=TERM --full`); the job
+        is cancelled by a `poll` once `grace_s` has passed. It ends PREEMPTED."""
+        job = self._jobs.get(handle.ref)
+        if job is None or job.preempted or not handle.ref.isdigit():
+            return
+        job.preempted = True
+        job.kill_at = self._clock() + max(0.0, grace_s)
+        with contextlib.suppress(SlurmCommandError, OSError):  # pending: the scancel does it
+            self._run(
+                "scancel",
+                ["--signal=TERM", "--full", handle.ref],
+                timeout_s=min(5.0, self.command_timeout_s),
+            )
 
     def capacity(self) -> Capacity | None:
         """The partition's (or the cluster's) nodes, CPUs, GPUs (gres) and memory now."""
@@ -609,6 +684,8 @@ class SlurmBackend:
                 if r.exit_code
             ]
             return self._status(job, TaskState.COMPLETE, 0, "; ".join(ignored), started, ended)
+        if job.preempted:
+            return self._status(job, TaskState.PREEMPTED, None, PREEMPT_REASON, started, ended)
         if state in ("FAILED", "OUT_OF_MEMORY") and failed is not None:
             index, code = failed
             reason = f"executor {index + 1} of {n} exited with code {code}"
@@ -618,7 +695,8 @@ class SlurmBackend:
         if state == "CANCELLED":
             return self._status(job, TaskState.CANCELED, None, "canceled", started, ended)
         if state == "TIMEOUT":
-            return self._status(job, TaskState.EXECUTOR_ERROR, None, "time limit", started, ended)
+            why = "time limit" if job.max_run_s is None else max_run_reason(job.max_run_s)
+            return self._status(job, TaskState.EXECUTOR_ERROR, None, why, started, ended)
         detail = f"Slurm job {ref} ended {state}"
         if info.get("Reason") not in (None, "None"):
             detail += f" ({info['Reason']})"
@@ -642,6 +720,11 @@ class SlurmBackend:
         results = _read_results(job.task_dir / STATE_DIR / "results.txt")
         begin = results.began_at if results.done_at is not None else slurm_start
         end = results.done_at if results.done_at is not None else slurm_end
+        if results.done_at is None and results.began_at is not None and slurm_end is not None:
+            # killed (cancel, preemption, time limit): Slurm's EndTime is cut to the second, so
+            # the end came within the second after it (and before now), after the last record
+            last = max([results.began_at] + [r.ended_at or r.started_at for r in results.executors])
+            begin, end = results.began_at, max(min(slurm_end + 1.0, time.time()), last)
         wall_s = max(0.0, end - begin) if begin is not None and end is not None else 0.0
         logs = []
         for index, record in enumerate(results.executors[: len(job.stdouts)]):

@@ -1,7 +1,8 @@
-"""Agent protocol routes: register, heartbeat (capacity, output tails, which tasks to cancel),
-lease work and report a task's state. Each runs through `deps.run_agent`, so a site-scoped agent
-token may call them for its own site only (the services check `site_scope`). A report that ends
-a task tells the scheduling pass its devices came free."""
+"""Agent protocol routes: register, heartbeat (capacity, output tails, which tasks to cancel or
+preempt, and the grace of a preemption), lease work (with each task's maximum run time) and
+report a task's state. Each runs through `deps.run_agent`, so a site-scoped agent token may call
+them for its own site only (the services check `site_scope`). A report that ends a task (or
+preempts it) tells the scheduling pass its devices came free."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ async def register(body: AgentCreate, token: Token, platform: PlatformDep) -> Ag
             id=agent.id,
             lease_s=platform.settings.lease_s,
             heartbeat_s=platform.settings.heartbeat_s,
+            preempt_grace_s=platform.settings.preempt_grace_s,
         )
 
     return await run_agent(platform, token, work)
@@ -45,22 +47,24 @@ async def register(body: AgentCreate, token: Token, platform: PlatformDep) -> Ag
 async def beat(
     agent_id: str, body: Heartbeat, token: Token, platform: PlatformDep
 ) -> HeartbeatReply:
-    return await run_agent(
-        platform,
-        token,
-        lambda session, caller: HeartbeatReply(
-            cancel=agents_service.heartbeat(
-                session,
-                caller.principal,
-                agent_id,
-                platform.settings.lease_s,
-                body.capacity.model_dump() if body.capacity else None,
-                {task: (t.stdout, t.stderr) for task, t in body.tails.items()},
-                site_scope=caller.site_id,
-                running=body.running,
-            )
-        ),
-    )
+    def work(session: Session, caller: Caller) -> HeartbeatReply:
+        beat = agents_service.heartbeat(
+            session,
+            caller.principal,
+            agent_id,
+            platform.settings.lease_s,
+            body.capacity.model_dump() if body.capacity else None,
+            {task: (t.stdout, t.stderr) for task, t in body.tails.items()},
+            site_scope=caller.site_id,
+            running=body.running,
+        )
+        return HeartbeatReply(
+            cancel=beat.cancel,
+            preempt=beat.preempt,
+            preempt_grace_s=platform.settings.preempt_grace_s,
+        )
+
+    return await run_agent(platform, token, work)
 
 
 @router.post("/v1/agents/{agent_id}/lease", response_model=LeaseReply)
@@ -82,7 +86,8 @@ async def take(
             platform.settings.lease_s,
             site_scope=caller.site_id,
         )
-        return site, seen, LeaseReply(tasks=[leased_task(t) for t in leased])
+        default_max_run_s = platform.settings.default_max_run_s
+        return site, seen, LeaseReply(tasks=[leased_task(t, default_max_run_s) for t in leased])
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, MAX_WAIT_S)

@@ -1,6 +1,7 @@
 """Task routes (consumers): submit (idempotent with `Idempotency-Key`), list (newest first, a
-page bounded by `deps.MAX_LIST_LIMIT` tasks and about 8 MiB), get, logs and cancel. A new task
-wakes the scheduling pass; a cancel tells it capacity may have grown."""
+page bounded by `deps.MAX_LIST_LIMIT` tasks and about 8 MiB), get, logs and cancel; and the
+operator's preempt. A new task wakes the scheduling pass; a cancel tells it capacity may have
+grown."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from suanli.api.deps import (
     run,
 )
 from suanli.api.limits import json_size, page_that_fits
+from suanli.services import preemption
 from suanli.services import tasks as tasks_service
 from suanli.services.views import Actor, TaskLogs, TaskRead, task_logs, task_read
 from suanli.specs import TaskCreate, Text
@@ -102,3 +104,16 @@ async def cancel(task_id: str, token: Token, platform: PlatformDep) -> TaskRead:
     )
     platform.capacity_grew.set()
     return read
+
+
+@router.post("/v1/tasks/{task_id}/preempt", response_model=TaskRead, responses=ERRORS)
+async def preempt(task_id: str, token: Token, platform: PlatformDep) -> TaskRead:
+    """The operator preempts a running task: its agent stops it at its next heartbeat
+    (SIGTERM, `preempt_grace_s`, SIGKILL), the task ends PREEMPTED, is charged for what ran and
+    is queued again on the same pool, where its checkpoint directory is (409 unless running)."""
+    return await run(
+        platform,
+        token,
+        True,
+        lambda session, who: task_read(preemption.preempt_task(session, who, task_id)),
+    )
