@@ -75,6 +75,9 @@ def task_body(
     name: str,
     env: list[str] | None,
     workdir: str | None,
+    *,
+    preemptible: bool = False,
+    max_run: float | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a task (submit and quote share it)."""
     from suanli.errors import InvalidValue
@@ -109,6 +112,8 @@ def task_body(
         "deadline_s": deadline,
         "max_price_fen": budget_fen,
         "policy": policy,
+        "max_run_s": max_run,
+        "preemptible": preemptible or None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     return body
@@ -136,6 +141,12 @@ def submit(
     name: Annotated[str, typer.Option(help="Task name / 任务名称")] = "",
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE / 环境变量")] = None,
     workdir: Annotated[str | None, typer.Option(help="Working directory / 工作目录")] = None,
+    preemptible: Annotated[
+        bool, typer.Option(help="Discounted; may be preempted / 可抢占（折扣价）")
+    ] = False,
+    max_run: Annotated[
+        float | None, typer.Option(help="Maximum run time, s / 最长运行时间（秒）")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe key / 幂等键")] = None,
     wait: Annotated[bool, typer.Option(help="Follow until it ends / 等待结束")] = False,
     as_json: JsonOpt = False,
@@ -160,6 +171,8 @@ def submit(
         name,
         env,
         workdir,
+        preemptible=preemptible,
+        max_run=max_run,
     )
     client = Client(server, token, ca)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

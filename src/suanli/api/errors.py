@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from suanli.errors import InvalidValue, SuanliError, UnknownName
+from suanli.services.budgets import BudgetExceeded
 from suanli.services.core import Conflict, Forbidden, NotFound, Unauthorized
 from suanli.services.market import InsufficientFunds
 from suanli.specs import describe
@@ -29,6 +30,7 @@ log = logging.getLogger("suanli.api")
 
 STATUS: list[tuple[type[SuanliError], int, str]] = [
     (InsufficientFunds, 402, "insufficient_funds"),
+    (BudgetExceeded, 402, "budget_exceeded"),
     (Unauthorized, 401, "unauthorized"),
     (Forbidden, 403, "forbidden"),
     (NotFound, 404, "not_found"),

@@ -31,7 +31,7 @@ from sqlalchemy import BigInteger, case, cast, delete, func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from suanli.errors import InvalidValue
+from suanli.errors import InvalidValue, SuanliError
 from suanli.services.core import (
     Actor,
     NotFound,
@@ -114,14 +114,42 @@ def _with_spend(
     return sorted(found, key=lambda item: PERIODS.index(item[0].period))
 
 
-def reason(budget: BudgetRow, spent: int, extra_fen: int) -> str:
-    """Why a task waits on this budget (English / 中文)."""
+def reasons(budget: BudgetRow, spent: int, extra_fen: int) -> tuple[str, str]:
+    """Why a task waits on this budget, in English and in Chinese."""
     return (
         f"budget: {budget.period} budget {budget.limit_fen} fen, spent {spent}, this task needs "
-        f"up to {extra_fen} — waits until the period ends or the budget is raised / "
+        f"up to {extra_fen} — waits until the period ends or the budget is raised",
         f"预算：{PERIOD_ZH[budget.period]}预算 {budget.limit_fen} 分，已用 {spent} 分，"
-        f"本任务最多需 {extra_fen} 分——等到本期结束或预算提高后再运行"
+        f"本任务最多需 {extra_fen} 分——等到本期结束或预算提高后再运行",
     )
+
+
+def reason(budget: BudgetRow, spent: int, extra_fen: int) -> str:
+    """Why a task waits on this budget (English / 中文)."""
+    return " / ".join(reasons(budget, spent, extra_fen))
+
+
+class BudgetExceeded(SuanliError):
+    """402: accepting a quote would pass one of the consumer's budgets (nothing is created)."""
+
+    def __init__(self, budget: BudgetRow, spent: int, extra_fen: int) -> None:
+        self.budget_id, self.spent_fen, self.needed_fen = budget.id, spent, extra_fen
+        english, chinese = reasons(budget, spent, extra_fen)
+        super().__init__(
+            english.replace("this task needs", "this order needs").replace(
+                "waits until the period ends", "wait until the period ends"
+            ),
+            chinese,
+        )
+
+
+def refuse_over_budget(
+    session: Session, consumer_id: str, extra_fen: int, moment: datetime
+) -> None:
+    """`BudgetExceeded` when `extra_fen` more would pass a budget (an accepted quote)."""
+    for budget, _, spent in _with_spend(session, consumer_id, moment):
+        if spent + extra_fen > budget.limit_fen:
+            raise BudgetExceeded(budget, spent, extra_fen)
 
 
 def check(session: Session, consumer_id: str, extra_fen: int, moment: datetime) -> str | None:

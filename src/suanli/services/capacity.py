@@ -307,6 +307,8 @@ class QueuedRow(Protocol):
     @property
     def created_at(self) -> datetime: ...
     @property
+    def queued_at(self) -> datetime | None: ...
+    @property
     def policy(self) -> str: ...
     @property
     def not_before(self) -> datetime | None: ...
@@ -345,9 +347,12 @@ def queued_task(
             _ENGINE_TASKS[row.id] = task
             if len(_ENGINE_TASKS) > ENGINE_TASK_CACHE:
                 _ENGINE_TASKS.popitem(last=False)
+    # the wait in the queue (`max_wait_s`, fair share's FIFO) counts from when the task last
+    # entered it: a task preempted or re-queued after a week of running is not "waited too long"
+    entered = created if row.queued_at is None else aware(row.queued_at).timestamp()
     return QueuedTask(
         task=task,
-        submitted_s=created,
+        submitted_s=entered,
         policy=policy,
         not_before_s=None if row.not_before is None else aware(row.not_before).timestamp(),
         pinned_pool=row.pinned_pool_id,

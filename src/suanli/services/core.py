@@ -654,6 +654,8 @@ def transition(session: Session, task: TaskRow, to: State, reason: str, actor: s
     moment = now(session)
     task.state = to.value
     task.updated_at = moment
+    if to is State.QUEUED:  # back in the queue (preempted, lease expired): its wait restarts
+        task.queued_at = moment
     append_event(
         session,
         "task.state",

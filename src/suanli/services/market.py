@@ -470,6 +470,7 @@ def price_options(
         created_at=moment,
         not_before=None,
         pinned_pool_id=None,
+        queued_at=None,
     )
     queued = capacity_service.queued_task(probe, {}, probe.spec)
     inputs = capacity_service.step_inputs(session, moment)
@@ -718,9 +719,12 @@ def accept(
     maximum = int(offer["price_range"]["max"]["fen"])
     # lock the vouchers, the wallet and the escrow BEFORE reading them: a concurrent accept
     # waits here; the maximum is drawn from eligible vouchers first, then the wallet
-    from suanli.services import vouchers  # vouchers build on this module
+    from suanli.services import budgets, vouchers  # they build on this module
 
     drawn = vouchers.draw(session, who.id, maximum, now(session), InsufficientFunds)
+    # an accepted quote is spending too: it may not pass a budget (402, nothing is created).
+    # Checked under the wallet's lock, so two accepts of one consumer see each other's orders
+    budgets.refuse_over_budget(session, who.id, maximum, now(session))
     pool = session.get(PoolRow, offer["pool"])
     site = session.get(SiteRow, offer["site"])
     if pool is None or site is None:

@@ -108,6 +108,7 @@ QUEUED_COLUMNS = (
     TaskRow.owner_id,
     TaskRow.devices,
     TaskRow.created_at,
+    TaskRow.queued_at,
     TaskRow.policy,
     TaskRow.not_before,
     TaskRow.pinned_pool_id,

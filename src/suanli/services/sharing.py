@@ -244,13 +244,12 @@ def gate(
     }
     task_group: dict[str, str] = {}
     if rows:
-        members = dict(
-            session.execute(
+        members: dict[str, str | None] = {
+            ident: group
+            for ident, group in session.execute(
                 select(Principal.id, Principal.group_id).where(Principal.group_id.is_not(None))
             )
-            .tuples()
-            .all()
-        )
+        }
         task_group = {task: members.get(owner) or PUBLIC for task, owner in owners.items()}
     held = _holdings(session, grouped=True) if rows else []  # without groups: when needed
     used = _used_hours(session, rows, held, moment)

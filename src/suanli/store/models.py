@@ -169,6 +169,8 @@ class TaskRow(Base):
     preempt_requested: Mapped[bool] = mapped_column(default=False)
     preempt_reason: Mapped[str | None] = mapped_column(Text)
     preemptions: Mapped[int] = mapped_column(Integer, default=0)
+    # when it last entered the queue (None: at `created_at`); its queue wait counts from then
+    queued_at: Mapped[datetime | None]
 
 
 class EventStream(Base):

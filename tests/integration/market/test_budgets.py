@@ -17,13 +17,13 @@ import pytest
 from sqlalchemy import func, select, text
 
 from suanli.errors import InvalidValue
-from suanli.services import budgets
+from suanli.services import budgets, market
 from suanli.services.core import NotFound
-from suanli.store.models import BudgetAlertRow, EventRow
+from suanli.store.models import BudgetAlertRow, EventRow, OrderRow
 from tests.integration.platform.conftest import Platform, database_url, platform
 from tests.waiting import poll
 
-from .money_world import World
+from .money_world import TASK, World
 
 __all__ = ["database_url", "platform"]  # fixtures
 
@@ -138,7 +138,21 @@ def test_spend_check_and_alerts_with_real_orders(world: World) -> None:
     assert [a.threshold_bp for a in views["month"].alerts] == [5000, 8000]
     assert views["day"].period_start == datetime(2026, 11, 9, 16, tzinfo=UTC)
 
+    # accepting a quote is spending too: over the month budget it is refused (402), and
+    # nothing is created (no order, no task, no money held)
+    orders_before = _orders(world)
+    with pytest.raises(budgets.BudgetExceeded, match="month budget"):
+        world.order(lab, provider, 6_000.0)
+    assert _orders(world) == orders_before
+    # the month raised to exactly what the second order holds: accepted, the month at 100%
+    with world.unit() as s:
+        quote = market.quote(
+            s, lab, {**TASK, "resources": {**TASK["resources"], "duration_s": 6_000.0}}, "balanced"
+        )
+        needed = int(quote.options["options"][0]["price_range"]["max"]["fen"])
+        budgets.put(s, lab, "month", charge + needed, [5000, 8000, 10_000])
     second = world.order(lab, provider, 6_000.0)  # today: its escrow counts in the day too
+    assert world.escrow(second) == needed
     with world.unit() as s:
         views = {v.budget.period: v for v in budgets.listing(s, lab)}
         budgets.note_spend(s, lab.id, world.clock.now())
@@ -312,3 +326,8 @@ def test_budgets_over_the_api_and_cli(platform: Platform) -> None:
     assert refused.returncode == 2 and "period" in refused.stderr, refused.stderr
     deleted = cli("delete", "week")
     assert deleted.returncode == 0, deleted.stderr
+
+
+def _orders(world: World) -> int:
+    with world.unit() as s:
+        return int(s.scalar(select(func.count()).select_from(OrderRow)) or 0)

@@ -95,8 +95,10 @@ class Platform:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        if not poll(self._healthy, timeout_s=30):
-            raise RuntimeError("the server did not start; see " + str(self.home))
+        if not poll(self._healthy, timeout_s=60):
+            self.server.kill()  # never leave a server behind that a test cannot stop
+            self.server.wait(timeout=10)
+            raise RuntimeError("the server did not start in 60 s; see " + str(self.home))
 
     def _healthy(self) -> bool:
         try:

@@ -85,6 +85,8 @@ def test_a_killed_agent_loses_nothing_and_runs_nothing_twice(
     with platform.client(consumer) as http:
         task_id = http.post("/v1/tasks", json=submit_body("sh", "-c", script)).json()["id"]
     platform.wait_for(consumer, task_id, {"RUNNING"})
+    first_run = platform.home / "work-0" / task_id / "runs"
+    wait_until(first_run.exists, "the first run to start writing", 30)
     os.killpg(first.pid, signal.SIGKILL)  # the agent and its task die without a word
     first.wait(timeout=10)
     requeued = platform.wait_for(consumer, task_id, {"QUEUED"}, timeout=15)

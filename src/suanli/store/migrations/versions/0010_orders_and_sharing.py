@@ -59,6 +59,9 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("preempt_reason", sa.Text(), nullable=True))
         batch.add_column(sa.Column("preemptions", sa.Integer(), nullable=False, server_default="0"))
+        # when the task last entered the queue (None: at its creation): a preempted or
+        # re-queued task's wait (`max_queue_wait_s`) starts again then
+        batch.add_column(sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
 
     # --- orders: one per admission (a preempted, re-queued task gets a new one when it is
     # admitted again), so task_id is no longer unique; orders made by the pass have no quote;
@@ -167,6 +170,7 @@ def downgrade() -> None:
         batch.alter_column("quote_id", existing_type=sa.String(64), nullable=False)
         batch.create_unique_constraint("uq_orders_task_id", ["task_id"])
     with op.batch_alter_table("tasks") as batch:
+        batch.drop_column("queued_at")
         batch.drop_column("preemptions")
         batch.drop_column("preempt_reason")
         batch.drop_column("preempt_requested")
