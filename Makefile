@@ -36,6 +36,7 @@ bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_scheduler.py
 	$(BIN)/python benchmarks/bench_platform.py
 	$(BIN)/python benchmarks/bench_latency.py
+	$(BIN)/python benchmarks/bench_admission.py
 	$(BIN)/python benchmarks/bench_submit.py
 	$(BIN)/python benchmarks/bench_tes.py
 	$(BIN)/python benchmarks/bench_backends.py

@@ -167,11 +167,26 @@ def crossed(budget: BudgetRow, spent_fen: int) -> list[int]:
     return [bp for bp in budget.alert_bp if spent_fen * 10_000 >= bp * budget.limit_fen]
 
 
+BUDGETED_KEY = "budgets.principals"  # session.info: the consumers with a budget (this unit)
+
+
+def _budgeted(session: Session) -> set[str]:
+    """The consumers that have a budget, read once per unit of work (a pass opens many orders
+    in one; `put` and `remove` forget it, so a budget set in the same unit counts at once)."""
+    found = session.info.get(BUDGETED_KEY)
+    if not isinstance(found, set):
+        found = set(session.scalars(select(BudgetRow.principal_id).distinct()))
+        session.info[BUDGETED_KEY] = found
+    return found
+
+
 def note_spend(session: Session, consumer_id: str, moment: datetime) -> None:
     """Write each threshold the consumer's spend has crossed in each budget's current period,
     once (a `BudgetAlertRow` and a `budget.alert` event). The thresholds already written are
     read first (one query, only when some threshold is reached); a concurrent pass that writes
     the same one first wins by the unique constraint (each insert runs in a savepoint)."""
+    if consumer_id not in _budgeted(session):
+        return  # most consumers set no budget: no aggregate over their orders
     reached = [
         (budget, start, spent, bp)
         for budget, start, spent in _with_spend(session, consumer_id, moment)
@@ -294,6 +309,7 @@ def put(
 ) -> BudgetRow:
     """Create or replace the consumer's budget for `period`."""
     consumer = _consumer(session, who, consumer_id)
+    session.info.pop(BUDGETED_KEY, None)
     period, limit, thresholds = validate(period, limit_fen, alert_bp)
     at = now(session)
     row = session.scalars(
@@ -328,6 +344,7 @@ def put(
 
 def remove(session: Session, who: Actor, period: str, consumer_id: str | None = None) -> BudgetRow:
     consumer = _consumer(session, who, consumer_id)
+    session.info.pop(BUDGETED_KEY, None)
     if period not in PERIODS:
         raise InvalidValue("period", period, "one of day, week, month", "day、week 或 month 之一")
     # locked first: a pass that writes an alert for it now waits, then finds it gone
