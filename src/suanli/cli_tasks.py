@@ -44,7 +44,9 @@ def _tasks_table(tasks: list[dict[str, Any]], title: str) -> Table:
         note = t.get("unplaced_reason") or ""
         if t.get("placement"):
             p = t["placement"]
-            note = f"{p['cost_fen'] / 100:,.2f} CNY, {p['carbon_kg']:.3f} kg, {p['policy']}"
+            note = (
+                f"est. 预估 {p['cost_fen'] / 100:,.2f} CNY, {p['carbon_kg']:.3f} kg, {p['policy']}"
+            )
         table.add_row(
             t["id"],
             t["name"],
