@@ -50,7 +50,7 @@ from suanli.services import scheduling as scheduling_service
 from suanli.services import vouchers as vouchers_service
 from suanli.services.core import SEAL_EVERY_S, Caller, Unauthorized, authenticate, seal
 from suanli.services.db import open_store
-from suanli.services.leader import LEASE_INTERVALS, Elector, NotLeader
+from suanli.services.leader import LEASE_INTERVALS, Elector, NotLeader, election_connections
 
 log = logging.getLogger("suanli.server")
 MIN_PASS_GAP_S = 0.05
@@ -118,11 +118,15 @@ class Platform:
         self.closing = threading.Event()  # set on shutdown: long-polls answer at once
         self._listener: PgListener | None = None
         self._listener_lock = threading.Lock()
-        # one scheduling loop at a time among all processes on this database (services.leader)
+        # one scheduling loop at a time among all processes on this database (services.leader).
+        # On PostgreSQL the election has connections of its own: a server busy with requests
+        # (its pool drained by them) must still renew its lease on time
+        own = election_connections(sessions.kw.get("bind"), clock)
+        self._election_engine = own[0] if own else None
         self.elector = Elector(
-            self.unit_of_work,
+            own[1] if own else self.unit_of_work,
             LEASE_INTERVALS * settings.schedule_interval_s,
-            sessions.kw.get("bind"),
+            self._election_engine,
             sole_owner=sole_owner,
         )
 
@@ -207,6 +211,9 @@ class Platform:
                 woken = (
                     self.announce_work(session, decided.placements.values()) if placed else set()
                 )
+                # renew again as the write commits: a long write must not leave a lease that
+                # lapsed while it held the row (contenders waiting on the row would see it so)
+                self.elector.fence(session, lead)
             self.bell.ring(woken)
         self.passed_at = began
         self.metrics.placements.inc(placed)
@@ -271,6 +278,8 @@ class Platform:
         for thread in threads:
             thread.join(timeout=10)
         self.elector.resign()
+        if self._election_engine is not None:
+            self._election_engine.dispose()
 
     def announce_work(
         self, session: Session, placements: Iterable[tuple[str, str, Any]]

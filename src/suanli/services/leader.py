@@ -17,9 +17,12 @@ scheduling pass:
   lease to lapse (a crashed leader is replaced at the next interval, not after the lease), but
   only from a holder whose row says it held the lock: a holder that led by lease alone (it took
   over a lapsed lease while the old leader still held the lock) is not proved gone by the lock.
-  A process that finds another holder in the row gives the lock up at once. The lease stays the
-  authority: the lock only proves that the holder is gone, it is never what lets a process
-  write.
+  A process that finds another holder in the row gives the lock up at once. Conversely a holder
+  that still holds the lock is alive: a lapse of its lease displaces it only `HUNG_LEASES`
+  leases after its last renewal (a loaded leader that renews late keeps the lead; a hung one is
+  still replaced). The lease stays the authority: the lock only proves that the holder is gone
+  or alive, it is never what lets a process write. The election runs on connections of its own
+  (`election_connections`), so a server whose pool is drained by requests still renews.
 * **Sole owner (SQLite).** One process owns a SQLite file (`own_database_file`: an exclusive
   `flock` on `<database>.lock`, held for the life of the process); it may take the row over at
   once too, for no other process can be leading on that file.
@@ -40,8 +43,8 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,6 +56,7 @@ from sqlalchemy.orm import Session
 
 from suanli.errors import SuanliError
 from suanli.services.core import append_event, aware, now
+from suanli.store.db import make_engine, session_factory
 from suanli.store.models import SchedulerLeader
 
 log = logging.getLogger("suanli.leader")
@@ -63,6 +67,9 @@ LEADER_ROW = 1
 # lease bounds only a hung leader; it is long enough that a loaded leader (a slow pass holding
 # the row, a starved election thread) does not lose the lead to a lapse
 LEASE_INTERVALS = 10
+# a lapsed lease displaces a holder that still holds the advisory lock (alive, but not renewing:
+# loaded or hung) only this many leases after its last renewal
+HUNG_LEASES = 4
 ADVISORY_KEY = 0x7375616E6C69  # "suanli": the PostgreSQL advisory lock of the scheduling leader
 EVENT = "scheduler.leader"
 SUBJECT = "scheduler"
@@ -148,17 +155,23 @@ def claim(
             return None, False
         _record(session, holder, 1, None, None, "first")
         return Lead(holder, 1), True
-    old_holder, old_term, expired = row.holder, row.term, aware(row.expires_at) <= moment
+    old_holder, old_term = row.holder, row.term
     if old_holder == holder:
         renewed = _renew(session, holder, old_term, until, locked=locked)
         return (Lead(holder, old_term) if renewed else None), False
+    # a holder whose row says it held the lock, while the caller could not take it, is alive
+    # (its lock's connection is open): a lapse displaces it only HUNG_LEASES leases on (a
+    # loaded leader that renews late keeps the lead; a hung one is still replaced)
+    alive = row.locked and not locked and not sole_owner
+    lapse = moment - timedelta(seconds=lease_s * (HUNG_LEASES - 1) if alive else 0)
+    expired = aware(row.expires_at) <= lapse
     gone = sole_owner or (locked and row.locked)
     force = gone and not expired
     if not (expired or force):
         return None, False
     condition = [SchedulerLeader.holder == old_holder, SchedulerLeader.term == old_term]
     if not force:
-        condition.append(SchedulerLeader.expires_at <= moment)
+        condition.append(SchedulerLeader.expires_at <= lapse)
     won = session.execute(
         update(SchedulerLeader)
         .where(SchedulerLeader.id == LEADER_ROW, *condition)
@@ -249,6 +262,28 @@ def resign(session: Session, lead: Lead) -> bool:
         {"action": "resigned", "holder": lead.holder, "term": lead.term},
     )
     return True
+
+
+def election_connections(
+    bind: Any, clock: Any
+) -> tuple[Engine, Callable[[], AbstractContextManager[Session]]] | None:
+    """On PostgreSQL, an engine of the election's own (two connections: the advisory lock's and
+    the claim's) and a unit of work on it that reads time from `clock`: a server busy with
+    requests, its pool drained by them, must still renew its lease on time. None on SQLite
+    (one process owns the file; its election queues on the write lock like any writer)."""
+    if not isinstance(bind, Engine) or bind.dialect.name != "postgresql":
+        return None
+    engine = make_engine(bind.url.render_as_string(hide_password=False), pool_size=1)
+    factory = session_factory(engine)
+
+    @contextmanager
+    def unit_of_work() -> Iterator[Session]:
+        with factory() as session:
+            session.info["clock"] = clock
+            with session.begin():
+                yield session
+
+    return engine, unit_of_work
 
 
 class Elector:

@@ -24,9 +24,10 @@ from suanli.errors import SuanliError
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str, *, reader: bool = False) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and immediate write transactions
-    (a `reader` engine's transactions are deferred: WAL lets them run beside a writer)."""
+def make_engine(url: str, *, reader: bool = False, pool_size: int = 16) -> Engine:
+    """An engine for `url` holding up to 2 × `pool_size` connections; SQLite gets WAL, a busy
+    timeout and immediate write transactions (a `reader` engine's transactions are deferred:
+    WAL lets them run beside a writer)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -34,8 +35,8 @@ def make_engine(url: str, *, reader: bool = False) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=16,
-            max_overflow=16,
+            pool_size=pool_size,
+            max_overflow=pool_size,
         )
 
         @event.listens_for(engine, "connect")
@@ -55,7 +56,7 @@ def make_engine(url: str, *, reader: bool = False) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

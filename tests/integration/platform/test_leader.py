@@ -3,8 +3,9 @@ its own connections (so on PostgreSQL each holds or contends for the advisory lo
 process would), on one virtual clock.
 
 The attack is a loaded leader: its lease lapses while it is alive and still holds the advisory
-lock, and another process takes over by the lapse. Before, the old leader then "proved" the new
-one gone with the lock it had held all along and took the lead back (the lead flapped between
+lock. It now keeps the lead for `HUNG_LEASES` leases (CI's loaded servers lapsed the plain lease),
+then another process takes over by the lapse. Before, the old leader then "proved" the new one
+gone with the lock it had held all along and took the lead back (the lead flapped between
 servers under load on CI). Now a lock proves only a holder that held it gone; a process that
 finds another holder gives its lock up, and the holder by lapse gets the lock next.
 """
@@ -19,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from suanli.clock import VirtualClock
-from suanli.services.leader import EVENT, Elector, current
+from suanli.services.leader import EVENT, HUNG_LEASES, Elector, current
 from suanli.store.db import make_engine, session_factory, upgrade
 from suanli.store.models import EventRow
 from tests.waiting import wait_until
@@ -85,8 +86,13 @@ def test_a_lapsed_leader_that_keeps_its_lock_does_not_take_the_lead_back(
     assert processes.row() == ("h:a:0", 1, True)
     assert not b.step() and not c.step()  # the lock is a's, the lease unexpired
 
-    # a is loaded: no renewal for longer than the lease; b takes the lead by the lapse
+    # a is loaded: no renewal for longer than the lease. It still holds its lock, so it is
+    # alive: b does not take over on the first lapse, only once a looks hung
     processes.clock.advance(LEASE_S + 1)
+    assert not b.step() and b.lead is None
+    processes.clock.advance(LEASE_S * (HUNG_LEASES - 1) - 2)
+    assert not b.step() and b.lead is None
+    processes.clock.advance(2)
     assert b.step() and b.lead is not None and b.lead.term == 2
     assert processes.row() == ("h:b:0", 2, False)  # b could not get a's lock
 
@@ -115,7 +121,7 @@ def test_a_lapsed_leader_that_keeps_its_lock_does_not_take_the_lead_back(
 def test_a_leader_by_lapse_is_not_displaced_before_its_lease_ends(processes: Processes) -> None:
     a, b = processes.elector("a"), processes.elector("b")
     assert a.step()
-    processes.clock.advance(LEASE_S + 1)
+    processes.clock.advance(LEASE_S * HUNG_LEASES + 1)  # lapsed, even for a holder of the lock
     assert b.step() and b.lead is not None
     assert not a.step() and a.lead is None
     processes.clock.advance(LEASE_S - 1)  # b does not renew, but its lease has not ended
