@@ -1,4 +1,5 @@
-"""Benchmark of the scheduler: greedy throughput, peak memory, optimal solve time and gap.
+"""Benchmark of the scheduler: greedy and flow throughput and quality, peak memory, the MILP's
+solve time, and every solver's gap to the MILP and to its own bound, all in the same run.
 
 Prints figures and writes them to benchmarks/results/scheduler.json (`--quick`: only the small
 sizes, written to scheduler_quick.json so a smoke check never overwrites the full figures).
@@ -28,7 +29,8 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 2026
 GREEDY_SIZES = ((10_000, 100), (100_000, 1_000))  # tasks x pools
-GREEDY_POLICIES = ("balanced", "cost")
+GREEDY_POLICIES = ("balanced", "cost", "green")
+SOLVERS = ("greedy", "flow")  # flow where the batch is within its FLOW_MAX_PAIRS
 OPTIMAL_SIZE = (1_000, 100)
 OPTIMAL_TIME_LIMIT_S = 60.0
 BASELINE_SIZE = (10_000, 100)
@@ -65,21 +67,41 @@ def _place(problem: Any, policy: str, solver: str, **options: float) -> tuple[An
 
 
 def _greedy_rows(problem: Any, n_tasks: int, n_pools: int) -> list[dict[str, Any]]:
+    """Every solver of SOLVERS that takes the batch, on every policy of GREEDY_POLICIES."""
+    from suanli.scheduler.flow import FLOW_MAX_PAIRS
+
     rows = []
     for policy in GREEDY_POLICIES:
-        _progress(f"greedy {policy} on {n_tasks:,} x {n_pools:,}")
-        plan, seconds = _place(problem, policy, "greedy")
-        rows.append(
-            {
-                "tasks": n_tasks,
-                "pools": n_pools,
-                "policy": policy,
-                "seconds": round(seconds, 3),
-                "tasks_per_s": round(n_tasks / seconds),
-                "placed": len(plan.placements),
-                "unplaced": len(plan.unplaced),
-            }
-        )
+        for solver in SOLVERS:
+            if solver == "flow" and n_tasks * n_pools > FLOW_MAX_PAIRS:
+                rows.append(
+                    {
+                        "tasks": n_tasks,
+                        "pools": n_pools,
+                        "policy": policy,
+                        "solver": solver,
+                        "skipped": f"above the flow solver's {FLOW_MAX_PAIRS:,} task x pool pairs",
+                    }
+                )
+                continue
+            _progress(f"{solver} {policy} on {n_tasks:,} x {n_pools:,}")
+            plan, seconds = _place(problem, policy, solver)
+            bound = plan.solver.lower_bound
+            rows.append(
+                {
+                    "tasks": n_tasks,
+                    "pools": n_pools,
+                    "policy": policy,
+                    "solver": solver,
+                    "seconds": round(seconds, 3),
+                    "tasks_per_s": round(n_tasks / seconds),
+                    "placed": len(plan.placements),
+                    "unplaced": len(plan.unplaced),
+                    "objective": plan.solver.objective,
+                    "lower_bound": bound,
+                    "gap_to_bound": None if not bound else plan.solver.objective / bound - 1.0,
+                }
+            )
     return rows
 
 
@@ -104,10 +126,15 @@ def _child_large(seed: int) -> None:
 
 def _print_greedy(rows: list[dict[str, Any]]) -> None:
     for r in rows:
-        label = f"greedy {r['policy']} {r['tasks']:,} x {r['pools']:,}"
+        label = f"{r['solver']} {r['policy']} {r['tasks']:,} x {r['pools']:,}"
+        if "skipped" in r:
+            print(f"{label:<44} skipped: {r['skipped']}")
+            continue
+        gap = r["gap_to_bound"]
         print(
             f"{label:<44} {r['tasks_per_s']:>12,} tasks/s   ({r['seconds']:.2f} s; "
-            f"{r['placed']:,} placed, {r['unplaced']:,} unplaced)"
+            f"{r['placed']:,} placed, {r['unplaced']:,} unplaced; objective "
+            f"{r['objective']:,.5g}" + ("" if gap is None else f", {gap:+.3%} over its bound") + ")"
         )
 
 
@@ -132,7 +159,9 @@ def _optimal_rows(seed: int) -> list[dict[str, Any]]:
         _progress(f"optimal {policy} on {n_tasks:,} x {n_pools:,}")
         optimal, seconds = _place(problem, policy, "optimal", time_limit_s=OPTIMAL_TIME_LIMIT_S)
         greedy, greedy_s = _place(problem, policy, "greedy")
+        flow, flow_s = _place(problem, policy, "flow")
         gap = _gap(greedy.solver.objective, optimal.solver.objective)
+        flow_gap = _gap(flow.solver.objective, optimal.solver.objective)
         row = {
             "policy": policy,
             "seconds": round(seconds, 3),
@@ -144,16 +173,27 @@ def _optimal_rows(seed: int) -> list[dict[str, Any]]:
             "greedy_objective": greedy.solver.objective,
             "greedy_placed": len(greedy.placements),
             "gap": gap,
+            "flow_seconds": round(flow_s, 3),
+            "flow_objective": flow.solver.objective,
+            "flow_lower_bound": flow.solver.lower_bound,
+            "flow_placed": len(flow.placements),
+            "flow_gap": flow_gap,
         }
         rows.append(row)
-        gap_text = "n/a" if gap is None else f"{gap:+.2%}"
         label = f"optimal {policy} {n_tasks:,} x {n_pools:,}"
         print(
-            f"{label:<44} {seconds:>9.2f} s    gap greedy {gap_text} "
-            f"(objective {greedy.solver.objective:,.4g} vs {optimal.solver.objective:,.4g}; "
-            f"placed {len(greedy.placements):,} vs {len(optimal.placements):,}; "
-            f"{optimal.solver.status})"
+            f"{label:<44} {seconds:>9.2f} s    objective {optimal.solver.objective:,.6g}, "
+            f"{len(optimal.placements):,} placed ({optimal.solver.status})"
         )
+        for name, plan, took, off in (
+            ("flow", flow, flow_s, flow_gap),
+            ("greedy", greedy, greedy_s, gap),
+        ):
+            gap_text = "n/a" if off is None else f"{off:+.3%}"
+            print(
+                f"  {name:<42} {took:>9.2f} s    gap to the MILP {gap_text} "
+                f"(objective {plan.solver.objective:,.6g}; {len(plan.placements):,} placed)"
+            )
     return rows
 
 
@@ -211,7 +251,8 @@ def _large(seed: int) -> dict[str, Any]:
         "greedy": child["greedy"],
         "peak_memory": {
             "method": "ru_maxrss of a child process (resource.RUSAGE_CHILDREN); the child "
-            "generates, parses and places (greedy, balanced then cost)",
+            "generates, parses and places (greedy on balanced, cost and green; flow where it "
+            "takes the batch)",
             "peak_rss_mib": round(peak_mib, 1),
             "rss_before_place_mib": round(child["rss_before_place_mib"], 1),
         },
@@ -258,8 +299,9 @@ def main(argv: list[str] | None = None) -> None:
             "tasks": OPTIMAL_SIZE[0],
             "pools": OPTIMAL_SIZE[1],
             "time_limit_s": OPTIMAL_TIME_LIMIT_S,
-            "gap": "(greedy objective - optimal objective) / |optimal objective|, "
-            "plan.solver.objective of each; the solvers may place different numbers of tasks",
+            "gap": "(greedy or flow objective - optimal objective) / |optimal objective|, "
+            "plan.solver.objective of each (the load term included for balanced); the "
+            "solvers may place different numbers of tasks",
             "policies": optimal,
         },
         "baseline": {"tasks": BASELINE_SIZE[0], "pools": BASELINE_SIZE[1], "plans": baseline},

@@ -614,11 +614,13 @@ def schedule(
     solver: Annotated[
         str | None,
         typer.Option(
-            help="greedy|optimal|auto: the engine's plan with this solver; by default the "
+            help="greedy|flow|optimal|auto: the engine's plan with this solver; by default the "
             "decision step (greedy) / 求解器，默认使用统一决策步骤"
         ),
     ] = None,
-    time_limit: Annotated[float, typer.Option(help="Optimal solver limit, s / 求解时限")] = 10.0,
+    time_limit: Annotated[
+        float, typer.Option(help="Optimal and flow solver limit, s / 求解时限")
+    ] = 10.0,
     generate: Annotated[
         int | None, typer.Option(help="Print a generated problem of N tasks / 生成 N 个任务的问题")
     ] = None,
@@ -711,9 +713,21 @@ def schedule(
         f"placed 已放置 {len(plan.placements)}, unplaced 未放置 {len(plan.unplaced)} · "
         f"cost 费用 {plan.cost_fen / 100:,.2f} CNY · energy 能耗 {plan.energy_kwh:,.1f} kWh · "
         f"carbon 碳排 {plan.carbon_kg:,.1f} kg · objective 目标值 {plan.solver.objective:,.4g}"
-        + ("" if bound is None else f" (LP bound 下界 {bound:,.4g})")
+        + (
+            ""
+            if bound is None
+            else f" (LP bound 下界 {bound:,.4g}, "
+            f"gap 差距 {_gap_text(plan.solver.objective, bound)})"
+        )
         + f" · {plan.solver.seconds or 0:.2f} s"
     )
+
+
+def _gap_text(objective: float, bound: float) -> str:
+    """How far the objective is above the bound, as a percentage of the bound."""
+    if bound <= 0:
+        return "n/a"
+    return f"{max(0.0, objective / bound - 1):.3%}"
 
 
 # ---------------------------------------------------------------------------------------------

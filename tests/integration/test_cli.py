@@ -247,6 +247,16 @@ def test_schedule_the_documented_example() -> None:
     assert doc["totals"]["cost_fen"] == sum(p["cost_fen"] for p in doc["placements"])
 
 
+def test_schedule_the_documented_example_as_a_flow() -> None:
+    optimal = _json("schedule", EXAMPLE, "--policy", "green", "--solver", "optimal")
+    flow = _json("schedule", EXAMPLE, "--policy", "green", "--solver", "flow")
+    assert flow["solver"]["name"] == "flow"
+    assert flow["solver"]["lower_bound"] <= flow["solver"]["objective"] + 1e-9
+    assert flow["totals"]["placed"] == optimal["totals"]["placed"]
+    assert flow["solver"]["objective"] == pytest.approx(optimal["solver"]["objective"], rel=1e-6)
+    assert all(p["runner_up"] != p["pool"] for p in flow["placements"])
+
+
 def test_schedule_table_output() -> None:
     result = runner.invoke(app, ["schedule", EXAMPLE, "--policy", "green"])
     assert result.exit_code == 0, result.output
@@ -330,7 +340,8 @@ def test_real_subprocess_generate_then_schedule_from_stdin() -> None:
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
     assert plan["totals"]["placed"] + plan["totals"]["unplaced"] == 200
-    assert plan["solver"]["name"] == "optimal"  # auto: a small batch is solved exactly
+    assert plan["solver"]["name"] == "flow"  # auto: a batch this size is solved as a flow
+    assert plan["solver"]["lower_bound"] <= plan["solver"]["objective"] + 1e-9
 
 
 def test_generate_rejects_a_zero_size() -> None:

@@ -391,8 +391,11 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(served: FastAPI) -> AsyncIterator[None]:
         _close_long_polls_on_exit_signals(state)
+        # build the OpenAPI document now, off the event loop (FastAPI caches it): the first
+        # client to ask for it must not wait seconds for it on a loaded machine
+        threading.Thread(target=served.openapi, name="suanli-openapi", daemon=True).start()
         threads = state.start_scheduler() if run_scheduler else []
         yield
         state.stop_scheduler(threads)

@@ -13,7 +13,7 @@ figure for the task's precision (after the widening fallback) gets peak 0 and fa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -244,6 +244,30 @@ class TaskArrays:
     @property
     def n_tasks(self) -> int:
         return len(self.ids)
+
+
+def subset_tasks(t: TaskArrays, rows: IntArray) -> TaskArrays:
+    """The tasks `rows` of `t`, in that order (origins and their tables kept whole)."""
+    per_task = {
+        name: getattr(t, name)[rows]
+        for name in (
+            "devices",
+            "kind",
+            "precision",
+            "work_flop",
+            "efficiency",
+            "memory_gb",
+            "data_gb",
+            "deadline_s",
+            "max_price_fen",
+            "tier_rtt_ms",
+            "origin",
+            "model_bits",
+            "province_bits",
+            "deferrable",
+        )
+    }
+    return replace(t, ids=[t.ids[i] for i in rows.tolist()], **per_task)
 
 
 ALL_BITS = (1 << 63) - 1  # every device allowed (the catalog has fewer than 63 profiles)

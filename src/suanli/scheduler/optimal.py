@@ -7,6 +7,10 @@ u[t] in {0, 1} marks task t unplaced. Minimise
     s.t. sum_p x[t, p] + u[t] = 1                 for every task
          sum_t devices[t] * x[t, p] <= free[p]     for every pool
 
+plus, for a policy with a load weight w, the convex load term of every pool (w x U (U - 1) /
+(2 x count), U the devices the plan adds; `scheduler.flow`) through one continuous variable
+per added device of cost w x (its position) / count, filled cheapest first.
+
 PENALTY exceeds any task's worst score, so the optimum places as many tasks as capacity allows
 before it lowers the objective. The LP relaxation (x, u in [0, 1]) gives the lower bound used to
 report how far greedy is from optimal. The runner-up of each placement is its second-best
@@ -22,6 +26,7 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from suanli.scheduler.arrays import PoolArrays, TaskArrays, evaluate
+from suanli.scheduler.flow import load_segments, load_weight
 from suanli.scheduler.model import Policy, Snapshot
 
 
@@ -51,24 +56,43 @@ def solve_optimal(
     n_pairs, n_tasks = len(tasks), t.n_tasks
     costs = score[tasks, pools]
     penalty = 10.0 * (float(np.abs(costs).max()) + 1.0) if n_pairs else 1.0
-    c = np.concatenate([costs, np.full(n_tasks, penalty)])
+    weight = load_weight(policy)
+    seg_pool, seg_len, seg_cost = load_segments(
+        p.free, p.count.astype(float), weight, segments=10**9
+    )
+    n_seg = len(seg_pool) if weight > 0 else 0
+    width = n_pairs + n_tasks + n_seg
+    c = np.concatenate([costs, np.full(n_tasks, penalty), seg_cost[:n_seg]])
     columns = np.arange(n_pairs + n_tasks)
     assign = sparse.csr_array(
         (np.ones(n_pairs + n_tasks), (np.concatenate([tasks, np.arange(n_tasks)]), columns)),
-        shape=(n_tasks, n_pairs + n_tasks),
+        shape=(n_tasks, width),
     )
+    # devices placed on a pool; with a load weight every one of them is also carried by the
+    # pool's load variables (one per added device, of increasing cost: the convex load term)
     capacity = sparse.csr_array(
-        (t.devices[tasks].astype(float), (pools, np.arange(n_pairs))),
-        shape=(p.n_pools, n_pairs + n_tasks),
+        (
+            np.concatenate([t.devices[tasks].astype(float), -np.ones(n_seg)]),
+            (
+                np.concatenate([pools, seg_pool[:n_seg]]),
+                np.concatenate([np.arange(n_pairs), n_pairs + n_tasks + np.arange(n_seg)]),
+            ),
+        ),
+        shape=(p.n_pools, width),
     )
+    upper = p.free.astype(float) if n_seg == 0 else np.zeros(p.n_pools)
     constraints = [
         LinearConstraint(assign, 1.0, 1.0),
-        LinearConstraint(capacity, -np.inf, p.free.astype(float)),
+        LinearConstraint(capacity, -np.inf, upper),
     ]
-    bounds = Bounds(0.0, 1.0)
+    high = np.ones(width)
+    high[n_pairs + n_tasks :] = seg_len[:n_seg]
+    bounds = Bounds(0.0, high)
     options = {"time_limit": float(time_limit_s), "mip_rel_gap": 1e-6}
+    integrality = np.ones_like(c)
+    integrality[n_pairs + n_tasks :] = 0  # load variables are continuous
     result = milp(
-        c, constraints=constraints, integrality=np.ones_like(c), bounds=bounds, options=options
+        c, constraints=constraints, integrality=integrality, bounds=bounds, options=options
     )
     relaxed = milp(
         c,

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from suanli.services.core import Role, create_token
@@ -74,6 +75,9 @@ def test_api_conforms_and_never_fails(live: tuple[str, str], tmp_path: Path) -> 
         "[checks.negative_data_rejection]\n"
         f"expected-statuses = [{', '.join(repr(code) for code in rejected)}]\n".replace("'", '"')
     )
+    # the document must be whole before schemathesis reads it (it gives up after 10 s; the
+    # server builds it in the background at start, which a loaded CI machine may not finish)
+    assert httpx.get(f"{base}/openapi.json", timeout=120).status_code == 200
     done = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),

@@ -108,7 +108,7 @@ def _check_plan(plan, tasks, snap) -> None:
     snapshots(),
     task_lists(),
     st.sampled_from(sorted(POLICIES)),
-    st.sampled_from(["greedy", "optimal"]),
+    st.sampled_from(["greedy", "flow", "optimal"]),
 )
 def test_every_plan_respects_capacity_and_constraints(snap, tasks, policy, solver) -> None:
     plan = place(tasks, snap, POLICIES[policy], 0.0, solver=solver)
@@ -140,3 +140,34 @@ def test_optimal_is_never_worse_than_greedy(snap, tasks, policy) -> None:
         tolerance = 1e-6 * max(1.0, abs(greedy.solver.objective))
         assert optimal.solver.objective <= greedy.solver.objective + tolerance
     assert not math.isnan(optimal.solver.objective)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots(), task_lists(), st.sampled_from(sorted(POLICIES)))
+def test_flow_is_never_worse_than_greedy_and_its_bound_holds(snap, tasks, policy) -> None:
+    greedy = place(tasks, snap, POLICIES[policy], 0.0, solver="greedy")
+    flow = place(tasks, snap, POLICIES[policy], 0.0, solver="flow")
+    _check_plan(flow, tasks, snap)
+    assert len(flow.placements) >= len(greedy.placements)
+    tolerance = 1e-6 * max(1.0, abs(greedy.solver.objective))
+    if len(flow.placements) == len(greedy.placements):
+        assert flow.solver.objective <= greedy.solver.objective + tolerance
+    lower = flow.solver.lower_bound
+    assert lower is not None and lower <= flow.solver.objective + tolerance
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots(), task_lists(), st.sampled_from(sorted(POLICIES)))
+def test_flow_equals_the_milp_on_small_instances(snap, tasks, policy) -> None:
+    # the flow's relaxation is exact for one-device tasks and its rounding re-solves what it
+    # splits exactly: on instances this small it reaches the MILP's optimum, load term included
+    flow = place(tasks, snap, POLICIES[policy], 0.0, solver="flow")
+    optimal = place(tasks, snap, POLICIES[policy], 0.0, solver="optimal")
+    assert len(flow.placements) == len(optimal.placements)
+    tolerance = 1e-6 * max(1.0, abs(optimal.solver.objective))
+    assert flow.solver.objective == pytest.approx(optimal.solver.objective, rel=1e-6, abs=1e-6)
+    for plan in (flow, optimal):  # both bounds are bounds of the other's plan too
+        assert plan.solver.lower_bound is not None
+        assert plan.solver.lower_bound <= min(flow.solver.objective, optimal.solver.objective) + (
+            tolerance
+        )

@@ -1,0 +1,319 @@
+"""Placement as a flow: the batch assignment as a transportation problem, solved to near
+optimality, with a lower bound on every plan.
+
+Owns `flow_assign`. The model is the MILP's (`scheduler.optimal`): each task goes to one pool
+or stays unplaced at a penalty that exceeds any score (so as many tasks as capacity allows are
+placed first), every pool holds at most its free devices, and the objective is the sum of the
+placements' scores plus, for a policy with a load weight w, the convex load term of every pool
+
+    w x U (U - 1) / (2 x count)        U = devices the plan adds to the pool
+
+(what the greedy solver's dynamic load term adds up to for one-device tasks: the m-th task
+placed on a pool pays w x m / count more than its static score).
+
+Steps, each vectorised:
+
+1. **Arcs.** Every task is scored (`arrays.evaluate`, the scores every solver shares) against
+   the pools of its class (kind, models, precision, residency); an arc joins it to every pool
+   that passes its constraints and has room for its devices. Nothing is pruned, so the flow
+   below is the exact relaxation.
+2. **Solve.** A min-cost flow of devices (OR-Tools' `SimpleMinCostFlow`, network simplex
+   family, int64 costs): task -> pool along its arcs at score / devices per device, task ->
+   "unplaced" at the penalty, pool -> sink up to its free devices; with a load weight, one
+   pool -> sink arc per added device of increasing cost (the convex load term, exact; in
+   segments on big pools, priced at each segment's first device so that the bound stays a
+   bound). One-device tasks come out whole; a task of several devices may be split.
+3. **Round.** A task the flow sends whole along one arc takes it. The tasks it splits, with
+   the tasks on the pools they were split over (restricted to those pools), are placed again
+   together by a small exact MILP (HiGHS) on the capacity left (`_exact_rest`). What is still
+   left is placed by the greedy solver on the capacity left (`engine._flow`), and the greedy
+   plan of the whole batch is kept instead when it is better (never worse than greedy).
+4. **Bound.** The flow's value (less the rounding of its integer costs) is the relaxation's
+   optimum: less the penalties of as many tasks as the plan leaves out, it bounds every plan
+   that leaves as many out; `gap = objective / bound - 1`.
+
+Runner-up of a placement: its next-cheapest feasible arc. The solver takes batches up to
+FLOW_MAX_PAIRS task-pool pairs; `engine.choose_solver` says which solver `auto` runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from suanli.scheduler.arrays import PoolArrays, TaskArrays, evaluate
+from suanli.scheduler.model import Objective, Policy, Snapshot
+
+# the largest batch the flow solver takes (task x pool pairs): HiGHS's LP on every arc takes
+# about a second there on the reference machine; larger batches go to the greedy solver
+FLOW_MAX_PAIRS = 2_000_000
+LOAD_SEGMENTS = 64  # at most this many load arcs per pool in the LP
+CELLS_PER_BLOCK = 1_000_000
+
+
+@dataclass(frozen=True)
+class Arcs:
+    """The feasible (task, pool) pairs, grouped by task: task, pool and score per arc."""
+
+    task: np.ndarray
+    pool: np.ndarray
+    score: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> Arcs:
+        return Arcs(self.task[keep], self.pool[keep], self.score[keep])
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    assignment: dict[int, tuple[int, int, float]]  # task -> (pool, runner-up or -1, score)
+    objective: float  # the model's objective over placed tasks (penalties excluded)
+    lower_bound: float | None
+    status: str
+
+
+def load_weight(policy: Policy) -> float:
+    return float(policy.weights.get(Objective.LOAD, 0.0))
+
+
+def plan_objective(
+    scores: np.ndarray, pools: np.ndarray, devices: np.ndarray, p: PoolArrays, weight: float
+) -> float:
+    """The objective of a plan: static scores summed, plus the convex load term."""
+    total = float(np.sum(scores))
+    if weight > 0 and len(pools):
+        added = np.bincount(pools, weights=devices, minlength=p.n_pools)
+        total += weight * float(np.sum(added * (added - 1) / (2.0 * p.count)))
+    return total
+
+
+def build_arcs(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    classes: tuple[np.ndarray, list[np.ndarray]],
+) -> Arcs:
+    """Every task's statically feasible pools of its class with room for its devices, scored;
+    `classes` is (class of each task, columns of each class), as the greedy solver has them."""
+    class_of, columns = classes
+    tasks, pools, scores = [], [], []
+    order = np.argsort(class_of, kind="stable")
+    bounds = np.flatnonzero(np.diff(class_of[order])) + 1
+    for members in np.split(order, bounds):
+        if not len(members):
+            continue
+        cols = columns[int(class_of[members[0]])]
+        if len(cols) == 0:
+            continue
+        step = max(1, CELLS_PER_BLOCK // len(cols))
+        for start in range(0, len(members), step):
+            rows = members[start : start + step]
+            ev = evaluate(t, rows, p, snapshot, policy, now, cols=cols[None, :], same_class=True)
+            ok = np.isfinite(ev.score) & (t.devices[rows, None] <= p.free[cols][None, :])
+            r, c = np.nonzero(ok)
+            tasks.append(rows[r])
+            pools.append(cols[c])
+            scores.append(ev.score[r, c])
+    if not tasks:
+        return Arcs(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
+    task = np.concatenate(tasks)
+    by_task = np.argsort(task, kind="stable")
+    return Arcs(task[by_task], np.concatenate(pools)[by_task], np.concatenate(scores)[by_task])
+
+
+def _penalty(arcs: Arcs) -> float:
+    """Above any task's score: the flow places as many tasks as it can first."""
+    return 10.0 * (float(np.abs(arcs.score).max()) + 1.0) if len(arcs.score) else 1.0
+
+
+def load_segments(
+    free: np.ndarray, count: np.ndarray, weight: float, segments: int = LOAD_SEGMENTS
+) -> tuple[np.ndarray, ...]:
+    """Load arcs: (pool, length in devices, cost per device), each pool's added devices cut
+    into at most `segments` pieces, priced at each piece's first device (one per device,
+    exact, when a pool has at most `segments` free)."""
+    pools, lengths, costs = [], [], []
+    for j in np.flatnonzero(free > 0).tolist():
+        f = int(free[j])
+        cuts = np.unique(np.linspace(0, f, min(f, segments) + 1).astype(np.int64))
+        starts, ends = cuts[:-1], cuts[1:]
+        pools.append(np.full(len(starts), j))
+        lengths.append(ends - starts)
+        costs.append(weight * starts / count[j])
+    if not pools:
+        empty = np.zeros(0)
+        return empty.astype(np.int64), empty, empty
+    return np.concatenate(pools), np.concatenate(lengths).astype(float), np.concatenate(costs)
+
+
+COST_UNITS = 1e11  # the penalty in integer cost units of the network (OR-Tools: int64 costs)
+
+
+def _solve_network(
+    arcs: Arcs, n: int, devices: np.ndarray, p: PoolArrays, weight: float, penalty: float
+) -> tuple[np.ndarray, str, float]:
+    """Min-cost flow of devices (see the module docstring). Returns each arc's share of its
+    task, the status, and a lower bound of the relaxation's value (the flow's value less the
+    rounding of its costs)."""
+    from ortools.graph.python import min_cost_flow
+
+    scale = COST_UNITS / penalty
+    if weight > 0:
+        seg_pool, seg_len, seg_cost = load_segments(p.free, p.count.astype(float), weight)
+    else:
+        seg_pool = np.arange(p.n_pools)
+        seg_len, seg_cost = p.free.astype(float), np.zeros(p.n_pools)
+    sink = n + p.n_pools
+    d = devices.astype(np.int64)
+    m = len(arcs.task)
+    tails = np.concatenate([arcs.task, np.arange(n), n + seg_pool])
+    heads = np.concatenate([n + arcs.pool, np.full(n, sink), np.full(len(seg_pool), sink)])
+    capacities = np.concatenate([d[arcs.task], d, seg_len.astype(np.int64)])
+    per_device = np.concatenate([arcs.score / d[arcs.task], np.full(n, penalty) / d, seg_cost])
+    costs = np.rint(per_device * scale).astype(np.int64)
+    network = min_cost_flow.SimpleMinCostFlow()
+    network.add_arcs_with_capacity_and_unit_cost(tails, heads, capacities, costs)
+    supplies = np.zeros(sink + 1, dtype=np.int64)
+    supplies[:n] = d
+    supplies[sink] = -int(d.sum())
+    network.set_nodes_supplies(np.arange(sink + 1), supplies)
+    status = network.solve()
+    if status != network.OPTIMAL:
+        return np.zeros(m), f"min-cost flow failed: {status}", -math.inf
+    units = network.flows(np.arange(len(tails))).astype(float)
+    value = float(np.sum(units * per_device))
+    rounding = float(np.sum(units)) * 0.5 / scale  # each unit's cost was rounded by <= 1/2
+    return units[:m] / d[arcs.task], "optimal", value - rounding
+
+
+REST_MAX_ARCS = 50_000  # the tasks placed again exactly, at most this many arcs
+
+
+def _exact_rest(
+    arcs: Arcs,
+    tasks: np.ndarray,
+    devices: np.ndarray,
+    left: np.ndarray,
+    penalty: float,
+    limit: float,
+) -> np.ndarray:
+    """The arc each of `tasks` takes (-1: none) on the capacity `left` (updated), exactly: a
+    small MILP on `arcs` (theirs only)."""
+    n = len(tasks)
+    local = np.searchsorted(tasks, arcs.task)  # tasks are sorted
+    m = len(local)
+    c = np.concatenate([arcs.score, np.full(n, penalty)])
+    assign = sparse.csr_array(
+        (np.ones(m + n), (np.concatenate([local, np.arange(n)]), np.arange(m + n))),
+        shape=(n, m + n),
+    )
+    use = sparse.csr_array(
+        (devices[arcs.task].astype(float), (arcs.pool, np.arange(m))), shape=(len(left), m + n)
+    )
+    result = milp(
+        c,
+        constraints=[
+            LinearConstraint(assign, 1.0, 1.0),
+            LinearConstraint(use, -np.inf, left.astype(float)),
+        ],
+        integrality=np.ones_like(c),
+        bounds=Bounds(0.0, 1.0),
+        options={"time_limit": limit},
+    )
+    chosen = np.full(n, -1, dtype=np.int64)
+    if result.x is None:
+        return chosen
+    on = np.flatnonzero(result.x[:m] > 0.5)
+    chosen[local[on]] = on
+    np.subtract.at(left, arcs.pool[on], devices[arcs.task[on]])
+    return chosen
+
+
+def flow_assign(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    policy: Policy,
+    now: float,
+    classes: tuple[np.ndarray, list[np.ndarray]],
+    *,
+    time_limit_s: float = 10.0,
+) -> FlowResult:
+    """The flow solver's assignment (see the module docstring); `classes` as in `build_arcs`.
+    The caller keeps batches within FLOW_MAX_PAIRS task-pool pairs."""
+    arcs = build_arcs(t, p, snapshot, policy, now, classes)
+    n = t.n_tasks
+    devices = t.devices.astype(np.int64)
+    weight = load_weight(policy)
+    penalty = _penalty(arcs)
+    share, status, relaxed = _solve_network(arcs, n, devices, p, weight, penalty)
+    chosen = np.full(n, -1, dtype=np.int64)  # the arc each task takes
+    whole = np.flatnonzero(share > 1.0 - 1e-6)
+    chosen[arcs.task[whole]] = whole
+    left = p.free.astype(np.int64).copy()
+    np.subtract.at(left, arcs.pool[whole], devices[arcs.task[whole]])
+    part = (share > 1e-9) & (share <= 1.0 - 1e-6)
+    split = np.unique(arcs.task[part])
+    if len(split):
+        # the split tasks, and the whole ones on the pools they were split over (moving among
+        # those pools only), are placed again together, exactly; they are few
+        touched = np.unique(arcs.pool[part])
+        on_touched = np.isin(arcs.pool, touched)
+        again = np.unique(arcs.task[whole[on_touched[whole]]])
+        keep = np.isin(arcs.task, split) | (np.isin(arcs.task, again) & on_touched)
+        if int(keep.sum()) > REST_MAX_ARCS:  # too many to move: the split tasks alone
+            again = again[:0]
+            keep = np.isin(arcs.task, split)
+        back = chosen[again]
+        np.add.at(left, arcs.pool[back], devices[again])
+        redo = np.union1d(split, again)
+        sub = arcs.subset(keep)
+        picked = _exact_rest(sub, redo, devices, left, penalty, time_limit_s)
+        chosen[redo] = np.where(picked >= 0, np.flatnonzero(keep)[np.maximum(picked, 0)], -1)
+    rows = np.flatnonzero(chosen >= 0)
+    taken = chosen[rows]
+    pools, scores = arcs.pool[taken], arcs.score[taken]
+    runner = _runners_up(arcs, n, chosen)
+    assignment = {
+        i: (j, r, value)
+        for i, j, r, value in zip(
+            rows.tolist(), pools.tolist(), runner[rows].tolist(), scores.tolist(), strict=True
+        )
+    }
+    # a bound of every plan that leaves as many tasks out: the relaxation's value less their
+    # penalties
+    lower = relaxed - penalty * (n - len(assignment))
+    objective = plan_objective(scores, pools, devices[rows], p, weight)
+    return FlowResult(assignment, objective, lower, f"flow {status}")
+
+
+def _runners_up(arcs: Arcs, n: int, chosen: np.ndarray) -> np.ndarray:
+    """Each task's cheapest arc other than the one it takes: its pool (-1: none)."""
+    runner = np.full(n, -1, dtype=np.int64)
+    score = arcs.score.copy()
+    score[chosen[chosen >= 0]] = np.inf
+    if not len(score):
+        return runner
+    starts = np.flatnonzero(np.r_[True, arcs.task[1:] != arcs.task[:-1]])
+    best = np.minimum.reduceat(score, starts)
+    at_best = np.isfinite(score) & (score == np.repeat(best, np.diff(np.r_[starts, len(score)])))
+    first = np.unique(arcs.task[at_best], return_index=True)
+    runner[first[0]] = arcs.pool[np.flatnonzero(at_best)[first[1]]]
+    return runner
+
+
+__all__ = [
+    "FLOW_MAX_PAIRS",
+    "Arcs",
+    "FlowResult",
+    "build_arcs",
+    "flow_assign",
+    "load_segments",
+    "load_weight",
+    "plan_objective",
+]
