@@ -26,9 +26,13 @@ EXECUTOR_ERROR, reason `max_run_reason(max_run_s)` ("time limit" when the task h
 NODE_FAIL/PREEMPTED/BOOT_FAIL/DEADLINE -> SYSTEM_ERROR. A failing `sbatch` does not raise: the
 next `poll` of the handle returns SYSTEM_ERROR with its error.
 
-Maximum run time: `--time` is ceil(max_run_s / 60) minutes (Slurm keeps limits in whole minutes,
-so a task may run up to a minute past its `max_run_s`, plus the controller's check interval and
-`KillWait`); Slurm ends the job TIMEOUT. Preemption (`preempt`): `scancel --signal=TERM --full`
+Maximum run time: the backend stops a job itself once its script began `max_run_s` ago (its
+`begin` record in results.txt, so the count survives an agent restart): SIGTERM to every process
+of it, SIGKILL after the `grace_s` given to `start`, as a preemption does; it ends
+EXECUTOR_ERROR with `max_run_reason(max_run_s)`. `--time` (ceil(max_run_s / 60) minutes: Slurm
+keeps limits in whole minutes) stays as the backstop for a job whose agent is gone (Slurm then
+ends it TIMEOUT, up to a minute late plus the controller's check interval and `KillWait`).
+Preemption (`preempt`): `scancel --signal=TERM --full`
 signals every process of the job (the batch shell and the executor) at once, and once `grace_s`
 has passed a later `poll` sends SIGKILL the same way (`scancel --signal=KILL --full`; a job still
 pending is simply cancelled), so the job ends once nothing of it runs;
@@ -159,7 +163,9 @@ class _Job:
     max_run_s: float | None = None  # its --time came from this (TIMEOUT names it)
     checkpoint_dir: Path | None = None  # exported as SUANLI_CHECKPOINT_DIR
     preempted: bool = False  # `preempt` signalled it: it ends PREEMPTED
-    kill_at: float | None = None  # clock() after which a preempted job gets plain scancel
+    kill_at: float | None = None  # clock() after which a signalled job gets SIGKILL
+    grace_s: float = 2.0  # between SIGTERM and SIGKILL when it overruns `max_run_s`
+    timed_out: bool = False  # the agent stopped it at `max_run_s`
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -422,6 +428,8 @@ class SlurmBackend:
         task_dir = Path(workdir).resolve()
         job = _Job(task_id, task_dir, max(0, devices), [], [], [])
         job.max_run_s = max_run_s
+        if grace_s is not None:
+            job.grace_s = max(0.0, grace_s)
         job.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir).resolve()
         limit_s = self.time_limit_s if max_run_s is None else max_run_s
         for index, executor in enumerate(executors):
@@ -481,6 +489,7 @@ class SlurmBackend:
                     )
         if status is None:
             try:
+                self._stop_overrun(handle.ref, job)
                 status = self._check(handle.ref, job)
                 job.failing_since = None
             except SlurmCommandError as exc:  # slurmctld busy or restarting: ask again later
@@ -493,6 +502,23 @@ class SlurmBackend:
         if status is not None:
             del self._jobs[handle.ref]
         return status
+
+    def _stop_overrun(self, ref: str, job: _Job) -> None:
+        """Stop a job whose script began `max_run_s` ago (its `begin` record, a Unix time, so
+        the count survives an agent restart): SIGTERM to every process of it now, SIGKILL once
+        its grace has passed (as `preempt`)."""
+        if job.max_run_s is None or job.timed_out or job.preempted or not ref.isdigit():
+            return
+        began = _read_results(job.task_dir / STATE_DIR / "results.txt").began_at
+        if began is None or time.time() - began < job.max_run_s:
+            return
+        job.timed_out = True
+        job.kill_at = self._clock() + job.grace_s
+        self._run(
+            "scancel",
+            ["--signal=TERM", "--full", ref],
+            timeout_s=min(5.0, self.command_timeout_s),
+        )
 
     def cancel(self, handle: Handle) -> None:
         if handle.ref not in self._jobs or not handle.ref.isdigit():
@@ -686,6 +712,9 @@ class SlurmBackend:
             return self._status(job, TaskState.COMPLETE, 0, "; ".join(ignored), started, ended)
         if job.preempted:
             return self._status(job, TaskState.PREEMPTED, None, PREEMPT_REASON, started, ended)
+        if job.timed_out and job.max_run_s is not None:  # stopped by us at its max_run_s
+            why = max_run_reason(job.max_run_s)
+            return self._status(job, TaskState.EXECUTOR_ERROR, None, why, started, ended)
         if state in ("FAILED", "OUT_OF_MEMORY") and failed is not None:
             index, code = failed
             reason = f"executor {index + 1} of {n} exited with code {code}"
