@@ -688,11 +688,39 @@ def _flow(
             # its static load term counted the flow's placements: the snapshot's is wanted
             taken = weight * (p.free[j] - free[j]) / p.count[j]
             assigned[int(left[k])] = (j, runner, value - taken)
-    # never worse than greedy: its plan, when it places more or as many for less
-    greedy = _static(greedy_assign(t, p, snapshot, policy, now), t, p.free, p, weight)
-    if _better(greedy, assigned, t, p, weight):
-        return greedy, result.lower_bound, f"{result.status}; the greedy plan was better"
-    return assigned, result.lower_bound, result.status
+    # never worse than greedy: its plan, when it places more or as many for less; unless this
+    # plan is proved optimal (it places as many as the relaxation, at the relaxation's value)
+    bound = result.bound(t.n_tasks, len(assigned))
+    slack = 2.0 * result.rounding + 1e-9 * max(1.0, abs(bound))
+    proved = (
+        len(assigned) >= result.placeable - 1e-6
+        and _objective(assigned, t, p, weight) <= bound + slack
+    )
+    if not proved:
+        greedy = _static(greedy_assign(t, p, snapshot, policy, now), t, p.free, p, weight)
+        if _better(greedy, assigned, t, p, weight):
+            return (
+                greedy,
+                result.bound(t.n_tasks, len(greedy)),
+                f"{result.status}; the greedy plan was better",
+            )
+    return assigned, bound, result.status + ("; proved optimal" if proved else "")
+
+
+def _objective(
+    plan: dict[int, tuple[int, int, float]], t: TaskArrays, p: PoolArrays, weight: float
+) -> float:
+    """`flow.plan_objective` of a task -> (pool, runner-up, static score) plan."""
+    from suanli.scheduler.flow import plan_objective
+
+    rows = list(plan)
+    return plan_objective(
+        np.array([plan[i][2] for i in rows]),
+        np.array([plan[i][0] for i in rows], dtype=np.int64),
+        t.devices[rows].astype(float),
+        p,
+        weight,
+    )
 
 
 def _better(
@@ -703,22 +731,10 @@ def _better(
     weight: float,
 ) -> bool:
     """Whether plan `a` places more tasks than `b`, or as many at a lower objective."""
-    from suanli.scheduler.flow import plan_objective
-
     if len(a) != len(b):
         return len(a) > len(b)
-
-    def objective(plan: dict[int, tuple[int, int, float]]) -> float:
-        rows = list(plan)
-        return plan_objective(
-            np.array([plan[i][2] for i in rows]),
-            np.array([plan[i][0] for i in rows], dtype=np.int64),
-            t.devices[rows].astype(float),
-            p,
-            weight,
-        )
-
-    return objective(a) < objective(b) - 1e-9 * max(1.0, abs(objective(b)))
+    theirs = _objective(b, t, p, weight)
+    return _objective(a, t, p, weight) < theirs - 1e-9 * max(1.0, abs(theirs))
 
 
 def place(

@@ -71,8 +71,15 @@ class Arcs:
 class FlowResult:
     assignment: dict[int, tuple[int, int, float]]  # task -> (pool, runner-up or -1, score)
     objective: float  # the model's objective over placed tasks (penalties excluded)
-    lower_bound: float | None
+    relaxed: float  # the relaxation's optimum, its penalties included (less cost rounding)
+    penalty: float  # per unplaced task
+    placeable: float  # tasks the relaxation places: no plan places more
     status: str
+    rounding: float = 0.0  # how far integer costs may put the relaxation off its value
+
+    def bound(self, n_tasks: int, placed: int) -> float:
+        """A lower bound of the objective of every plan that places `placed` of the tasks."""
+        return self.relaxed - self.penalty * (n_tasks - placed)
 
 
 def load_weight(policy: Policy) -> float:
@@ -151,15 +158,17 @@ def load_segments(
     return np.concatenate(pools), np.concatenate(lengths).astype(float), np.concatenate(costs)
 
 
-COST_UNITS = 1e11  # the penalty in integer cost units of the network (OR-Tools: int64 costs)
+# the penalty in integer cost units of the network: OR-Tools' costs are int64, and its cost
+# scaling multiplies them by about the number of nodes, which must stay far from 2**63
+COST_UNITS = 1e12
 
 
 def _solve_network(
     arcs: Arcs, n: int, devices: np.ndarray, p: PoolArrays, weight: float, penalty: float
-) -> tuple[np.ndarray, str, float]:
+) -> tuple[np.ndarray, str, float, float]:
     """Min-cost flow of devices (see the module docstring). Returns each arc's share of its
-    task, the status, and a lower bound of the relaxation's value (the flow's value less the
-    rounding of its costs)."""
+    task, the status, a lower bound of the relaxation's value (the flow's value less the
+    rounding of its costs) and that rounding."""
     from ortools.graph.python import min_cost_flow
 
     scale = COST_UNITS / penalty
@@ -184,11 +193,11 @@ def _solve_network(
     network.set_nodes_supplies(np.arange(sink + 1), supplies)
     status = network.solve()
     if status != network.OPTIMAL:
-        return np.zeros(m), f"min-cost flow failed: {status}", -math.inf
+        return np.zeros(m), f"min-cost flow failed: {status}", -math.inf, 0.0
     units = network.flows(np.arange(len(tails))).astype(float)
     value = float(np.sum(units * per_device))
     rounding = float(np.sum(units)) * 0.5 / scale  # each unit's cost was rounded by <= 1/2
-    return units[:m] / d[arcs.task], "optimal", value - rounding
+    return units[:m] / d[arcs.task], "optimal", value - rounding, rounding
 
 
 REST_MAX_ARCS = 50_000  # the tasks placed again exactly, at most this many arcs
@@ -223,7 +232,7 @@ def _exact_rest(
         ],
         integrality=np.ones_like(c),
         bounds=Bounds(0.0, 1.0),
-        options={"time_limit": limit},
+        options={"time_limit": limit, "mip_rel_gap": 1e-9},
     )
     chosen = np.full(n, -1, dtype=np.int64)
     if result.x is None:
@@ -251,7 +260,7 @@ def flow_assign(
     devices = t.devices.astype(np.int64)
     weight = load_weight(policy)
     penalty = _penalty(arcs)
-    share, status, relaxed = _solve_network(arcs, n, devices, p, weight, penalty)
+    share, status, relaxed, rounding = _solve_network(arcs, n, devices, p, weight, penalty)
     chosen = np.full(n, -1, dtype=np.int64)  # the arc each task takes
     whole = np.flatnonzero(share > 1.0 - 1e-6)
     chosen[arcs.task[whole]] = whole
@@ -285,11 +294,11 @@ def flow_assign(
             rows.tolist(), pools.tolist(), runner[rows].tolist(), scores.tolist(), strict=True
         )
     }
-    # a bound of every plan that leaves as many tasks out: the relaxation's value less their
-    # penalties
-    lower = relaxed - penalty * (n - len(assignment))
     objective = plan_objective(scores, pools, devices[rows], p, weight)
-    return FlowResult(assignment, objective, lower, f"flow {status}")
+    placeable = float(np.sum(share))
+    return FlowResult(
+        assignment, objective, relaxed, penalty, placeable, f"flow {status}", rounding
+    )
 
 
 def _runners_up(arcs: Arcs, n: int, chosen: np.ndarray) -> np.ndarray:
