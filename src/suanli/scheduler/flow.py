@@ -17,8 +17,8 @@ Steps, each vectorised:
    the pools of its class (kind, models, precision, residency); an arc joins it to every pool
    that passes its constraints and has room for its devices. Nothing is pruned, so the flow
    below is the exact relaxation.
-2. **Solve.** A min-cost flow of devices (OR-Tools' `SimpleMinCostFlow`, network simplex
-   family, int64 costs): task -> pool along its arcs at score / devices per device, task ->
+2. **Solve.** A min-cost flow of devices (OR-Tools' `SimpleMinCostFlow`, cost-scaling push-relabel,
+   int64 costs): task -> pool along its arcs at score / devices per device, task ->
    "unplaced" at the penalty, pool -> sink up to its free devices; with a load weight, one
    pool -> sink arc per added device of increasing cost (the convex load term, exact; in
    segments on big pools, priced at each segment's first device so that the bound stays a
@@ -48,8 +48,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from suanli.scheduler.arrays import PoolArrays, TaskArrays, evaluate
 from suanli.scheduler.model import Objective, Policy, Snapshot
 
-# the largest batch the flow solver takes (task x pool pairs): HiGHS's LP on every arc takes
-# about a second there on the reference machine; larger batches go to the greedy solver
+# the largest batch the flow solver takes (task x pool pairs): scoring every arc and the flow on
+# them take a few seconds there on the reference machine; larger batches go to greedy
 FLOW_MAX_PAIRS = 2_000_000
 LOAD_SEGMENTS = 64  # at most this many load arcs per pool in the LP
 CELLS_PER_BLOCK = 1_000_000
