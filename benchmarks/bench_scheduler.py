@@ -29,6 +29,7 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 2026
 GREEDY_SIZES = ((10_000, 100), (100_000, 1_000))  # tasks x pools
+LIMIT_SIZES = ((20_000, 100), (2_000, 1_000))  # the flow solver at its size limit
 GREEDY_POLICIES = ("balanced", "cost", "green")
 SOLVERS = ("greedy", "flow")  # flow where the batch is within its FLOW_MAX_PAIRS
 OPTIMAL_SIZE = (1_000, 100)
@@ -276,6 +277,12 @@ def main(argv: list[str] | None = None) -> None:
     small = _greedy_rows(problem, n_tasks, n_pools)
     _print_greedy(small)
     baseline = _baseline_rows(problem)
+    at_limit: list[dict[str, Any]] = []
+    for size in () if args.quick else LIMIT_SIZES:
+        instance, _, _ = _instance(*size, args.seed)
+        rows = _greedy_rows(instance, *size)
+        _print_greedy(rows)
+        at_limit += rows
     optimal = _optimal_rows(args.seed)
     large = None if args.quick else _large(args.seed)
 
@@ -293,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
                 "parse_s": round(parse_s, 3),
             }
         ],
-        "greedy": small + ([] if large is None else large["greedy"]),
+        "greedy": small + at_limit + ([] if large is None else large["greedy"]),
         "peak_memory": None if large is None else large["peak_memory"],
         "optimal": {
             "tasks": OPTIMAL_SIZE[0],
