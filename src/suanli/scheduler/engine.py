@@ -34,6 +34,7 @@ import numpy as np
 
 from suanli.errors import InvalidValue
 from suanli.metering import Precision
+from suanli.scheduler import flow as flow_solver  # its size limit is read at call time
 from suanli.scheduler.arrays import (
     CONSTRAINTS,
     FREE_CAPACITY,
@@ -47,6 +48,7 @@ from suanli.scheduler.arrays import (
     task_arrays,
     window_mean,
 )
+from suanli.scheduler.flow import flow_assign, load_weight, plan_objective
 from suanli.scheduler.model import (
     Breakdown,
     Objective,
@@ -609,42 +611,27 @@ def choose_solver(solver: str, n_tasks: int, n_pools: int) -> str:
     pairs (within 0.2% of the MILP at a fraction of its time, and never worse than greedy:
     it dominates both there, see docs/scheduling.md), greedy above. The MILP stays for those
     who ask for a proved optimum (`optimal`)."""
-    from suanli.scheduler.flow import FLOW_MAX_PAIRS
-
     if solver != "auto":
         return solver
-    return "flow" if n_tasks * n_pools <= FLOW_MAX_PAIRS else "greedy"
+    return "flow" if n_tasks * n_pools <= flow_solver.FLOW_MAX_PAIRS else "greedy"
 
 
-def _static(
+def _load_term(
     assigned: dict[int, tuple[int, int, float]],
     t: TaskArrays,
-    free0: np.ndarray,
     p: PoolArrays,
     weight: float,
+    sign: float,
 ) -> dict[int, tuple[int, int, float]]:
-    """Greedy's scores without its dynamic load term (what the plan added to the pool before
-    each decision, from free counts `free0`)."""
+    """Each score plus `sign` x the dynamic load term: w x the devices the plan placed on its
+    pool before it (in decision order) / count. sign -1 takes greedy's dynamic scores back to
+    static ones; +1 gives a placement's reported score."""
     if weight <= 0:
         return assigned
     added = np.zeros(p.n_pools, dtype=np.int64)
     result = {}
     for i, (j, runner, value) in assigned.items():
-        result[i] = (j, runner, value - weight * added[j] / p.count[j])
-        added[j] += t.devices[i]
-    return result
-
-
-def _with_load(
-    assigned: dict[int, tuple[int, int, float]], t: TaskArrays, p: PoolArrays, weight: float
-) -> dict[int, tuple[int, int, float]]:
-    """Static scores plus, in decision order, w x devices added earlier to the pool / count."""
-    if weight <= 0:
-        return assigned
-    added = np.zeros(p.n_pools, dtype=np.int64)
-    result = {}
-    for i, (j, runner, value) in assigned.items():
-        result[i] = (j, runner, value + weight * added[j] / p.count[j])
+        result[i] = (j, runner, value + sign * weight * added[j] / p.count[j])
         added[j] += t.devices[i]
     return result
 
@@ -658,18 +645,17 @@ def _flow(
     time_limit_s: float,
 ) -> tuple[dict[int, tuple[int, int, float]], float | None, str]:
     """The flow solver, then greedy for what it left on the capacity left (static scores)."""
-    from suanli.scheduler.flow import FLOW_MAX_PAIRS, flow_assign
-
-    if t.n_tasks * p.n_pools > FLOW_MAX_PAIRS:
+    limit = flow_solver.FLOW_MAX_PAIRS
+    if t.n_tasks * p.n_pools > limit:
         raise InvalidValue(
             "solver",
             "flow",
-            f"a batch of at most {FLOW_MAX_PAIRS:,} task x pool pairs for the flow solver "
+            f"a batch of at most {limit:,} task x pool pairs for the flow solver "
             f"(this one has {t.n_tasks * p.n_pools:,}): use --solver greedy or auto",
-            f"flow 求解器最多处理 {FLOW_MAX_PAIRS:,} 个任务×资源池组合（本批 "
+            f"flow 求解器最多处理 {limit:,} 个任务×资源池组合（本批 "
             f"{t.n_tasks * p.n_pools:,} 个）：请用 --solver greedy 或 auto",
         )
-    weight = policy.weights.get(Objective.LOAD, 0.0)
+    weight = load_weight(policy)
     class_of, representatives = _classes(t)
     columns = _class_columns(t, p, snapshot, policy, now, representatives)
     result = flow_assign(
@@ -683,7 +669,7 @@ def _flow(
             free[j] -= t.devices[i]
         rest = replace(p, free=free)
         sub = subset_tasks(t, left)
-        more = _static(greedy_assign(sub, rest, snapshot, policy, now), sub, free, rest, weight)
+        more = _load_term(greedy_assign(sub, rest, snapshot, policy, now), sub, rest, weight, -1)
         for k, (j, runner, value) in more.items():
             # its static load term counted the flow's placements: the snapshot's is wanted
             taken = weight * (p.free[j] - free[j]) / p.count[j]
@@ -697,7 +683,7 @@ def _flow(
         and _objective(assigned, t, p, weight) <= bound + slack
     )
     if not proved:
-        greedy = _static(greedy_assign(t, p, snapshot, policy, now), t, p.free, p, weight)
+        greedy = _load_term(greedy_assign(t, p, snapshot, policy, now), t, p, weight, -1)
         if _better(greedy, assigned, t, p, weight):
             return (
                 greedy,
@@ -711,8 +697,6 @@ def _objective(
     plan: dict[int, tuple[int, int, float]], t: TaskArrays, p: PoolArrays, weight: float
 ) -> float:
     """`flow.plan_objective` of a task -> (pool, runner-up, static score) plan."""
-    from suanli.scheduler.flow import plan_objective
-
     rows = list(plan)
     return plan_objective(
         np.array([plan[i][2] for i in rows]),
@@ -767,7 +751,7 @@ def place(
     name = choose_solver(solver, t.n_tasks, p.n_pools)
     lower_bound: float | None = None
     status = "ok"
-    weight = policy.weights.get(Objective.LOAD, 0.0)
+    weight = load_weight(policy)
     if name == "optimal" and t.n_tasks and p.n_pools:
         from suanli.scheduler.optimal import solve_optimal
 
@@ -780,12 +764,12 @@ def place(
     elif name == "flow" and t.n_tasks:
         assigned, lower_bound, status = _flow(t, p, snapshot, policy, now, time_limit_s)
     else:
-        assigned = _static(greedy_assign(t, p, snapshot, policy, now), t, p.free, p, weight)
+        assigned = _load_term(greedy_assign(t, p, snapshot, policy, now), t, p, weight, -1)
         name = "greedy"
     # every solver hands over static scores; a placement's score adds the load its pool has
     # taken earlier in the plan (the greedy solver's view), the objective the convex load term
-    static = {i: a[2] for i, a in assigned.items()}
-    assigned = _with_load(assigned, t, p, weight)
+    static = assigned
+    assigned = _load_term(static, t, p, weight, +1)
     breakdowns = breakdowns_of(t, p, snapshot, policy, now, {i: a[0] for i, a in assigned.items()})
     shifted = _shift(t, p, snapshot, policy, now, assigned, breakdowns)
     free_left = p.free.copy()
@@ -812,16 +796,7 @@ def place(
         )
     unplaced_idx = [i for i in range(t.n_tasks) if i not in assigned]
     unplaced = explain(t, p, snapshot, policy, now, tasks, unplaced_idx, free_left)
-    from suanli.scheduler.flow import plan_objective
-
-    chosen = list(assigned)
-    objective = plan_objective(
-        np.array([static[i] for i in chosen]),
-        np.array([assigned[i][0] for i in chosen], dtype=np.int64),
-        t.devices[chosen].astype(float),
-        p,
-        weight,
-    )
+    objective = _objective(static, t, p, weight)
     return Plan(
         placements=tuple(placements),
         unplaced=tuple(unplaced),
