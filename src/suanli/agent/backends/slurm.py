@@ -34,8 +34,10 @@ keeps limits in whole minutes) stays as the backstop for a job whose agent is go
 ends it TIMEOUT, up to a minute late plus the controller's check interval and `KillWait`).
 Preemption (`preempt`): `scancel --signal=TERM --full`
 signals every process of the job (the batch shell and the executor) at once, and once `grace_s`
-has passed a later `poll` sends SIGKILL the same way (`scancel --signal=KILL --full`; a job still
-pending is simply cancelled), so the job ends once nothing of it runs;
+has passed a later `poll` stops every process of the job, then kills them (`scancel
+--signal=STOP --full`, then `--signal=KILL --full`: Slurm signals them one by one, and a shell
+whose executor died first would otherwise run on to its next command; a job still pending is
+simply cancelled), so the job ends once nothing of it runs;
 a job this backend preempted ends PREEMPTED whatever state Slurm gives it (FAILED by the signal,
 CANCELLED), unless it COMPLETED first. The checkpoint directory is exported into the job's
 environment as `SUANLI_CHECKPOINT_DIR` (a path the compute node must see, like the task
@@ -481,12 +483,15 @@ class SlurmBackend:
                     self.cancel(handle)  # nothing runs: the job just leaves the queue
                 else:
                     # not a plain scancel: Slurm would call the job CANCELLED at once, before
-                    # its processes are gone; killed, the job ends once nothing of it runs
-                    self._run(
-                        "scancel",
-                        ["--signal=KILL", "--full", handle.ref],
-                        timeout_s=min(5.0, self.command_timeout_s),
-                    )
+                    # its processes are gone; killed, the job ends once nothing of it runs.
+                    # Stopped first: Slurm signals the processes one by one, and a batch shell
+                    # whose executor died first would run on to its next command meanwhile
+                    for signal in ("STOP", "KILL"):
+                        self._run(
+                            "scancel",
+                            [f"--signal={signal}", "--full", handle.ref],
+                            timeout_s=min(5.0, self.command_timeout_s),
+                        )
         if status is None:
             try:
                 self._stop_overrun(handle.ref, job)
