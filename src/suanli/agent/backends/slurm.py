@@ -34,10 +34,11 @@ keeps limits in whole minutes) stays as the backstop for a job whose agent is go
 ends it TIMEOUT, up to a minute late plus the controller's check interval and `KillWait`).
 Preemption (`preempt`): `scancel --signal=TERM --full`
 signals every process of the job (the batch shell and the executor) at once, and once `grace_s`
-has passed a later `poll` stops every process of the job, then kills them (`scancel
---signal=STOP --full`, then `--signal=KILL --full`: Slurm signals them one by one, and a shell
-whose executor died first would otherwise run on to its next command; a job still pending is
-simply cancelled), so the job ends once nothing of it runs;
+has passed a later `poll` has the batch shell kill its whole process group at once
+(`scancel --batch --signal=USR1`; its trap runs `kill -KILL 0`). Slurm itself signals the
+processes one by one, and a shell whose executor died first would run on to its next command
+meanwhile. Should the job still run `KILL_BACKSTOP_S` later, `scancel --signal=KILL --full`. A
+job still pending is simply cancelled. So the job ends once nothing of it runs;
 a job this backend preempted ends PREEMPTED whatever state Slurm gives it (FAILED by the signal,
 CANCELLED), unless it COMPLETED first. The checkpoint directory is exported into the job's
 environment as `SUANLI_CHECKPOINT_DIR` (a path the compute node must see, like the task
@@ -106,6 +107,12 @@ __all__ = ["JOBCOMP_PATH", "STATE_DIR", "SlurmBackend", "SlurmCommandError"]
 STATE_DIR = ".suanli-slurm"  # inside the task directory: job.sh, task.json, results.txt
 JOBCOMP_PATH = Path("/var/log/slurm/jobcomp.txt")
 JOBCOMP_SCAN_BYTES = 8 << 20  # how much of the jobcomp file's end is searched for a job
+# At the end of a grace the batch shell gets STOP_SIGNAL (`scancel --batch`) and kills its whole
+# process group in one call: Slurm would signal the processes one by one, and a shell whose
+# child died first would run on to its next command meanwhile. Should the job still run
+# KILL_BACKSTOP_S later, `scancel --signal=KILL --full`.
+STOP_SIGNAL = "USR1"
+KILL_BACKSTOP_S = 5.0
 PROGRAMS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 EXIT_NOT_EXECUTABLE = 126
 
@@ -165,7 +172,8 @@ class _Job:
     max_run_s: float | None = None  # its --time came from this (TIMEOUT names it)
     checkpoint_dir: Path | None = None  # exported as SUANLI_CHECKPOINT_DIR
     preempted: bool = False  # `preempt` signalled it: it ends PREEMPTED
-    kill_at: float | None = None  # clock() after which a signalled job gets SIGKILL
+    kill_at: float | None = None  # clock() after which a signalled job gets SIGSTOP
+    killed_at: float | None = None  # clock() when its shell was told to kill the job
     grace_s: float = 2.0  # between SIGTERM and SIGKILL when it overruns `max_run_s`
     timed_out: bool = False  # the agent stopped it at `max_run_s`
 
@@ -310,6 +318,15 @@ def _script(job: _Job, executors: Sequence[Executor]) -> str:
         # shell outlives it, so the job lasts as long as its executor (Slurm would otherwise
         # end the job and lose track of an executor that ignores SIGTERM), then stops
         "trap 'stopped=1' TERM",
+        # the end of a grace (`STOP_SIGNAL` to this shell only): SIGKILL to the whole process
+        # group at once, this shell included. Signalled process by process, a shell whose
+        # child died first would run on to its next command meanwhile
+        f"trap 'kill -KILL 0' {STOP_SIGNAL}",
+        # an executor runs in the background and the shell waits for it, so that a trap runs
+        # at once (bash runs one only after a foreground command ends); a trap interrupts the
+        # wait, so the shell waits again while the executor lives
+        'reap() { local c; while :; do wait "$1"; c=$?; kill -0 "$1" 2>/dev/null || break;'
+        ' done; return "$c"; }',
         'echo "begin $EPOCHREALTIME" >>"$R"',
     ]
     n = len(executors)
@@ -368,7 +385,7 @@ def _executor_command(
     dirs = {cwd, *(s.path.parent for s in (out, err) if s.own)}
     mkdir = " ".join(q(str(d)) for d in sorted(dirs))
     run = f"exec {prefix}{command} {' '.join(redirects)}"
-    return f"( mkdir -p -- {mkdir} && cd -- {q(str(cwd))} && {run} )"
+    return f'( mkdir -p -- {mkdir} && cd -- {q(str(cwd))} && {run} ) & reap "$!"'
 
 
 class SlurmBackend:
@@ -484,14 +501,21 @@ class SlurmBackend:
                 else:
                     # not a plain scancel: Slurm would call the job CANCELLED at once, before
                     # its processes are gone; killed, the job ends once nothing of it runs.
-                    # Stopped first: Slurm signals the processes one by one, and a batch shell
-                    # whose executor died first would run on to its next command meanwhile
-                    for signal in ("STOP", "KILL"):
-                        self._run(
-                            "scancel",
-                            [f"--signal={signal}", "--full", handle.ref],
-                            timeout_s=min(5.0, self.command_timeout_s),
-                        )
+                    # The batch shell kills its process group at once (see `_script`)
+                    self._run(
+                        "scancel",
+                        ["--batch", f"--signal={STOP_SIGNAL}", handle.ref],
+                        timeout_s=min(5.0, self.command_timeout_s),
+                    )
+                    job.killed_at = self._clock()
+        if (
+            status is None
+            and job.killed_at is not None
+            and self._clock() >= job.killed_at + KILL_BACKSTOP_S
+        ):
+            job.killed_at = None  # the shell did not: Slurm kills what it tracks
+            with contextlib.suppress(SlurmCommandError, OSError):
+                self._signal_all(handle.ref, "KILL")
         if status is None:
             try:
                 self._stop_overrun(handle.ref, job)
@@ -519,11 +543,7 @@ class SlurmBackend:
             return
         job.timed_out = True
         job.kill_at = self._clock() + job.grace_s
-        self._run(
-            "scancel",
-            ["--signal=TERM", "--full", ref],
-            timeout_s=min(5.0, self.command_timeout_s),
-        )
+        self._signal_all(ref, "TERM")
 
     def cancel(self, handle: Handle) -> None:
         if handle.ref not in self._jobs or not handle.ref.isdigit():
@@ -540,11 +560,15 @@ class SlurmBackend:
         job.preempted = True
         job.kill_at = self._clock() + max(0.0, grace_s)
         with contextlib.suppress(SlurmCommandError, OSError):  # pending: the scancel does it
-            self._run(
-                "scancel",
-                ["--signal=TERM", "--full", handle.ref],
-                timeout_s=min(5.0, self.command_timeout_s),
-            )
+            self._signal_all(handle.ref, "TERM")
+
+    def _signal_all(self, ref: str, signal: str) -> None:
+        """`signal` to every process of job `ref`, the batch shell included."""
+        self._run(
+            "scancel",
+            [f"--signal={signal}", "--full", ref],
+            timeout_s=min(5.0, self.command_timeout_s),
+        )
 
     def capacity(self) -> Capacity | None:
         """The partition's (or the cluster's) nodes, CPUs, GPUs (gres) and memory now."""
