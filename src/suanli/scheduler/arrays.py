@@ -270,6 +270,130 @@ def subset_tasks(t: TaskArrays, rows: IntArray) -> TaskArrays:
     return replace(t, ids=[t.ids[i] for i in rows.tolist()], **per_task)
 
 
+# The objectives a policy of several normalises (`task_scales`); load and reputation are
+# fractions already.
+NORMALISED = (Objective.COST, Objective.CARBON, Objective.LATENCY, Objective.DISTANCE)
+_RAW_ONLY = Policy("raw", {Objective.COST: 1.0})  # the representatives' raw values only
+
+
+@dataclass(frozen=True)
+class RowScales:
+    """The normalisation of some tasks: per objective, each task's low end and span."""
+
+    low: dict[Objective, FloatArray]
+    span: dict[Objective, FloatArray]
+
+    def bounds(self, objective: Objective) -> tuple[FloatArray, FloatArray]:
+        return self.low[objective], self.span[objective]
+
+
+@dataclass(frozen=True)
+class Scales(RowScales):
+    """`RowScales` of every task of `tasks`."""
+
+    tasks: TaskArrays
+
+    def rows(self, rows: slice | IntArray) -> RowScales:
+        return RowScales(
+            {o: v[rows] for o, v in self.low.items()}, {o: v[rows] for o, v in self.span.items()}
+        )
+
+
+def task_classes(t: TaskArrays) -> tuple[IntArray, IntArray]:
+    """Each task's scoring class and one task of each class: tasks of a class share their
+    origin, latency tier, device kind, models, precision and residency, so they have the same
+    pools open to them and the same per-unit objectives there."""
+    _, tier = np.unique(t.tier_rtt_ms, return_inverse=True)
+    keys = np.stack(
+        [t.origin, tier.reshape(-1), t.kind, t.precision, t.model_bits, t.province_bits], axis=1
+    )
+    _, first, class_of = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return class_of.reshape(-1), first
+
+
+def task_scales(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    now: float,
+    rows: slice | IntArray | None = None,
+) -> Scales:
+    """How a policy of several objectives normalises each task's cost, carbon, latency and
+    distance (of `rows` of `t`, or all): to [0, 1] over the pools open to the task's class
+    (`task_classes`), 0 at the class's best pool and 1 at its worst, for the task's size.
+
+    Per class, a representative of one unit of work (work / workload efficiency) and no data,
+    and one of one GB of data and no work, both without per-task constraints, are evaluated
+    against every pool at `now`. A task's cost spans work x the unit's cost range + data x
+    the transfer range; its carbon work x the unit's carbon range; latency and distance the
+    class's ranges. So a task's normalised score at one pool needs no other pool (the flow
+    solver scores only the pools worth scoring), and a task's own deadline, memory or price
+    ceiling never rescales its objectives. Values outside [0, 1] remain where the run's
+    time-of-use or carbon window differs from the hour at `now`. A zero span counts as 1.
+    """
+    if rows is not None:
+        t = subset_tasks(t, np.arange(t.n_tasks)[rows])
+    class_of, first = task_classes(t)
+    n = len(first)
+    reps = subset_tasks(t, first)
+    zeros, ones = np.zeros(n), np.ones(n)
+    unit = replace(
+        reps,
+        devices=np.ones(n, dtype=np.int64),
+        work_flop=reps.efficiency.astype(float),
+        memory_gb=zeros,
+        data_gb=zeros,
+        deadline_s=np.full(n, np.inf),
+        max_price_fen=np.full(n, np.inf),
+    )
+    per_gb = replace(unit, work_flop=zeros, data_gb=ones)
+    low = {o: np.zeros(n) for o in NORMALISED}
+    high = {o: np.zeros(n) for o in NORMALISED}
+    gb_low, gb_high = np.zeros(n), np.zeros(n)
+    step = max(1, CELLS_PER_SCALE_BLOCK // max(1, p.n_pools))
+    for start in range(0, n, step):
+        block = slice(start, min(n, start + step))
+        ev = evaluate(unit, block, p, snapshot, _RAW_ONLY, now)
+        gb = evaluate(per_gb, block, p, snapshot, _RAW_ONLY, now)
+        feasible = ev.feasible
+        for objective in NORMALISED:
+            low[objective][block], high[objective][block] = _range(ev.raw[objective], feasible)
+        gb_low[block], gb_high[block] = _range(gb.raw[Objective.COST], feasible)
+    work = t.work_flop / t.efficiency
+    data = t.data_gb
+    task_low = {
+        Objective.COST: work * low[Objective.COST][class_of] + data * gb_low[class_of],
+        Objective.CARBON: work * low[Objective.CARBON][class_of],
+        Objective.LATENCY: low[Objective.LATENCY][class_of],
+        Objective.DISTANCE: low[Objective.DISTANCE][class_of],
+    }
+    task_high = {
+        Objective.COST: work * high[Objective.COST][class_of] + data * gb_high[class_of],
+        Objective.CARBON: work * high[Objective.CARBON][class_of],
+        Objective.LATENCY: high[Objective.LATENCY][class_of],
+        Objective.DISTANCE: high[Objective.DISTANCE][class_of],
+    }
+    span = {}
+    for objective in NORMALISED:
+        width = task_high[objective] - task_low[objective]
+        span[objective] = np.where(width > 0, width, 1.0)
+    return Scales(task_low, span, t)
+
+
+CELLS_PER_SCALE_BLOCK = 2_000_000
+
+
+def _range(values: FloatArray, feasible: BoolArray) -> tuple[FloatArray, FloatArray]:
+    """Per row, the least and greatest of `values` where `feasible` (0, 0 where none is)."""
+    values = np.broadcast_to(values, feasible.shape)
+    low = np.where(feasible, values, np.inf).min(axis=1)
+    high = np.where(feasible, values, -np.inf).max(axis=1)
+    none = ~feasible.any(axis=1)
+    low[none] = 0.0
+    high[none] = 0.0
+    return low, high
+
+
 ALL_BITS = (1 << 63) - 1  # every device allowed (the catalog has fewer than 63 profiles)
 
 
@@ -406,6 +530,7 @@ def evaluate(
     delay_h: FloatArray | float = 0.0,
     cols: IntArray | None = None,
     same_class: bool = False,
+    scales: Scales | None = None,
 ) -> Evaluation:
     """Everything about tasks `rows` x pools `cols`, starting `delay_h` hours after `now`.
 
@@ -413,8 +538,14 @@ def evaluate(
     None means every pool. Matrices are (n_rows, M), or (1, M) where a value depends on the
     pool only. `same_class`: every task of `rows` shares kind, precision, models and
     residency, and `cols` holds only pools that pass those constraints (the greedy solver's
-    pruning), so those are not checked again and the peaks are gathered once.
+    pruning), so those are not checked again and the peaks are gathered once. `scales`: the
+    normalisation of every task of `t` (`task_scales`), for a policy of several objectives;
+    computed for `rows` when not given.
     """
+    if scales is None and policy.single is None:
+        scales = task_scales(t, p, snapshot, now, rows)
+        rows = np.arange(scales.tasks.n_tasks)  # `t` is now `scales.tasks`: all its rows
+        t = scales.tasks
     pc = np.arange(p.n_pools)[None, :] if cols is None else cols
     # rows that carry the class-level fields
     key = rows[:1] if same_class and not isinstance(rows, slice) else rows
@@ -513,7 +644,7 @@ def evaluate(
         masks={name: np.broadcast_to(mask, shape) for name, mask in masks.items()},
         feasible=feasible,
         raw={o: np.broadcast_to(v, shape) for o, v in raw.items()},
-        score=score(raw, feasible, policy),
+        score=score(raw, feasible, policy, None if scales is None else scales.rows(rows)),
         duration_s=duration,
         transfer_s=np.broadcast_to(transfer, shape),
         energy_kwh=energy,
@@ -530,34 +661,32 @@ TIE_EPSILON = 1e-9
 FRACTIONS = frozenset({Objective.LOAD, Objective.REPUTATION})
 
 
-def _row_normalised(values: FloatArray, feasible: BoolArray) -> FloatArray:
-    """Min-max per row over feasible entries: 0 = best feasible pool, 1 = worst."""
-    masked_low = np.where(feasible, values, np.inf).min(axis=1, keepdims=True)
-    masked_high = np.where(feasible, values, -np.inf).max(axis=1, keepdims=True)
-    span = masked_high - masked_low
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalised = (values - masked_low) / np.where(span > 0, span, 1.0)
-    return np.where(feasible, np.nan_to_num(normalised, nan=0.0, posinf=1.0, neginf=0.0), 0.0)
-
-
-def score(raw: dict[Objective, FloatArray], feasible: BoolArray, policy: Policy) -> FloatArray:
+def score(
+    raw: dict[Objective, FloatArray],
+    feasible: BoolArray,
+    policy: Policy,
+    scales: RowScales | None = None,
+) -> FloatArray:
     """The policy's score of each pair (lower is better), inf where infeasible.
 
     One weighted objective: its raw value. Several: the weighted sum of the objectives, cost,
-    carbon, latency and distance min-max normalised per row, load and reputation as they are
-    (fractions in [0, 1]). Either way plus TIE_EPSILON x the tie-break objective scaled into
-    [0, 1], so that equal scores prefer the better tie-break, then the earlier pool.
+    carbon, latency and distance normalised over the pools of the task's class (`task_scales`:
+    0 = the class's best pool, 1 = its worst, for the task's size), load and reputation as
+    they are (fractions in [0, 1]). Either way plus TIE_EPSILON x the tie-break objective
+    scaled into [0, 1], so that equal scores prefer the better tie-break, then the earlier pool.
     """
     single = policy.single
     if single is not None:
         total = raw[single] * 1.0
     else:
+        assert scales is not None, "a policy of several objectives needs the tasks' scales"
         total = np.zeros(feasible.shape)
         for objective, weight in policy.weights.items():
             if weight > 0:
                 value = raw[objective]
                 if objective not in FRACTIONS:
-                    value = _row_normalised(value, feasible)
+                    low, span = scales.bounds(objective)
+                    value = (value - low[:, None]) / span[:, None]
                 total = total + weight * value
     # tie-break: any positive monotone scaling of it works within a row; one scale per block
     # (its largest feasible value) avoids a per-row pass

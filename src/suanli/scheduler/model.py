@@ -151,8 +151,9 @@ class Policy:
 
     With exactly one weighted objective the score is that objective's raw value (fen, kg, ms,
     km), so the optimum is a true minimum total; with several, cost, carbon, latency and
-    distance are first normalised per task to [0, 1] over the task's feasible pools (min-max),
-    load and reputation are fractions already, then all are weighted and summed.
+    distance are first normalised to [0, 1] over the pools open to the task's class, for the
+    task's size (`arrays.task_scales`), load and reputation are fractions already, then all
+    are weighted and summed.
     Ties are broken by `tie_break` (raw), then by pool order.
     """
 
