@@ -240,6 +240,8 @@ class TaskArrays:
     origin_places: list[Place]
     rtt_ms: FloatArray  # (O, S)
     distance_km: FloatArray  # (O, S)
+    # the normalisation of a policy of several objectives (`task_scales`), once computed
+    scales: Scales | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -267,7 +269,8 @@ def subset_tasks(t: TaskArrays, rows: IntArray) -> TaskArrays:
             "deferrable",
         )
     }
-    return replace(t, ids=[t.ids[i] for i in rows.tolist()], **per_task)
+    scales = None if t.scales is None else t.scales.rows(rows)
+    return replace(t, ids=[t.ids[i] for i in rows.tolist()], scales=scales, **per_task)
 
 
 # The objectives a policy of several normalises (`task_scales`); load and reputation are
@@ -277,8 +280,9 @@ _RAW_ONLY = Policy("raw", {Objective.COST: 1.0})  # the representatives' raw val
 
 
 @dataclass(frozen=True)
-class RowScales:
-    """The normalisation of some tasks: per objective, each task's low end and span."""
+class Scales:
+    """How a policy of several objectives normalises some tasks (`task_scales`): per
+    normalised objective, each task's low end and span."""
 
     low: dict[Objective, FloatArray]
     span: dict[Objective, FloatArray]
@@ -286,28 +290,20 @@ class RowScales:
     def bounds(self, objective: Objective) -> tuple[FloatArray, FloatArray]:
         return self.low[objective], self.span[objective]
 
-
-@dataclass(frozen=True)
-class Scales(RowScales):
-    """`RowScales` of every task of `tasks`."""
-
-    tasks: TaskArrays
-
-    def rows(self, rows: slice | IntArray) -> RowScales:
-        return RowScales(
+    def rows(self, rows: slice | IntArray) -> Scales:
+        return Scales(
             {o: v[rows] for o, v in self.low.items()}, {o: v[rows] for o, v in self.span.items()}
         )
 
 
 def task_classes(t: TaskArrays) -> tuple[IntArray, IntArray]:
     """Each task's scoring class and one task of each class: tasks of a class share their
-    origin, latency tier, device kind, models, precision and residency, so they have the same
-    pools open to them and the same per-unit objectives there."""
-    _, tier = np.unique(t.tier_rtt_ms, return_inverse=True)
-    keys = np.stack(
-        [t.origin, tier.reshape(-1), t.kind, t.precision, t.model_bits, t.province_bits], axis=1
-    )
-    _, first, class_of = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    origin, latency tier, device kind and precision, so they have the same objectives per unit
+    of work at every pool, and the same pools open to them but for models and residency."""
+    tiers, tier = np.unique(t.tier_rtt_ms, return_inverse=True)
+    key = (t.origin * len(tiers) + tier.reshape(-1)) * len(KINDS) + t.kind
+    key = key * len(PRECISIONS) + t.precision
+    _, first, class_of = np.unique(key, return_index=True, return_inverse=True)
     return class_of.reshape(-1), first
 
 
@@ -320,12 +316,13 @@ def task_scales(
 ) -> Scales:
     """How a policy of several objectives normalises each task's cost, carbon, latency and
     distance (of `rows` of `t`, or all): to [0, 1] over the pools open to the task's class
-    (`task_classes`), 0 at the class's best pool and 1 at its worst, for the task's size.
+    (`task_classes`: those of its kind and precision within its latency tier; models and
+    residency left aside, so that few classes cover a batch), 0 at the class's best pool and 1
+    at its worst, for the task's size.
 
-    Per class, a representative of one unit of work (work / workload efficiency) and no data,
-    and one of one GB of data and no work, both without per-task constraints, are evaluated
-    against every pool at `now`. A task's cost spans work x the unit's cost range + data x
-    the transfer range; its carbon work x the unit's carbon range; latency and distance the
+    A representative of one unit of work (work / workload efficiency), no data and no per-task
+    constraints is evaluated per precision against every pool at `now`. A task's cost spans
+    work x its class's range of unit cost + data x its class's range of transfer fees per GB; its carbon work x the unit's carbon range; latency and distance the
     class's ranges. So a task's normalised score at one pool needs no other pool (the flow
     solver scores only the pools worth scoring), and a task's own deadline, memory or price
     ceiling never rescales its objectives. Values outside [0, 1] remain where the run's
@@ -335,30 +332,45 @@ def task_scales(
         t = subset_tasks(t, np.arange(t.n_tasks)[rows])
     class_of, first = task_classes(t)
     n = len(first)
-    reps = subset_tasks(t, first)
-    zeros, ones = np.zeros(n), np.ones(n)
+    # cost and carbon of a unit of work at each pool depend on the precision only: one
+    # representative per precision, of no data and without per-task constraints
+    precisions, rep_of_class = np.unique(t.precision[first], return_inverse=True)
+    reps = subset_tasks(t, first[np.unique(rep_of_class, return_index=True)[1]])
+    k = len(precisions)
     unit = replace(
         reps,
-        devices=np.ones(n, dtype=np.int64),
+        model_bits=np.full(k, ALL_BITS, dtype=np.int64),
+        province_bits=np.full(k, -1, dtype=np.int64),
+        devices=np.ones(k, dtype=np.int64),
         work_flop=reps.efficiency.astype(float),
-        memory_gb=zeros,
-        data_gb=zeros,
-        deadline_s=np.full(n, np.inf),
-        max_price_fen=np.full(n, np.inf),
+        memory_gb=np.zeros(k),
+        data_gb=np.zeros(k),
+        deadline_s=np.full(k, np.inf),
+        max_price_fen=np.full(k, np.inf),
+        tier_rtt_ms=np.full(k, np.inf),
     )
-    per_gb = replace(unit, work_flop=zeros, data_gb=ones)
-    low = {o: np.zeros(n) for o in NORMALISED}
-    high = {o: np.zeros(n) for o in NORMALISED}
-    gb_low, gb_high = np.zeros(n), np.zeros(n)
-    step = max(1, CELLS_PER_SCALE_BLOCK // max(1, p.n_pools))
-    for start in range(0, n, step):
-        block = slice(start, min(n, start + step))
-        ev = evaluate(unit, block, p, snapshot, _RAW_ONLY, now)
-        gb = evaluate(per_gb, block, p, snapshot, _RAW_ONLY, now)
-        feasible = ev.feasible
-        for objective in NORMALISED:
-            low[objective][block], high[objective][block] = _range(ev.raw[objective], feasible)
-        gb_low[block], gb_high[block] = _range(gb.raw[Objective.COST], feasible)
+    ev = evaluate(unit, slice(None), p, snapshot, _RAW_ONLY, now)
+    row = rep_of_class.reshape(-1)
+    origin, site = t.origin[first][:, None], p.site_of_pool[None, :]
+    rtt = t.rtt_ms[origin, site]
+    distance = t.distance_km[origin, site]
+    # the pools open to each class: its kind, its precision, within its latency tier
+    open_ = (
+        (t.kind[first][:, None] == p.kind[None, :])
+        & (p.peak[t.precision[first]] > 0)
+        & (rtt <= t.tier_rtt_ms[first][:, None])
+    )
+    per_class = {
+        Objective.COST: np.broadcast_to(ev.raw[Objective.COST], ev.feasible.shape)[row],
+        Objective.CARBON: np.broadcast_to(ev.raw[Objective.CARBON], ev.feasible.shape)[row],
+        Objective.LATENCY: rtt,
+        Objective.DISTANCE: distance,
+    }
+    low, high = {}, {}
+    for objective, values in per_class.items():
+        low[objective], high[objective] = _range(values, open_)
+    # transfer fee per GB: charged where the data moves (as `evaluate`)
+    gb_low, gb_high = _range(np.where(distance > 0, snapshot.transfer_fen_per_gb, 0.0), open_)
     work = t.work_flop / t.efficiency
     data = t.data_gb
     task_low = {
@@ -377,10 +389,7 @@ def task_scales(
     for objective in NORMALISED:
         width = task_high[objective] - task_low[objective]
         span[objective] = np.where(width > 0, width, 1.0)
-    return Scales(task_low, span, t)
-
-
-CELLS_PER_SCALE_BLOCK = 2_000_000
+    return Scales(task_low, span)
 
 
 def _range(values: FloatArray, feasible: BoolArray) -> tuple[FloatArray, FloatArray]:
@@ -530,7 +539,6 @@ def evaluate(
     delay_h: FloatArray | float = 0.0,
     cols: IntArray | None = None,
     same_class: bool = False,
-    scales: Scales | None = None,
 ) -> Evaluation:
     """Everything about tasks `rows` x pools `cols`, starting `delay_h` hours after `now`.
 
@@ -538,14 +546,17 @@ def evaluate(
     None means every pool. Matrices are (n_rows, M), or (1, M) where a value depends on the
     pool only. `same_class`: every task of `rows` shares kind, precision, models and
     residency, and `cols` holds only pools that pass those constraints (the greedy solver's
-    pruning), so those are not checked again and the peaks are gathered once. `scales`: the
-    normalisation of every task of `t` (`task_scales`), for a policy of several objectives;
-    computed for `rows` when not given.
+    pruning), so those are not checked again and the peaks are gathered once. A policy of
+    several objectives normalises by `t.scales`, computed here for `rows` when `t` has none.
     """
-    if scales is None and policy.single is None:
-        scales = task_scales(t, p, snapshot, now, rows)
-        rows = np.arange(scales.tasks.n_tasks)  # `t` is now `scales.tasks`: all its rows
-        t = scales.tasks
+    scales: Scales | None = None
+    if policy.single is None:
+        if t.scales is None:
+            t = subset_tasks(t, np.arange(t.n_tasks)[rows])
+            rows = np.arange(t.n_tasks)
+            scales = task_scales(t, p, snapshot, now)
+        else:
+            scales = t.scales.rows(rows)
     pc = np.arange(p.n_pools)[None, :] if cols is None else cols
     # rows that carry the class-level fields
     key = rows[:1] if same_class and not isinstance(rows, slice) else rows
@@ -644,7 +655,7 @@ def evaluate(
         masks={name: np.broadcast_to(mask, shape) for name, mask in masks.items()},
         feasible=feasible,
         raw={o: np.broadcast_to(v, shape) for o, v in raw.items()},
-        score=score(raw, feasible, policy, None if scales is None else scales.rows(rows)),
+        score=score(raw, feasible, policy, scales),
         duration_s=duration,
         transfer_s=np.broadcast_to(transfer, shape),
         energy_kwh=energy,
@@ -665,7 +676,7 @@ def score(
     raw: dict[Objective, FloatArray],
     feasible: BoolArray,
     policy: Policy,
-    scales: RowScales | None = None,
+    scales: Scales | None = None,
 ) -> FloatArray:
     """The policy's score of each pair (lower is better), inf where infeasible.
 

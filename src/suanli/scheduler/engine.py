@@ -46,6 +46,7 @@ from suanli.scheduler.arrays import (
     pool_arrays,
     subset_tasks,
     task_arrays,
+    task_scales,
     window_mean,
 )
 from suanli.scheduler.flow import flow_assign, load_weight, plan_objective
@@ -748,6 +749,8 @@ def place(
         )
     p = pool_arrays(snapshot)
     t = task_arrays(tasks, snapshot, p)
+    if policy.single is None:  # every evaluation below normalises by these
+        t = replace(t, scales=task_scales(t, p, snapshot, now))
     name = choose_solver(solver, t.n_tasks, p.n_pools)
     lower_bound: float | None = None
     status = "ok"
