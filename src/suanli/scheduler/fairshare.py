@@ -160,7 +160,8 @@ def _key(q: QueuedTask) -> tuple[float, str]:
 class _Rule:
     """Who may give way to one queued task: its group and device kind, whether its group is
     owed devices (below its guarantee once placed), whether it is guaranteed (non-preemptible)
-    work, and what each group holds then."""
+    work, and what each group holds then: its holdings less those asked back and those taken
+    this pass, without the queued tasks this pass has made room for (they hold nothing yet)."""
 
     group: str
     kind: str
@@ -381,6 +382,9 @@ class FairShare:
         pool, devices freed)`: whether the task would be placed on that pool then (the
         caller's decision step), or None to trust the pool's kind, models and count."""
         held = {g: dict(kinds) for g, kinds in self.held.items()}
+        # group -> kind -> devices of the queued tasks this pass made room for: they count
+        # toward their group's guarantee (`owed`), never as devices that group may give back
+        planned: dict[str, dict[str, int]] = {}
         pending: dict[str, int] = {}  # pool -> devices already asked back
         candidates: dict[str, list[Holding]] = {}
         for h in self.holdings:
@@ -418,7 +422,7 @@ class FairShare:
             served += 1
             group = self.group_of(q.task.id)
             kind = q.task.device_kind.value
-            mine = held.get(group.id, {}).get(kind, 0)
+            mine = held.get(group.id, {}).get(kind, 0) + planned.get(group.id, {}).get(kind, 0)
             owed = mine + q.task.devices <= self.guaranteed(group.id, kind) + 1e-9
             guaranteed_work = not flags.get(q.task.id, False)
             if not owed and not guaranteed_work:
@@ -446,7 +450,8 @@ class FairShare:
                     chosen[h.task] = borrowed_reason(
                         self.groups.get(victim) or Group(PUBLIC, PUBLIC, 0), q.task.id, group
                     )
-            held.setdefault(group.id, {})[kind] = mine + q.task.devices
+            ours = planned.setdefault(group.id, {})
+            ours[kind] = ours.get(kind, 0) + q.task.devices
         return chosen
 
     def _may_take(self, rule: _Rule, h: Holding, taken: Mapping[str, int]) -> bool:

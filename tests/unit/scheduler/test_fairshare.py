@@ -206,6 +206,21 @@ def test_a_group_is_never_preempted_below_its_guarantee() -> None:
     assert share.preemptions({"gpus": 0}, 10.0, no_flags) == {}
 
 
+def test_a_queued_task_made_room_for_is_not_held_work_its_group_gives_back() -> None:
+    """Two CPUs, A and B guaranteed one each; B runs one CPU task, A's other CPU is on its way
+    back (asked before) and A holds the whole GPU pool, so B goes first in fair order. B's b1
+    counts on the CPU coming back; A's a1 (owed: A holds no CPU) must not then take B's running
+    task as if B held two CPUs: b1 holds nothing yet, and B would be left below its guarantee."""
+    cpus = PoolSlot("cpus", "cpu", "cpu", 2)
+    held = [
+        Holding("a_gpus", "A", "gpus", 4, 0.0),
+        Holding("a_back", "A", "cpus", 1, 0.0, preempt_requested=True),
+        Holding("b_run", "B", "cpus", 1, 1.0),
+    ]
+    share = fair([cpu("b1", at=0.0), cpu("a1", at=1.0)], holdings=held, pools=[GPUS, cpus])
+    assert share.preemptions({"gpus": 0, "cpus": 0}, 10.0, no_flags) == {}
+
+
 def test_free_devices_and_those_already_asked_back_count() -> None:
     held = [
         Holding("b0", "B", "gpus", 1, 0.0),
