@@ -12,6 +12,7 @@ figure for the task's precision (after the widening fallback) gets peak 0 and fa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -307,31 +308,37 @@ def task_classes(t: TaskArrays) -> tuple[IntArray, IntArray]:
     return class_of.reshape(-1), first
 
 
-def task_scales(
-    t: TaskArrays,
-    p: PoolArrays,
-    snapshot: Snapshot,
-    now: float,
-    rows: slice | IntArray | None = None,
-) -> Scales:
-    """How a policy of several objectives normalises each task's cost, carbon, latency and
-    distance (of `rows` of `t`, or all): to [0, 1] over the pools open to the task's class
-    (`task_classes`: those of its kind and precision within its latency tier; models and
-    residency left aside, so that few classes cover a batch), 0 at the class's best pool and 1
-    at its worst, for the task's size.
+@dataclass(frozen=True)
+class ClassFeatures:
+    """What tasks of a class (`task_classes`) share: per class x pool, the pools open to it
+    (kind, precision, latency tier; models and residency are the task's) and its objectives
+    per unit of work (work / workload efficiency) at `now`, with the least each can be over
+    the price and carbon series (`*_low`), the transfer fee per GB of data, RTT and distance."""
 
-    A representative of one unit of work (work / workload efficiency), no data and no per-task
-    constraints is evaluated per precision against every pool at `now`. A task's cost spans
-    work x its class's range of unit cost + data x its class's range of transfer fees per GB; its carbon work x the unit's carbon range; latency and distance the
-    class's ranges. So a task's normalised score at one pool needs no other pool (the flow
-    solver scores only the pools worth scoring), and a task's own deadline, memory or price
-    ceiling never rescales its objectives. Values outside [0, 1] remain where the run's
-    time-of-use or carbon window differs from the hour at `now`. A zero span counts as 1.
-    """
-    if rows is not None:
-        t = subset_tasks(t, np.arange(t.n_tasks)[rows])
+    class_of: IntArray  # (n_tasks,)
+    first: IntArray  # (K,) a task of each class
+    open_: BoolArray  # (K, M)
+    unit_cost: FloatArray  # (K, M) fen
+    unit_cost_low: FloatArray
+    unit_carbon: FloatArray  # (K, M) kg, market-based
+    unit_carbon_low: FloatArray
+    fee_gb: FloatArray  # (K, M) fen per GB
+    rtt_ms: FloatArray  # (K, M)
+    distance_km: FloatArray  # (K, M)
+
+
+def _low_ratio(prefix: FloatArray, rows: IntArray, hour: float) -> FloatArray:
+    """Per row of an hourly periodic series (as prefix sums): its least value over its value
+    in `hour` (1 where that is 0)."""
+    series = np.diff(prefix[rows], axis=-1)
+    at = series[..., math.floor(hour) % series.shape[-1]]
+    low = series.min(axis=-1)
+    return np.where(at > 0, low / np.where(at > 0, at, 1.0), 1.0)
+
+
+def class_features(t: TaskArrays, p: PoolArrays, snapshot: Snapshot, now: float) -> ClassFeatures:
+    """`ClassFeatures` of the tasks of `t`."""
     class_of, first = task_classes(t)
-    n = len(first)
     # cost and carbon of a unit of work at each pool depend on the precision only: one
     # representative per precision, of no data and without per-task constraints
     precisions, rep_of_class = np.unique(t.precision[first], return_inverse=True)
@@ -348,48 +355,90 @@ def task_scales(
         deadline_s=np.full(k, np.inf),
         max_price_fen=np.full(k, np.inf),
         tier_rtt_ms=np.full(k, np.inf),
+        scales=None,
     )
     ev = evaluate(unit, slice(None), p, snapshot, _RAW_ONLY, now)
     row = rep_of_class.reshape(-1)
+    shape = ev.feasible.shape
+
+    def per_class(values: FloatArray) -> FloatArray:
+        return np.broadcast_to(values, shape)[row]
+
+    # the least each can be: each part at the least of its series over its value now
+    hour = (now - snapshot.series_start_s) / 3600.0
+    pools = np.arange(p.n_pools)
+    compute_low = ev.compute_fen
+    if p.compute_prefix is not None:
+        local = hour + snapshot.local_hour_at_start
+        compute_low = compute_low * _low_ratio(p.compute_prefix, pools, local)[None, :]
+    energy_low = ev.energy_fen * _low_ratio(p.energy_prefix, p.site_of_pool, hour)[None, :]
+    carbon_low = ev.raw[Objective.CARBON] * _low_ratio(p.carbon_prefix, p.site_of_pool, hour)
     origin, site = t.origin[first][:, None], p.site_of_pool[None, :]
     rtt = t.rtt_ms[origin, site]
     distance = t.distance_km[origin, site]
-    # the pools open to each class: its kind, its precision, within its latency tier
-    open_ = (
-        (t.kind[first][:, None] == p.kind[None, :])
+    return ClassFeatures(
+        class_of=class_of,
+        first=first,
+        open_=(t.kind[first][:, None] == p.kind[None, :])
         & (p.peak[t.precision[first]] > 0)
-        & (rtt <= t.tier_rtt_ms[first][:, None])
+        & (rtt <= t.tier_rtt_ms[first][:, None]),
+        unit_cost=per_class(ev.raw[Objective.COST]),
+        unit_cost_low=per_class(compute_low + energy_low),
+        unit_carbon=per_class(ev.raw[Objective.CARBON]),
+        unit_carbon_low=per_class(carbon_low),
+        # charged where the data moves (as `evaluate`)
+        fee_gb=np.where(distance > 0, snapshot.transfer_fen_per_gb, 0.0),
+        rtt_ms=rtt,
+        distance_km=distance,
     )
-    per_class = {
-        Objective.COST: np.broadcast_to(ev.raw[Objective.COST], ev.feasible.shape)[row],
-        Objective.CARBON: np.broadcast_to(ev.raw[Objective.CARBON], ev.feasible.shape)[row],
-        Objective.LATENCY: rtt,
-        Objective.DISTANCE: distance,
+
+
+def task_scales(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    now: float,
+    rows: slice | IntArray | None = None,
+    features: ClassFeatures | None = None,
+) -> Scales:
+    """How a policy of several objectives normalises each task's cost, carbon, latency and
+    distance (of `rows` of `t`, or all): to [0, 1] over the pools open to the task's class
+    (`task_classes`: those of its kind and precision within its latency tier; models and
+    residency left aside, so that few classes cover a batch), 0 at the class's best pool and 1
+    at its worst, for the task's size.
+
+    From `class_features` (at `now`): a task's cost spans its work x its class's range of
+    unit cost + its data x its class's range of transfer fees per GB; its carbon its work x
+    its class's range of unit carbon; latency and distance its class's ranges. So a task's
+    normalised score at one pool needs no other pool (the flow solver scores only the pools
+    worth scoring), and a task's own deadline, memory or price ceiling never rescales its
+    objectives. Values outside [0, 1] remain where the run's time-of-use or carbon window
+    differs from the hour at `now`. A zero span counts as 1.
+    """
+    if rows is not None:
+        t = subset_tasks(t, np.arange(t.n_tasks)[rows])
+    f = class_features(t, p, snapshot, now) if features is None else features
+    ranges = {
+        Objective.COST: _range(f.unit_cost, f.open_),
+        Objective.CARBON: _range(f.unit_carbon, f.open_),
+        Objective.LATENCY: _range(f.rtt_ms, f.open_),
+        Objective.DISTANCE: _range(f.distance_km, f.open_),
     }
-    low, high = {}, {}
-    for objective, values in per_class.items():
-        low[objective], high[objective] = _range(values, open_)
-    # transfer fee per GB: charged where the data moves (as `evaluate`)
-    gb_low, gb_high = _range(np.where(distance > 0, snapshot.transfer_fen_per_gb, 0.0), open_)
+    fee_low, fee_high = _range(f.fee_gb, f.open_)
     work = t.work_flop / t.efficiency
-    data = t.data_gb
-    task_low = {
-        Objective.COST: work * low[Objective.COST][class_of] + data * gb_low[class_of],
-        Objective.CARBON: work * low[Objective.CARBON][class_of],
-        Objective.LATENCY: low[Objective.LATENCY][class_of],
-        Objective.DISTANCE: low[Objective.DISTANCE][class_of],
-    }
-    task_high = {
-        Objective.COST: work * high[Objective.COST][class_of] + data * gb_high[class_of],
-        Objective.CARBON: work * high[Objective.CARBON][class_of],
-        Objective.LATENCY: high[Objective.LATENCY][class_of],
-        Objective.DISTANCE: high[Objective.DISTANCE][class_of],
-    }
-    span = {}
+    c = f.class_of
+    low, span = {}, {}
     for objective in NORMALISED:
-        width = task_high[objective] - task_low[objective]
-        span[objective] = np.where(width > 0, width, 1.0)
-    return Scales(task_low, span)
+        least, most = ranges[objective]
+        task_low, task_high = least[c], most[c]
+        if objective in (Objective.COST, Objective.CARBON):
+            task_low, task_high = work * task_low, work * task_high
+        if objective is Objective.COST:
+            task_low = task_low + t.data_gb * fee_low[c]
+            task_high = task_high + t.data_gb * fee_high[c]
+        width = task_high - task_low
+        low[objective], span[objective] = task_low, np.where(width > 0, width, 1.0)
+    return Scales(low, span)
 
 
 def _range(values: FloatArray, feasible: BoolArray) -> tuple[FloatArray, FloatArray]:

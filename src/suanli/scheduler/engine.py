@@ -61,6 +61,7 @@ from suanli.scheduler.model import (
     Task,
     Unplaced,
 )
+from suanli.scheduler.pricing import priced_assign
 
 SOLVERS = ("greedy", "flow", "optimal", "auto")
 CELLS_PER_BLOCK = 1_000_000  # tasks x pools evaluated at once (memory bound)
@@ -645,23 +646,19 @@ def _flow(
     now: float,
     time_limit_s: float,
 ) -> tuple[dict[int, tuple[int, int, float]], float | None, str]:
-    """The flow solver, then greedy for what it left on the capacity left (static scores)."""
-    limit = flow_solver.FLOW_MAX_PAIRS
-    if t.n_tasks * p.n_pools > limit:
-        raise InvalidValue(
-            "solver",
-            "flow",
-            f"a batch of at most {limit:,} task x pool pairs for the flow solver "
-            f"(this one has {t.n_tasks * p.n_pools:,}): use --solver greedy or auto",
-            f"flow 求解器最多处理 {limit:,} 个任务×资源池组合（本批 "
-            f"{t.n_tasks * p.n_pools:,} 个）：请用 --solver greedy 或 auto",
-        )
+    """The flow solver, then greedy for what it left on the capacity left (static scores).
+    Above FLOW_MAX_PAIRS task x pool pairs, the flow on arcs pruned by class and priced in
+    (`pricing.priced_assign`)."""
     weight = load_weight(policy)
-    class_of, representatives = _classes(t)
-    columns = _class_columns(t, p, snapshot, policy, now, representatives)
-    result = flow_assign(
-        t, p, snapshot, policy, now, (class_of, columns), time_limit_s=time_limit_s
-    )
+    large = t.n_tasks * p.n_pools > flow_solver.FLOW_MAX_PAIRS
+    if large:
+        result = priced_assign(t, p, snapshot, policy, now, time_limit_s)
+    else:
+        class_of, representatives = _classes(t)
+        columns = _class_columns(t, p, snapshot, policy, now, representatives)
+        result = flow_assign(
+            t, p, snapshot, policy, now, (class_of, columns), time_limit_s=time_limit_s
+        )
     assigned = dict(result.assignment)
     left = np.array([i for i in range(t.n_tasks) if i not in assigned], dtype=np.int64)
     if len(left):
@@ -683,7 +680,7 @@ def _flow(
         len(assigned) >= result.placeable - 1e-6
         and _objective(assigned, t, p, weight) <= bound + slack
     )
-    if not proved:
+    if not proved and not large:  # large: greedy would take longer than the flow
         greedy = _load_term(greedy_assign(t, p, snapshot, policy, now), t, p, weight, -1)
         if _better(greedy, assigned, t, p, weight):
             return (

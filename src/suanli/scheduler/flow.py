@@ -76,6 +76,7 @@ class FlowResult:
     placeable: float  # tasks the relaxation places: no plan places more
     status: str
     rounding: float = 0.0  # how far integer costs may put the relaxation off its value
+    prices: np.ndarray | None = None  # the pools' dual prices per device
 
     def bound(self, n_tasks: int, placed: int) -> float:
         """A lower bound of the objective of every plan that places `placed` of the tasks."""
@@ -163,41 +164,128 @@ def load_segments(
 COST_UNITS = 1e12
 
 
-def _solve_network(
-    arcs: Arcs, n: int, devices: np.ndarray, p: PoolArrays, weight: float, penalty: float
-) -> tuple[np.ndarray, str, float, float]:
-    """Min-cost flow of devices (see the module docstring). Returns each arc's share of its
-    task, the status, a lower bound of the relaxation's value (the flow's value less the
-    rounding of its costs) and that rounding."""
+@dataclass(frozen=True)
+class Network:
+    """A solved min-cost flow of devices from sources (tasks, or classes of tasks) to pools:
+    each arc's units, the status, a lower bound of its value (the value less the rounding of
+    its integer costs), that rounding, and the pools' dual prices per device."""
+
+    units: np.ndarray
+    status: str
+    value: float
+    rounding: float
+    prices: np.ndarray
+
+
+def solve_network(
+    tail: np.ndarray,
+    pool: np.ndarray,
+    per_device: np.ndarray,
+    supply: np.ndarray,
+    penalty: np.ndarray,
+    p: PoolArrays,
+    weight: float,
+) -> Network:
+    """Min-cost flow of `supply` devices from each source along its arcs (`tail` -> `pool` at
+    `per_device` cost, up to the source's supply) or to "unplaced" at `penalty` per device,
+    pools up to their free devices; with a load weight, one pool -> sink arc per added device
+    of increasing cost (the convex load term, exact; in segments on big pools, priced at each
+    segment's first device so that the bound stays a bound). OR-Tools' `SimpleMinCostFlow`
+    (cost-scaling push-relabel, int64 costs)."""
     from ortools.graph.python import min_cost_flow
 
-    scale = COST_UNITS / penalty
+    top = float(np.max(penalty)) if len(penalty) else 1.0
+    scale = COST_UNITS / top
     if weight > 0:
         seg_pool, seg_len, seg_cost = load_segments(p.free, p.count.astype(float), weight)
     else:
         seg_pool = np.arange(p.n_pools)
         seg_len, seg_cost = p.free.astype(float), np.zeros(p.n_pools)
+    n = len(supply)
     sink = n + p.n_pools
-    d = devices.astype(np.int64)
-    m = len(arcs.task)
-    tails = np.concatenate([arcs.task, np.arange(n), n + seg_pool])
-    heads = np.concatenate([n + arcs.pool, np.full(n, sink), np.full(len(seg_pool), sink)])
-    capacities = np.concatenate([d[arcs.task], d, seg_len.astype(np.int64)])
-    per_device = np.concatenate([arcs.score / d[arcs.task], np.full(n, penalty) / d, seg_cost])
-    costs = np.rint(per_device * scale).astype(np.int64)
+    s = supply.astype(np.int64)
+    m = len(tail)
+    tails = np.concatenate([tail, np.arange(n), n + seg_pool])
+    heads = np.concatenate([n + pool, np.full(n, sink), np.full(len(seg_pool), sink)])
+    capacities = np.concatenate([s[tail], s, seg_len.astype(np.int64)])
+    cost = np.concatenate([per_device, penalty, seg_cost])
     network = min_cost_flow.SimpleMinCostFlow()
-    network.add_arcs_with_capacity_and_unit_cost(tails, heads, capacities, costs)
+    network.add_arcs_with_capacity_and_unit_cost(
+        tails, heads, capacities, np.rint(cost * scale).astype(np.int64)
+    )
     supplies = np.zeros(sink + 1, dtype=np.int64)
-    supplies[:n] = d
-    supplies[sink] = -int(d.sum())
+    supplies[:n] = s
+    supplies[sink] = -int(s.sum())
     network.set_nodes_supplies(np.arange(sink + 1), supplies)
     status = network.solve()
     if status != network.OPTIMAL:
-        return np.zeros(m), f"min-cost flow failed: {status}", -math.inf, 0.0
+        zero = np.zeros(p.n_pools)
+        return Network(np.zeros(m), f"min-cost flow failed: {status}", -math.inf, 0.0, zero)
     units = network.flows(np.arange(len(tails))).astype(float)
-    value = float(np.sum(units * per_device))
+    value = float(np.sum(units * cost))
     rounding = float(np.sum(units)) * 0.5 / scale  # each unit's cost was rounded by <= 1/2
-    return units[:m] / d[arcs.task], "optimal", value - rounding, rounding
+    seg_open = units[m + n :] < seg_len
+    prices = residual_prices(
+        tail, pool, per_device, units[:m] > 0, penalty, seg_pool, seg_cost, seg_open, p.n_pools
+    )
+    return Network(units[:m], "optimal", value - rounding, rounding, prices)
+
+
+MAX_PRICE_ROUNDS = 1_000
+
+
+def residual_prices(
+    tail: np.ndarray,
+    pool: np.ndarray,
+    cost: np.ndarray,
+    used: np.ndarray,
+    penalty: np.ndarray,
+    seg_pool: np.ndarray,
+    seg_cost: np.ndarray,
+    seg_open: np.ndarray,
+    n_pools: int,
+) -> np.ndarray:
+    """The pools' dual prices per device of an optimal flow (`solve_network`'s network, its
+    arcs grouped by source): each pool's distance to the sink in the residual network.
+
+    A pool's distance is its cheapest load segment with room, or, through a source it serves
+    (backwards along that arc), the source's penalty or another arc of that source plus its
+    pool's distance. So the distances solve a shortest-path problem on the pools alone, with
+    an edge p -> q of length min over sources on p of (their cost to q - their cost to p):
+    Bellman-Ford, vectorised, on those edges."""
+    room = np.full(n_pools, np.inf)
+    np.minimum.at(room, seg_pool[seg_open], seg_cost[seg_open])
+    on = np.flatnonzero(used)
+    np.minimum.at(room, pool[on], penalty[tail[on]] - cost[on])  # back to staying out
+    source = target = cuts = heads = np.zeros(0, dtype=np.int64)
+    length = np.zeros(0)
+    if len(on):
+        starts = np.searchsorted(tail, tail[on])
+        ends = np.searchsorted(tail, tail[on], side="right")
+        degree = ends - starts
+        at = np.repeat(on, degree)  # the used arc
+        to = np.arange(int(degree.sum())) - np.repeat(np.cumsum(degree) - degree, degree)
+        to = np.repeat(starts, degree) + to  # an arc of the same source
+        keep = pool[to] != pool[at]
+        at, to = at[keep], to[keep]
+        source, target = pool[at], pool[to]
+        length = cost[to] - cost[at]
+        order = np.argsort(source, kind="stable")
+        source, target, length = source[order], target[order], length[order]
+        if len(source):
+            cuts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
+            heads = source[cuts]
+    price = room.copy()
+    tolerance = 1e-12 * float(np.max(penalty, initial=1.0))
+    for _ in range(MAX_PRICE_ROUNDS if len(source) else 0):
+        reach = np.minimum.reduceat(length + price[target], cuts)
+        new = price.copy()
+        new[heads] = np.minimum(room[heads], np.minimum(price[heads], reach))
+        settled = (new == price) | (np.abs(new - price) <= tolerance)
+        price = new
+        if settled.all():
+            break
+    return np.where(np.isfinite(price), np.maximum(price, 0.0), 0.0)
 
 
 REST_MAX_ARCS = 50_000  # the tasks placed again exactly, at most this many arcs
@@ -249,18 +337,31 @@ def flow_assign(
     snapshot: Snapshot,
     policy: Policy,
     now: float,
-    classes: tuple[np.ndarray, list[np.ndarray]],
+    classes: tuple[np.ndarray, list[np.ndarray]] | None,
     *,
     time_limit_s: float = 10.0,
+    arcs: Arcs | None = None,
+    penalty: float | None = None,
+    network: Network | None = None,
 ) -> FlowResult:
     """The flow solver's assignment (see the module docstring); `classes` as in `build_arcs`.
-    The caller keeps batches within FLOW_MAX_PAIRS task-pool pairs."""
-    arcs = build_arcs(t, p, snapshot, policy, now, classes)
+    The caller keeps batches within FLOW_MAX_PAIRS task-pool pairs, or gives the `arcs` to
+    solve on (grouped by task; the value is then the relaxation on those arcs only), and the
+    `network` already solved on them at `penalty`."""
+    if arcs is None:
+        assert classes is not None
+        arcs = build_arcs(t, p, snapshot, policy, now, classes)
     n = t.n_tasks
     devices = t.devices.astype(np.int64)
     weight = load_weight(policy)
-    penalty = _penalty(arcs)
-    share, status, relaxed, rounding = _solve_network(arcs, n, devices, p, weight, penalty)
+    penalty = _penalty(arcs) if penalty is None else penalty
+    d = devices.astype(float)
+    if network is None:
+        network = solve_network(
+            arcs.task, arcs.pool, arcs.score / d[arcs.task], devices, penalty / d, p, weight
+        )
+    share = network.units / d[arcs.task]
+    status, relaxed, rounding = network.status, network.value, network.rounding
     chosen = np.full(n, -1, dtype=np.int64)  # the arc each task takes
     whole = np.flatnonzero(share > 1.0 - 1e-6)
     chosen[arcs.task[whole]] = whole
@@ -297,7 +398,14 @@ def flow_assign(
     objective = plan_objective(scores, pools, devices[rows], p, weight)
     placeable = float(np.sum(share))
     return FlowResult(
-        assignment, objective, relaxed, penalty, placeable, f"flow {status}", rounding
+        assignment,
+        objective,
+        relaxed,
+        penalty,
+        placeable,
+        f"flow {status}",
+        rounding,
+        network.prices,
     )
 
 

@@ -1,13 +1,15 @@
 """The flow solver on the generator's instances: as good as the MILP where both run, better
-than greedy, a proved bound on every plan, and a clear refusal above its size."""
+than greedy, a proved bound on every plan, and above its size the same plan from arcs priced
+in."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from suanli.errors import InvalidValue
-from suanli.scheduler import POLICIES, place
+from suanli.scheduler import POLICIES, place, pricing
 from suanli.scheduler import flow as flow_module
+from suanli.scheduler.arrays import pool_arrays
 from suanli.scheduler.engine import choose_solver
 from suanli.scheduler.generate import generate_problem
 from suanli.scheduler.problem import parse_problem
@@ -54,9 +56,47 @@ def test_auto_runs_flow_up_to_its_size_and_greedy_above() -> None:
     assert choose_solver("optimal", 10**6, 10**4) == "optimal"
 
 
-def test_a_batch_above_the_flow_limit_is_refused_with_the_fix(problem, monkeypatch) -> None:
+@pytest.mark.parametrize("policy", ["cost", "green", "balanced"])
+def test_above_its_size_the_flow_prices_arcs_in_and_proves_its_gap(
+    problem, policy: str, monkeypatch
+) -> None:
+    """Above FLOW_MAX_PAIRS the flow scores only candidate arcs and prices the others in:
+    its plan matches the flow on every arc and its bound, over every pool, still holds."""
+    exact = place(problem.tasks, problem.snapshot, POLICIES[policy], 0.0, solver="flow")
     monkeypatch.setattr(flow_module, "FLOW_MAX_PAIRS", 1000)
-    with pytest.raises(InvalidValue) as refused:
-        place(problem.tasks, problem.snapshot, POLICIES["cost"], 0.0, solver="flow")
-    assert "--solver greedy" in refused.value.message_en
-    assert "flow" in refused.value.message_zh
+    monkeypatch.setattr(pricing, "CANDIDATES", 3)  # few, so that pricing in has work to do
+    priced = place(problem.tasks, problem.snapshot, POLICIES[policy], 0.0, solver="flow")
+    assert "priced in" in priced.solver.status
+    assert len(priced.placements) == len(exact.placements)
+    assert priced.solver.objective <= exact.solver.objective * 1.005 + 1e-9
+    bound = priced.solver.lower_bound
+    assert bound is not None
+    assert bound <= exact.solver.objective + 1e-6 * abs(exact.solver.objective)
+    assert priced.solver.objective <= bound + 0.01 * abs(bound)
+    free = {pool.id: pool.free for pool in problem.snapshot.pools}
+    tasks = {t.id: t for t in problem.tasks}
+    for placement in priced.placements:
+        free[placement.pool] -= tasks[placement.task].devices
+    assert min(free.values()) >= 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_prices_of_a_solved_flow_are_its_dual(seed: int) -> None:
+    """Strong duality: the Lagrangian of the capacities at the network's prices equals the
+    flow's value (each source pays its least arc cost + price, or its penalty)."""
+    rng = np.random.default_rng(seed)
+    snapshot = parse_problem(generate_problem(60, 8, seed)).snapshot
+    p = pool_arrays(snapshot)
+    n = 80
+    tail = np.repeat(np.arange(n), 4)
+    pool = rng.integers(0, p.n_pools, len(tail))
+    cost = rng.uniform(1.0, 100.0, len(tail))
+    supply = rng.integers(1, 3, n)
+    penalty = np.full(n, 1000.0)
+    network = flow_module.solve_network(tail, pool, cost, supply, penalty, p, 0.0)
+    assert network.status == "optimal"
+    pays = penalty.copy()
+    np.minimum.at(pays, tail, cost + network.prices[pool])
+    lagrangian = float(np.sum(pays * supply) - np.sum(network.prices * p.free))
+    assert lagrangian == pytest.approx(network.value, rel=1e-6, abs=1e-3)
+    assert (network.prices >= 0).all()
