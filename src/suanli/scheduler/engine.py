@@ -611,8 +611,9 @@ def _explain_block(
 def choose_solver(solver: str, n_tasks: int, n_pools: int) -> str:
     """The solver `auto` means for a batch: the flow solver up to its FLOW_MAX_PAIRS task-pool
     pairs (within 0.2% of the MILP at a fraction of its time, and never worse than greedy:
-    it dominates both there, see docs/scheduling.md), greedy above. The MILP stays for those
-    who ask for a proved optimum (`optimal`)."""
+    it dominates both there, see docs/scheduling.md), greedy above (the flow runs there too,
+    on arcs priced in, for a better plan with its proved gap, but slower than greedy). The MILP
+    stays for those who ask for a proved optimum (`optimal`)."""
     if solver != "auto":
         return solver
     return "flow" if n_tasks * n_pools <= flow_solver.FLOW_MAX_PAIRS else "greedy"
