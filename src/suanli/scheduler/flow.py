@@ -77,10 +77,31 @@ class FlowResult:
     status: str
     rounding: float = 0.0  # how far integer costs may put the relaxation off its value
     prices: np.ndarray | None = None  # the pools' dual prices per device
+    # a Lagrangian bound's parts (`pricing`): each task's least score + price x devices over
+    # its open pools (inf: none), and the pools' terms, summed
+    least: np.ndarray | None = None
+    pools_term: float = 0.0
 
     def bound(self, n_tasks: int, placed: int) -> float:
-        """A lower bound of the objective of every plan that places `placed` of the tasks."""
-        return self.relaxed - self.penalty * (n_tasks - placed)
+        """A lower bound of the objective of every plan that places `placed` of the tasks.
+
+        From a Lagrangian's parts, the best over the penalty q of the bound that relaxation
+        gives for the problem with penalty q per unplaced task, less q per task left out:
+        sum of min(q, least) + pools' terms - q x (tasks left out), greatest where q is the
+        (tasks left out)-th greatest least (tasks with no open pool are left out by all)."""
+        if self.least is None:
+            return self.relaxed - self.penalty * (n_tasks - placed)
+        return lagrangian_bound(self.least, self.pools_term, placed)
+
+
+def lagrangian_bound(least: np.ndarray, pools_term: float, placed: int) -> float:
+    """`FlowResult.bound` from a Lagrangian's parts, for plans placing `placed` tasks."""
+    least = least[np.isfinite(least)]
+    out = len(least) - placed  # left out among the tasks with an open pool
+    if out <= 0:
+        return float(np.sum(least)) + pools_term
+    q = float(np.partition(least, len(least) - out)[len(least) - out])
+    return float(np.sum(np.minimum(least, q))) + pools_term - q * out
 
 
 def load_weight(policy: Policy) -> float:

@@ -28,10 +28,17 @@ of static scores plus the convex load term w x U (U - 1) / (2 x count) per pool.
        + sum over pools of min over 0 <= u <= free of (w u (u - 1) / (2 count) - pi u),
 
    which is at most the value of every plan (penalties included), with exact scores on the
-   candidate arcs and low estimates elsewhere; and the arcs it leaves out whose low estimate +
-   price is below what the task pays now (a column that might improve the plan). Those
-   arcs (up to ADDED_PER_TASK a task) are scored exactly and added, and the flow solves again,
-   up to GENERATIONS times. When no such arc is left, the pruned flow is the flow on every arc.
+   candidate arcs and low estimates elsewhere; and the arcs it leaves out whose low estimate
+   + price is below what the task pays now (a column that might improve the plan). Those arcs
+   (up to ADDED_PER_TASK a task, ADDED_PER_UNPLACED a task left out: it may need many) are
+   scored exactly and added, and the flow solves again, up to GENERATIONS times, or until the
+   relaxation on the arcs so far is within GAP of the bound. When no such arc is left, the
+   pruned flow is the flow on every arc.
+5. **The bound of a plan** that leaves k tasks out: any penalty q defines a relaxation of its
+   own, so the bound is the best over q of sum of min(q, least) + the pools' terms - q x k,
+   at q = the k-th greatest least (`flow.lagrangian_bound`). A plan is compared with plans
+   that place as many tasks, so a plan that leaves a few more out than it must still gets a
+   useful bound.
 """
 
 from __future__ import annotations
@@ -48,12 +55,20 @@ from suanli.scheduler.arrays import (
     class_features,
     evaluate,
 )
-from suanli.scheduler.flow import Arcs, FlowResult, flow_assign, load_weight, solve_network
+from suanli.scheduler.flow import (
+    Arcs,
+    FlowResult,
+    flow_assign,
+    lagrangian_bound,
+    load_weight,
+    solve_network,
+)
 from suanli.scheduler.model import Objective, Policy, Snapshot
 
 CANDIDATES = 12  # pools scored exactly per task at first
-ADDED_PER_TASK = 4  # arcs added per placed task and generation (an unplaced one: all)
-GENERATIONS = 4  # solves at most
+ADDED_PER_TASK = 4  # arcs added per task and generation
+ADDED_PER_UNPLACED = 64  # for a task left out
+GENERATIONS = 6  # solves at most
 GAP = 1e-3  # the relaxation on the arcs so far, this close to the bound: stop pricing
 CELLS_PER_BLOCK = 2_000_000  # task x pool estimates at once (memory bound)
 Classes = list[tuple[int, np.ndarray, np.ndarray]]
@@ -258,15 +273,17 @@ def _price_out(
     price: np.ndarray,
     weight: float,
     penalty: float,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """The Lagrangian bound at `price` (module docstring, 4), and the arcs left out that
-    might improve the plan: (bound, their tasks, their pools)."""
+) -> tuple[float, np.ndarray, float, np.ndarray, np.ndarray]:
+    """The Lagrangian bound at `price` (module docstring, 4), its parts (each task's least
+    score + price x devices over its open pools, uncapped; the pools' terms) and the arcs left
+    out that might improve the plan: (bound, least, pools' terms, their tasks, their pools)."""
     n = t.n_tasks
     d = t.devices.astype(float)
     reduced = arcs.score + price[arcs.pool] * d[arcs.task]
     paid = np.full(n, penalty)
     np.minimum.at(paid, arcs.task, reduced)  # what each task pays now, at most
-    least = paid.copy()
+    least = np.full(n, np.inf)  # over every open pool, the penalty aside
+    np.minimum.at(least, arcs.task, reduced)
     tolerance = 1e-9 * penalty
     add_task, add_pool = [], []
     starts = np.searchsorted(arcs.task, np.arange(n))  # arcs are grouped by task
@@ -284,18 +301,19 @@ def _price_out(
             low[r, np.searchsorted(cols, arcs.pool[mine])] = np.inf
         least[rows] = np.minimum(least[rows], low.min(axis=1))
         better = low < (paid[rows] - tolerance)[:, None]
-        out = paid[rows] >= penalty  # unplaced: every arc that might place it
-        if (better & out[:, None]).any():
-            r, j = np.nonzero(better & out[:, None])
-            add_task.append(rows[r])
-            add_pool.append(cols[j])
-            better &= ~out[:, None]
         if better.any():
-            k = min(ADDED_PER_TASK, len(cols))
-            best = np.argpartition(low, k - 1, axis=1)[:, :k] if len(cols) > k else None
-            if best is None:
+            # a task left out may need many arcs to displace others: more of them
+            out = paid[rows] >= penalty
+            k = min(ADDED_PER_UNPLACED if out.any() else ADDED_PER_TASK, len(cols))
+            if len(cols) > k:
+                best = np.argpartition(low, k - 1, axis=1)[:, :k]
+            else:
                 best = np.broadcast_to(np.arange(len(cols)), low.shape)
-            r, j = np.nonzero(np.take_along_axis(better, best, axis=1))
+            values = np.take_along_axis(low, best, axis=1)
+            rank = np.argsort(np.argsort(values, axis=1, kind="stable"), axis=1)
+            limit = np.where(out, ADDED_PER_UNPLACED, ADDED_PER_TASK)[:, None]
+            keep = np.take_along_axis(better, best, axis=1) & (rank < limit)
+            r, j = np.nonzero(keep)
             add_task.append(rows[r])
             add_pool.append(cols[best[r, j]])
     free = p.free.astype(float)
@@ -305,11 +323,12 @@ def _price_out(
         pools = weight * u * (u - 1.0) / (2.0 * p.count) - price * u
     else:
         pools = -price * free
-    bound = float(np.sum(least) + np.sum(pools))
+    pools_term = float(np.sum(pools))
+    bound = float(np.sum(np.minimum(least, penalty))) + pools_term
     if not add_task:
         empty = np.zeros(0, dtype=np.int64)
-        return bound, empty, empty
-    return bound, np.concatenate(add_task), np.concatenate(add_pool)
+        return bound, least, pools_term, empty, empty
+    return bound, least, pools_term, np.concatenate(add_task), np.concatenate(add_pool)
 
 
 def _ceiling(t: TaskArrays, f: ClassFeatures, policy: Policy) -> float:
@@ -371,15 +390,16 @@ def priced_assign(
             p,
             weight,
         )
-        bound, more_task, more_pool = _price_out(
+        bound, least, pools_term, more_task, more_pool = _price_out(
             t, p, policy, now, bandwidth, f, classes, arcs, network.prices, weight, penalty
         )
         # proved within GAP of the relaxation over every arc (the penalties of the tasks it
         # leaves out aside): no need to price more in
-        sent = np.bincount(solvable.task, weights=network.units, minlength=t.n_tasks)
-        left_out = penalty * float(np.sum(1.0 - sent / d))
-        scale = max(1.0, abs(network.value - left_out))
-        close = network.value - bound <= GAP * scale
+        sent = np.bincount(solvable.task, weights=network.units, minlength=t.n_tasks) / d
+        value = network.value - penalty * float(np.sum(1.0 - sent))  # penalties aside
+        placed = int(np.sum(sent > 1.0 - 1e-9))
+        floor = lagrangian_bound(least, pools_term, placed)
+        close = value - floor <= GAP * max(1.0, abs(floor))
         if close or not len(more_task) or generation == GENERATIONS:
             break
         more = _exact(t, p, snapshot, policy, now, more_task, more_pool)
@@ -413,6 +433,8 @@ def priced_assign(
         f"{generation} solve{'s' if generation > 1 else ''}",
         result.rounding,
         result.prices,
+        least,
+        pools_term,
     )
 
 
