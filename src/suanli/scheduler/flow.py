@@ -206,13 +206,15 @@ def solve_network(
     penalty: np.ndarray,
     p: PoolArrays,
     weight: float,
+    with_prices: bool = True,
 ) -> Network:
     """Min-cost flow of `supply` devices from each source along its arcs (`tail` -> `pool` at
     `per_device` cost, up to the source's supply) or to "unplaced" at `penalty` per device,
     pools up to their free devices; with a load weight, one pool -> sink arc per added device
     of increasing cost (the convex load term, exact; in segments on big pools, priced at each
     segment's first device so that the bound stays a bound). OR-Tools' `SimpleMinCostFlow`
-    (cost-scaling push-relabel, int64 costs)."""
+    (cost-scaling push-relabel, int64 costs). `with_prices`: compute the dual prices (else
+    zeros)."""
     from ortools.graph.python import min_cost_flow
 
     top = float(np.max(penalty)) if len(penalty) else 1.0
@@ -245,10 +247,12 @@ def solve_network(
     units = network.flows(np.arange(len(tails))).astype(float)
     value = float(np.sum(units * cost))
     rounding = float(np.sum(units)) * 0.5 / scale  # each unit's cost was rounded by <= 1/2
-    seg_open = units[m + n :] < seg_len
-    prices = residual_prices(
-        tail, pool, per_device, units[:m] > 0, penalty, seg_pool, seg_cost, seg_open, p.n_pools
-    )
+    prices = np.zeros(p.n_pools)
+    if with_prices:
+        seg_open = units[m + n :] < seg_len
+        prices = residual_prices(
+            tail, pool, per_device, units[:m] > 0, penalty, seg_pool, seg_cost, seg_open, p.n_pools
+        )
     return Network(units[:m], "optimal", value - rounding, rounding, prices)
 
 
@@ -302,7 +306,8 @@ def residual_prices(
         reach = np.minimum.reduceat(length + price[target], cuts)
         new = price.copy()
         new[heads] = np.minimum(room[heads], np.minimum(price[heads], reach))
-        settled = (new == price) | (np.abs(new - price) <= tolerance)
+        with np.errstate(invalid="ignore"):  # inf - inf where a pool is still unreached
+            settled = (new == price) | (np.abs(new - price) <= tolerance)
         price = new
         if settled.all():
             break
@@ -379,7 +384,14 @@ def flow_assign(
     d = devices.astype(float)
     if network is None:
         network = solve_network(
-            arcs.task, arcs.pool, arcs.score / d[arcs.task], devices, penalty / d, p, weight
+            arcs.task,
+            arcs.pool,
+            arcs.score / d[arcs.task],
+            devices,
+            penalty / d,
+            p,
+            weight,
+            with_prices=False,
         )
     share = network.units / d[arcs.task]
     status, relaxed, rounding = network.status, network.value, network.rounding
@@ -426,7 +438,6 @@ def flow_assign(
         placeable,
         f"flow {status}",
         rounding,
-        network.prices,
     )
 
 

@@ -432,7 +432,7 @@ def priced_assign(
         f"{result.status}; {len(solvable.task):,} arcs ({added:,} priced in), "
         f"{generation} solve{'s' if generation > 1 else ''}",
         result.rounding,
-        result.prices,
+        network.prices,
         least,
         pools_term,
     )
