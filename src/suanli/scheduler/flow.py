@@ -76,7 +76,6 @@ class FlowResult:
     placeable: float  # tasks the relaxation places: no plan places more
     status: str
     rounding: float = 0.0  # how far integer costs may put the relaxation off its value
-    prices: np.ndarray | None = None  # the pools' dual prices per device
     # a Lagrangian bound's parts (`pricing`): each task's least score + price x devices over
     # its open pools (inf: none), and the pools' terms, summed
     least: np.ndarray | None = None
@@ -256,6 +255,37 @@ def solve_network(
     return Network(units[:m], "optimal", value - rounding, rounding, prices)
 
 
+def spans(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The indices start..end-1 of every (start, end) pair, one after the other."""
+    size = ends - starts
+    within = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+    result: np.ndarray = np.repeat(starts, size) + within
+    return result
+
+
+def solve_tasks(
+    arcs: Arcs,
+    devices: np.ndarray,
+    penalty: float,
+    p: PoolArrays,
+    weight: float,
+    with_prices: bool = True,
+) -> Network:
+    """`solve_network` with tasks as the sources: each task's devices along its `arcs` at its
+    score per device, or unplaced at `penalty` per task."""
+    d = devices.astype(float)
+    return solve_network(
+        arcs.task,
+        arcs.pool,
+        arcs.score / d[arcs.task],
+        devices,
+        penalty / d,
+        p,
+        weight,
+        with_prices=with_prices,
+    )
+
+
 MAX_PRICE_ROUNDS = 1_000
 
 
@@ -287,10 +317,8 @@ def residual_prices(
     if len(on):
         starts = np.searchsorted(tail, tail[on])
         ends = np.searchsorted(tail, tail[on], side="right")
-        degree = ends - starts
-        at = np.repeat(on, degree)  # the used arc
-        to = np.arange(int(degree.sum())) - np.repeat(np.cumsum(degree) - degree, degree)
-        to = np.repeat(starts, degree) + to  # an arc of the same source
+        at = np.repeat(on, ends - starts)  # the used arc
+        to = spans(starts, ends)  # an arc of the same source
         keep = pool[to] != pool[at]
         at, to = at[keep], to[keep]
         source, target = pool[at], pool[to]
@@ -383,16 +411,7 @@ def flow_assign(
     penalty = _penalty(arcs) if penalty is None else penalty
     d = devices.astype(float)
     if network is None:
-        network = solve_network(
-            arcs.task,
-            arcs.pool,
-            arcs.score / d[arcs.task],
-            devices,
-            penalty / d,
-            p,
-            weight,
-            with_prices=False,
-        )
+        network = solve_tasks(arcs, devices, penalty, p, weight, with_prices=False)
     share = network.units / d[arcs.task]
     status, relaxed, rounding = network.status, network.value, network.rounding
     chosen = np.full(n, -1, dtype=np.int64)  # the arc each task takes

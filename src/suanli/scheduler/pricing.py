@@ -62,6 +62,8 @@ from suanli.scheduler.flow import (
     lagrangian_bound,
     load_weight,
     solve_network,
+    solve_tasks,
+    spans,
 )
 from suanli.scheduler.model import Objective, Policy, Snapshot
 
@@ -147,6 +149,14 @@ def _blocks(classes: Classes) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
             step = max(1, CELLS_PER_BLOCK // len(cols))
             for start in range(0, len(members), step):
                 yield c, members[start : start + step], cols
+
+
+def _least(values: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of its k least values (all columns where there are at most k), in
+    no particular order."""
+    if values.shape[1] > k:
+        return np.argpartition(values, k - 1, axis=1)[:, :k]
+    return np.broadcast_to(np.arange(values.shape[1]), values.shape)
 
 
 def _start_prices(
@@ -243,10 +253,7 @@ def _candidates(
         estimate = _estimates(t, rows, c, cols, f, p, policy, now, bandwidth, low=False)
         estimate = np.where(t.devices[rows, None] <= p.free[cols][None, :], estimate, np.inf)
         estimate = estimate + price[cols][None, :] * t.devices[rows, None]
-        k = min(CANDIDATES, len(cols))
-        best = np.argpartition(estimate, k - 1, axis=1)[:, :k] if len(cols) > k else None
-        if best is None:
-            best = np.broadcast_to(np.arange(len(cols)), estimate.shape)
+        best = _least(estimate, CANDIDATES)
         ok = np.isfinite(np.take_along_axis(estimate, best, axis=1))
         r, j = np.nonzero(ok)
         tasks.append(rows[r])
@@ -292,23 +299,16 @@ def _price_out(
         low = _estimates(t, rows, c, cols, f, p, policy, now, bandwidth, low=True)
         low = low + price[cols][None, :] * d[rows, None]
         # an arc in the network counts with its exact score (above)
-        counts = ends[rows] - starts[rows]
-        mine = np.concatenate(
-            [np.arange(s, e) for s, e in zip(starts[rows], ends[rows], strict=True)]
-        )
+        mine = spans(starts[rows], ends[rows])
         if len(mine):
-            r = np.repeat(np.arange(len(rows)), counts)
+            r = np.repeat(np.arange(len(rows)), ends[rows] - starts[rows])
             low[r, np.searchsorted(cols, arcs.pool[mine])] = np.inf
         least[rows] = np.minimum(least[rows], low.min(axis=1))
         better = low < (paid[rows] - tolerance)[:, None]
         if better.any():
             # a task left out may need many arcs to displace others: more of them
             out = paid[rows] >= penalty
-            k = min(ADDED_PER_UNPLACED if out.any() else ADDED_PER_TASK, len(cols))
-            if len(cols) > k:
-                best = np.argpartition(low, k - 1, axis=1)[:, :k]
-            else:
-                best = np.broadcast_to(np.arange(len(cols)), low.shape)
+            best = _least(low, ADDED_PER_UNPLACED if out.any() else ADDED_PER_TASK)
             values = np.take_along_axis(low, best, axis=1)
             rank = np.argsort(np.argsort(values, axis=1, kind="stable"), axis=1)
             limit = np.where(out, ADDED_PER_UNPLACED, ADDED_PER_TASK)[:, None]
@@ -381,15 +381,7 @@ def priced_assign(
     d = devices.astype(float)
     for generation in range(1, GENERATIONS + 1):
         solvable = arcs.subset(np.isfinite(arcs.score))
-        network = solve_network(
-            solvable.task,
-            solvable.pool,
-            solvable.score / d[solvable.task],
-            devices,
-            penalty / d,
-            p,
-            weight,
-        )
+        network = solve_tasks(solvable, devices, penalty, p, weight)
         bound, least, pools_term, more_task, more_pool = _price_out(
             t, p, policy, now, bandwidth, f, classes, arcs, network.prices, weight, penalty
         )
@@ -432,7 +424,6 @@ def priced_assign(
         f"{result.status}; {len(solvable.task):,} arcs ({added:,} priced in), "
         f"{generation} solve{'s' if generation > 1 else ''}",
         result.rounding,
-        network.prices,
         least,
         pools_term,
     )
