@@ -32,6 +32,8 @@ GREEDY_SIZES = ((10_000, 100), (100_000, 1_000))  # tasks x pools
 LIMIT_SIZES = ((20_000, 100), (2_000, 1_000))  # the flow solver at its size limit
 GREEDY_POLICIES = ("balanced", "cost", "green")
 SOLVERS = ("greedy", "flow")  # flow above its FLOW_MAX_PAIRS on arcs priced in
+INCREMENTAL_NEW = 1_000  # new tasks of a pass on top of the rest of the large batch, placed
+INCREMENTAL_RUNS = 7
 OPTIMAL_SIZE = (1_000, 100)
 OPTIMAL_TIME_LIMIT_S = 60.0
 BASELINE_SIZE = (10_000, 100)
@@ -101,6 +103,7 @@ def _child_large(seed: int) -> None:
     problem, generate_s, parse_s = _instance(n_tasks, n_pools, seed)
     before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rows = _greedy_rows(problem, n_tasks, n_pools)
+    incremental = _incremental_rows(problem)
     print(
         json.dumps(
             {
@@ -108,9 +111,70 @@ def _child_large(seed: int) -> None:
                 "parse_s": parse_s,
                 "rss_before_place_mib": before_kib / 1024,
                 "greedy": rows,
+                "incremental": incremental,
             }
         )
     )
+
+
+def _incremental_rows(problem: Any) -> list[dict[str, Any]]:
+    """A pass over INCREMENTAL_NEW new tasks on a busy network: the batch's other tasks
+    placed first (greedy, `cost`), their devices taken from the pools; then the new tasks
+    placed by `auto` (the flow at this size) and greedy on every policy, INCREMENTAL_RUNS
+    times each (the median and the least reported)."""
+    import dataclasses
+    import statistics
+
+    from suanli.scheduler import POLICIES, place
+
+    state, new = problem.tasks[:-INCREMENTAL_NEW], problem.tasks[-INCREMENTAL_NEW:]
+    _progress(f"incremental: placing the {len(state):,} tasks of the state")
+    plan = place(state, problem.snapshot, POLICIES["cost"], problem.now_s, solver="greedy")
+    devices = {task.id: task.devices for task in state}
+    taken: dict[str, int] = {}
+    for placement in plan.placements:
+        taken[placement.pool] = taken.get(placement.pool, 0) + devices[placement.task]
+    pools = tuple(
+        dataclasses.replace(pool, free=pool.free - taken.get(pool.id, 0))
+        for pool in problem.snapshot.pools
+    )
+    snapshot = dataclasses.replace(problem.snapshot, pools=pools)
+    rows = []
+    for policy in GREEDY_POLICIES:
+        for solver in ("auto", "greedy"):
+            _progress(f"incremental: {solver} {policy}, {len(new):,} new tasks")
+            seconds = []
+            for _ in range(INCREMENTAL_RUNS):
+                start = time.perf_counter()
+                result = place(new, snapshot, POLICIES[policy], problem.now_s, solver=solver)
+                seconds.append(time.perf_counter() - start)
+            rows.append(
+                {
+                    "policy": policy,
+                    "solver": solver,
+                    "ran": result.solver.name,
+                    "state_tasks": len(plan.placements),
+                    "new_tasks": len(new),
+                    "free_devices": sum(pool.free for pool in pools),
+                    "pools_with_room": sum(pool.free > 0 for pool in pools),
+                    "median_ms": round(1000 * statistics.median(seconds), 1),
+                    "least_ms": round(1000 * min(seconds), 1),
+                    "placed": len(result.placements),
+                    "objective": result.solver.objective,
+                    "status": result.solver.status,
+                }
+            )
+    return rows
+
+
+def _print_incremental(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        label = f"pass of {r['new_tasks']:,} new: {r['solver']} {r['policy']}"
+        print(
+            f"{label:<44} {r['median_ms']:>9.1f} ms median ({r['least_ms']:.1f} least; "
+            f"{r['placed']:,} placed on a state of {r['state_tasks']:,} tasks, "
+            f"{r['pools_with_room']:,} pools with room; {r['ran']}: {r['status']})"
+        )
 
 
 def _print_greedy(rows: list[dict[str, Any]]) -> None:
@@ -227,6 +291,7 @@ def _large(seed: int) -> dict[str, Any]:
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     _print_instance(n_tasks, n_pools, child["generate_s"], child["parse_s"])
     _print_greedy(child["greedy"])
+    _print_incremental(child["incremental"])
     label = f"peak RSS, child {n_tasks:,} x {n_pools:,}"
     print(
         f"{label:<44} {peak_mib:>12.1f} MiB  ({child['rss_before_place_mib']:.1f} MiB "
@@ -238,6 +303,7 @@ def _large(seed: int) -> dict[str, Any]:
         "generate_s": round(child["generate_s"], 3),
         "parse_s": round(child["parse_s"], 3),
         "greedy": child["greedy"],
+        "incremental": child["incremental"],
         "peak_memory": {
             "method": "ru_maxrss of a child process (resource.RUSAGE_CHILDREN); the child "
             "generates, parses and places (greedy on balanced, cost and green; flow where it "
@@ -290,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
         "greedy": small + at_limit + ([] if large is None else large["greedy"]),
         "peak_memory": None if large is None else large["peak_memory"],
+        "incremental": None if large is None else large["incremental"],
         "optimal": {
             "tasks": OPTIMAL_SIZE[0],
             "pools": OPTIMAL_SIZE[1],

@@ -115,6 +115,7 @@ def _class_columns(
         rows = representatives[start : start + step]
         ev = evaluate(t, rows, p, snapshot, policy, now)
         passing = np.logical_and.reduce([ev.masks[name] for name in SAME_CLASS])
+        passing &= p.free > 0  # a full pool takes nothing of this batch
         columns.extend(np.nonzero(row)[0] for row in passing)
     return columns
 
@@ -572,23 +573,25 @@ def _explain_block(
     tasks: Sequence[Task],
     free_left: np.ndarray,
 ) -> list[Unplaced]:
+    # pools each constraint rules out first (in CONSTRAINTS order), then those full, per task
+    shape = (len(rows), p.n_pools)
+    undecided = np.ones(shape, dtype=bool)
+    ruled_out: dict[str, np.ndarray] = {}
+    for name in CONSTRAINTS:
+        ruled_out[name] = np.count_nonzero(undecided & ~ev.masks[name], axis=1)
+        undecided &= ev.masks[name]
+    ruled_out[FREE_CAPACITY] = np.count_nonzero(
+        undecided & (free_left[None, :] < t.devices[rows, None]), axis=1
+    )
+    rtt = np.broadcast_to(ev.raw[Objective.LATENCY], shape)
+    usable = ev.masks["device kind"] & ev.masks["device model"] & ev.masks["precision"]
+    by_rtt = np.argsort(np.where(usable, rtt, np.inf), axis=1, kind="stable")[:, :3]
+    n_near = np.minimum(np.count_nonzero(usable, axis=1), 3)
     result = []
     for r, i in enumerate(rows):
         task = tasks[int(i)]
-        counts: dict[str, int] = {}
-        undecided = np.ones(p.n_pools, dtype=bool)
-        for name in CONSTRAINTS:
-            failed = undecided & ~ev.masks[name][r]
-            if failed.any():
-                counts[name] = int(failed.sum())
-            undecided &= ev.masks[name][r]
-        full = undecided & (free_left < t.devices[i])
-        if full.any():
-            counts[FREE_CAPACITY] = int(full.sum())
-        rtt = ev.raw[Objective.LATENCY][r]
-        usable = ev.masks["device kind"][r] & ev.masks["device model"][r] & ev.masks["precision"][r]
-        near = np.flatnonzero(usable)
-        nearest = near[np.argsort(rtt[near], kind="stable")[:3]].tolist()
+        counts = {name: int(n[r]) for name, n in ruled_out.items() if n[r]}
+        nearest = by_rtt[r, : n_near[r]].tolist()
         budget = snapshot.tier_rtt_ms[task.latency_tier]
         within = f" within {budget:g} ms RTT" if math.isfinite(budget) else ""
         models = ""
@@ -600,7 +603,7 @@ def _explain_block(
         sentence = f"no pool{within} of {task.origin.name_zh} has {what}: {ruled}"
         if nearest:
             sentence += "; nearest candidates: " + ", ".join(
-                _pool_phrase(p, j, float(rtt[j])) for j in nearest
+                _pool_phrase(p, j, float(rtt[r, j])) for j in nearest
             )
         elif not p.n_pools:
             sentence = "the snapshot has no pools"
@@ -662,7 +665,7 @@ def _flow(
         )
     assigned = dict(result.assignment)
     left = np.array([i for i in range(t.n_tasks) if i not in assigned], dtype=np.int64)
-    if len(left):
+    if len(left) and len(assigned) < result.placeable - 1e-6:  # else none more can be placed
         free = p.free.copy()
         for i, (j, _, _) in assigned.items():
             free[j] -= t.devices[i]

@@ -14,9 +14,13 @@ placed on a pool pays w x m / count more than its static score).
 Steps, each vectorised:
 
 1. **Arcs.** Every task is scored (`arrays.evaluate`, the scores every solver shares) against
-   the pools of its class (kind, models, precision, residency); an arc joins it to every pool
-   that passes its constraints and has room for its devices. Nothing is pruned, so the flow
-   below is the exact relaxation.
+   the pools of its class (kind, models, precision, residency) that have room; an arc joins it
+   to every pool that passes its constraints and has room for its devices. Classes are scored
+   one by one, or all tasks against the union of their pools where that is cheaper (few pools
+   with room: a pass over new tasks on a busy network). Then the arcs that no optimal plan
+   needs are left out, exactly (`prune_arcs`: a task keeps its cheapest arcs until their pools
+   could hold the whole batch besides it, and all arcs within the load term's reach of those);
+   on a busy network that is most of them.
 2. **Solve.** A min-cost flow of devices (OR-Tools' `SimpleMinCostFlow`, cost-scaling push-relabel,
    int64 costs): task -> pool along its arcs at score / devices per device, task ->
    "unplaced" at the penalty, pool -> sink up to its free devices; with a load weight, one
@@ -118,6 +122,32 @@ def plan_objective(
     return total
 
 
+CALL_CELLS = 5_000  # what one more call of `evaluate` costs, in cells scored
+
+
+def _score_groups(
+    class_of: np.ndarray, columns: list[np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """How `build_arcs` scores the batch: (tasks, pools, whether they share a class) groups.
+    Each class against its own pools; or, where that costs more calls than the cells it
+    saves, every task against the union of the classes' pools (the constraints checked cell
+    by cell then)."""
+    order = np.argsort(class_of, kind="stable")
+    cuts = np.flatnonzero(np.diff(class_of[order])) + 1
+    groups = [
+        (members, columns[int(class_of[members[0]])], True)
+        for members in np.split(order, cuts)
+        if len(members) and len(columns[int(class_of[members[0]])])
+    ]
+    if not groups:
+        return []
+    union = np.unique(np.concatenate([cols for _, cols, _ in groups]))
+    by_class = sum(len(rows) * len(cols) + CALL_CELLS for rows, cols, _ in groups)
+    if len(class_of) * len(union) + CALL_CELLS < by_class:
+        return [(np.concatenate([rows for rows, _, _ in groups]), union, False)]
+    return groups
+
+
 def build_arcs(
     t: TaskArrays,
     p: PoolArrays,
@@ -130,21 +160,16 @@ def build_arcs(
     `classes` is (class of each task, columns of each class), as the greedy solver has them."""
     class_of, columns = classes
     tasks, pools, scores = [], [], []
-    order = np.argsort(class_of, kind="stable")
-    bounds = np.flatnonzero(np.diff(class_of[order])) + 1
-    for members in np.split(order, bounds):
-        if not len(members):
-            continue
-        cols = columns[int(class_of[members[0]])]
-        if len(cols) == 0:
-            continue
+    for rows, cols, same_class in _score_groups(class_of, columns):
         step = max(1, CELLS_PER_BLOCK // len(cols))
-        for start in range(0, len(members), step):
-            rows = members[start : start + step]
-            ev = evaluate(t, rows, p, snapshot, policy, now, cols=cols[None, :], same_class=True)
-            ok = np.isfinite(ev.score) & (t.devices[rows, None] <= p.free[cols][None, :])
+        for start in range(0, len(rows), step):
+            block = rows[start : start + step]
+            ev = evaluate(
+                t, block, p, snapshot, policy, now, cols=cols[None, :], same_class=same_class
+            )
+            ok = np.isfinite(ev.score) & (t.devices[block, None] <= p.free[cols][None, :])
             r, c = np.nonzero(ok)
-            tasks.append(rows[r])
+            tasks.append(block[r])
             pools.append(cols[c])
             scores.append(ev.score[r, c])
     if not tasks:
@@ -152,6 +177,50 @@ def build_arcs(
     task = np.concatenate(tasks)
     by_task = np.argsort(task, kind="stable")
     return Arcs(task[by_task], np.concatenate(pools)[by_task], np.concatenate(scores)[by_task])
+
+
+def prune_arcs(
+    arcs: Arcs, devices: np.ndarray, free: np.ndarray, count: np.ndarray, weight: float
+) -> Arcs:
+    """`arcs` (grouped by task) less those no optimal plan needs, exactly.
+
+    Let D be the batch's devices. A task i of d devices keeps its cheapest arcs K until
+    sum over K of max(0, free - d + 1) >= D - d + 1, and every arc cheaper than the dearest
+    of K + w x d x f (w the load weight, f the greatest free / count over K). In a plan
+    where i takes an arc left out, the others hold at most D - d devices of K's pools, so
+    one of them has room for i; moving i there lowers its score by at least w x d x f and
+    raises the load term by at most that much (the plan's u-th added device of a pool costs
+    w x (u - 1) / count, and u <= free). Each such move keeps the plan's tasks and does not
+    raise its value, so some optimal plan uses only the arcs kept, and a bound of the pruned
+    problem bounds every plan. Every task keeps at least two arcs (its runner-up)."""
+    m = len(arcs.task)
+    if not m:
+        return arcs
+    d = devices.astype(np.int64)
+    room = np.maximum(0, free[arcs.pool] - d[arcs.task] + 1)
+    need = int(d.sum()) - d + 1
+    if not np.any(np.bincount(arcs.task, weights=room, minlength=len(d)) >= need):
+        return arcs  # capacity is plentiful everywhere: nothing can go
+    # by task (the arcs are grouped so already), cheapest first within a task
+    starts = np.flatnonzero(np.r_[True, arcs.task[1:] != arcs.task[:-1]])
+    sizes = np.diff(np.r_[starts, m])
+    low = np.repeat(np.minimum.reduceat(arcs.score, starts), sizes)
+    span = np.repeat(np.maximum.reduceat(arcs.score, starts), sizes) - low
+    within = np.where(span > 0, (arcs.score - low) / np.where(span > 0, span, 1.0), 0.0)
+    order = np.argsort(np.repeat(np.arange(len(starts)), sizes) + 0.5 * within, kind="stable")
+    task, score, room = arcs.task[order], arcs.score[order], room[order]
+    total = np.cumsum(room)
+    before = total - room - np.repeat(total[starts] - room[starts], sizes)
+    rank = np.arange(m) - np.repeat(starts, sizes)
+    core = (before < need[task]) | (rank < 2)
+    dearest = np.maximum.reduceat(np.where(core, score, -np.inf), starts)
+    share = free[arcs.pool[order]] / count[arcs.pool[order]]
+    fullest = np.maximum.reduceat(np.where(core, share, 0.0), starts)
+    limit = np.repeat(dearest + weight * fullest * d[task[starts]], sizes)
+    keep = core | (score < limit)
+    if keep.all():
+        return arcs
+    return arcs.subset(np.sort(order[keep]))  # back in the arcs' own order
 
 
 def _penalty(arcs: Arcs) -> float:
@@ -165,18 +234,14 @@ def load_segments(
     """Load arcs: (pool, length in devices, cost per device), each pool's added devices cut
     into at most `segments` pieces, priced at each piece's first device (one per device,
     exact, when a pool has at most `segments` free)."""
-    pools, lengths, costs = [], [], []
-    for j in np.flatnonzero(free > 0).tolist():
-        f = int(free[j])
-        cuts = np.unique(np.linspace(0, f, min(f, segments) + 1).astype(np.int64))
-        starts, ends = cuts[:-1], cuts[1:]
-        pools.append(np.full(len(starts), j))
-        lengths.append(ends - starts)
-        costs.append(weight * starts / count[j])
-    if not pools:
-        empty = np.zeros(0)
-        return empty.astype(np.int64), empty, empty
-    return np.concatenate(pools), np.concatenate(lengths).astype(float), np.concatenate(costs)
+    pools = np.flatnonzero(free > 0)
+    f = free[pools].astype(np.int64)
+    k = np.minimum(f, segments)
+    pool = np.repeat(pools, k)
+    piece = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+    f, k = np.repeat(f, k), np.repeat(k, k)
+    starts, ends = piece * f // k, (piece + 1) * f // k
+    return pool, (ends - starts).astype(float), weight * starts / count[pool]
 
 
 # the penalty in integer cost units of the network: OR-Tools' costs are int64, and its cost
@@ -405,6 +470,7 @@ def flow_assign(
     if arcs is None:
         assert classes is not None
         arcs = build_arcs(t, p, snapshot, policy, now, classes)
+        arcs = prune_arcs(arcs, t.devices, p.free, p.count, load_weight(policy))
     n = t.n_tasks
     devices = t.devices.astype(np.int64)
     weight = load_weight(policy)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from suanli.scheduler import POLICIES, place, pricing
 from suanli.scheduler import flow as flow_module
@@ -100,3 +102,89 @@ def test_the_prices_of_a_solved_flow_are_its_dual(seed: int) -> None:
     lagrangian = float(np.sum(pays * supply) - np.sum(network.prices * p.free))
     assert lagrangian == pytest.approx(network.value, rel=1e-6, abs=1e-3)
     assert (network.prices >= 0).all()
+
+
+def _best_plan(arcs: flow_module.Arcs, devices, free, count, weight: float, penalty: float):
+    """The least objective of every assignment of the tasks to one of their arcs or to
+    nothing (penalty per task left out), by enumeration: pools within their free devices,
+    the objective the scores plus the convex load term."""
+    import itertools
+
+    options = [[*np.flatnonzero(arcs.task == i).tolist(), -1] for i in range(len(devices))]
+    best = np.inf
+    for choice in itertools.product(*options):
+        added = np.zeros(len(free))
+        value = 0.0
+        for i, a in enumerate(choice):
+            if a < 0:
+                value += penalty
+            else:
+                added[arcs.pool[a]] += devices[i]
+                value += arcs.score[a]
+        if np.all(added <= free):
+            best = min(best, value + weight * float(np.sum(added * (added - 1) / (2 * count))))
+    return best
+
+
+@given(seed=st.integers(0, 10_000), weight=st.sampled_from([0.0, 0.7, 4.0]))
+@settings(max_examples=60, deadline=None)
+def test_pruning_keeps_an_optimal_plan(seed: int, weight: float) -> None:
+    """Arcs left out by `prune_arcs` are never needed: the best plan on the arcs kept is as
+    good as the best on all of them (tight pools, tasks of 1 to 3 devices, ties in scores)."""
+    rng = np.random.default_rng(seed)
+    n_tasks, n_pools = int(rng.integers(2, 6)), int(rng.integers(2, 8))
+    devices = rng.integers(1, 4, n_tasks)
+    count = rng.integers(3, 9, n_pools)
+    free = np.minimum(count, rng.integers(0, 6, n_pools))
+    tasks, pools = [], []
+    for i in range(n_tasks):
+        reach = np.flatnonzero((rng.random(n_pools) < 0.8) & (free >= devices[i]))
+        tasks += [i] * len(reach)
+        pools += reach.tolist()
+    scores = rng.integers(0, 5, len(tasks)).astype(float)  # small integers: many ties
+    arcs = flow_module.Arcs(
+        np.array(tasks, dtype=np.int64), np.array(pools, dtype=np.int64), scores
+    )
+    kept = flow_module.prune_arcs(arcs, devices, free, count, weight)
+    assert np.all(np.diff(kept.task) >= 0)  # still grouped by task
+    for i in range(n_tasks):
+        assert np.sum(kept.task == i) >= min(2, np.sum(arcs.task == i))
+    penalty = 100.0
+    full = _best_plan(arcs, devices, free, count, weight, penalty)
+    assert _best_plan(kept, devices, free, count, weight, penalty) == pytest.approx(full)
+
+
+def test_a_pass_of_new_tasks_on_a_busy_snapshot_scores_only_pools_with_room() -> None:
+    """An incremental pass: most pools are full; the flow is still proved optimal, equal to
+    the MILP, and scores no pool without room."""
+    import dataclasses
+
+    base = parse_problem(generate_problem(400, 40, 7))
+    busy = tuple(
+        dataclasses.replace(pool, free=pool.free if k % 4 == 0 else 0)
+        for k, pool in enumerate(base.snapshot.pools)
+    )
+    snapshot = dataclasses.replace(base.snapshot, pools=busy)
+    tasks = base.tasks[:60]
+    flow = place(tasks, snapshot, POLICIES["cost"], 0.0, solver="flow")
+    optimal = place(tasks, snapshot, POLICIES["cost"], 0.0, solver="optimal", time_limit_s=60)
+    assert len(flow.placements) == len(optimal.placements) > 0
+    assert flow.solver.objective == pytest.approx(optimal.solver.objective, rel=1e-6)
+    full = {pool.id for pool in busy if pool.free == 0}
+    assert not {placement.pool for placement in flow.placements} & full
+    assert not {placement.runner_up for placement in flow.placements} & full
+
+
+def test_pruning_keeps_the_arcs_a_load_weight_needs() -> None:
+    """Three one-device tasks, three pools of two; two tasks can only use pools A and B, the
+    third also C at a higher score. With a heavy load weight the best plan spreads the tasks
+    one per pool, so the third task's dearer arc to C must be kept."""
+    arcs = flow_module.Arcs(
+        np.array([0, 0, 1, 1, 2, 2, 2]),
+        np.array([0, 1, 0, 1, 0, 1, 2]),
+        np.array([0, 0, 0, 0, 0, 0, 0.5]),
+    )
+    devices, free, count = np.ones(3, dtype=np.int64), np.full(3, 2), np.full(3, 2)
+    kept = flow_module.prune_arcs(arcs, devices, free, count, 4.0)
+    assert _best_plan(kept, devices, free, count, 4.0, 100.0) == pytest.approx(0.5)
+    assert len(flow_module.prune_arcs(arcs, devices, free, count, 0.0).task) == 6  # C goes
