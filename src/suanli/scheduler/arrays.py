@@ -561,6 +561,26 @@ def _cells_window(
     return result
 
 
+def class_masks(
+    t: TaskArrays,
+    rows: slice | IntArray,
+    p: PoolArrays,
+    pc: IntArray,
+    peak: FloatArray | None = None,
+) -> dict[str, BoolArray]:
+    """The SAME_CLASS constraints of tasks `rows` at pools `pc` ((1, M) or (n_rows, M)):
+    what every task of a class shares (`peak`: the tasks' peaks at those pools, when known)."""
+    if peak is None:
+        peak = p.peak[t.precision[rows][:, None], pc]
+    allowed = t.province_bits[rows, None]
+    return {
+        "device kind": t.kind[rows, None] == p.kind[pc],
+        "device model": ((t.model_bits[rows, None] >> p.device_index[pc]) & 1) == 1,
+        "precision": peak > 0,
+        "residency": (allowed == -1) | ((p.site_province_bits[p.site_of_pool[pc]] & ~allowed) == 0),
+    }
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Constraint masks, raw objectives and scores of a block of tasks against all pools."""
@@ -620,11 +640,7 @@ def evaluate(
         for name in SAME_CLASS:
             masks[name] = passing
     else:
-        masks["device kind"] = t.kind[rows, None] == p.kind[pc]
-        masks["device model"] = ((t.model_bits[rows, None] >> p.device_index[pc]) & 1) == 1
-        masks["precision"] = peak > 0
-        allowed = t.province_bits[rows, None]
-        masks["residency"] = (allowed == -1) | ((p.site_province_bits[site] & ~allowed) == 0)
+        masks.update(class_masks(t, rows, p, pc, peak))
     masks["latency tier"] = rtt <= t.tier_rtt_ms[rows, None]
     masks["memory"] = p.memory_gb[pc] >= t.memory_gb[rows, None]
     masks["pool size"] = p.count[pc] >= t.devices[rows, None]

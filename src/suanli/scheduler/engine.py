@@ -42,6 +42,7 @@ from suanli.scheduler.arrays import (
     Evaluation,
     PoolArrays,
     TaskArrays,
+    class_masks,
     evaluate,
     pool_arrays,
     subset_tasks,
@@ -101,23 +102,13 @@ def _classes(t: TaskArrays) -> tuple[np.ndarray, np.ndarray]:
     return inverse.reshape(-1), first
 
 
-def _class_columns(
-    t: TaskArrays,
-    p: PoolArrays,
-    snapshot: Snapshot,
-    policy: Policy,
-    now: float,
-    representatives: np.ndarray,
-) -> list[np.ndarray]:
-    columns: list[np.ndarray] = []
-    step = _blocks(len(representatives), p.n_pools)
-    for start in range(0, len(representatives), step):
-        rows = representatives[start : start + step]
-        ev = evaluate(t, rows, p, snapshot, policy, now)
-        passing = np.logical_and.reduce([ev.masks[name] for name in SAME_CLASS])
-        passing &= p.free > 0  # a full pool takes nothing of this batch
-        columns.extend(np.nonzero(row)[0] for row in passing)
-    return columns
+def _class_columns(t: TaskArrays, p: PoolArrays, representatives: np.ndarray) -> list[np.ndarray]:
+    """The pools with room that pass the constraints every task of a class shares, per class
+    (`representatives`: one task of each)."""
+    masks = class_masks(t, representatives, p, np.arange(p.n_pools)[None, :])
+    passing = np.logical_and.reduce([masks[name] for name in SAME_CLASS])
+    passing &= p.free > 0  # a full pool takes nothing of this batch
+    return [np.flatnonzero(row) for row in passing]
 
 
 @dataclass(frozen=True)
@@ -289,7 +280,7 @@ def greedy_assign(
 ) -> dict[int, tuple[int, int, float]]:
     """task -> (pool, runner-up or -1, score), by the greedy rule in the module docstring."""
     class_of, representatives = _classes(t)
-    columns = _class_columns(t, p, snapshot, policy, now, representatives)
+    columns = _class_columns(t, p, representatives)
     # score every task against its class's candidate pools, a block of tasks at a time
     block_of: list[_Block | None] = [None] * t.n_tasks
     row_of = np.zeros(t.n_tasks, dtype=np.int64)
@@ -659,7 +650,7 @@ def _flow(
         result = priced_assign(t, p, snapshot, policy, now, time_limit_s)
     else:
         class_of, representatives = _classes(t)
-        columns = _class_columns(t, p, snapshot, policy, now, representatives)
+        columns = _class_columns(t, p, representatives)
         result = flow_assign(
             t, p, snapshot, policy, now, (class_of, columns), time_limit_s=time_limit_s
         )

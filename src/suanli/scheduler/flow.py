@@ -122,28 +122,31 @@ def plan_objective(
     return total
 
 
-CALL_CELLS = 5_000  # what one more call of `evaluate` costs, in cells scored
+CALL_CELLS = 2_000  # what one more call of `evaluate` costs, in cells scored
 
 
 def _score_groups(
-    class_of: np.ndarray, columns: list[np.ndarray]
+    class_of: np.ndarray, columns: list[np.ndarray], precision: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    """How `build_arcs` scores the batch: (tasks, pools, whether they share a class) groups.
-    Each class against its own pools; or, where that costs more calls than the cells it
-    saves, every task against the union of the classes' pools (the constraints checked cell
-    by cell then)."""
+    """How `build_arcs` scores the batch: (tasks, pools, whether the SAME_CLASS constraints
+    pass on every cell) groups. The classes of one precision with the same pools are scored
+    together; or, where those calls cost more than the cells they save, every task against
+    the union of the classes' pools (the constraints checked cell by cell then)."""
+    together: dict[tuple[int, bytes], list[np.ndarray]] = {}
     order = np.argsort(class_of, kind="stable")
-    cuts = np.flatnonzero(np.diff(class_of[order])) + 1
-    groups = [
-        (members, columns[int(class_of[members[0]])], True)
-        for members in np.split(order, cuts)
-        if len(members) and len(columns[int(class_of[members[0]])])
-    ]
-    if not groups:
+    for members in np.split(order, np.flatnonzero(np.diff(class_of[order])) + 1):
+        if len(members) and len(cols := columns[int(class_of[members[0]])]):
+            key = (int(precision[members[0]]), cols.tobytes())
+            together.setdefault(key, []).append(members)
+    if not together:
         return []
+    groups = [
+        (np.concatenate(parts), np.frombuffer(key[1], dtype=np.int64), True)
+        for key, parts in together.items()
+    ]
     union = np.unique(np.concatenate([cols for _, cols, _ in groups]))
-    by_class = sum(len(rows) * len(cols) + CALL_CELLS for rows, cols, _ in groups)
-    if len(class_of) * len(union) + CALL_CELLS < by_class:
+    by_group = sum(len(rows) * len(cols) + CALL_CELLS for rows, cols, _ in groups)
+    if len(class_of) * len(union) + CALL_CELLS < by_group:
         return [(np.concatenate([rows for rows, _, _ in groups]), union, False)]
     return groups
 
@@ -160,7 +163,7 @@ def build_arcs(
     `classes` is (class of each task, columns of each class), as the greedy solver has them."""
     class_of, columns = classes
     tasks, pools, scores = [], [], []
-    for rows, cols, same_class in _score_groups(class_of, columns):
+    for rows, cols, same_class in _score_groups(class_of, columns, t.precision):
         step = max(1, CELLS_PER_BLOCK // len(cols))
         for start in range(0, len(rows), step):
             block = rows[start : start + step]
