@@ -656,7 +656,8 @@ def _flow(
         )
     assigned = dict(result.assignment)
     left = np.array([i for i in range(t.n_tasks) if i not in assigned], dtype=np.int64)
-    if len(left) and len(assigned) < result.placeable - 1e-6:  # else none more can be placed
+    # the exact relaxation places no more than `placeable`: then greedy places nothing more
+    if len(left) and (large or len(assigned) < result.placeable - 1e-6):
         free = p.free.copy()
         for i, (j, _, _) in assigned.items():
             free[j] -= t.devices[i]
