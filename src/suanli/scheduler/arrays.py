@@ -540,6 +540,12 @@ def window_mean(
     return (cumulative(start_h + length) - cumulative(start_h)) / length
 
 
+def _shaped(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`values` as an array of `shape`: itself when it has that shape, else a broadcast view
+    (np.broadcast_to costs microseconds a call, and an evaluation makes dozens)."""
+    return values if values.shape == shape else np.broadcast_to(values, shape)
+
+
 def _cells_window(
     prefix: FloatArray,
     rows: IntArray,
@@ -551,12 +557,12 @@ def _cells_window(
     """`window_mean` on the cells whose series vary; `constant` on the others."""
     result = np.broadcast_to(np.asarray(constant, dtype=float), start_h.shape).copy()
     if varying.any():
-        cells = np.broadcast_to(varying, start_h.shape)
+        cells = _shaped(varying, start_h.shape)
         result[cells] = window_mean(
             prefix,
-            np.broadcast_to(rows, start_h.shape)[cells],
+            _shaped(rows, start_h.shape)[cells],
             start_h[cells],
-            np.broadcast_to(length_h, start_h.shape)[cells],
+            _shaped(length_h, start_h.shape)[cells],
         )
     return result
 
@@ -662,7 +668,7 @@ def evaluate(
     hours = duration / 3600.0
     finite_hours = hours if same_class else np.where(np.isfinite(hours), hours, 0.0)
     start_h = (now - snapshot.series_start_s) / 3600.0 + np.asarray(delay_h) + transfer / 3600.0
-    start_h = np.broadcast_to(start_h, duration.shape)
+    start_h = _shaped(start_h, duration.shape)
 
     energy = devices * p.tdp_kw[pc] * finite_hours * p.site_pue[site]
     compute_fen = p.price_fen_per_device_hour[pc] * devices * finite_hours
@@ -712,21 +718,21 @@ def evaluate(
         Objective.CARBON: carbon,
         Objective.LATENCY: rtt,
         Objective.DISTANCE: distance,
-        Objective.LOAD: np.broadcast_to(load / p.count[pc], duration.shape),
-        Objective.REPUTATION: np.broadcast_to(1.0 - p.site_reputation[site], duration.shape),
+        Objective.LOAD: _shaped(load / p.count[pc], duration.shape),
+        Objective.REPUTATION: _shaped(1.0 - p.site_reputation[site], duration.shape),
     }
     shape = duration.shape
     return Evaluation(  # every matrix (n_rows, M); broadcast views where a value is shared
-        masks={name: np.broadcast_to(mask, shape) for name, mask in masks.items()},
+        masks={name: _shaped(mask, shape) for name, mask in masks.items()},
         feasible=feasible,
-        raw={o: np.broadcast_to(v, shape) for o, v in raw.items()},
+        raw={o: _shaped(v, shape) for o, v in raw.items()},
         score=score(raw, feasible, policy, scales),
         duration_s=duration,
-        transfer_s=np.broadcast_to(transfer, shape),
+        transfer_s=_shaped(transfer, shape),
         energy_kwh=energy,
         compute_fen=compute_fen,
-        energy_fen=np.broadcast_to(energy_fen, shape),
-        transfer_fen=np.broadcast_to(transfer_fen, shape),
+        energy_fen=_shaped(energy_fen, shape),
+        transfer_fen=_shaped(transfer_fen, shape),
         carbon_location_kg=carbon_location,
     )
 
