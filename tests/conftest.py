@@ -3,7 +3,8 @@ unless the test asks for one (`@pytest.mark.twin_workers` on the platform fixtur
 SUANLI_TWIN_WORKERS=1 in the server's environment): most tests never replay the twin, and a
 worker per server would double every server's start-up on a two-core machine.
 
-The test process builds httpx's default TLS context once (see `_one_default_tls_context`)."""
+The test process builds httpx's default TLS context once (see `_one_default_tls_context`), and
+the suite's longest modules are collected first (see `pytest_collection_modifyitems`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import os
 import ssl
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 os.environ.setdefault("SUANLI_TWIN_WORKERS", "0")
 
@@ -48,3 +51,23 @@ def _one_default_tls_context() -> None:
 
 
 _one_default_tls_context()
+
+# The suite's longest modules (each holds a test of 25 s or more, `--durations`), collected
+# first: pytest-xdist hands tests out in collection order, so a long test collected late can
+# leave one worker running it alone while the other has nothing left. Order within a module is
+# kept (module-scoped fixtures are set up once); a path no longer in the suite is ignored.
+LONGEST_FIRST = (
+    "tests/integration/platform/test_many_servers.py",
+    "tests/integration/platform/test_tes_snakemake.py",
+    "tests/integration/platform/test_schemathesis.py",
+    "tests/integration/platform/test_fair_share.py",
+    "tests/integration/market/test_money_machine.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every other test keeps its place
