@@ -46,8 +46,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from suanli.scheduler.arrays import PoolArrays, TaskArrays, evaluate
 from suanli.scheduler.model import Objective, Policy, Snapshot
@@ -423,6 +421,11 @@ def _exact_rest(
 ) -> np.ndarray:
     """The arc each of `tasks` takes (-1: none) on the capacity `left` (updated), exactly: a
     small MILP on `arcs` (theirs only)."""
+    # scipy is imported here, not with the module: it is most of the package's import time
+    # (~0.5 s), and every `suanli` process (agent, CLI) imports the scheduler
+    from scipy import sparse
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
     n = len(tasks)
     local = np.searchsorted(tasks, arcs.task)  # tasks are sorted
     m = len(local)
