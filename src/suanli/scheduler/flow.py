@@ -120,6 +120,7 @@ def plan_objective(
     return total
 
 
+PRUNE_WORTH = 0.3  # prune when the tasks that can lose arcs hold this share of them
 CALL_CELLS = 2_000  # what one more call of `evaluate` costs, in cells scored
 
 
@@ -200,8 +201,9 @@ def prune_arcs(
     d = devices.astype(np.int64)
     room = np.maximum(0, free[arcs.pool] - d[arcs.task] + 1)
     need = int(d.sum()) - d + 1
-    if not np.any(np.bincount(arcs.task, weights=room, minlength=len(d)) >= need):
-        return arcs  # capacity is plentiful everywhere: nothing can go
+    can = np.bincount(arcs.task, weights=room, minlength=len(d)) >= need
+    if np.count_nonzero(can[arcs.task]) < PRUNE_WORTH * m:
+        return arcs  # capacity is plentiful: too few arcs could go to pay for the sort
     # by task (the arcs are grouped so already), cheapest first within a task
     starts = np.flatnonzero(np.r_[True, arcs.task[1:] != arcs.task[:-1]])
     sizes = np.diff(np.r_[starts, m])
@@ -476,6 +478,7 @@ def flow_assign(
     if arcs is None:
         assert classes is not None
         arcs = build_arcs(t, p, snapshot, policy, now, classes)
+        penalty = _penalty(arcs) if penalty is None else penalty  # over every arc
         arcs = prune_arcs(arcs, t.devices, p.free, p.count, load_weight(policy))
     n = t.n_tasks
     devices = t.devices.astype(np.int64)
