@@ -249,6 +249,19 @@ class TaskArrays:
         return len(self.ids)
 
 
+def groups_of(labels: IntArray) -> list[IntArray]:
+    """The indices of each label's members, labels ascending, members in order (the tasks of
+    each class, by `class_of`)."""
+    order = np.argsort(labels, kind="stable")
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    return [members for members in np.split(order, cuts) if len(members)]
+
+
+def run_starts(keys: IntArray) -> IntArray:
+    """Where each run of equal values of sorted `keys` starts (the first arc of each task)."""
+    return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+
+
 def subset_tasks(t: TaskArrays, rows: IntArray) -> TaskArrays:
     """The tasks `rows` of `t`, in that order (origins and their tables kept whole)."""
     per_task = {

@@ -44,6 +44,7 @@ from suanli.scheduler.arrays import (
     TaskArrays,
     class_masks,
     evaluate,
+    groups_of,
     pool_arrays,
     subset_tasks,
     task_arrays,
@@ -285,11 +286,7 @@ def greedy_assign(
     block_of: list[_Block | None] = [None] * t.n_tasks
     row_of = np.zeros(t.n_tasks, dtype=np.int64)
     regret = np.full(t.n_tasks, -np.inf)
-    members_sorted = np.argsort(class_of, kind="stable")
-    bounds = np.flatnonzero(np.diff(class_of[members_sorted])) + 1
-    for members in np.split(members_sorted, bounds):
-        if not len(members):
-            continue
+    for members in groups_of(class_of):
         cols = columns[int(class_of[members[0]])]
         if len(cols) == 0:
             continue

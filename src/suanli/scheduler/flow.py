@@ -15,9 +15,10 @@ Steps, each vectorised:
 
 1. **Arcs.** Every task is scored (`arrays.evaluate`, the scores every solver shares) against
    the pools of its class (kind, models, precision, residency) that have room; an arc joins it
-   to every pool that passes its constraints and has room for its devices. Classes are scored
-   one by one, or all tasks against the union of their pools where that is cheaper (few pools
-   with room: a pass over new tasks on a busy network). Then the arcs that no optimal plan
+   to every pool that passes its constraints and has room for its devices. The classes of one
+   precision with the same pools are scored together, or all tasks against the union of their
+   pools where fewer, larger calls are cheaper (few pools with room: a pass over new tasks on a
+   busy network). Then the arcs that no optimal plan
    needs are left out, exactly (`prune_arcs`: a task keeps its cheapest arcs until their pools
    could hold the whole batch besides it, and all arcs within the load term's reach of those);
    on a busy network that is most of them.
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from suanli.scheduler.arrays import PoolArrays, TaskArrays, evaluate
+from suanli.scheduler.arrays import PoolArrays, TaskArrays, evaluate, groups_of, run_starts
 from suanli.scheduler.model import Objective, Policy, Snapshot
 
 # the largest batch the flow solver takes (task x pool pairs): scoring every arc and the flow on
@@ -132,9 +133,8 @@ def _score_groups(
     together; or, where those calls cost more than the cells they save, every task against
     the union of the classes' pools (the constraints checked cell by cell then)."""
     together: dict[tuple[int, bytes], list[np.ndarray]] = {}
-    order = np.argsort(class_of, kind="stable")
-    for members in np.split(order, np.flatnonzero(np.diff(class_of[order])) + 1):
-        if len(members) and len(cols := columns[int(class_of[members[0]])]):
+    for members in groups_of(class_of):
+        if len(cols := columns[int(class_of[members[0]])]):
             key = (int(precision[members[0]]), cols.tobytes())
             together.setdefault(key, []).append(members)
     if not together:
@@ -205,7 +205,7 @@ def prune_arcs(
     if np.count_nonzero(can[arcs.task]) < PRUNE_WORTH * m:
         return arcs  # capacity is plentiful: too few arcs could go to pay for the sort
     # by task (the arcs are grouped so already), cheapest first within a task
-    starts = np.flatnonzero(np.r_[True, arcs.task[1:] != arcs.task[:-1]])
+    starts = run_starts(arcs.task)
     sizes = np.diff(np.r_[starts, m])
     low = np.repeat(np.minimum.reduceat(arcs.score, starts), sizes)
     span = np.repeat(np.maximum.reduceat(arcs.score, starts), sizes) - low
@@ -394,7 +394,7 @@ def residual_prices(
         order = np.argsort(source, kind="stable")
         source, target, length = source[order], target[order], length[order]
         if len(source):
-            cuts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
+            cuts = run_starts(source)
             heads = source[cuts]
     price = room.copy()
     tolerance = 1e-12 * float(np.max(penalty, initial=1.0))
@@ -542,7 +542,7 @@ def _runners_up(arcs: Arcs, n: int, chosen: np.ndarray) -> np.ndarray:
     score[chosen[chosen >= 0]] = np.inf
     if not len(score):
         return runner
-    starts = np.flatnonzero(np.r_[True, arcs.task[1:] != arcs.task[:-1]])
+    starts = run_starts(arcs.task)
     best = np.minimum.reduceat(score, starts)
     at_best = np.isfinite(score) & (score == np.repeat(best, np.diff(np.r_[starts, len(score)])))
     first = np.unique(arcs.task[at_best], return_index=True)

@@ -54,6 +54,7 @@ from suanli.scheduler.arrays import (
     TaskArrays,
     class_features,
     evaluate,
+    groups_of,
 )
 from suanli.scheduler.flow import (
     Arcs,
@@ -132,13 +133,10 @@ def _estimates(
 
 def _by_class(f: ClassFeatures, p: PoolArrays) -> Classes:
     """(class, its tasks, its open pools) for every class."""
-    order = np.argsort(f.class_of, kind="stable")
-    cuts = np.flatnonzero(np.diff(f.class_of[order])) + 1
     result = []
-    for members in np.split(order, cuts):
-        if len(members):
-            c = int(f.class_of[members[0]])
-            result.append((c, members, np.flatnonzero(f.open_[c])))
+    for members in groups_of(f.class_of):
+        c = int(f.class_of[members[0]])
+        result.append((c, members, np.flatnonzero(f.open_[c])))
     return result
 
 
