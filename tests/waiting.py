@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 import httpx
+from sqlalchemy import Engine, text
 
 T = TypeVar("T")
 
@@ -56,3 +57,18 @@ def healthy(url: str, verify: Any = True) -> bool:
         return httpx.get(f"{url}/healthz", verify=verify, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def lock_waiters(engine: Engine) -> int:
+    """How many sessions of `engine`'s database wait on a lock now. Each look opens its own
+    connection: PostgreSQL keeps one snapshot of `pg_stat_activity` per transaction, so looking
+    again in the same transaction would never see a session that began waiting meanwhile."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )

@@ -38,7 +38,7 @@ from suanli.services.core import (
 )
 from suanli.store.db import _alembic_config, make_engine, session_factory, upgrade
 from suanli.store.models import Principal
-from tests.waiting import wait_until
+from tests.waiting import lock_waiters, wait_until
 
 
 def _audit(url: str, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -313,16 +313,7 @@ def test_an_audit_and_a_money_writer_do_not_deadlock(engine: Engine) -> None:
 
     auditor = threading.Thread(target=audit)
     auditor.start()
-    with engine.connect() as watcher:
-        wait_until(
-            lambda: watcher.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()"
-                )
-            ).scalar_one(),
-            "the audit to wait for the writer's stream head",
-        )
+    wait_until(lambda: lock_waiters(engine), "the audit to wait for the writer's stream head")
     who = writer.get(Principal, operator.id)
     assert who is not None
     market.credit(writer, who, consumer.id, 100)  # the money head, after stream 9's

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from suanli.errors import InvalidValue
 from suanli.services import budgets, market
 from suanli.services.core import NotFound
 from suanli.store.models import BudgetAlertRow, EventRow, OrderRow
 from tests.integration.platform.conftest import Platform, database_url, platform
-from tests.waiting import poll
+from tests.waiting import lock_waiters, poll
 
 from .money_world import TASK, World
 
@@ -233,18 +233,7 @@ def test_two_concurrent_passes_write_an_alert_once(world: World) -> None:
     two = threading.Thread(target=second)
     two.start()
 
-    def waits_on_a_lock() -> bool:
-        with world.engine.connect() as c:
-            return bool(
-                c.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                        "current_database() AND wait_event_type = 'Lock'"
-                    )
-                ).scalar()
-            )
-
-    assert poll(waits_on_a_lock, timeout_s=30)
+    assert poll(lambda: lock_waiters(world.engine), timeout_s=30)
     hold.set()
     one.join(60)
     two.join(60)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from suanli import ledger
 from suanli.errors import InvalidValue
@@ -24,7 +24,7 @@ from suanli.services import market, payouts
 from suanli.services.core import Conflict, Forbidden, NotFound
 from suanli.store.models import EventRow, LedgerTransaction, PayoutRunRow, PayoutStatementRow
 from tests.integration.platform.conftest import Platform, database_url, platform
-from tests.waiting import poll
+from tests.waiting import lock_waiters, poll
 
 from .money_world import World
 
@@ -216,17 +216,7 @@ def test_two_concurrent_runs_of_a_period_pay_once(world: World) -> None:
     two = threading.Thread(target=second)
     two.start()
 
-    def second_waits_on_a_lock() -> bool:
-        with world.engine.connect() as c:
-            waiting = c.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar()
-        return bool(waiting)
-
-    assert poll(second_waits_on_a_lock, timeout_s=30)
+    assert poll(lambda: lock_waiters(world.engine), timeout_s=30)
     hold.set()
     one.join(60)
     two.join(60)
