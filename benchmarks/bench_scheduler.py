@@ -104,9 +104,11 @@ def _child_large(seed: int) -> None:
     before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rows = _greedy_rows(problem, n_tasks, n_pools)
     incremental = _incremental_rows(problem)
+    floors = _floors(problem)
     print(
         json.dumps(
             {
+                "floors": floors,
                 "generate_s": generate_s,
                 "parse_s": parse_s,
                 "rss_before_place_mib": before_kib / 1024,
@@ -165,6 +167,115 @@ def _incremental_rows(problem: Any) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _floors(problem: Any) -> dict[str, Any]:
+    """What any `place()` of this batch pays before and after its solver decides anything,
+    measured here: the limit its throughput is judged against.
+
+    - input: `task_arrays`, the batch's tasks as columns (every solver starts there);
+    - output: building the plan's `Placement`s and `Breakdown`s from values already computed
+      (the fields of the greedy plan of this batch, taken apart first, outside the timer);
+    - scores: every task scored once against the pools of its class with room (`evaluate`,
+      the exact objective every solver shares), in the blocks greedy uses;
+    - flow: OR-Tools' min-cost flow (`flow.solve_tasks`, no load term, no dual prices) on the
+      smallest network with a node per task that still gives each a runner-up: its two
+      cheapest arcs of those scores. A plan within 1% of the bound on `green` needs a flow
+      over the tasks (greedy is tens of percent off there), and a class cannot stand for its
+      tasks: they differ in devices, work and data, so in cost.
+    """
+    import numpy as np
+
+    from suanli.scheduler import POLICIES, engine, flow, place
+    from suanli.scheduler.arrays import evaluate, groups_of, pool_arrays, task_arrays
+    from suanli.scheduler.model import Breakdown, Placement
+
+    tasks, snapshot, now = problem.tasks, problem.snapshot, problem.now_s
+    policy = POLICIES["cost"]
+    _progress(f"floors: input, output and scores of {len(tasks):,} tasks")
+    pools = pool_arrays(snapshot)
+    start = time.perf_counter()
+    t = task_arrays(tasks, snapshot, pools)
+    input_s = time.perf_counter() - start
+    plan = place(tasks, snapshot, policy, problem.now_s, solver="greedy")
+    fields = [
+        (
+            [getattr(x, f) for f in Placement.__slots__ if f != "breakdown"],
+            [getattr(x.breakdown, f) for f in Breakdown.__slots__],
+        )
+        for x in plan.placements
+    ]
+    start = time.perf_counter()
+    for (task, pool, site, start_s, end_s, score, runner, waited, fen, kg), made in fields:
+        Placement(
+            task, pool, site, start_s, end_s, Breakdown(*made), score, runner, waited, fen, kg
+        )
+    output_s = time.perf_counter() - start
+    class_of, representatives = engine._classes(t)
+    columns = engine._class_columns(t, pools, representatives)
+    cells = 0
+    two: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # task, pool, score
+    start = time.perf_counter()
+    for members in groups_of(class_of):
+        cols = columns[int(class_of[members[0]])]
+        if len(cols) == 0:
+            continue
+        step = engine._blocks(len(members), len(cols))
+        for first in range(0, len(members), step):
+            rows = members[first : first + step]
+            score = evaluate(
+                t, rows, pools, snapshot, policy, now, cols=cols[None, :], same_class=True
+            ).score
+            cells += score.size
+            if len(cols) >= 2:
+                best = np.argpartition(score, 1, axis=1)[:, :2]
+                two.append(
+                    (
+                        np.repeat(rows, 2),
+                        cols[best].ravel(),
+                        np.take_along_axis(score, best, axis=1).ravel(),
+                    )
+                )
+    scores_s = time.perf_counter() - start
+    task, pool, score = (np.concatenate(column) for column in zip(*two, strict=True))
+    finite = np.isfinite(score)
+    order = np.argsort(task[finite], kind="stable")
+    arcs = flow.Arcs(task[finite][order], pool[finite][order], score[finite][order])
+    _progress(f"floors: a min-cost flow on {len(arcs.task):,} arcs")
+    start = time.perf_counter()
+    network = flow.solve_tasks(
+        arcs, t.devices.astype(np.int64), flow._penalty(arcs), pools, 0.0, with_prices=False
+    )
+    flow_s = time.perf_counter() - start
+    n = len(tasks)
+    return {
+        "tasks": n,
+        "placements": len(fields),
+        "input_s": round(input_s, 3),
+        "output_s": round(output_s, 3),
+        "scores_s": round(scores_s, 3),
+        "cells_scored": cells,
+        "flow_arcs": len(arcs.task),
+        "flow_s": round(flow_s, 3),
+        "flow_status": network.status,
+        "tasks_per_s_input_output": round(n / (input_s + output_s)),
+        "tasks_per_s_all_three": round(n / (input_s + output_s + scores_s)),
+    }
+
+
+def _print_floors(f: dict[str, Any]) -> None:
+    label = f"floors of any place(), {f['tasks']:,} tasks"
+    print(
+        f"{label:<44} {f['tasks_per_s_all_three']:>12,} tasks/s at most  (input "
+        f"{f['input_s']:.2f} s + output {f['output_s']:.2f} s [{f['tasks_per_s_input_output']:,}"
+        f" tasks/s] + scoring {f['cells_scored'] / 1e6:.1f}M feasible pairs once "
+        f"{f['scores_s']:.2f} s; no solver time)"
+    )
+    label = f"floor of a flow over {f['tasks']:,} tasks"
+    print(
+        f"{label:<44} {f['tasks'] / f['flow_s']:>12,.0f} tasks/s at most  (OR-Tools min-cost "
+        f"flow on {f['flow_arcs']:,} arcs, two per task: {f['flow_s']:.2f} s, {f['flow_status']})"
+    )
 
 
 def _print_incremental(rows: list[dict[str, Any]]) -> None:
@@ -292,6 +403,7 @@ def _large(seed: int) -> dict[str, Any]:
     _print_instance(n_tasks, n_pools, child["generate_s"], child["parse_s"])
     _print_greedy(child["greedy"])
     _print_incremental(child["incremental"])
+    _print_floors(child["floors"])
     label = f"peak RSS, child {n_tasks:,} x {n_pools:,}"
     print(
         f"{label:<44} {peak_mib:>12.1f} MiB  ({child['rss_before_place_mib']:.1f} MiB "
@@ -304,6 +416,7 @@ def _large(seed: int) -> dict[str, Any]:
         "parse_s": round(child["parse_s"], 3),
         "greedy": child["greedy"],
         "incremental": child["incremental"],
+        "floors": child["floors"],
         "peak_memory": {
             "method": "ru_maxrss of a child process (resource.RUSAGE_CHILDREN); the child "
             "generates, parses and places (greedy on balanced, cost and green; flow where it "
@@ -357,6 +470,7 @@ def main(argv: list[str] | None = None) -> None:
         "greedy": small + at_limit + ([] if large is None else large["greedy"]),
         "peak_memory": None if large is None else large["peak_memory"],
         "incremental": None if large is None else large["incremental"],
+        "floors": None if large is None else large["floors"],
         "optimal": {
             "tasks": OPTIMAL_SIZE[0],
             "pools": OPTIMAL_SIZE[1],
