@@ -34,6 +34,7 @@ test: $(STAMP) $(SNAKEMAKE_STAMP) $(CONSOLE_ASSETS) ## The whole suite (SQLite a
 bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_metering.py
 	$(BIN)/python benchmarks/bench_scheduler.py
+	$(BIN)/python benchmarks/bench_forecast.py
 	$(BIN)/python benchmarks/bench_platform.py
 	$(BIN)/python benchmarks/bench_latency.py
 	$(BIN)/python benchmarks/bench_admission.py

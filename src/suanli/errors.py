@@ -140,3 +140,10 @@ class FieldError(InvalidValue):
             f"invalid {field}={value!r}: {cause.message_en}",
             f"{field} 的值 {value!r} 无效：{cause.message_zh}",
         )
+
+
+class UnknownSeries(UnknownName):
+    kind_en = "series"
+    kind_zh = "序列"
+    listing_en = "list the shipped series with 'suanli forecast series'"
+    listing_zh = "用 'suanli forecast series' 查看全部序列"

@@ -1,0 +1,202 @@
+"""Live load forecasts: each site's busy devices per hour, from the platform's own events, and
+the forecast of the hours ahead (`suanli.forecast`).
+
+A task holds its devices while it is INITIALIZING or RUNNING (leased to an agent). Its state
+changes are in the event log (`task.state`), so a site's history is the devices of its tasks
+summed over the time they held them, per whole UTC hour, over the last HISTORY_H hours (or
+since the site was registered). A task counts at the site it is placed on now (one requeued
+to another site counts there for its whole history: rare, and noted in docs/forecast.md).
+
+The history ends at the last whole hour; the forecast starts at the current hour. Forecasts are
+kept per (site, hours, level) until the hour turns, so the server computes each at most once an
+hour however often it is asked.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from suanli import forecast as forecasting
+from suanli.errors import InvalidValue
+from suanli.services.core import NotFound, State, aware, now
+from suanli.store.models import EventRow, SiteRow, TaskRow
+
+HISTORY_H = 56 * 24  # what the forecaster can use: 28 days to fit, 28 more to calibrate
+HOLDING = frozenset({State.INITIALIZING.value, State.RUNNING.value})
+HOUR = timedelta(hours=1)
+
+
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_ceil(moment: datetime) -> datetime:
+    floor = _hour_floor(moment)
+    return floor if floor == moment else floor + HOUR
+
+
+def busy_history(session: Session, site_ids: list[str], end: datetime) -> dict[str, np.ndarray]:
+    """Mean busy devices per whole hour for each site, from HISTORY_H hours before `end` (a
+    whole hour) or the site's registration, whichever is later, to `end`."""
+    start = end - HISTORY_H * HOUR
+    sites = {s.id: s for s in session.scalars(select(SiteRow).where(SiteRow.id.in_(site_ids)))}
+    first = {sid: max(start, _hour_ceil(aware(site.created_at))) for sid, site in sites.items()}
+    busy = {sid: np.zeros(HISTORY_H) for sid in sites}
+    tasks = {
+        t.id: t
+        for t in session.scalars(
+            select(TaskRow).where(TaskRow.site_id.in_(list(sites)), TaskRow.created_at < end)
+        )
+    }
+    changes: dict[str, list[tuple[datetime, str, str]]] = {task_id: [] for task_id in tasks}
+    if tasks:
+        events = session.execute(
+            select(EventRow.subject, EventRow.at, EventRow.data)
+            .where(EventRow.kind == "task.state", EventRow.subject.in_(list(tasks)))
+            .where(EventRow.at < end)
+            .order_by(EventRow.seq)
+        )
+        for subject, at, data in events:
+            changes[subject].append((aware(at), data["from"], data["to"]))
+
+    def hold(site_id: str, devices: int, since: datetime, until: datetime) -> None:
+        since, until = max(since, start), min(until, end)
+        moment = since
+        while moment < until:  # spread over the hours it covers
+            hour = _hour_floor(moment)
+            upto = min(until, hour + HOUR)
+            index = int((hour - start) / HOUR)
+            busy[site_id][index] += devices * (upto - moment) / HOUR
+            moment = upto
+
+    for task_id, task in tasks.items():
+        site_id = task.site_id
+        if site_id not in busy:
+            continue
+        held_since: datetime | None = None
+        for at, _, to in changes[task_id]:
+            if to in HOLDING and held_since is None:
+                held_since = at
+            elif to not in HOLDING and held_since is not None:
+                hold(site_id, task.devices, held_since, at)
+                held_since = None
+        if held_since is not None:
+            hold(site_id, task.devices, held_since, end)
+    return {
+        sid: values[int((first[sid] - start) / HOUR) :] if first[sid] < end else values[:0]
+        for sid, values in busy.items()
+    }
+
+
+@dataclass(frozen=True)
+class SiteForecast:
+    site: str
+    history_hours: int
+    history: list[float]  # the last hours of the history, oldest first (up to `hours` of them)
+    start: datetime  # the first forecast hour
+    mean: list[float]
+    lower: list[float]
+    upper: list[float]
+    weights: tuple[float, float, float] | None
+    unavailable: str | None  # why there is no forecast (too little history), else None
+
+
+_cache: dict[tuple[str, int, float, datetime], SiteForecast] = {}
+_cache_lock = threading.Lock()
+
+
+def site_forecasts(
+    session: Session, site_id: str | None, hours: int, level: float
+) -> tuple[datetime, list[SiteForecast]]:
+    """The forecast of every site (or one), `hours` ahead with intervals of probability
+    `level`; when the hour turns every site is computed again."""
+    if not 1 <= hours <= forecasting.model.MAX_HORIZON_H:
+        limit = forecasting.model.MAX_HORIZON_H
+        raise InvalidValue("hours", hours, f"whole hours in [1, {limit}]", f"[1, {limit}] 小时")
+    if not 0 < level < 1:
+        raise InvalidValue("level", level, "a share in (0, 1)", "(0, 1) 内的比例")
+    current = _hour_floor(now(session))
+    ids = list(session.scalars(select(SiteRow.id).order_by(SiteRow.id)))
+    if site_id is not None:
+        if site_id not in ids:
+            raise NotFound("site", site_id)
+        ids = [site_id]
+    with _cache_lock:
+        for key in [k for k in _cache if k[3] != current]:
+            del _cache[key]
+        found = {sid: _cache.get((sid, hours, level, current)) for sid in ids}
+    missing = [sid for sid, made in found.items() if made is None]
+    if missing:
+        histories = busy_history(session, missing, current)
+        for sid in missing:
+            made = _forecast_one(sid, histories[sid], current, hours, level)
+            found[sid] = made
+            with _cache_lock:
+                _cache[(sid, hours, level, current)] = made
+    return current, [made for made in found.values() if made is not None]
+
+
+def _forecast_one(
+    site_id: str, history: np.ndarray, start: datetime, hours: int, level: float
+) -> SiteForecast:
+    need = forecasting.min_history_h(hours)
+    shown = [round(float(v), 3) for v in history[-hours:]]
+    if len(history) < need:
+        return SiteForecast(
+            site_id,
+            len(history),
+            shown,
+            start,
+            [],
+            [],
+            [],
+            None,
+            f"needs {need} whole hours of history for {hours} h ahead, has {len(history)}",
+        )
+    made = forecasting.forecast(history, hours, level)
+    return SiteForecast(
+        site_id,
+        len(history),
+        shown,
+        start,
+        [round(float(v), 3) for v in made.mean],
+        [round(float(v), 3) for v in made.lower],
+        [round(float(v), 3) for v in made.upper],
+        made.weights,
+        None,
+    )
+
+
+def forecast_read(
+    start: datetime, made: list[SiteForecast], hours: int, level: float
+) -> dict[str, Any]:
+    """The JSON body of `GET /v1/forecasts`."""
+    return {
+        "start": start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "hours": hours,
+        "level": level,
+        "unit": "busy devices (mean over the hour)",
+        "method": forecasting.model.METHOD,
+        "sites": [
+            {
+                "site": f.site,
+                "history_hours": f.history_hours,
+                "history": f.history,
+                "mean": f.mean,
+                "lower": f.lower,
+                "upper": f.upper,
+                "weights": None
+                if f.weights is None
+                else dict(zip(("naive", "seasonal_naive", "holt_winters"), f.weights, strict=True)),
+                "unavailable": f.unavailable,
+            }
+            for f in made
+        ],
+    }

@@ -1,0 +1,102 @@
+"""Live load forecasts (`GET /v1/forecasts`, `suanli forecast`): a site's busy devices per hour
+come from the platform's own task events, and the forecast follows them.
+
+The history is made through the services the server runs (quote, accept, the pass, lease,
+RUNNING, COMPLETE) on a virtual clock set in the past, while the server is stopped: each hour
+of the pattern runs `PATTERN[hour of day]` one-device tasks for exactly that hour."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from suanli.forecast import min_history_h
+from suanli.store.models import SiteRow
+from tests.integration.platform.conftest import Platform, database_url, platform
+
+from .money_world import World
+
+__all__ = ["database_url", "platform"]  # fixtures
+
+PATTERN = [0] * 8 + [1] * 8 + [2] * 8  # busy devices by hour of day (UTC)
+HOURS = min_history_h(24) + 4  # enough history for a 24 h forecast, and a little more
+
+
+def test_forecasts_follow_the_sites_own_history(platform: Platform) -> None:
+    platform.stop()
+    now = datetime.now(UTC)
+    end = now.replace(minute=0, second=0, microsecond=0)  # the pattern fills every whole hour
+    start = end - timedelta(hours=HOURS)
+    world = World(platform.database_url, start)
+    try:
+        busy = world.provider("busy")
+        lab = world.consumer("lab", 10_000_000)
+        late = None
+        for hour in range(HOURS):
+            at = start + timedelta(hours=hour)
+            world.clock.set(at)
+            if at == end - timedelta(hours=30):
+                late = world.provider("late")  # registered 30 h ago: too little history
+            orders = [world.order(lab, busy, 3600.0) for _ in range(PATTERN[at.hour])]
+            world.clock.set(at + timedelta(hours=1))
+            for order in orders:
+                world.finish(order, 3600.0)
+        assert late is not None
+        with world.unit() as s:
+            sites = {row.owner_id: row.id for row in s.query(SiteRow)}
+        busy_site, late_site = sites[busy.who.id], sites[late.who.id]
+    finally:
+        world.close()
+    platform.start()
+    with platform.client(world.tokens["lab"]) as http:
+        answer = http.get("/v1/forecasts", params={"hours": 24})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        first = datetime.fromisoformat(body["start"].replace("Z", "+00:00"))
+        assert first in (end, end + timedelta(hours=1))  # the hour may turn during the test
+        rows = {row["site"]: row for row in body["sites"]}
+        shown = rows[busy_site]
+        assert shown["unavailable"] is None
+        assert shown["history_hours"] == HOURS + int((first - end) / timedelta(hours=1))
+        expected_history = [
+            float(PATTERN[h.hour]) if h < end else 0.0
+            for h in (first - timedelta(hours=24 - k) for k in range(24))
+        ]
+        assert shown["history"] == expected_history
+        truth = [float(PATTERN[(first + timedelta(hours=k)).hour]) for k in range(24)]
+        assert len(shown["mean"]) == 24
+        if first == end:  # the forecast of an exactly daily pattern is the pattern
+            assert max(abs(m - t) for m, t in zip(shown["mean"], truth, strict=True)) < 0.5
+            assert shown["weights"]["seasonal_naive"] >= 0.75
+        assert all(
+            lo <= m <= hi
+            for lo, m, hi in zip(shown["lower"], shown["mean"], shown["upper"], strict=True)
+        )
+        assert rows[late_site]["mean"] == []
+        assert "needs 96 whole hours of history" in rows[late_site]["unavailable"]
+        one = http.get("/v1/forecasts", params={"site": busy_site, "hours": 6}).json()
+        assert [row["site"] for row in one["sites"]] == [busy_site]
+        assert one["sites"][0]["mean"] == shown["mean"][:6] or first != end
+        bad = http.get("/v1/forecasts", params={"hours": 0})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "query.hours"
+        assert http.get("/v1/forecasts", params={"site": "nowhere"}).status_code == 404
+    env = {**platform.env, "SUANLI_SERVER": platform.url, "SUANLI_TOKEN": world.tokens["lab"]}
+    done = subprocess.run(
+        [sys.executable, "-m", "suanli", "forecast", "--site", busy_site, "--hours", "6", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["sites"][0]["mean"]) == 6
+    table = subprocess.run(
+        [sys.executable, "-m", "suanli", "forecast", "--site", late_site],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert table.returncode == 0 and "no forecast yet" in table.stdout, table.stdout

@@ -1,0 +1,172 @@
+"""The forecaster and its backtests: behaviour on series whose future is known, the shipped
+public series, bad input, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from suanli.cli import app
+from suanli.errors import InvalidValue, UnknownSeries
+from suanli.forecast import (
+    backtest,
+    forecast,
+    min_history_h,
+    public_series,
+    seasonal_naive,
+    series_ids,
+)
+from suanli.forecast.model import PERIOD_H
+
+runner = CliRunner()
+DAY = np.array([10.0 + 8.0 * np.sin(2 * np.pi * h / 24) for h in range(24)])
+
+
+def _daily(days: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.tile(DAY, days) + noise * rng.standard_normal(24 * days)
+
+
+def test_seasonal_naive_repeats_the_last_period() -> None:
+    history = np.arange(100.0)
+    assert seasonal_naive(history, 30).tolist() == [*range(76, 100), *range(76, 82)]
+
+
+def test_a_flat_history_forecasts_itself_with_no_spread() -> None:
+    made = forecast(np.full(200, 7.0), 48)
+    assert np.allclose(made.mean, 7.0) and np.allclose(made.lower, 7.0)
+    assert np.allclose(made.upper, 7.0)
+
+
+def test_an_exact_daily_cycle_is_forecast_closely_and_narrowly() -> None:
+    history = _daily(20)
+    made = forecast(history, 24)
+    assert np.max(np.abs(made.mean - DAY)) < 0.5  # the amplitude is 8
+    assert np.all(made.lower <= made.mean) and np.all(made.mean <= made.upper)
+    assert np.max(made.upper - made.lower) < 1.0
+
+
+def test_the_weights_follow_the_series() -> None:
+    """An exact daily cycle leans on seasonal naive; a random walk (persistent load) does not
+    (naive or Holt-Winters, whose level follows the last hours), and there the forecast beats
+    seasonal naive."""
+    cyclic = forecast(_daily(20), 24)
+    assert cyclic.weights[1] >= 0.75, cyclic.weights
+    ours, theirs = [], []
+    for seed in range(12):  # over several draws: one walk's next day is a coin toss
+        steps = np.random.default_rng(seed).standard_normal(24 * 21)
+        walk, truth = 100 + np.cumsum(steps)[:-24], 100 + np.cumsum(steps)[-24:]
+        walked = forecast(walk, 24)
+        assert walked.weights[1] <= 0.25, walked.weights  # naive or Holt-Winters, not last day
+        ours.append(np.mean(np.abs(walked.mean - truth)))
+        theirs.append(np.mean(np.abs(seasonal_naive(walk, 24) - truth)))
+    assert np.mean(ours) < 0.9 * np.mean(theirs), (np.mean(ours), np.mean(theirs))
+
+
+def test_the_interval_is_calibrated_on_noise() -> None:
+    """On a noisy daily cycle the 80% interval holds about 80% of the next day's hours
+    (averaged over 30 seeds: a property of the method, not of one draw)."""
+    inside = []
+    for seed in range(30):
+        series = _daily(16, noise=2.0, seed=seed)
+        made = forecast(series[:-24], 24)
+        actual = series[-24:]
+        inside.append(np.mean((actual >= made.lower) & (actual <= made.upper)))
+    assert 0.7 <= float(np.mean(inside)) <= 0.95, np.mean(inside)
+
+
+def test_values_are_never_negative() -> None:
+    falling = np.concatenate([np.linspace(50, 0.2, 150), np.zeros(2)])
+    made = forecast(falling, 24)
+    assert np.all(made.mean >= 0) and np.all(made.lower >= 0)
+
+
+@pytest.mark.parametrize(
+    ("history", "hours", "level", "field"),
+    [
+        (np.ones(95), 24, 0.8, "history"),  # 3 x 24 + 24 needed
+        (np.ones(200), 0, 0.8, "hours"),
+        (np.ones(200), 169, 0.8, "hours"),
+        (np.ones(200), 24, 1.0, "level"),
+        (np.ones(200), 24, 0.0, "level"),
+        (np.r_[np.ones(150), np.nan, np.ones(49)], 24, 0.8, "history"),
+    ],
+)
+def test_bad_input_names_the_field(
+    history: np.ndarray, hours: int, level: float, field: str
+) -> None:
+    with pytest.raises(InvalidValue) as caught:
+        forecast(history, hours, level)
+    assert caught.value.field == field
+
+
+def test_min_history_is_three_periods_and_a_horizon() -> None:
+    assert min_history_h(24) == 3 * PERIOD_H + 24
+    forecast(np.ones(min_history_h(48)) + np.arange(min_history_h(48)) % 3, 48)  # takes it
+
+
+def test_the_shipped_series_are_whole_hours_and_named() -> None:
+    ids = series_ids()
+    assert ids == [
+        "philly_active_nodes",
+        "earth_vchbv_running_gpus",
+        "dlrm_busy_gpus",
+        "openb_busy_gpus",
+    ]
+    lengths = {i: len(public_series(i).values) for i in ids}
+    assert lengths == {
+        "philly_active_nodes": 1771,  # 2017-10-03 00:00 to 2017-12-15 18:00, gap filled
+        "earth_vchbv_running_gpus": 744,  # May 2020
+        "dlrm_busy_gpus": 743,
+        "openb_busy_gpus": 3583,
+    }
+    philly = public_series("philly_active_nodes")
+    assert philly.values.min() >= 0 and philly.values.max() <= 552  # the trace's most nodes
+    assert philly.name_zh and philly.licence == "MIT"
+    with pytest.raises(UnknownSeries):
+        public_series("philly")
+
+
+def test_a_backtest_scores_against_seasonal_naive() -> None:
+    """On a series whose seasonal-naive forecast is exact, the forecast is near exact too; on a
+    persistent random walk the ratio to seasonal naive is well below 1."""
+    cycle = _daily(30)
+    done = backtest(cycle, 24, origins=3)
+    assert done.origins == 3 and done.mase_seasonal_naive == 0.0 and done.mase < 0.05
+    walk = 100 + np.cumsum(np.random.default_rng(5).standard_normal(24 * 30))
+    walked = backtest(walk, 24, origins=5, every_h=24)
+    assert walked.ratio < 0.9, walked
+    assert 0.0 <= walked.coverage <= 1.0
+    assert walked.ratio == pytest.approx(walked.mase / walked.mase_seasonal_naive)
+
+
+def test_a_backtest_with_too_many_origins_says_how_many_fit() -> None:
+    with pytest.raises(InvalidValue) as caught:
+        backtest(np.ones(200), 24, origins=10)
+    assert caught.value.field == "origins" and "at most 4 for 200 hours" in str(caught.value)
+    assert backtest(np.ones(200) + np.arange(200) % 5, 24).origins == 4  # all that fit
+    with pytest.raises(InvalidValue) as caught:
+        backtest(np.ones(119), 24)
+    assert caught.value.field == "values" and "at least 120 hours" in str(caught.value)
+
+
+def test_cli_forecast_and_backtest() -> None:
+    shown = runner.invoke(
+        app, ["forecast", "show", "--series", "earth_vchbv_running_gpus", "--hours", "6", "--json"]
+    )
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.stdout)
+    assert [h["hour"] for h in body["hours"]] == list(range(744, 750))
+    assert all(h["lower"] <= h["mean"] <= h["upper"] for h in body["hours"])
+    tested = runner.invoke(
+        app,
+        ["forecast", "backtest", "--series", "dlrm_busy_gpus", "--origins", "2", "--json"],
+    )
+    assert tested.exit_code == 0, tested.output
+    [row] = json.loads(tested.stdout)
+    assert row["series"] == "dlrm_busy_gpus" and row["origins"] == 2 and row["hours"] == 24
+    bad = runner.invoke(app, ["forecast", "show", "--series", "earth", "--hours", "6"])
+    assert bad.exit_code == 2 and "earth_vchbv_running_gpus" in bad.stderr
