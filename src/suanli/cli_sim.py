@@ -29,6 +29,13 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         compare: Annotated[str | None, typer.Option(help="P1,P2,... / 对比多个策略")] = None,
         seed: Annotated[int, typer.Option(help="Seed for origins / 随机种子")] = 0,
         scale: Annotated[float, typer.Option(help="GPUs per published rack / 规模")] = 0.004,
+        utilisation: Annotated[
+            float | None,
+            typer.Option(
+                help="Size the network so the trace keeps this share of its GPUs busy "
+                "(instead of --scale) / 按目标 GPU 利用率确定网络规模"
+            ),
+        ] = None,
         limit: Annotated[int | None, typer.Option(help="First N jobs / 前 N 个作业")] = None,
         hours: Annotated[float | None, typer.Option(help="First H hours / 前 H 小时")] = None,
         time_scale: Annotated[float, typer.Option(help="Stretch time / 时间缩放")] = 1.0,
@@ -47,7 +54,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         from suanli.scheduler import policy_named
         from suanli.sim import report as reports
         from suanli.sim.traces import load_trace, shape
-        from suanli.sim.twin import national_network, run
+        from suanli.sim.twin import national_network, replicate, run, size_for_utilisation
 
         checks.positive("scale", scale)
         if deferrable_slack_h is not None:
@@ -58,7 +65,22 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         shaped = shape(
             load_trace(trace), limit=limit, hours=hours, time_scale=time_scale, seed=seed
         )
-        network = national_network(scale)
+        sizing = None
+        if utilisation is not None:
+            sizing = size_for_utilisation(shaped, utilisation)
+            scale = sizing.scale
+            shaped = replicate(shaped, sizing.copies)
+            network = national_network(scale)
+            err.print(
+                f"sized for {utilisation:.0%} of the GPUs busy: {sizing.gpus:,} GPUs (scale "
+                f"{scale:.3g} GPUs per published rack), the trace played {sizing.copies} "
+                f"time(s) over, offering {sizing.offered_gpus:,.1f} GPUs on average while it "
+                f"arrives; the table's Busy column is what the replay measured / 按利用率 "
+                f"{utilisation:.0%} 确定规模：{sizing.gpus:,} 块 GPU，轨迹重复 {sizing.copies} 次",
+                markup=False,
+            )
+        else:
+            network = national_network(scale)
         results = []
         with Progress(console=err, transient=True) as progress:
             for name in policies:
@@ -78,10 +100,11 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             "Rejected 拒绝",
             "Cost CNY 费用",
             "Energy kWh 能耗",
-            "Carbon kg 碳排",
-            "Latency ms 时延",
-            "Wait p50/p99 s",
-            "West 西部占比",
+            "Carbon kg market/location 碳排 市场/位置",
+            "Latency p50/p99 ms 时延",
+            "Wait p50/p99 s 等待",
+            "West GPU-h/CPU-h 西部占比",
+            "Busy GPU/CPU 忙碌",
             "Events/s",
         ):
             table.add_column(column)
@@ -93,10 +116,11 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 f"{m['tasks_rejected']:,}",
                 f"{m['cost_fen'] / 100:,.2f}",
                 f"{m['energy_kwh']:,.1f}",
-                f"{m['carbon_kg']:,.1f}",
-                f"{m['latency_ms_mean']:.1f}",
+                f"{m['carbon_kg']:,.1f}/{m['carbon_location_kg']:,.1f}",
+                f"{m['latency_ms_p50']:.1f}/{m['latency_ms_p99']:.1f}",
                 f"{m['wait_s_p50']:,.0f}/{m['wait_s_p99']:,.0f}",
-                f"{m['west_share']:.0%}",
+                f"{m['west_share_gpu_hours']:.0%}/{m['west_share_cpu_core_hours']:.0%}",
+                f"{m['busy_share_gpu']:.1%}/{m['busy_share_cpu']:.1%}",
                 f"{m['events_per_s']:,.0f}",
             )
         out.print(table)
@@ -105,6 +129,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             "jobs": len(shaped.jobs),
             "dropped": shaped.dropped,
             "scale": scale,
+            "sizing": None if sizing is None else sizing.__dict__,
             "seed": seed,
             **reports.document(results),
         }
@@ -163,7 +188,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             "Cost CNY 费用",
             "Carbon kg 碳排",
             "Latency ms 时延",
-            "West 西部占比",
+            "West GPU-h 西部 GPU 时",
         ):
             table.add_column(column)
         for r in rows:
@@ -175,7 +200,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 f"{r['cost_fen'] / 100:,.2f}",
                 f"{r['carbon_kg']:,.1f}",
                 f"{r['latency_ms_mean']:.1f}",
-                f"{r['west_share']:.0%}",
+                f"{r['west_share_gpu_hours']:.0%}",
             )
         out.print(table)
         if json_out is not None:

@@ -135,7 +135,7 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "twin.col.latency": ("Mean latency (ms)", "平均时延（毫秒）"),
     "twin.col.wait": ("Wait p50 / p99 (s)", "等待 p50 / p99（秒）"),
     "twin.col.sla": ("SLA violations", "SLA 违约"),
-    "twin.col.west": ("Work in the west", "西部承载占比"),
+    "twin.col.west": ("GPU-hours in the west", "西部承载 GPU 时占比"),
     "twin.col.utilisation": ("Mean utilisation", "平均利用率"),
     "twin.col.data": ("Data moved (GB)", "数据迁移（GB）"),
     "twin.est": ("est.", "估"),
@@ -154,9 +154,9 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "twin.tradeoffs": ("Against the nearest-site baseline", "相对就近调度基线"),
     "twin.tradeoff": (
         "{policy}: cost {cost}, carbon {carbon}, mean latency {latency} ms (nearest {base} ms), "
-        "work in the west {west} (nearest {base_west}).",
+        "GPU-hours in the west {west} (nearest {base_west}).",
         "{policy}：费用 {cost}，碳排放 {carbon}，平均时延 {latency} 毫秒（就近 {base} 毫秒），"
-        "西部承载 {west}（就近 {base_west}）。",
+        "西部承载 GPU 时 {west}（就近 {base_west}）。",
     ),
     "twin.reasons": ("Why jobs were rejected", "作业被拒原因"),
     "twin.chart": ("Compared at a glance", "对比图"),
@@ -246,6 +246,12 @@ def _mean_utilisation(metrics: dict[str, Any]) -> float:
     return sum(used) / len(used) if used else 0.0
 
 
+def _west_gpu(metrics: dict[str, Any]) -> float:
+    """The share of GPU-hours run in the west (runs stored before GPU-hours and CPU core-hours
+    were told apart carry `west_share`, their mix of both)."""
+    return float(metrics.get("west_share_gpu_hours", metrics.get("west_share", 0.0)))
+
+
 def _report(run: dict[str, Any], language: str) -> dict[str, Any]:
     """What the run page shows from the results: table rows, trade-offs, chart data."""
     results = run.get("results") or {}
@@ -259,6 +265,7 @@ def _report(run: dict[str, Any], language: str) -> dict[str, Any]:
                 "m": m,
                 "sla": sum((m.get("sla_violations") or {}).values()),
                 "utilisation": _mean_utilisation(m),
+                "west_gpu": _west_gpu(m),
             }
         )
     measures = [
@@ -294,8 +301,8 @@ def _report(run: dict[str, Any], language: str) -> dict[str, Any]:
                     carbon=change("carbon_kg"),
                     latency=f"{m['latency_ms_mean']:.1f}",
                     base=f"{base['latency_ms_mean']:.1f}",
-                    west=f"{m['west_share']:.0%}",
-                    base_west=f"{base['west_share']:.0%}",
+                    west=f"{_west_gpu(m):.0%}",
+                    base_west=f"{_west_gpu(base):.0%}",
                 )
             )
     peaks = [(name, max((p[1] for p in results[name]["timeline"]), default=0.0)) for name in names]

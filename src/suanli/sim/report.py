@@ -85,10 +85,15 @@ def _table(results: list[RunResult]) -> str:
         ("cost_fen", "{:,}"),
         ("energy_kwh", "{:,.1f}"),
         ("carbon_kg", "{:,.1f}"),
-        ("latency_ms_mean", "{:.1f}"),
+        ("carbon_location_kg", "{:,.1f}"),
+        ("latency_ms_p50", "{:.1f}"),
+        ("latency_ms_p99", "{:.1f}"),
         ("wait_s_p50", "{:,.0f}"),
         ("wait_s_p99", "{:,.0f}"),
-        ("west_share", "{:.1%}"),
+        ("west_share_gpu_hours", "{:.1%}"),
+        ("west_share_cpu_core_hours", "{:.1%}"),
+        ("busy_share_gpu", "{:.1%}"),
+        ("busy_share_cpu", "{:.1%}"),
         ("data_moved_gb", "{:,.1f}"),
     ]
     head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in columns)
@@ -117,8 +122,8 @@ def _tradeoffs(results: list[RunResult]) -> str:
         items.append(
             f"<li><b>{html.escape(name)}</b> vs nearest: cost {cost:+.1%}, carbon "
             f"{carbon:+.1%}, mean latency {m['latency_ms_mean']:.1f} ms vs "
-            f"{base['latency_ms_mean']:.1f} ms, west share {m['west_share']:.0%} vs "
-            f"{base['west_share']:.0%}</li>"
+            f"{base['latency_ms_mean']:.1f} ms, GPU-hours in the west "
+            f"{m['west_share_gpu_hours']:.0%} vs {base['west_share_gpu_hours']:.0%}</li>"
         )
     return "<ul>" + "".join(items) + "</ul>"
 

@@ -54,8 +54,8 @@ import numpy as np
 from suanli import checks
 from suanli.catalog import Pool, Site, clusters, find_place, provider_site
 from suanli.datafiles import read_rows
-from suanli.errors import SuanliError
-from suanli.metering import find_device
+from suanli.errors import InvalidValue, SuanliError
+from suanli.metering import Precision, find_device
 from suanli.scheduler import (
     Action,
     Capacity,
@@ -74,11 +74,13 @@ from suanli.scheduler.arrays import FREE_CAPACITY
 from suanli.scheduler.decide import DEFAULT_MAX_WAIT_S
 from suanli.scheduler.generate import capital_fen_per_device_hour, energy_fen_per_device_hour
 from suanli.scheduler.series import network_series
+from suanli.scheduler.tasks import REFERENCE_DEVICE
 from suanli.sim.traces import Trace, TraceJob
 
 DEMAND_CITY_DCS = ("北京", "上海", "广州", "深圳")
 DEFAULT_SCALE = 0.004  # GPUs per published rack: an ESTIMATE
 CPU_CORES_PER_GPU = 8  # generic CPU cores per GPU at a site: an ESTIMATE
+MIN_SITE_GPUS = 8  # the fewest GPUs a site of the default network has
 FINISH, SUBMIT, TICK = 0, 1, 2
 
 
@@ -120,12 +122,21 @@ class Network:
         )
 
 
-def national_network(scale: float = DEFAULT_SCALE, start_month: int = 1) -> Network:
+def _sites() -> dict[str, Site]:
     sites: dict[str, Site] = {s.id: s for s in clusters()}
     for city in DEMAND_CITY_DCS:
         place_ = find_place(city)
         site = provider_site(f"DC_{place_.id}", city, pue=1.42)
         sites[site.id] = site
+    return sites
+
+
+def _gpu_counts(
+    sites: Mapping[str, Site], scale: float, floor: int = MIN_SITE_GPUS
+) -> dict[str, list[tuple[str, int]]]:
+    """Each site's GPU pools at `scale` GPUs per published rack: (catalog device, count), in
+    the fleets' device mix; at least `floor` GPUs a site and one of each device when floor > 0
+    (a sized network, floor 0, leaves out the pools that round to nothing)."""
     racks = _published_racks()
     median = float(np.median(list(racks.values())))
     weights: dict[str, float] = {}  # by catalog device (two trace models may map to one)
@@ -134,12 +145,28 @@ def national_network(scale: float = DEFAULT_SCALE, start_month: int = 1) -> Netw
         weights[device_id] = weights.get(device_id, 0.0) + float(row["devices_in_trace"])
     mix = sorted(weights.items())
     total_weight = sum(w for _, w in mix)
-    pools: list[Pool] = []
+    counts = {}
+    least = 1 if floor > 0 else 0
     for site in sites.values():
-        site_racks = racks.get(site.id, median)
-        gpus = max(8, round(site_racks * scale))
-        for device_name, weight in mix:
-            count = max(1, round(gpus * weight / total_weight))
+        gpus = max(floor, round(racks.get(site.id, median) * scale))
+        counts[site.id] = [
+            (device, c)
+            for device, weight in mix
+            if (c := max(least, round(gpus * weight / total_weight))) > 0
+        ]
+    return counts
+
+
+def national_network(
+    scale: float = DEFAULT_SCALE, start_month: int = 1, floor: int = MIN_SITE_GPUS
+) -> Network:
+    """The network at `scale` GPUs per published rack (`floor`: the fewest GPUs a site has;
+    0 for a network sized to a trace, where small sites may have none)."""
+    sites = _sites()
+    pools: list[Pool] = []
+    for site_id, counts in _gpu_counts(sites, scale, floor).items():
+        site = sites[site_id]
+        for device_name, count in counts:
             device = find_device(device_name)
             price = capital_fen_per_device_hour(device) + energy_fen_per_device_hour(
                 device, site.pue, site.price_cny_per_kwh
@@ -148,7 +175,9 @@ def national_network(scale: float = DEFAULT_SCALE, start_month: int = 1) -> Netw
                 Pool(f"{site.id}/{device.model}", site.id, device, count, count, int(price))
             )
         cpu = find_device("cpu")
-        cores = gpus * CPU_CORES_PER_GPU
+        cores = sum(c for _, c in counts) * CPU_CORES_PER_GPU
+        if cores == 0:
+            continue
         pools.append(
             Pool(
                 f"{site.id}/cpu",
@@ -166,6 +195,90 @@ def national_network(scale: float = DEFAULT_SCALE, start_month: int = 1) -> Netw
     return Network(sites, tuple(pools), series)
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """A network and a load sized for each other (`size_for_utilisation`): replay
+    `replicate(trace, sizing.copies)` on `national_network(sizing.scale)`."""
+
+    utilisation: float  # the share of GPUs asked to be busy
+    scale: float  # GPUs per published rack
+    gpus: int  # GPUs of the network at that scale
+    copies: int  # the trace played this many times over (1: once)
+    offered_gpus: float  # GPUs all copies keep busy on average while they arrive
+    stretch: float  # a reference hour on the network's mean GPU, in hours
+
+
+COPY_OFFSET_S = 60.0  # copy k of a replicated trace arrives k minutes after the first
+
+
+def replicate(trace: Trace, copies: int) -> Trace:
+    """The trace `copies` times over: copy k's jobs are named `<id>#k` and arrive k x
+    COPY_OFFSET_S later; the same origins, durations and demands."""
+    if copies < 1:
+        raise InvalidValue("copies", copies, "a whole number >= 1", "不小于 1 的整数")
+    if copies == 1:
+        return trace
+    jobs = [
+        replace(j, id=f"{j.id}#{k}", submit_s=j.submit_s + k * COPY_OFFSET_S) if k else j
+        for k in range(copies)
+        for j in trace.jobs
+    ]
+    jobs.sort(key=lambda j: j.submit_s)
+    return replace(trace, jobs=tuple(jobs))
+
+
+def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
+    """The network and load at which the trace keeps `utilisation` of the GPUs busy while it
+    arrives (its first to its last submission), every job counted from its submission for its
+    duration as if nothing waited (the offered load; durations on the reference device,
+    stretched by the network's mean GPU against it).
+
+    The network keeps its floor (MIN_SITE_GPUS a site, so that every site can take an 8-GPU
+    job and every latency tier has somewhere to go); where even the smallest network is too big
+    for one copy of the trace, the trace is played `copies` times over (`replicate`), and the
+    network is then sized for all copies. Jobs land on faster or slower GPUs than the mean and
+    wait when pools are full, so the busy share each run reports (`busy_share_gpu`, over the
+    same window) is the figure to quote; this sets the size. CPU pools follow each site's GPUs
+    (CPU_CORES_PER_GPU cores a GPU), not the trace's CPU work."""
+    checks.in_range("utilisation", utilisation, 0.0, 1.0, low_open=True)
+    gpu_jobs = [j for j in trace.jobs if j.device_kind.lower() != "cpu"]
+    if not gpu_jobs:
+        raise InvalidValue(
+            "utilisation", utilisation, "a trace with GPU jobs to size by", "含 GPU 作业的轨迹"
+        )
+    first = min(j.submit_s for j in trace.jobs)
+    window = max(max(j.submit_s for j in trace.jobs) - first, 3600.0)
+    begin = np.array([j.submit_s - first for j in gpu_jobs])
+    sites = _sites()
+    # a job holds its devices for its reference duration x (reference peak / device peak): the
+    # mean of that ratio over the network's GPUs, by count (the mix is the same at any scale)
+    reference = find_device(REFERENCE_DEVICE["gpu"])
+    ref_peak = reference.peak_flops[reference.resolve_precision(Precision.FP16)]
+    stretch = weights = 0.0
+    for name, count in next(c for c in _gpu_counts(sites, 1.0).values() if c):
+        device = find_device(name)
+        stretch += count * ref_peak / device.peak_flops[device.resolve_precision(Precision.FP16)]
+        weights += count
+    stretch /= weights
+    end = begin + np.array([j.duration_s for j in gpu_jobs]) * stretch
+    devices = np.array([j.devices for j in gpu_jobs], dtype=float)
+    once = float(np.sum(devices * (np.minimum(end, window) - begin)) / window)
+
+    def gpus(scale: float) -> int:
+        return sum(c for counts in _gpu_counts(sites, scale).values() for _, c in counts)
+
+    smallest = gpus(0.0)
+    copies = max(1, math.ceil(utilisation * smallest / once)) if once > 0 else 1
+    needed = copies * once / utilisation
+    low, high = 0.0, 1.0
+    while gpus(high) < needed:
+        high *= 2
+    for _ in range(60):  # the least scale with enough GPUs
+        middle = (low + high) / 2
+        low, high = (low, middle) if gpus(middle) >= needed else (middle, high)
+    return Sizing(utilisation, high, gpus(high), copies, copies * once, stretch)
+
+
 @dataclass
 class Outcome:
     """What happened to one job."""
@@ -178,7 +291,8 @@ class Outcome:
     end_s: float | None = None
     cost_fen: int = 0
     energy_kwh: float = 0.0
-    carbon_kg: float = 0.0
+    carbon_kg: float = 0.0  # market-based (the site's declared green share counted)
+    carbon_location_kg: float = 0.0  # location-based (the grid's intensity alone)
     latency_ms: float = 0.0
     data_moved_gb: float = 0.0
     reason: str = ""
@@ -465,6 +579,7 @@ def _apply(
             b.energy_kwh,
             b.carbon_kg,
         )
+        outcome.carbon_location_kg = b.carbon_location_kg
         outcome.latency_ms = b.latency_ms
         outcome.data_moved_gb = outcome.job.data_gb if b.transfer_s > 0 else 0.0
         outcome.reason = ""
@@ -512,6 +627,10 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else 0.0
 
 
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else 0.0
+
+
 def _metrics(
     results: list[Outcome], network: Network, policy: str, events: int, wall_s: float
 ) -> dict[str, Any]:
@@ -527,24 +646,42 @@ def _metrics(
     carbon = sum(r.carbon_kg for r in completed)
     work = sum(r.job.duration_s * r.job.devices for r in completed)
     device_hours: dict[str, float] = {}
-    west = 0.0
+    hours_by = {"gpu": 0.0, "cpu": 0.0}  # GPU-hours and CPU core-hours, never added together
+    west_by = {"gpu": 0.0, "cpu": 0.0}
+    # how busy the network was while the trace arrived (its first to last submission; a long
+    # job's tail after the last arrival would otherwise dilute it)
+    window = (
+        (min(r.job.submit_s for r in results), max(r.job.submit_s for r in results))
+        if results
+        else (0.0, 0.0)
+    )
+    in_window = {"gpu": 0.0, "cpu": 0.0}
     for r in completed:
         _check(r.start_s is not None and r.end_s is not None, f"{r.job.id} has no times")
         assert r.start_s is not None and r.end_s is not None and r.site is not None  # types
         hours = (r.end_s - r.start_s) * r.job.devices / 3600
         device_hours[r.site] = device_hours.get(r.site, 0.0) + hours
+        kind = "cpu" if r.job.device_kind.lower() == "cpu" else "gpu"
+        hours_by[kind] += hours
+        overlap = min(r.end_s, window[1]) - max(r.start_s, window[0])
+        in_window[kind] += max(0.0, overlap) * r.job.devices / 3600
         if network.sites[r.site].east_west == "west":
-            west += hours
+            west_by[kind] += hours
     span_h = max((r.end_s or 0.0) for r in completed) / 3600 if completed else 0.0
     capacity = {
         sid: sum(p.count for p in network.pools if p.site_id == sid) for sid in network.sites
     }
+    devices_by = {
+        "gpu": sum(p.count for p in network.pools if p.device.kind.value != "cpu"),
+        "cpu": sum(p.count for p in network.pools if p.device.kind.value == "cpu"),
+    }
+    window_h = (window[1] - window[0]) / 3600
     waits = [(r.start_s or 0.0) - r.job.submit_s for r in completed]
+    latencies = [r.latency_ms for r in completed]
     violations = {
         tier: sum(1 for r in completed if r.job.latency_tier == tier and _violated(r))
         for tier in ("interactive", "standard", "batch")
     }
-    total_hours = sum(device_hours.values())
     return {
         "policy": policy,
         "tasks_total": len(results),
@@ -555,17 +692,26 @@ def _metrics(
         "cost_fen": sum(r.cost_fen for r in completed),
         "energy_kwh": energy,
         "carbon_kg": carbon,
+        "carbon_location_kg": sum(r.carbon_location_kg for r in completed),
         "ceps": None if carbon == 0 else work / carbon,
         "ceps_unit": "reference device-seconds per kg CO2 (unofficial)",
         "wait_s_p50": _percentile(waits, 50),
         "wait_s_p99": _percentile(waits, 99),
-        "latency_ms_mean": float(np.mean([r.latency_ms for r in completed])) if completed else 0.0,
+        "latency_ms_mean": float(np.mean(latencies)) if completed else 0.0,
+        "latency_ms_p50": _percentile(latencies, 50),
+        "latency_ms_p99": _percentile(latencies, 99),
         "sla_violations": violations,
         "utilisation": {
-            sid: (device_hours.get(sid, 0.0) / (capacity[sid] * span_h) if span_h else 0.0)
-            for sid in network.sites
+            sid: _share(device_hours.get(sid, 0.0), capacity[sid] * span_h) for sid in network.sites
         },
-        "west_share": west / total_hours if total_hours else 0.0,
+        # how busy the network was: device-hours used over device-hours there while the trace
+        # arrived (first to last submission), GPUs and CPU cores apart
+        "busy_share_gpu": _share(in_window["gpu"], devices_by["gpu"] * window_h),
+        "busy_share_cpu": _share(in_window["cpu"], devices_by["cpu"] * window_h),
+        "gpu_hours": hours_by["gpu"],
+        "cpu_core_hours": hours_by["cpu"],
+        "west_share_gpu_hours": _share(west_by["gpu"], hours_by["gpu"]),
+        "west_share_cpu_core_hours": _share(west_by["cpu"], hours_by["cpu"]),
         "data_moved_gb": sum(r.data_moved_gb for r in completed),
         "wall_s": wall_s,
         "events": events,

@@ -191,7 +191,35 @@ def test_conservation_in_every_run(openb_runs: dict[str, dict]) -> None:
     for metrics in openb_runs.values():
         assert metrics["tasks_completed"] + metrics["tasks_rejected"] == metrics["tasks_total"]
         assert metrics["tasks_total"] == 600
-        assert 0 <= metrics["west_share"] <= 1
+        assert 0 <= metrics["west_share_gpu_hours"] <= 1
+        assert 0 <= metrics["west_share_cpu_core_hours"] <= 1
+        assert 0 < metrics["busy_share_gpu"] < 1 and 0 <= metrics["busy_share_cpu"] < 1
+        # location-based carbon counts no declared green share: never below market-based
+        assert metrics["carbon_location_kg"] >= metrics["carbon_kg"] > 0
+        assert metrics["latency_ms_p50"] <= metrics["latency_ms_p99"]
+
+
+def test_gpu_hours_and_cpu_core_hours_are_told_apart() -> None:
+    """The west shares are computed per kind from the outcomes themselves: GPU-hours over
+    GPU-hours, CPU core-hours over CPU core-hours."""
+    trace = shape(load_trace("openb"), limit=300, time_scale=0.01, seed=2)
+    network = national_network()
+    result = run(trace, network, "green")
+    hours = {"gpu": [0.0, 0.0], "cpu": [0.0, 0.0]}
+    for o in result.outcomes:
+        if o.state != "completed":
+            continue
+        assert o.start_s is not None and o.end_s is not None and o.site is not None
+        kind = "cpu" if o.job.device_kind.lower() == "cpu" else "gpu"
+        used = (o.end_s - o.start_s) * o.job.devices / 3600
+        hours[kind][0] += used
+        hours[kind][1] += used if network.sites[o.site].east_west == "west" else 0.0
+    m = result.metrics
+    assert hours["gpu"][0] > 0 and hours["cpu"][0] > 0  # openb has both
+    assert m["gpu_hours"] == pytest.approx(hours["gpu"][0])
+    assert m["cpu_core_hours"] == pytest.approx(hours["cpu"][0])
+    assert m["west_share_gpu_hours"] == pytest.approx(hours["gpu"][1] / hours["gpu"][0])
+    assert m["west_share_cpu_core_hours"] == pytest.approx(hours["cpu"][1] / hours["cpu"][0])
 
 
 def test_the_policies_order_as_they_must_on_openb(openb_runs: dict[str, dict]) -> None:
@@ -201,7 +229,8 @@ def test_the_policies_order_as_they_must_on_openb(openb_runs: dict[str, dict]) -
     assert min(carbon, key=carbon.get) == "green"
     assert min(cost, key=cost.get) == "cost"
     assert min(latency, key=latency.get) == "nearest"
-    assert openb_runs["green"]["west_share"] > openb_runs["nearest"]["west_share"]
+    gpu_west = {p: m["west_share_gpu_hours"] for p, m in openb_runs.items()}
+    assert gpu_west["green"] > gpu_west["nearest"]
 
 
 def test_energy_is_the_sum_of_the_tasks() -> None:
@@ -295,7 +324,11 @@ def test_sim_run_command(tmp_path: Path) -> None:
             "wait_s_p99",
             "sla_violations",
             "utilisation",
-            "west_share",
+            "west_share_gpu_hours",
+            "west_share_cpu_core_hours",
+            "busy_share_gpu",
+            "carbon_location_kg",
+            "latency_ms_p99",
             "data_moved_gb",
             "wall_s",
             "events_per_s",
@@ -317,3 +350,54 @@ def test_the_other_shipped_traces_load() -> None:
     assert len(philly.jobs) + philly.dropped == 83154
     fleet = load_fleet()
     assert fleet["nvidia-h800-sxm5-80gb"] > 0 and fleet["nvidia-a800-sxm4-80gb"] > 0
+
+
+def test_a_replicated_trace_is_the_trace_many_times_over() -> None:
+    from suanli.sim.twin import COPY_OFFSET_S, replicate
+
+    trace = shape(load_trace("openb"), limit=50, seed=1)
+    three = replicate(trace, 3)
+    assert len(three.jobs) == 150
+    assert len({j.id for j in three.jobs}) == 150
+    assert [j.submit_s for j in three.jobs] == sorted(j.submit_s for j in three.jobs)
+    copy = {j.id: j for j in three.jobs}
+    for job in trace.jobs:
+        second = copy[f"{job.id}#2"]
+        assert second.submit_s == job.submit_s + 2 * COPY_OFFSET_S
+        assert (second.duration_s, second.devices, second.origin) == (
+            job.duration_s,
+            job.devices,
+            job.origin,
+        )
+    assert replicate(trace, 1) is trace
+    with pytest.raises(InvalidValue):
+        replicate(trace, 0)
+
+
+def test_sizing_for_a_utilisation_offers_that_share_of_the_gpus() -> None:
+    """The sized network and copies offer `utilisation` of its GPUs (up to the rounding of pool
+    sizes: the network is the least with enough GPUs), computed here by hand from the jobs."""
+    from suanli.sim.twin import national_network, size_for_utilisation
+
+    trace = shape(load_trace("openb"), limit=400, seed=1)
+    for target in (0.3, 0.7):
+        sizing = size_for_utilisation(trace, target)
+        gpu_jobs = [j for j in trace.jobs if j.device_kind.lower() != "cpu"]
+        window = max(j.submit_s for j in trace.jobs) - min(j.submit_s for j in trace.jobs)
+        once = (
+            sum(
+                j.devices * (min(j.submit_s + j.duration_s * sizing.stretch, window) - j.submit_s)
+                for j in gpu_jobs
+            )
+            / window
+        )
+        assert sizing.offered_gpus == pytest.approx(sizing.copies * once)
+        network = national_network(sizing.scale)
+        gpus = sum(p.count for p in network.pools if p.device.kind.value != "cpu")
+        assert gpus == sizing.gpus
+        assert sizing.offered_gpus / gpus <= target + 1e-9
+        assert sizing.offered_gpus / gpus > target * 0.8  # the least network that is enough
+        assert sizing.copies == 1 or sizing.offered_gpus / sizing.copies < target * gpus
+    with pytest.raises(InvalidValue) as caught:
+        size_for_utilisation(trace, 1.5)
+    assert caught.value.field == "utilisation"
