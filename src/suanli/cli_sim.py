@@ -25,6 +25,13 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
     @handles_errors
     def sim_run(
         trace: Annotated[str, typer.Option(help="'openb' or a CSV path / 负载轨迹")] = "openb",
+        trace_format: Annotated[
+            str | None,
+            typer.Option(
+                "--format",
+                help="openb|azure-llm|dlrm|philly|generic; default: told by the header / 文件格式",
+            ),
+        ] = None,
         policy: Annotated[str, typer.Option(help="One policy / 单一策略")] = "balanced",
         compare: Annotated[str | None, typer.Option(help="P1,P2,... / 对比多个策略")] = None,
         seed: Annotated[int, typer.Option(help="Seed for origins / 随机种子")] = 0,
@@ -63,7 +70,11 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         for name in policies:
             policy_named(name)
         shaped = shape(
-            load_trace(trace), limit=limit, hours=hours, time_scale=time_scale, seed=seed
+            load_trace(trace, trace_format),
+            limit=limit,
+            hours=hours,
+            time_scale=time_scale,
+            seed=seed,
         )
         sizing = None
         if utilisation is not None:

@@ -286,10 +286,25 @@ LOADERS = {
 }
 
 
-def load_trace(name_or_path: str) -> Trace:
-    """A shipped trace (openb, dlrm, azure-llm, philly) or a path to an openb-style or generic
-    CSV."""
-    if name_or_path in SHIPPED:
+FORMATS = ("openb", "azure-llm", "dlrm", "philly", "generic")
+# the columns that tell a file's format when none is named (generic: anything else)
+SIGNATURES = {
+    "openb": ("creation_time", "num_gpu"),
+    "azure-llm": ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
+    "dlrm": ("instance_sn", "gpu_request", "creation_time"),
+    "philly": ("runtime",),  # told by the header only when it is the one column
+}
+
+
+def load_trace(name_or_path: str, format: str | None = None) -> Trace:
+    """A shipped trace (openb, dlrm, azure-llm, philly) or a path to a CSV file in one of
+    FORMATS: named by `format`, else told by its header (a file with none of the SIGNATURES
+    columns is read as generic)."""
+    if format is not None and format not in FORMATS:
+        raise InvalidValue(
+            "format", format, f"one of {', '.join(FORMATS)}", f"{', '.join(FORMATS)} 之一"
+        )
+    if name_or_path in SHIPPED and format is None:
         return LOADERS[name_or_path](_shipped(SHIPPED[name_or_path]))
     path = Path(name_or_path)
     try:
@@ -301,10 +316,36 @@ def load_trace(name_or_path: str) -> Trace:
             f"one of {', '.join(SHIPPED)} or a readable CSV file",
             f"{', '.join(SHIPPED)} 之一或可读取的 CSV 文件",
         ) from None
-    header = text.split("\n", 1)[0]
-    if "creation_time" in header and "num_gpu" in header:
-        return load_openb(text, path.name)
-    return load_generic(text, path.name)
+    header = {cell.strip() for cell in text.split("\n", 1)[0].split(",")}
+    if format is None:
+        format = next(
+            (
+                name
+                for name, columns in SIGNATURES.items()
+                if header.issuperset(columns) and (name != "philly" or header == {"runtime"})
+            ),
+            "generic",
+        )
+    if format == "generic":
+        return load_generic(text, path.name)
+    missing = [c for c in SIGNATURES[format] if c not in header]
+    if missing:
+        raise InvalidValue(
+            "format",
+            format,
+            f"a file with the {format} columns ({', '.join(SIGNATURES[format])}); "
+            f"{path.name} lacks {', '.join(missing)}",
+            f"含 {format} 列的文件；缺少 {', '.join(missing)}",
+        )
+    try:
+        return LOADERS[format](text, path.name)
+    except (KeyError, ValueError) as error:
+        raise InvalidValue(
+            "trace",
+            path.name,
+            f"a well-formed {format} file ({error})",
+            f"格式正确的 {format} 文件",
+        ) from None
 
 
 def shape(

@@ -401,3 +401,34 @@ def test_sizing_for_a_utilisation_offers_that_share_of_the_gpus() -> None:
     with pytest.raises(InvalidValue) as caught:
         size_for_utilisation(trace, 1.5)
     assert caught.value.field == "utilisation"
+
+
+def test_a_trace_file_in_any_shipped_format_is_read(tmp_path: Path) -> None:
+    """A copy of a shipped file elsewhere (the Azure conversation trace has the code trace's
+    columns) is told by its header, or read as the format named; a wrong format names what the
+    file lacks."""
+    from importlib import resources
+
+    from suanli.sim.traces import load_trace
+
+    data = resources.files("suanli.sim").joinpath("data")
+    azure = tmp_path / "AzureLLMInferenceTrace_conv.csv"
+    azure.write_text(data.joinpath("AzureLLMInferenceTrace_code.csv").read_text("utf-8"))
+    shipped = load_trace("azure-llm")
+    for found in (load_trace(str(azure)), load_trace(str(azure), "azure-llm")):
+        assert [j.duration_s for j in found.jobs] == [j.duration_s for j in shipped.jobs]
+        assert found.name == azure.name
+    dlrm = tmp_path / "dlrm.csv"
+    dlrm.write_text(data.joinpath("disaggregated_DLRM_trace.csv").read_text("utf-8"))
+    assert len(load_trace(str(dlrm)).jobs) == len(load_trace("dlrm").jobs)
+    with pytest.raises(InvalidValue) as caught:
+        load_trace(str(azure), "dlrm")
+    assert caught.value.field == "format" and "lacks instance_sn" in str(caught.value)
+    with pytest.raises(InvalidValue) as caught:
+        load_trace(str(azure), "csv")
+    assert caught.value.field == "format"
+    ran = CliRunner().invoke(
+        app,
+        ["sim", "run", "--trace", str(azure), "--format", "azure-llm", "--limit", "40"],
+    )
+    assert ran.exit_code == 0, ran.output
