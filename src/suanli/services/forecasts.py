@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from suanli import forecast as forecasting
@@ -31,6 +31,7 @@ from suanli.store.models import EventRow, SiteRow, TaskRow
 HISTORY_H = 56 * 24  # what the forecaster can use: 28 days to fit, 28 more to calibrate
 HOLDING = frozenset({State.INITIALIZING.value, State.RUNNING.value})
 HOUR = timedelta(hours=1)
+CHUNK = 500  # task ids per query
 
 
 def _hour_floor(moment: datetime) -> datetime:
@@ -49,22 +50,28 @@ def busy_history(session: Session, site_ids: list[str], end: datetime) -> dict[s
     sites = {s.id: s for s in session.scalars(select(SiteRow).where(SiteRow.id.in_(site_ids)))}
     first = {sid: max(start, _hour_ceil(aware(site.created_at))) for sid, site in sites.items()}
     busy = {sid: np.zeros(HISTORY_H) for sid in sites}
-    tasks = {
+    tasks = {  # those that may have held devices in the window: still holding, or changed since
         t.id: t
         for t in session.scalars(
-            select(TaskRow).where(TaskRow.site_id.in_(list(sites)), TaskRow.created_at < end)
+            select(TaskRow).where(
+                TaskRow.site_id.in_(list(sites)),
+                TaskRow.created_at < end,
+                or_(TaskRow.updated_at >= start, TaskRow.state.in_(list(HOLDING))),
+            )
         )
     }
-    changes: dict[str, list[tuple[datetime, str, str]]] = {task_id: [] for task_id in tasks}
-    if tasks:
+    changes: dict[str, list[tuple[int, datetime, str, str]]] = {task_id: [] for task_id in tasks}
+    ids = list(tasks)
+    for first_id in range(0, len(ids), CHUNK):  # bounded IN lists
         events = session.execute(
-            select(EventRow.subject, EventRow.at, EventRow.data)
-            .where(EventRow.kind == "task.state", EventRow.subject.in_(list(tasks)))
-            .where(EventRow.at < end)
-            .order_by(EventRow.seq)
+            select(EventRow.subject, EventRow.seq, EventRow.at, EventRow.data)
+            .where(EventRow.kind == "task.state")
+            .where(EventRow.subject.in_(ids[first_id : first_id + CHUNK]), EventRow.at < end)
         )
-        for subject, at, data in events:
-            changes[subject].append((aware(at), data["from"], data["to"]))
+        for subject, seq, at, data in events:
+            changes[subject].append((seq, aware(at), data["from"], data["to"]))
+    for task_changes in changes.values():
+        task_changes.sort()  # in the log's order
 
     def hold(site_id: str, devices: int, since: datetime, until: datetime) -> None:
         since, until = max(since, start), min(until, end)
@@ -81,7 +88,7 @@ def busy_history(session: Session, site_ids: list[str], end: datetime) -> dict[s
         if site_id not in busy:
             continue
         held_since: datetime | None = None
-        for at, _, to in changes[task_id]:
+        for _, at, _, to in changes[task_id]:
             if to in HOLDING and held_since is None:
                 held_since = at
             elif to not in HOLDING and held_since is not None:
