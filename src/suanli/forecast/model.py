@@ -122,7 +122,8 @@ WEIGHTS = np.array(
 
 
 def _check(history: FloatArray, hours: int, level: float) -> FloatArray:
-    if not 1 <= hours <= MAX_HORIZON_H:
+    whole = isinstance(hours, int | np.integer) and not isinstance(hours, bool)
+    if not whole or not 1 <= hours <= MAX_HORIZON_H:
         raise InvalidValue(
             "hours",
             hours,

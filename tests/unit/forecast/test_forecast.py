@@ -90,6 +90,7 @@ def test_values_are_never_negative() -> None:
         (np.ones(95), 24, 0.8, "history"),  # 3 x 24 + 24 needed
         (np.ones(200), 0, 0.8, "hours"),
         (np.ones(200), 169, 0.8, "hours"),
+        (np.ones(200), 24.5, 0.8, "hours"),
         (np.ones(200), 24, 1.0, "level"),
         (np.ones(200), 24, 0.0, "level"),
         (np.r_[np.ones(150), np.nan, np.ones(49)], 24, 0.8, "history"),
