@@ -47,6 +47,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -131,40 +132,39 @@ def _sites() -> dict[str, Site]:
     return sites
 
 
-def _gpu_counts(
-    sites: Mapping[str, Site], scale: float, floor: int = MIN_SITE_GPUS
-) -> dict[str, list[tuple[str, int]]]:
-    """Each site's GPU pools at `scale` GPUs per published rack: (catalog device, count), in
-    the fleets' device mix; at least `floor` GPUs a site and one of each device when floor > 0
-    (a sized network, floor 0, leaves out the pools that round to nothing)."""
-    racks = _published_racks()
-    median = float(np.median(list(racks.values())))
-    weights: dict[str, float] = {}  # by catalog device (two trace models may map to one)
+@cache
+def _device_mix() -> tuple[tuple[str, float], ...]:
+    """(catalog device, weight) of the fleets' GPU mix (two trace models may map to one)."""
+    weights: dict[str, float] = {}
     for row in read_rows("suanli.scheduler", "device_mix.csv"):
         device_id = find_device(row["device"]).id
         weights[device_id] = weights.get(device_id, 0.0) + float(row["devices_in_trace"])
-    mix = sorted(weights.items())
+    return tuple(sorted(weights.items()))
+
+
+def _gpu_counts(
+    sites: Mapping[str, Site], scale: float
+) -> dict[str, tuple[int, list[tuple[str, int]]]]:
+    """Each site's GPUs at `scale` GPUs per published rack (at least MIN_SITE_GPUS) and its GPU
+    pools in the fleets' device mix: (catalog device, count), one of each device at least."""
+    racks = _published_racks()
+    median = float(np.median(list(racks.values())))
+    mix = _device_mix()
     total_weight = sum(w for _, w in mix)
     counts = {}
-    least = 1 if floor > 0 else 0
     for site in sites.values():
-        gpus = max(floor, round(racks.get(site.id, median) * scale))
-        counts[site.id] = [
-            (device, c)
-            for device, weight in mix
-            if (c := max(least, round(gpus * weight / total_weight))) > 0
-        ]
+        gpus = max(MIN_SITE_GPUS, round(racks.get(site.id, median) * scale))
+        counts[site.id] = (
+            gpus,
+            [(device, max(1, round(gpus * weight / total_weight))) for device, weight in mix],
+        )
     return counts
 
 
-def national_network(
-    scale: float = DEFAULT_SCALE, start_month: int = 1, floor: int = MIN_SITE_GPUS
-) -> Network:
-    """The network at `scale` GPUs per published rack (`floor`: the fewest GPUs a site has;
-    0 for a network sized to a trace, where small sites may have none)."""
+def national_network(scale: float = DEFAULT_SCALE, start_month: int = 1) -> Network:
     sites = _sites()
     pools: list[Pool] = []
-    for site_id, counts in _gpu_counts(sites, scale, floor).items():
+    for site_id, (gpus, counts) in _gpu_counts(sites, scale).items():
         site = sites[site_id]
         for device_name, count in counts:
             device = find_device(device_name)
@@ -175,9 +175,7 @@ def national_network(
                 Pool(f"{site.id}/{device.model}", site.id, device, count, count, int(price))
             )
         cpu = find_device("cpu")
-        cores = sum(c for _, c in counts) * CPU_CORES_PER_GPU
-        if cores == 0:
-            continue
+        cores = gpus * CPU_CORES_PER_GPU
         pools.append(
             Pool(
                 f"{site.id}/cpu",
@@ -255,7 +253,7 @@ def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
     reference = find_device(REFERENCE_DEVICE["gpu"])
     ref_peak = reference.peak_flops[reference.resolve_precision(Precision.FP16)]
     stretch = weights = 0.0
-    for name, count in next(c for c in _gpu_counts(sites, 1.0).values() if c):
+    for name, count in next(iter(_gpu_counts(sites, 1.0).values()))[1]:
         device = find_device(name)
         stretch += count * ref_peak / device.peak_flops[device.resolve_precision(Precision.FP16)]
         weights += count
@@ -265,7 +263,7 @@ def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
     once = float(np.sum(devices * (np.minimum(end, window) - begin)) / window)
 
     def gpus(scale: float) -> int:
-        return sum(c for counts in _gpu_counts(sites, scale).values() for _, c in counts)
+        return sum(c for _, counts in _gpu_counts(sites, scale).values() for _, c in counts)
 
     smallest = gpus(0.0)
     copies = max(1, math.ceil(utilisation * smallest / once)) if once > 0 else 1
