@@ -17,6 +17,10 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+
+from suanli.forecast.series import hourly_held
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "suanli" / "forecast" / "data"
 SIM = ROOT / "src" / "suanli" / "sim" / "data"
@@ -53,15 +57,10 @@ def minute_means(path: Path, column: str) -> list[float]:
 
 def held(rows: list[tuple[float, float, float]], end_s: float) -> list[float]:
     """Devices held per hour: each (amount, start_s, end_s) counted for the part of each hour it
-    covers."""
-    n = int(end_s // 3600) + 1
-    busy = [0.0] * n
-    for amount, start, stop in rows:
-        for h in range(int(start // 3600), min(n, int(stop // 3600) + 1)):
-            overlap = min(stop, (h + 1) * 3600.0) - max(start, h * 3600.0)
-            if overlap > 0:
-                busy[h] += amount * overlap / 3600.0
-    return busy
+    covers (`suanli.forecast.series.hourly_held`, which the server's history uses too)."""
+    amount, start, stop = (np.array(column, dtype=float) for column in zip(*rows, strict=True))
+    busy = hourly_held(amount, start / 3600.0, stop / 3600.0, int(end_s // 3600) + 1)
+    return [float(v) for v in busy]
 
 
 def dlrm() -> list[float]:

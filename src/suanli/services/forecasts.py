@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from suanli import forecast as forecasting
 from suanli.errors import InvalidValue
+from suanli.forecast.series import hourly_held
 from suanli.services.core import NotFound, State, aware, now
 from suanli.store.models import EventRow, SiteRow, TaskRow
 
@@ -49,7 +50,6 @@ def busy_history(session: Session, site_ids: list[str], end: datetime) -> dict[s
     start = end - HISTORY_H * HOUR
     sites = {s.id: s for s in session.scalars(select(SiteRow).where(SiteRow.id.in_(site_ids)))}
     first = {sid: max(start, _hour_ceil(aware(site.created_at))) for sid, site in sites.items()}
-    busy = {sid: np.zeros(HISTORY_H) for sid in sites}
     tasks = {  # those that may have held devices in the window: still holding, or changed since
         t.id: t
         for t in session.scalars(
@@ -72,20 +72,19 @@ def busy_history(session: Session, site_ids: list[str], end: datetime) -> dict[s
             changes[subject].append((seq, aware(at), data["from"], data["to"]))
     for task_changes in changes.values():
         task_changes.sort()  # in the log's order
+    held: dict[str, tuple[list[float], list[float], list[float]]] = {
+        sid: ([], [], []) for sid in sites
+    }
 
     def hold(site_id: str, devices: int, since: datetime, until: datetime) -> None:
-        since, until = max(since, start), min(until, end)
-        moment = since
-        while moment < until:  # spread over the hours it covers
-            hour = _hour_floor(moment)
-            upto = min(until, hour + HOUR)
-            index = int((hour - start) / HOUR)
-            busy[site_id][index] += devices * (upto - moment) / HOUR
-            moment = upto
+        amounts, starts, ends = held[site_id]
+        amounts.append(float(devices))
+        starts.append((since - start) / HOUR)
+        ends.append((until - start) / HOUR)
 
     for task_id, task in tasks.items():
         site_id = task.site_id
-        if site_id not in busy:
+        if site_id not in held:
             continue
         held_since: datetime | None = None
         for _, at, _, to in changes[task_id]:
@@ -96,6 +95,10 @@ def busy_history(session: Session, site_ids: list[str], end: datetime) -> dict[s
                 held_since = None
         if held_since is not None:
             hold(site_id, task.devices, held_since, end)
+    busy = {
+        sid: hourly_held(np.array(amounts), np.array(starts), np.array(ends), HISTORY_H)
+        for sid, (amounts, starts, ends) in held.items()
+    }
     return {
         sid: values[int((first[sid] - start) / HOUR) :] if first[sid] < end else values[:0]
         for sid, values in busy.items()

@@ -171,3 +171,22 @@ def test_cli_forecast_and_backtest() -> None:
     assert row["series"] == "dlrm_busy_gpus" and row["origins"] == 2 and row["hours"] == 24
     bad = runner.invoke(app, ["forecast", "show", "--series", "earth", "--hours", "6"])
     assert bad.exit_code == 2 and "earth_vchbv_running_gpus" in bad.stderr
+
+
+def test_hourly_held_counts_each_interval_for_the_part_of_each_hour_it_covers() -> None:
+    from suanli.forecast.series import hourly_held
+
+    rng = np.random.default_rng(7)
+    amount = rng.integers(1, 5, 300).astype(float)
+    start = rng.uniform(-10, 60, 300)
+    end = start + rng.exponential(8, 300)
+    expected = np.zeros(50)
+    for a, s, e in zip(amount, start, end, strict=True):  # hour by hour, by hand
+        for h in range(50):
+            expected[h] += a * max(0.0, min(e, h + 1) - max(s, h))
+    assert np.allclose(hourly_held(amount, start, end, 50), expected)
+    assert hourly_held(np.array([2.0]), np.array([1.25]), np.array([1.75]), 3).tolist() == [
+        0.0,
+        1.0,
+        0.0,
+    ]
