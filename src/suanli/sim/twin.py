@@ -431,7 +431,9 @@ def run(
     for job in trace.jobs:
         push(job.submit_s, SUBMIT, job.id)
     queue: dict[str, QueuedTask] = {}  # in submission order
-    totals = {"cost_fen": 0.0, "carbon_kg": 0.0}  # of everything placed so far
+    # of everything placed so far (cost, market- and location-based carbon)
+    totals = {"cost_fen": 0.0, "carbon_kg": 0.0, "carbon_location_kg": 0.0}
+    gpu_pools = {p.id for p in network.pools if p.device.kind.value != "cpu"}
     events = calls = 0
     timeline: list[dict[str, float]] = []
     done = 0
@@ -474,14 +476,18 @@ def run(
             for decision in decisions:
                 ended = _apply(decision, queue, outcomes, free, totals, push, want_tick)
                 done += ended
+            busy_gpus = sum(capacity[p] - free[p] for p in gpu_pools)
             busy = sum(capacity[p] - free[p] for p in capacity)
             timeline.append(
                 {
                     "t": now,
                     "busy_devices": float(busy),
+                    "busy_gpus": float(busy_gpus),
+                    "busy_cpu_cores": float(busy - busy_gpus),
                     "queued": float(len(queue)),
                     "cost_fen": float(totals["cost_fen"]),
                     "carbon_kg": totals["carbon_kg"],
+                    "carbon_location_kg": totals["carbon_location_kg"],
                 }
             )
             if queue:
@@ -585,6 +591,7 @@ def _apply(
         _check(free[placement.pool] >= 0, f"pool {placement.pool} over capacity")
         totals["cost_fen"] += b.cost_fen
         totals["carbon_kg"] += b.carbon_kg
+        totals["carbon_location_kg"] += b.carbon_location_kg
         push(placement.end_s, FINISH, decision.task)
         del queue[decision.task]
     elif decision.action is Action.WAIT:
