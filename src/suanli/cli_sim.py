@@ -168,7 +168,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         """Run a grid of policies, seeds and scales in parallel. 参数扫描。"""
         from suanli.errors import InvalidValue
         from suanli.scheduler import policy_named
-        from suanli.sim.sweep import sweep
+        from suanli.sim.sweep import spread_text, summarise, sweep
 
         names = [p.strip() for p in policies.split(",") if p.strip()]
         for name in names:
@@ -214,7 +214,36 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 f"{r['west_share_gpu_hours']:.0%}",
             )
         out.print(table)
+        summary = summarise(rows)
+        over = Table(title="Over seeds: mean ± sd [min–max] 跨种子：均值 ± 标准差 [最小–最大]")
+        for column in (
+            "Policy 策略",
+            "Scale 规模",
+            "Seeds 种子",
+            "Done 完成",
+            "Cost CNY 费用",
+            "Carbon kg market/location 碳排 市场/位置",
+            "Latency ms 时延",
+            "West GPU-h 西部 GPU 时",
+        ):
+            over.add_column(column)
+        for s in summary:
+            m = s["metrics"]
+            over.add_row(
+                s["policy"],
+                f"{s['scale']:g}",
+                ",".join(str(seed) for seed in s["seeds"]),
+                spread_text(m["tasks_completed"], ",.1f"),
+                spread_text(m["cost_fen"], ",.2f", 0.01),
+                spread_text(m["carbon_kg"], ",.1f")
+                + " / "
+                + spread_text(m["carbon_location_kg"], ",.1f"),
+                spread_text(m["latency_ms_mean"], ".1f"),
+                spread_text(m["west_share_gpu_hours"], ".1%"),
+            )
+        out.print(over)
         if json_out is not None:
             json_out.write_text(
-                json.dumps({"runs": rows}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+                json.dumps({"runs": rows, "summary": summary}, ensure_ascii=False, indent=2) + "\n",
+                encoding="utf-8",
             )

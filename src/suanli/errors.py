@@ -147,3 +147,16 @@ class UnknownSeries(UnknownName):
     kind_zh = "序列"
     listing_en = "list the shipped series with 'suanli forecast series'"
     listing_zh = "用 'suanli forecast series' 查看全部序列"
+
+
+class MissingAsset(SuanliError):
+    """A front-end file the package installs from npm (ignored by git, so absent from a fresh
+    checkout) is not there: the report's chart library or map, say."""
+
+    def __init__(self, path: str, installer: str) -> None:
+        self.path = path
+        self.installer = installer
+        super().__init__(
+            f"missing {path}: run {installer} to install the charts' front-end files",
+            f"缺少 {path}：请运行 {installer} 安装图表所需的前端文件",
+        )

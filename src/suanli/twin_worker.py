@@ -18,7 +18,6 @@ that server has gone (`--parent-pid`). Heavy CPU work thus never runs in a web p
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -30,6 +29,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from suanli.sim.timeline import thin
 
 if TYPE_CHECKING:  # the services (and SQLAlchemy) load only when a worker runs
     from suanli.services.twinruns import TwinRun
@@ -51,13 +52,7 @@ class Stopping(Exception):
 
 def _thin(timeline: list[dict[str, float]]) -> list[list[float]]:
     """At most TIMELINE_POINTS [hours, busy devices] points (the last one kept)."""
-    if not timeline:
-        return []
-    step = max(1, math.ceil(len(timeline) / TIMELINE_POINTS))
-    points = timeline[::step]
-    if points[-1] is not timeline[-1]:
-        points.append(timeline[-1])
-    return [[round(p["t"] / 3600, 4), p["busy_devices"]] for p in points]
+    return [[round(p["t"] / 3600, 4), p["busy_devices"]] for p in thin(timeline, TIMELINE_POINTS)]
 
 
 class Progress:

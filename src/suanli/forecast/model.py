@@ -150,9 +150,47 @@ def _check(history: FloatArray, hours: int, level: float) -> FloatArray:
     return values
 
 
-def forecast(history: FloatArray, hours: int = 24, level: float = LEVEL) -> Forecast:
-    """The next `hours` hours after `history` (hourly, oldest first), with the interval of
-    probability `level`."""
+def _forecast(
+    latest: FloatArray, weights: FloatArray, half: FloatArray, level: float, least: int
+) -> Forecast:
+    mean = np.maximum(weights @ latest, 0.0)
+    return Forecast(
+        mean=mean,
+        lower=np.maximum(mean - half, 0.0),
+        upper=mean + half,
+        level=level,
+        method=METHOD,
+        weights=(float(weights[0]), float(weights[1]), float(weights[2])),
+        calibration_errors=least,
+    )
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A forecaster fitted once (`fit`) and applied to later histories (`predict`) without
+    fitting again: the Holt-Winters parameters, the combination's weights and the interval's
+    half-widths at each lead are those of the fit, as a model refreshed now and then is run.
+    `forecast` is the forecast at the end of the history it was fitted on."""
+
+    hours: int
+    level: float
+    params: dict[str, Any] | None
+    weights: FloatArray
+    half: FloatArray
+    least: int
+    forecast: Forecast
+
+    def predict(self, history: FloatArray) -> Forecast:
+        """The next `hours` hours after `history` (hourly, oldest first), with this fit."""
+        values = _check(history, self.hours, self.level)
+        latest, _ = _components(values, self.hours, self.params)
+        return _forecast(latest, self.weights, self.half, self.level, self.least)
+
+
+def fit(history: FloatArray, hours: int = 24, level: float = LEVEL) -> Fitted:
+    """Fit the forecaster on `history` (hourly, oldest first) for a horizon of `hours`: the
+    Holt-Winters parameters on the latest window, then the weights and the interval from the
+    errors at up to CALIBRATION_ORIGINS earlier origins (the module docstring says how)."""
     values = _check(history, hours, level)
     latest, params = _components(values, hours, None)
     past, actual = [], []
@@ -170,7 +208,6 @@ def forecast(history: FloatArray, hours: int = 24, level: float = LEVEL) -> Fore
     misses = np.abs(combined - truth[None])
     best = int(np.argmin(misses.mean(axis=(1, 2))))
     weights, table = WEIGHTS[best], misses[best]
-    mean = weights @ latest
     half = np.empty(hours)
     least = math.inf
     for lead in range(hours):
@@ -178,13 +215,18 @@ def forecast(history: FloatArray, hours: int = 24, level: float = LEVEL) -> Fore
         rank = min(len(pooled), math.ceil((len(pooled) + 1) * level)) - 1
         half[lead] = pooled[rank]
         least = min(least, len(pooled))
-    mean = np.maximum(mean, 0.0)
-    return Forecast(
-        mean=mean,
-        lower=np.maximum(mean - half, 0.0),
-        upper=mean + half,
-        level=level,
-        method=METHOD,
-        weights=(float(weights[0]), float(weights[1]), float(weights[2])),
-        calibration_errors=int(least),
+    return Fitted(
+        hours,
+        level,
+        params,
+        weights,
+        half,
+        int(least),
+        _forecast(latest, weights, half, level, int(least)),
     )
+
+
+def forecast(history: FloatArray, hours: int = 24, level: float = LEVEL) -> Forecast:
+    """The next `hours` hours after `history` (hourly, oldest first), with the interval of
+    probability `level` (`fit` on the history, then its forecast)."""
+    return fit(history, hours, level).forecast

@@ -30,11 +30,11 @@ Owns the network model, the discrete-event core and the run's metrics.
   duration); WAIT keeps it queued until `not_before_s` and schedules a tick then; QUEUE keeps
   it (a task no pool fits stays queued, as on the live platform); REJECT ends it (a task still
   waiting after `max_wait_s`).
-* **Ticks**: on the grid of `tick_s` while tasks wait, plus one at each deferral's end. When
-  every queued task is provably stuck (`_Stuck`: no pool it may use has room, or a constraint
-  that never loosens rules out every pool), the grid ticks are skipped until a job finishes, one
-  is submitted, a deferral ends or a task's max wait is reached: those skipped ticks would have
-  decided exactly the same (docs/twin.md says why).
+* **Ticks**: on the grid of `tick_s` while tasks wait, plus one at each deferral's end. After a
+  decision that deferred no task and left no task with a price ceiling queued (`_settled`),
+  the grid ticks are skipped until a job finishes, one is submitted, a deferral ends or a
+  task's max wait is reached: those skipped ticks would have decided exactly the same
+  (docs/twin.md says why).
 * **Invariants, checked in every run** (a broken one raises `TwinInvariantError`): completed +
   rejected = submitted; the sum of per-task energy equals the total; no pool ever runs more
   devices than it has.
@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -66,22 +66,23 @@ from suanli.scheduler import (
     QueuedTask,
     SiteSeries,
     Snapshot,
-    Task,
     decide,
     engine_task,
     policy_named,
 )
-from suanli.scheduler.arrays import FREE_CAPACITY
 from suanli.scheduler.decide import DEFAULT_MAX_WAIT_S
 from suanli.scheduler.generate import capital_fen_per_device_hour, energy_fen_per_device_hour
 from suanli.scheduler.series import network_series
 from suanli.scheduler.tasks import REFERENCE_DEVICE
 from suanli.sim.traces import Trace, TraceJob
 
+if TYPE_CHECKING:
+    from suanli.sim.carbon import CarbonWorld
+
 DEMAND_CITY_DCS = ("北京", "上海", "广州", "深圳")
 DEFAULT_SCALE = 0.004  # GPUs per published rack: an ESTIMATE
 CPU_CORES_PER_GPU = 8  # generic CPU cores per GPU at a site: an ESTIMATE
-MIN_SITE_GPUS = 8  # the fewest GPUs a site of the default network has
+MIN_SITE_GPUS = 16  # the fewest GPUs a site has: its A100 pool (half the mix) takes 8
 FINISH, SUBMIT, TICK = 0, 1, 2
 
 
@@ -231,13 +232,13 @@ def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
     duration as if nothing waited (the offered load; durations on the reference device,
     stretched by the network's mean GPU against it).
 
-    The network keeps its floor (MIN_SITE_GPUS a site, so that every site can take an 8-GPU
-    job and every latency tier has somewhere to go); where even the smallest network is too big
-    for one copy of the trace, the trace is played `copies` times over (`replicate`), and the
-    network is then sized for all copies. Jobs land on faster or slower GPUs than the mean and
-    wait when pools are full, so the busy share each run reports (`busy_share_gpu`, over the
-    same window) is the figure to quote; this sets the size. CPU pools follow each site's GPUs
-    (CPU_CORES_PER_GPU cores a GPU), not the trace's CPU work."""
+    The network keeps its floor (MIN_SITE_GPUS a site, so that every site's A100 pool takes an
+    8-GPU job and every latency tier has somewhere to go); where even the smallest network is
+    too big for one copy of the trace, the trace is played `copies` times over (`replicate`),
+    and the network is then sized for all copies. Jobs land on faster or slower GPUs than the
+    mean and wait when pools are full, so the busy share each run reports (`busy_share_gpu`,
+    over the same window) is the figure to quote; this sets the size. CPU pools follow each
+    site's GPUs (CPU_CORES_PER_GPU cores a GPU), not the trace's CPU work."""
     checks.in_range("utilisation", utilisation, 0.0, 1.0, low_open=True)
     gpu_jobs = [j for j in trace.jobs if j.device_kind.lower() != "cpu"]
     if not gpu_jobs:
@@ -393,24 +394,30 @@ def run(
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
     deferrable_slack_s: float | None = None,
     skip_stuck_ticks: bool = True,
+    carbon: CarbonWorld | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Replay `trace` on `network` under `policy`; deterministic for the same inputs.
 
     `deferrable_slack_s`: make every batch job deferrable (`defer_batch`).
     `skip_stuck_ticks`: False decides at every tick of the grid while tasks wait (slower; the
-    same outcomes, which a test checks)."""
+    same outcomes, which a test checks).
+    `carbon`: realised carbon intensity that varies by day, and what the decision step sees of
+    it (`suanli.sim.carbon`); every task's carbon is then counted on the realised series."""
     started = time.perf_counter()
     checks.positive("tick_s", tick_s)
     if deferrable_slack_s is not None:
         trace = defer_batch(trace, deferrable_slack_s)
     chosen = policy_named(policy)
     snapshot = network.snapshot()
+    if carbon is not None and carbon.network is not network:
+        raise InvalidValue(
+            "carbon", "another network", "a carbon world built on this network", "同一网络"
+        )
     outcomes = {job.id: Outcome(job) for job in trace.jobs}
     free = {p.id: p.free for p in network.pools}
     capacity = {p.id: p.count for p in network.pools}
     site_of = {p.id: p.site_id for p in network.pools}
-    stuck = _Stuck(network)
     heap: list[tuple[float, int, int, str]] = []
     seq = 0
     ticks: set[float] = set()  # times of the ticks in the heap
@@ -471,10 +478,10 @@ def run(
                 chosen,
                 now,
                 max_wait_s=max_wait_s,
-                snapshot=snapshot,
+                snapshot=snapshot if carbon is None else carbon.snapshot_at(now),
             )
             for decision in decisions:
-                ended = _apply(decision, queue, outcomes, free, totals, push, want_tick)
+                ended = _apply(decision, queue, outcomes, free, totals, push, want_tick, carbon)
                 done += ended
             busy_gpus = sum(capacity[p] - free[p] for p in gpu_pools)
             busy = sum(capacity[p] - free[p] for p in capacity)
@@ -491,12 +498,7 @@ def run(
                 }
             )
             if queue:
-                if skip_stuck_ticks and all(
-                    stuck(queued.task, d, free)
-                    for d in decisions
-                    if d.action is Action.QUEUE
-                    for queued in (queue[d.task],)
-                ):
+                if skip_stuck_ticks and _settled(decisions, queue):
                     # nothing can change a decision before a deferral ends (its tick is in the
                     # heap), a task's max wait is reached, a job finishes or one is submitted
                     for queued in queue.values():
@@ -513,6 +515,14 @@ def run(
     results = list(outcomes.values())
     metrics = _metrics(results, network, policy, events, time.perf_counter() - started)
     metrics["decide_calls"] = calls
+    metrics["carbon_basis"] = (
+        "daily shape (synthetic, ESTIMATE), known to the decision step"
+        if carbon is None
+        else f"synthetic weather (ESTIMATE), decided on: {carbon.foresight.value}"
+    )
+    if carbon is not None and carbon.forecast_errors:
+        # mean absolute percentage error of the day-ahead carbon forecasts (first 24 h)
+        metrics["carbon_forecast_mape"] = float(np.mean(carbon.forecast_errors))
     _check(all(site_of[r.pool] == r.site for r in results if r.pool), "pool and site disagree")
     return RunResult(policy, metrics, results, timeline)
 
@@ -526,37 +536,21 @@ def _max_wait_tick(submitted_s: float, max_wait_s: float, tick_s: float, now: fl
     return max(at, now + tick_s)
 
 
-class _Stuck:
-    """Whether a QUEUE decision would repeat at any later clock while the queue and the
-    capacity stay as they are (so the twin may skip the ticks in between; docs/twin.md).
+def _settled(decisions: Sequence[Decision], queue: Mapping[str, QueuedTask]) -> bool:
+    """Whether the decision step, called again with this queue on the capacity left after
+    `decisions`, would decide the same at any later clock until a job finishes, one is
+    submitted, a deferral ends or a task's max wait is reached (so the twin may skip the grid's
+    ticks in between; docs/twin.md says why this is exact).
 
-    True when the task has no price ceiling (the only constraint that may loosen with the hour,
-    under time-of-use prices) and either every pool was ruled out by a constraint (those are
-    fixed, and a deadline only gets nearer), or no pool of its device kind and models has as
-    many free devices as it needs (free capacity only grows when a job finishes)."""
-
-    def __init__(self, network: Network) -> None:
-        self.pools = network.pools
-        self.candidates: dict[tuple[Any, frozenset[str] | None], tuple[str, ...]] = {}
-
-    def __call__(self, task: Task, decision: Decision, free: Mapping[str, int]) -> bool:
-        if task.max_price_fen is not None:
-            return False
-        if FREE_CAPACITY not in decision.reasons and sum(decision.reasons.values()) == len(
-            self.pools
-        ):
-            return True
-        key = (task.device_kind, task.device_models)
-        pools = self.candidates.get(key)
-        if pools is None:
-            pools = tuple(
-                p.id
-                for p in self.pools
-                if p.device.kind is task.device_kind
-                and (task.device_models is None or p.device.id in task.device_models)
-            )
-            self.candidates[key] = pools
-        return all(free[p] < task.devices for p in pools)
+    False when a task was left queued with a price ceiling (the one constraint that may loosen
+    as the hour turns), or beside a task deferred in the same call (WAIT with a placement: within
+    one call its devices were kept from the tasks decided after it, and the next call offers
+    them again)."""
+    queued = [d for d in decisions if d.action is Action.QUEUE]
+    if any(queue[d.task].task.max_price_fen is not None for d in queued):
+        return False
+    deferred = any(d.action is Action.WAIT and d.placement is not None for d in decisions)
+    return not (queued and deferred)
 
 
 def _apply(
@@ -567,8 +561,10 @@ def _apply(
     totals: dict[str, float],
     push: Callable[[float, int, str], None],
     want_tick: Callable[[float], None],
+    carbon: CarbonWorld | None = None,
 ) -> int:
-    """Carry out one decision on the twin's state; 1 if it ended the job (REJECT), else 0."""
+    """Carry out one decision on the twin's state; 1 if it ended the job (REJECT), else 0.
+    With `carbon`, the job's carbon is what it emits on the realised series."""
     outcome = outcomes[decision.task]
     queued = queue[decision.task]
     if decision.action is Action.PLACE:
@@ -584,14 +580,20 @@ def _apply(
             b.carbon_kg,
         )
         outcome.carbon_location_kg = b.carbon_location_kg
+        if carbon is not None:
+            outcome.carbon_location_kg = carbon.emitted(
+                placement.site, placement.end_s, b.duration_s, b.energy_kwh
+            )
+            green = carbon.network.sites[placement.site].green_share
+            outcome.carbon_kg = outcome.carbon_location_kg * (1.0 - green)
         outcome.latency_ms = b.latency_ms
         outcome.data_moved_gb = outcome.job.data_gb if b.transfer_s > 0 else 0.0
         outcome.reason = ""
         free[placement.pool] -= queued.task.devices
         _check(free[placement.pool] >= 0, f"pool {placement.pool} over capacity")
         totals["cost_fen"] += b.cost_fen
-        totals["carbon_kg"] += b.carbon_kg
-        totals["carbon_location_kg"] += b.carbon_location_kg
+        totals["carbon_kg"] += outcome.carbon_kg
+        totals["carbon_location_kg"] += outcome.carbon_location_kg
         push(placement.end_s, FINISH, decision.task)
         del queue[decision.task]
     elif decision.action is Action.WAIT:

@@ -13,6 +13,7 @@ from suanli.cli import app
 from suanli.errors import InvalidValue, UnknownSeries
 from suanli.forecast import (
     backtest,
+    fit,
     forecast,
     min_history_h,
     public_series,
@@ -64,6 +65,21 @@ def test_the_weights_follow_the_series() -> None:
         ours.append(np.mean(np.abs(walked.mean - truth)))
         theirs.append(np.mean(np.abs(seasonal_naive(walk, 24) - truth)))
     assert np.mean(ours) < 0.9 * np.mean(theirs), (np.mean(ours), np.mean(theirs))
+
+
+def test_a_fit_predicts_later_days_without_fitting_again() -> None:
+    """`fit` once, `predict` on later histories: its forecast at the fit's end is `forecast`'s,
+    and a week later it still follows the cycle, with the fit's interval widths."""
+    series = _daily(30, noise=0.5, seed=4)
+    fitted = fit(series[: 20 * 24], 24)
+    once = forecast(series[: 20 * 24], 24)
+    assert np.allclose(fitted.forecast.mean, once.mean)
+    assert np.allclose(fitted.forecast.upper - fitted.forecast.lower, once.upper - once.lower)
+    later = fitted.predict(series[: 27 * 24])
+    assert np.mean(np.abs(later.mean - series[27 * 24 : 28 * 24])) < 1.0  # noise sd 0.5
+    assert np.allclose(later.upper - later.lower, fitted.forecast.upper - fitted.forecast.lower)
+    with pytest.raises(InvalidValue, match="history"):
+        fitted.predict(series[:50])
 
 
 def test_the_interval_is_calibrated_on_noise() -> None:

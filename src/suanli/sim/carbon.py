@@ -1,0 +1,223 @@
+"""Carbon intensity that varies day by day, and what the decision step knows of it.
+
+The twin's default series repeat one documented day (`scheduler.series.carbon_shape`): the
+decision step then knows the future exactly, and shifting work in time cannot be told apart
+from foresight. A `CarbonWorld` gives each run a *realised* hourly intensity that differs from
+day to day, and one of three ways for the decision step to see it (`foresight`):
+
+* `oracle`: the realised series itself (perfect foresight, the bound on what shifting can save);
+* `forecast`: each day at local midnight, a 48-hour forecast by `suanli.forecast` from the
+  realised history up to that hour (the model fitted every REFIT_DAYS days, as operators run
+  a model refreshed now and then), so deferral is decided on forecasts, never on the future;
+* `shape`: the documented daily shape (what the live platform knows today).
+
+Every run then counts the carbon a task emitted on the realised series, whatever the decision
+step saw (`CarbonWorld.emitted`).
+
+**The realised series are SYNTHETIC (an ESTIMATE)**: no hourly carbon data for China's
+provinces that may be redistributed was found (docs/forecast.md). Western provinces (those of
+`carbon_shape`) get the documented solar dip with a depth that varies by day (clouds: a
+day-to-day AR(1), SUN_SD around 1, clipped to [0, 2]) times a slow hourly wind factor (an
+hourly AR(1) of standard deviation WIND_SD and persistence WIND_PHI); each series is scaled so
+its mean over the run is the province's annual factor. Eastern provinces stay flat, as in the
+shape. Seeded: the same seed gives the same weather.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from suanli.errors import InvalidValue
+from suanli.forecast import Fitted, fit
+from suanli.scheduler import SiteSeries, Snapshot
+from suanli.scheduler.arrays import window_mean
+from suanli.scheduler.series import SOLAR_DIP, WEST_PROVINCES
+
+if TYPE_CHECKING:
+    from suanli.sim.twin import Network
+
+HISTORY_DAYS = 35  # realised days before the run starts (what the first forecast is fitted on)
+FORECAST_H = 48  # each day's forecast covers today and tomorrow
+REFIT_DAYS = 28
+SUN_SD = 0.5  # day-to-day spread of the solar dip's depth (x SOLAR_DIP): an ESTIMATE
+SUN_PHI = 0.5  # persistence of that depth from one day to the next: an ESTIMATE
+WIND_SD = 0.08  # spread of the hourly wind factor: an ESTIMATE
+WIND_PHI = 0.95  # its persistence from one hour to the next: an ESTIMATE
+DAY_H = 24
+
+
+class Foresight(StrEnum):
+    ORACLE = "oracle"
+    FORECAST = "forecast"
+    SHAPE = "shape"
+
+
+def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
+    """n draws of a stationary AR(1) with persistence `phi` and standard deviation `sd`."""
+    shocks = rng.standard_normal(n) * sd * math.sqrt(1 - phi * phi)
+    out = np.empty(n)
+    value = rng.standard_normal() * sd
+    for i in range(n):
+        value = phi * value + shocks[i]
+        out[i] = value
+    return out
+
+
+def weather(hours: int, seed: int) -> np.ndarray:
+    """Multipliers of a western province's annual factor for `hours` hours from local midnight
+    (mean exactly 1): the solar dip, deeper or shallower by day, times a slow wind factor."""
+    rng = np.random.default_rng(seed)
+    days = math.ceil(hours / DAY_H)
+    depth = np.clip(1.0 + _ar1(rng, days, SUN_PHI, SUN_SD), 0.0, 2.0) * SOLAR_DIP
+    h = np.arange(hours) % DAY_H
+    sun = np.where((h >= 7) & (h < 19), np.cos((h - 13) / 6 * (math.pi / 2)), 0.0)
+    sun = np.clip(sun, 0.0, None)
+    raw = (1.0 - np.repeat(depth, DAY_H)[:hours] * sun) * np.clip(
+        1.0 + _ar1(rng, hours, WIND_PHI, WIND_SD), 0.5, 1.5
+    )
+    shaped: np.ndarray = raw / raw.mean()
+    return shaped
+
+
+@dataclass
+class CarbonWorld:
+    """Realised hourly carbon intensity for each site of `network` from HISTORY_DAYS before the
+    run (hour 0 is the run's start, a local midnight) for `hours` hours after it, and the
+    decision step's view of it (`foresight`). Build with `synthetic_carbon`."""
+
+    network: Network
+    foresight: Foresight
+    realised: dict[str, np.ndarray]  # site id -> kg CO2/kWh, from -history_h
+    history_h: int
+    _prefix: np.ndarray = field(init=False, repr=False)
+    _row: dict[str, int] = field(init=False, repr=False)
+    _snapshots: dict[int, Snapshot] = field(default_factory=dict, init=False, repr=False)
+    _fits: dict[tuple[str, int], Fitted] = field(default_factory=dict, init=False, repr=False)
+    forecast_errors: list[float] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ids = sorted(self.realised)
+        self._row = {sid: n for n, sid in enumerate(ids)}
+        rows = np.array([self.realised[sid][self.history_h :] for sid in ids])
+        self._prefix = np.concatenate((np.zeros((len(ids), 1)), np.cumsum(rows, axis=1)), axis=1)
+
+    @property
+    def hours(self) -> int:
+        return int(self._prefix.shape[1] - 1)
+
+    def emitted(self, site: str, end_s: float, duration_s: float, energy_kwh: float) -> float:
+        """Location-based kg CO2 of `energy_kwh` drawn evenly over the `duration_s` seconds up
+        to `end_s` at `site`, on the realised series (the window the engine prices)."""
+        mean = window_mean(
+            self._prefix,
+            np.array([self._row[site]]),
+            np.array([(end_s - duration_s) / 3600.0]),
+            np.array([duration_s / 3600.0]),
+        )
+        return float(energy_kwh * mean[0])
+
+    def snapshot_at(self, clock: float) -> Snapshot:
+        """The decision step's network at `clock` (seconds from the run's start)."""
+        if self.foresight is Foresight.SHAPE:
+            return self._cached(0, lambda: self.network.snapshot())
+        if self.foresight is Foresight.ORACLE:
+            return self._cached(0, self._oracle)
+        day = max(0, math.floor(clock / (DAY_H * 3600.0)))
+        return self._cached(day, lambda: self._forecast(day))
+
+    def _cached(self, key: int, make: object) -> Snapshot:
+        found = self._snapshots.get(key)
+        if found is None:
+            assert callable(make)
+            found = make()
+            self._snapshots = {key: found}  # only today's is ever asked for again
+        return found
+
+    def _series(self, carbon: dict[str, np.ndarray]) -> dict[str, SiteSeries]:
+        series = {}
+        for sid, known in self.network.series.items():
+            values = carbon[sid]
+            energy = np.resize(known.energy_price_multiplier, len(values))
+            series[sid] = SiteSeries(energy, values)
+        return series
+
+    def _oracle(self) -> Snapshot:
+        carbon = {sid: values[self.history_h :] for sid, values in self.realised.items()}
+        return _with_series(self.network.snapshot(), self._series(carbon), 0.0)
+
+    def _forecast(self, day: int) -> Snapshot:
+        issued_h = self.history_h + day * DAY_H  # index of the issue hour in `realised`
+        carbon: dict[str, np.ndarray] = {}
+        made: dict[str, np.ndarray] = {}  # one forecast per distinct realised series
+        for sid, values in self.realised.items():
+            site = self.network.sites[sid]
+            if not _varies(site.provinces[0]):
+                carbon[sid] = np.full(FORECAST_H, values[0])
+                continue
+            province = site.provinces[0]
+            key = f"{province}:{site.grid_kgco2_per_kwh}"
+            if key not in made:
+                history = values[:issued_h]
+                refit = day - day % REFIT_DAYS
+                fitted = self._fits.get((key, refit))
+                if fitted is None:
+                    fitted = fit(history, FORECAST_H)
+                    self._fits = {k: v for k, v in self._fits.items() if k[0] != key}
+                    self._fits[(key, refit)] = fitted
+                made[key] = fitted.predict(history).mean
+                actual = values[issued_h : issued_h + DAY_H]
+                if len(actual) == DAY_H:
+                    self.forecast_errors.append(
+                        float(np.mean(np.abs(made[key][:DAY_H] - actual) / actual))
+                    )
+            carbon[sid] = np.maximum(made[key], 1e-6)
+        return _with_series(self.network.snapshot(), self._series(carbon), day * DAY_H * 3600.0)
+
+
+def _varies(province: str) -> bool:
+    return province in WEST_PROVINCES
+
+
+def _with_series(snapshot: Snapshot, series: dict[str, SiteSeries], start_s: float) -> Snapshot:
+    from dataclasses import replace
+
+    return replace(snapshot, series=series, series_start_s=start_s)
+
+
+def synthetic_carbon(
+    network: Network, hours: int, foresight: Foresight | str, seed: int = 0
+) -> CarbonWorld:
+    """A `CarbonWorld` on `network` covering `hours` hours of run (longer runs repeat it), with
+    HISTORY_DAYS of history before them; one weather per province (sites of a province share
+    it), drawn from `seed`."""
+    try:
+        seeing = Foresight(str(foresight))
+    except ValueError:
+        accepted = ", ".join(f.value for f in Foresight)
+        raise InvalidValue(
+            "foresight", foresight, f"one of {accepted}", f"{accepted} 之一"
+        ) from None
+    if network.local_hour_at_start != 0:
+        raise InvalidValue(
+            "local_hour_at_start",
+            network.local_hour_at_start,
+            "0 (a run with a carbon world starts at local midnight)",
+            "0（从当地午夜开始）",
+        )
+    history_h = HISTORY_DAYS * DAY_H
+    total = history_h + max(int(hours), DAY_H)
+    provinces = sorted({s.provinces[0] for s in network.sites.values()})
+    shapes = {
+        p: weather(total, seed * 1000 + n) if _varies(p) else np.ones(total)
+        for n, p in enumerate(provinces)
+    }
+    realised = {
+        sid: site.grid_kgco2_per_kwh * shapes[site.provinces[0]]
+        for sid, site in network.sites.items()
+    }
+    return CarbonWorld(network, seeing, realised, history_h)

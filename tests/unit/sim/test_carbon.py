@@ -1,0 +1,140 @@
+"""The twin's realised carbon (synthetic weather) and the decision step's view of it: the
+oracle sees the realised series, the forecast only the past, and every run counts carbon on
+the realised series whatever the decision step saw."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from suanli.errors import InvalidValue
+from suanli.scheduler import QueuedTask, engine_task, policy_named
+from suanli.scheduler.series import WEST_PROVINCES
+from suanli.sim.carbon import DAY_H, FORECAST_H, Foresight, synthetic_carbon, weather
+from suanli.sim.traces import Trace, TraceJob
+from suanli.sim.twin import job_spec, national_network, run, tick
+
+
+@pytest.fixture(scope="module")
+def network():
+    return national_network(0.002)
+
+
+def test_weather_keeps_the_annual_factor_and_varies_by_day() -> None:
+    values = weather(24 * 60, seed=3)
+    assert values.mean() == pytest.approx(1.0)
+    days = values.reshape(60, 24)
+    assert np.ptp(days.min(axis=1)) > 0.05  # the midday dip is deeper on some days
+    assert np.array_equal(values, weather(24 * 60, seed=3))
+    assert not np.array_equal(values, weather(24 * 60, seed=4))
+
+
+def test_west_varies_east_stays_flat_and_a_province_shares_its_weather(network) -> None:
+    world = synthetic_carbon(network, 24 * 10, "oracle", seed=1)
+    by_province: dict[str, list[np.ndarray]] = {}
+    for sid, values in world.realised.items():
+        site = network.sites[sid]
+        multiplier = values / site.grid_kgco2_per_kwh
+        if site.provinces[0] in WEST_PROVINCES:
+            assert np.ptp(multiplier) > 0.1, sid
+        else:
+            assert np.ptp(multiplier) == pytest.approx(0.0), sid
+        by_province.setdefault(site.provinces[0], []).append(multiplier)
+    for shapes in by_province.values():
+        for other in shapes[1:]:
+            assert np.allclose(other, shapes[0])
+
+
+def test_a_forecast_is_made_from_the_past_alone(network) -> None:
+    """Two worlds equal up to the issue hour of day 3 and different after it give the decision
+    step the same series on day 3: deferral is never decided on the realised future."""
+    world = synthetic_carbon(network, 24 * 10, "forecast", seed=2)
+    other = synthetic_carbon(network, 24 * 10, "forecast", seed=2)
+    cut = world.history_h + 3 * DAY_H
+    for sid in other.realised:
+        values = other.realised[sid].copy()
+        values[cut:] *= 1.5
+        other.realised[sid] = values
+    clock = 3 * 86400.0 + 5 * 3600.0
+    mine, theirs = world.snapshot_at(clock), other.snapshot_at(clock)
+    assert mine.series_start_s == theirs.series_start_s == 3 * 86400.0
+    varied = 0
+    for sid, series in mine.series.items():
+        assert len(series.carbon_kg_per_kwh) == FORECAST_H
+        assert np.array_equal(series.carbon_kg_per_kwh, theirs.series[sid].carbon_kg_per_kwh)
+        varied += np.ptp(series.carbon_kg_per_kwh) > 0
+    assert varied > 0  # the western sites' forecasts follow the day
+    # and the forecast is not the realised day (it is a forecast), but near it
+    west = next(s for s in network.sites.values() if s.provinces[0] in WEST_PROVINCES)
+    forecast = mine.series[west.id].carbon_kg_per_kwh[:DAY_H]
+    actual = world.realised[west.id][cut : cut + DAY_H]
+    assert not np.allclose(forecast, actual)
+    assert np.mean(np.abs(forecast - actual) / actual) < 0.15
+
+
+def test_the_oracle_decides_on_the_realised_series_and_runs_count_it(network) -> None:
+    """On the oracle's snapshot the engine prices a placement's carbon exactly as the world
+    counts it on the realised series."""
+    world = synthetic_carbon(network, 24 * 10, "oracle", seed=5)
+    job = TraceJob("j", 30 * 3600.0, 5 * 3600.0, 2, "gpu", origin="兰州")
+    task = engine_task("j", job_spec(job), job.submit_s)
+    free = {p.id: p.free for p in network.pools}
+    (decision,) = tick(
+        [QueuedTask(task, job.submit_s)],
+        network,
+        free,
+        policy_named("green"),
+        job.submit_s,
+        snapshot=world.snapshot_at(job.submit_s),
+    )
+    placement = decision.placement
+    assert placement is not None
+    b = placement.breakdown
+    counted = world.emitted(placement.site, placement.end_s, b.duration_s, b.energy_kwh)
+    assert counted == pytest.approx(b.carbon_location_kg, rel=1e-9)
+
+
+def _batch_trace() -> Trace:
+    jobs = tuple(
+        replace(
+            TraceJob(f"b{i}", i * 1800.0, 3 * 3600.0, 1, "gpu", origin="兰州"),
+            latency_tier="batch",
+        )
+        for i in range(40)
+    )
+    return Trace("batch", jobs, 0, "hand")
+
+
+@pytest.mark.parametrize("foresight", ["oracle", "forecast"])
+def test_runs_count_carbon_on_the_realised_series(network, foresight: str) -> None:
+    world = synthetic_carbon(network, 24 * 10, foresight, seed=7)
+    result = run(_batch_trace(), network, "green", deferrable_slack_s=86400.0, carbon=world)
+    green = {sid: s.green_share for sid, s in network.sites.items()}
+    total = 0.0
+    for outcome in result.outcomes:
+        assert outcome.state == "completed"
+        assert outcome.site is not None and outcome.end_s is not None
+        counted = world.emitted(
+            outcome.site,
+            outcome.end_s,
+            outcome.end_s - outcome.start_s,  # no data to move: it runs from its start
+            outcome.energy_kwh,
+        )
+        assert outcome.carbon_location_kg == pytest.approx(counted)
+        assert outcome.carbon_kg == pytest.approx(counted * (1 - green[outcome.site]))
+        total += outcome.carbon_kg
+    assert result.metrics["carbon_kg"] == pytest.approx(total)
+    assert result.timeline[-1]["carbon_kg"] == pytest.approx(total)
+    assert result.metrics["tasks_deferred"] > 0
+    assert foresight in result.metrics["carbon_basis"]
+    assert ("carbon_forecast_mape" in result.metrics) is (foresight == "forecast")
+
+
+def test_bad_foresight_and_another_network_are_refused(network) -> None:
+    with pytest.raises(InvalidValue, match="foresight"):
+        synthetic_carbon(network, 48, "hindsight")
+    world = synthetic_carbon(network, 48, Foresight.ORACLE)
+    with pytest.raises(InvalidValue, match="carbon"):
+        run(_batch_trace(), national_network(0.003), "green", carbon=world)
