@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,10 +50,23 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         deferrable_slack_h: Annotated[
             float | None,
             typer.Option(
+                "--deferrable-slack-h",
+                "--batch-slack",
                 help="Make batch jobs deferrable, deadline = duration + H hours / "
-                "批处理作业可延后，截止时间 = 时长 + H 小时"
+                "批处理作业可延后，截止时间 = 时长 + H 小时",
             ),
         ] = None,
+        foresight: Annotated[
+            str,
+            typer.Option(
+                help="shape: the documented daily carbon shape, known in advance; forecast or "
+                "oracle: carbon that varies by day (synthetic weather, ESTIMATE), seen through "
+                "day-ahead forecasts or known in advance / 碳强度预见方式：shape|forecast|oracle"
+            ),
+        ] = "shape",
+        weather_seed: Annotated[
+            int, typer.Option(help="Seed of the synthetic weather / 合成天气的随机种子")
+        ] = 0,
         json_out: Annotated[Path | None, typer.Option("--json", help="Write JSON / 输出")] = None,
         report: Annotated[Path | None, typer.Option(help="Write HTML / 报告")] = None,
     ) -> None:
@@ -60,6 +74,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         from suanli import checks
         from suanli.scheduler import policy_named
         from suanli.sim import report as reports
+        from suanli.sim.carbon import synthetic_carbon
         from suanli.sim.traces import load_trace, shape
         from suanli.sim.twin import national_network, replicate, run, size_for_utilisation
 
@@ -92,6 +107,14 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             )
         else:
             network = national_network(scale)
+
+        def world() -> Any:  # a fresh one a policy: its forecasts are made as the run goes
+            if foresight == "shape":
+                return None
+            span_h = math.ceil(max((j.submit_s for j in shaped.jobs), default=0.0) / 3600)
+            return synthetic_carbon(network, span_h + 24 * 14, foresight, seed=weather_seed)
+
+        world()  # a bad --foresight is refused before any run
         results = []
         with Progress(console=err, transient=True) as progress:
             for name in policies:
@@ -102,7 +125,14 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
 
                 slack = None if deferrable_slack_h is None else deferrable_slack_h * 3600.0
                 results.append(
-                    run(shaped, network, name, deferrable_slack_s=slack, progress=advance)
+                    run(
+                        shaped,
+                        network,
+                        name,
+                        deferrable_slack_s=slack,
+                        carbon=world(),
+                        progress=advance,
+                    )
                 )
         table = Table(title=f"Digital twin 数字孪生 — {shaped.name}, {len(shaped.jobs):,} jobs")
         for column in (
@@ -135,6 +165,15 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 f"{m['events_per_s']:,.0f}",
             )
         out.print(table)
+        for r in results:
+            m = r.metrics
+            mape = m.get("carbon_forecast_mape")
+            out.print(
+                f"{m['policy']}: carbon {m['carbon_basis']}; {m['tasks_deferred']:,} jobs deferred"
+                + ("" if mape is None else f"; day-ahead carbon forecast MAPE {mape:.1%}")
+                + f" / 碳强度依据：{foresight}；延后 {m['tasks_deferred']:,} 个作业",
+                markup=False,
+            )
         document = {
             "trace": shaped.name,
             "jobs": len(shaped.jobs),
@@ -142,6 +181,8 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             "scale": scale,
             "sizing": None if sizing is None else sizing.__dict__,
             "seed": seed,
+            "foresight": foresight,
+            "weather_seed": None if foresight == "shape" else weather_seed,
             **reports.document(results),
         }
         if json_out is not None:

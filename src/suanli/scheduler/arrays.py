@@ -16,11 +16,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from suanli.catalog import Place, latency
+from suanli.catalog import Place, Pool, latency
 from suanli.errors import SuanliError
 from suanli.metering import EFFICIENCY, DeviceKind, DeviceProfile, Precision, all_devices
 from suanli.scheduler.model import FloatArray, LatencyTier, Objective, Policy, Snapshot, Task
@@ -134,12 +135,89 @@ def _latency(origin: Place, site: Place) -> tuple[float, float]:
     return found.rtt_ms, found.distance_km
 
 
-def pool_arrays(snapshot: Snapshot) -> PoolArrays:
+# Columns that do not change from one decision to the next: the sites' (series prefix sums,
+# PUE, price...) while the snapshot keeps the same sites, series and reputation objects, and the
+# pools' devices and prices while the pools are the same (only their count and free change).
+# Snapshots are immutable by contract; a few entries serve callers that alternate networks.
+_SITE_COLUMNS: list[tuple[object, object, object, dict[str, Any]]] = []
+_POOL_COLUMNS: dict[tuple[Any, ...], dict[str, Any]] = {}
+CACHED_NETWORKS = 4
+
+
+def _site_columns(snapshot: Snapshot) -> dict[str, Any]:
+    for sites_, series_, reputation_, found in _SITE_COLUMNS:
+        if (
+            sites_ is snapshot.sites
+            and series_ is snapshot.series
+            and reputation_ is snapshot.reputation
+        ):
+            return found
+    site_ids = sorted(snapshot.sites)
+    province_index: dict[str, int] = {}
+    sites = [snapshot.sites[s] for s in site_ids]
+    lengths = {len(snapshot.series[s].carbon_kg_per_kwh) for s in site_ids if s in snapshot.series}
+    lengths |= {
+        len(snapshot.series[s].energy_price_multiplier) for s in site_ids if s in snapshot.series
+    }
+    hours = max(lengths) if lengths else 24
+    energy_rows, carbon_rows, energy_flat, carbon_flat, carbon_first = [], [], [], [], []
+    for site in sites:
+        series = snapshot.series.get(site.id)
+        if series is None:
+            energy = np.ones(hours)
+            carbon = np.full(hours, site.grid_kgco2_per_kwh)
+        else:
+            energy = np.resize(series.energy_price_multiplier, hours)
+            carbon = np.resize(series.carbon_kg_per_kwh, hours)
+        energy_rows.append(_prefix(energy))
+        carbon_rows.append(_prefix(carbon))
+        energy_flat.append(bool(np.all(energy == energy[0])) and energy[0] == 1.0)
+        carbon_flat.append(bool(np.all(carbon == carbon[0])))
+        carbon_first.append(float(carbon[0]))
+    columns: dict[str, Any] = {
+        "site_ids": site_ids,
+        "site_pue": np.array([s.pue for s in sites]),
+        "site_green": np.array([s.green_share for s in sites]),
+        "site_price_cny": np.array([s.price_cny_per_kwh for s in sites]),
+        "site_reputation": np.array([snapshot.reputation.get(s.id, 1.0) for s in sites]),
+        "site_province_bits": np.array(
+            [_province_bits(s.provinces, province_index) for s in sites], dtype=np.int64
+        ),
+        "site_places": [s.place for s in sites],
+        "energy_prefix": np.stack(energy_rows) if energy_rows else np.zeros((0, hours + 1)),
+        "carbon_prefix": np.stack(carbon_rows) if carbon_rows else np.zeros((0, hours + 1)),
+        "series_hours": hours,
+        "site_energy_flat": np.array(energy_flat, dtype=bool),
+        "site_carbon_flat": np.array(carbon_flat, dtype=bool),
+        "site_carbon_first": np.array(carbon_first),
+        "province_index": province_index,
+    }
+    _SITE_COLUMNS.insert(0, (snapshot.sites, snapshot.series, snapshot.reputation, columns))
+    del _SITE_COLUMNS[CACHED_NETWORKS:]
+    return columns
+
+
+def _pool_columns(pools: Sequence[Pool], site_ids: list[str]) -> dict[str, Any]:
+    key = (
+        tuple(site_ids),
+        *(
+            (
+                p.id,
+                p.site_id,
+                p.device.id,  # the registry's ids are unique
+                p.price_fen_per_device_hour,
+                p.energy_billed_separately,
+                p.tou_multipliers,
+            )
+            for p in pools
+        ),
+    )
+    found = _POOL_COLUMNS.get(key)
+    if found is not None:
+        return found
     devices = all_devices()
     device_pos = {d.id: i for i, d in enumerate(devices)}
-    site_ids = sorted(snapshot.sites)
     site_pos = {s: i for i, s in enumerate(site_ids)}
-    pools = snapshot.pools
     n = len(pools)
     peak = np.zeros((len(PRECISIONS), n))
     used = np.zeros((len(PRECISIONS), n), dtype=np.int64)
@@ -162,60 +240,36 @@ def pool_arrays(snapshot: Snapshot) -> PoolArrays:
         compute_prefix = np.stack(
             [_prefix(np.array(t if t is not None else [1.0] * 24, dtype=float)) for t in tou_rows]
         )
-    province_index: dict[str, int] = {}
-    sites = [snapshot.sites[s] for s in site_ids]
-    lengths = {len(snapshot.series[s].carbon_kg_per_kwh) for s in site_ids if s in snapshot.series}
-    lengths |= {
-        len(snapshot.series[s].energy_price_multiplier) for s in site_ids if s in snapshot.series
-    }
-    hours = max(lengths) if lengths else 24
-    energy_rows, carbon_rows, energy_flat, carbon_flat, carbon_first = [], [], [], [], []
-    for site in sites:
-        series = snapshot.series.get(site.id)
-        if series is None:
-            energy = np.ones(hours)
-            carbon = np.full(hours, site.grid_kgco2_per_kwh)
-        else:
-            energy = np.resize(series.energy_price_multiplier, hours)
-            carbon = np.resize(series.carbon_kg_per_kwh, hours)
-        energy_rows.append(_prefix(energy))
-        carbon_rows.append(_prefix(carbon))
-        energy_flat.append(bool(np.all(energy == energy[0])) and energy[0] == 1.0)
-        carbon_flat.append(bool(np.all(carbon == carbon[0])))
-        carbon_first.append(float(carbon[0]))
-    return PoolArrays(
-        ids=[p.id for p in pools],
-        site_ids=site_ids,
-        site_of_pool=np.array([site_pos[p.site_id] for p in pools], dtype=np.int64),
-        kind=np.array([KINDS.index(p.device.kind) for p in pools], dtype=np.int64),
-        device_index=np.array([device_pos[p.device.id] for p in pools], dtype=np.int64),
-        peak=peak,
-        precision_used=used,
-        memory_gb=memory,
-        count=np.array([p.count for p in pools], dtype=np.int64),
-        free=np.array([p.free for p in pools], dtype=np.int64),
-        price_fen_per_device_hour=np.array(
+    columns: dict[str, Any] = {
+        "ids": [p.id for p in pools],
+        "site_of_pool": np.array([site_pos[p.site_id] for p in pools], dtype=np.int64),
+        "kind": np.array([KINDS.index(p.device.kind) for p in pools], dtype=np.int64),
+        "device_index": np.array([device_pos[p.device.id] for p in pools], dtype=np.int64),
+        "peak": peak,
+        "precision_used": used,
+        "memory_gb": memory,
+        "price_fen_per_device_hour": np.array(
             [float(p.price_fen_per_device_hour or 0) for p in pools]
         ),
-        tdp_kw=np.nan_to_num(tdp, nan=0.0),
-        energy_billed=np.array([p.energy_billed_separately for p in pools], dtype=bool),
-        compute_prefix=compute_prefix,
-        site_pue=np.array([s.pue for s in sites]),
-        site_green=np.array([s.green_share for s in sites]),
-        site_price_cny=np.array([s.price_cny_per_kwh for s in sites]),
-        site_reputation=np.array([snapshot.reputation.get(s.id, 1.0) for s in sites]),
-        site_province_bits=np.array(
-            [_province_bits(s.provinces, province_index) for s in sites], dtype=np.int64
-        ),
-        site_places=[s.place for s in sites],
-        energy_prefix=np.stack(energy_rows) if energy_rows else np.zeros((0, hours + 1)),
-        carbon_prefix=np.stack(carbon_rows) if carbon_rows else np.zeros((0, hours + 1)),
-        series_hours=hours,
-        site_energy_flat=np.array(energy_flat, dtype=bool),
-        site_carbon_flat=np.array(carbon_flat, dtype=bool),
-        site_carbon_first=np.array(carbon_first),
-        pool_has_tou=np.array([t is not None for t in tou_rows], dtype=bool),
-        province_index=province_index,
+        "tdp_kw": np.nan_to_num(tdp, nan=0.0),
+        "energy_billed": np.array([p.energy_billed_separately for p in pools], dtype=bool),
+        "compute_prefix": compute_prefix,
+        "pool_has_tou": np.array([t is not None for t in tou_rows], dtype=bool),
+    }
+    if len(_POOL_COLUMNS) >= CACHED_NETWORKS:
+        _POOL_COLUMNS.pop(next(iter(_POOL_COLUMNS)))
+    _POOL_COLUMNS[key] = columns
+    return columns
+
+
+def pool_arrays(snapshot: Snapshot) -> PoolArrays:
+    sites = _site_columns(snapshot)
+    pools = snapshot.pools
+    return PoolArrays(
+        **_pool_columns(pools, sites["site_ids"]),
+        **sites,
+        count=np.array([p.count for p in pools], dtype=np.int64),
+        free=np.array([p.free for p in pools], dtype=np.int64),
     )
 
 

@@ -152,19 +152,28 @@ def _place_each(
     extra: Mapping[str, int],
     policy: Policy,
     clock: float,
+    explain: bool = True,
 ) -> tuple[list[Plan], dict[str, str]]:
     """The engine's plan for `tasks` on `free`; if the engine fails on the batch, each task alone
     (on what the earlier ones left), so that a task the engine fails on is rejected alone."""
     snapshot = _snapshot(network, free, extra)
     try:
-        return [place(tasks, snapshot, policy, clock, solver="greedy")], {}
+        plan = place(tasks, snapshot, policy, clock, solver="greedy", explain_unplaced=explain)
+        return [plan], {}
     except Exception:  # a task's data, not the step, is at fault: find the task below
         pass
     plans, failed = [], {}
     left = dict(free)
     for task in tasks:
         try:
-            plan = place([task], _snapshot(network, left, extra), policy, clock, solver="greedy")
+            plan = place(
+                [task],
+                _snapshot(network, left, extra),
+                policy,
+                clock,
+                solver="greedy",
+                explain_unplaced=explain,
+            )
         except Exception as error:
             failed[task.id] = _failure(error)
             continue
@@ -187,8 +196,12 @@ def decide(
     clock: float,
     *,
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    explain: bool = True,
 ) -> tuple[Decision, ...]:
     """One decision per queued task, in queue order (see the module docstring).
+
+    `explain=False`: a QUEUE decision from the engine carries a short reason and no counts per
+    constraint (the same actions and placements; for replays, which never show the reasons).
 
     `network`: the pools (their `count`, device, price), sites, reputation and the hourly price
     and carbon series; its pools' `free` is ignored: `capacity` says what is free now.
@@ -223,7 +236,8 @@ def decide(
         else:
             if queued.not_before_s is not None and task.deferrable:
                 task = replace(task, deferrable=False)  # its hour has come: never wait twice
-            waiting.append(replace(queued, task=task))
+                queued = replace(queued, task=task)
+            waiting.append(queued)
 
     def record(plan: Plan, name: str) -> None:
         for placement in plan.placements:
@@ -281,13 +295,17 @@ def decide(
         record(plan, chosen.name)
     # two policies of one name (custom weights) are two groups: key by name, then weights
     groups: dict[tuple[str, str], tuple[Policy, list[Task]]] = {}
+    keys: dict[int, tuple[str, str]] = {}  # id of a policy -> its group's key (one per policy)
     for queued in waiting:
         if queued.pinned_pool is None:
             chosen = queued.policy or policy
-            groups.setdefault(_group_key(chosen), (chosen, []))[1].append(queued.task)
+            key = keys.get(id(chosen))
+            if key is None:
+                key = keys[id(chosen)] = _group_key(chosen)
+            groups.setdefault(key, (chosen, []))[1].append(queued.task)
     for key in sorted(groups):
         chosen, tasks = groups[key]
-        plans, failed = _place_each(tasks, network, free, extra, chosen, clock)
+        plans, failed = _place_each(tasks, network, free, extra, chosen, clock, explain)
         for plan in plans:
             record(plan, chosen.name)
         for ident, reason in failed.items():

@@ -525,6 +525,9 @@ def _shift(
     return result
 
 
+UNEXPLAINED = "no pool can take it now (the reasons were not worked out in this replay)"
+
+
 def _pool_phrase(p: PoolArrays, j: int, rtt: float) -> str:
     site = p.site_ids[p.site_of_pool[j]]
     return f"{p.ids[j]} at {site} ({rtt:.1f} ms RTT, {p.free[j]} free)"
@@ -720,8 +723,12 @@ def place(
     *,
     solver: str = "auto",
     time_limit_s: float = 10.0,
+    explain_unplaced: bool = True,
 ) -> Plan:
-    """Place `tasks` on `snapshot` by `policy` at time `now` (seconds, the snapshot's clock)."""
+    """Place `tasks` on `snapshot` by `policy` at time `now` (seconds, the snapshot's clock).
+
+    `explain_unplaced=False`: an unplaced task gets UNEXPLAINED and no per-constraint counts
+    (for replays, which never show them: the explanation costs more than the placement)."""
     if solver not in SOLVERS:
         raise InvalidValue(
             "solver", solver, f"one of {', '.join(SOLVERS)}", f"{', '.join(SOLVERS)} 之一"
@@ -788,7 +795,11 @@ def place(
             )
         )
     unplaced_idx = [i for i in range(t.n_tasks) if i not in assigned]
-    unplaced = explain(t, p, snapshot, policy, now, tasks, unplaced_idx, free_left)
+    unplaced = (
+        explain(t, p, snapshot, policy, now, tasks, unplaced_idx, free_left)
+        if explain_unplaced
+        else [Unplaced(t.ids[i], {}, UNEXPLAINED) for i in unplaced_idx]
+    )
     objective = _objective(static, t, p, weight)
     return Plan(
         placements=tuple(placements),

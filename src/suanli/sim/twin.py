@@ -207,7 +207,7 @@ class Sizing:
     stretch: float  # a reference hour on the network's mean GPU, in hours
 
 
-COPY_OFFSET_S = 60.0  # copy k of a replicated trace arrives k minutes after the first
+COPY_OFFSET_S = 86400.0  # copy k of a replicated trace arrives k days after the first
 
 
 def replicate(trace: Trace, copies: int) -> Trace:
@@ -224,6 +224,16 @@ def replicate(trace: Trace, copies: int) -> Trace:
     ]
     jobs.sort(key=lambda j: j.submit_s)
     return replace(trace, jobs=tuple(jobs))
+
+
+def compress(trace: Trace, factor: float) -> Trace:
+    """The trace with its arrivals `factor` times as fast (every submission time divided by it;
+    the same jobs, durations, demands and origins): to calibrate a sizing by replay, when the
+    busy share measured falls short of the one asked for."""
+    checks.in_range("compression", factor, 1.0, 1e6)
+    if factor == 1.0:
+        return trace
+    return replace(trace, jobs=tuple(replace(j, submit_s=j.submit_s / factor) for j in trace.jobs))
 
 
 def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
@@ -372,9 +382,11 @@ def tick(
     *,
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
     snapshot: Snapshot | None = None,
+    explain: bool = True,
 ) -> tuple[Decision, ...]:
     """One scheduling tick of the twin: the decision step on the twin's own counters (`free`
-    per pool) at `clock`. `snapshot`: `network.snapshot()`, when the caller has it already."""
+    per pool) at `clock`. `snapshot`: `network.snapshot()`, when the caller has it already.
+    `explain=False`: the same actions, without the reasons' counts (what a replay uses)."""
     return decide(
         queue,
         network.snapshot() if snapshot is None else snapshot,
@@ -382,6 +394,7 @@ def tick(
         policy,
         clock,
         max_wait_s=max_wait_s,
+        explain=explain,
     )
 
 
@@ -471,6 +484,7 @@ def run(
         else:
             ticks.discard(now)
             calls += 1
+            seen = snapshot if carbon is None else carbon.snapshot_at(now)
             decisions = tick(
                 list(queue.values()),
                 network,
@@ -478,8 +492,22 @@ def run(
                 chosen,
                 now,
                 max_wait_s=max_wait_s,
-                snapshot=snapshot if carbon is None else carbon.snapshot_at(now),
+                snapshot=seen,
+                explain=False,  # a replay never shows why a task waits: the same actions
             )
+            for decision in decisions:  # a job given up on keeps why it could not run
+                if decision.action is Action.REJECT and decision.task in queue:
+                    (why,) = tick(
+                        [queue[decision.task]],
+                        network,
+                        free,
+                        chosen,
+                        now,
+                        max_wait_s=math.inf,
+                        snapshot=seen,
+                    )
+                    if why.action is Action.QUEUE:
+                        outcomes[decision.task].reason = why.reason
             for decision in decisions:
                 ended = _apply(decision, queue, outcomes, free, totals, push, want_tick, carbon)
                 done += ended

@@ -138,3 +138,26 @@ def test_bad_foresight_and_another_network_are_refused(network) -> None:
     world = synthetic_carbon(network, 48, Foresight.ORACLE)
     with pytest.raises(InvalidValue, match="carbon"):
         run(_batch_trace(), national_network(0.003), "green", carbon=world)
+
+
+def test_sim_run_decides_on_forecasts_of_a_varying_carbon(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from suanli.cli import app
+
+    out = tmp_path / "run.json"
+    args = ["sim", "run", "--limit", "150", "--policy", "green", "--batch-slack", "24"]
+    result = CliRunner().invoke(
+        app, [*args, "--foresight", "forecast", "--weather-seed", "3", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    metrics = document["policies"]["green"]
+    assert (document["foresight"], document["weather_seed"]) == ("forecast", 3)
+    assert "decided on: forecast" in metrics["carbon_basis"]
+    assert 0 < metrics["carbon_forecast_mape"] < 0.3
+    assert "day-ahead carbon forecast MAPE" in result.output
+    refused = CliRunner().invoke(app, [*args, "--foresight", "hindsight"])
+    assert refused.exit_code != 0 and "foresight" in refused.output

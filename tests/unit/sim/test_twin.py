@@ -376,6 +376,21 @@ def test_a_replicated_trace_is_the_trace_many_times_over() -> None:
         replicate(trace, 0)
 
 
+def test_a_compressed_trace_arrives_faster_with_the_same_jobs() -> None:
+    from suanli.sim.twin import compress
+
+    trace = shape(load_trace("openb"), limit=50, seed=1)
+    fast = compress(trace, 2.5)
+    assert [j.submit_s * 2.5 for j in fast.jobs] == pytest.approx([j.submit_s for j in trace.jobs])
+    assert [replace(j, submit_s=0.0) for j in fast.jobs] == [
+        replace(j, submit_s=0.0) for j in trace.jobs
+    ]
+    assert compress(trace, 1.0) is trace
+    with pytest.raises(InvalidValue) as caught:
+        compress(trace, 0.5)
+    assert caught.value.field == "compression"
+
+
 def test_sizing_for_a_utilisation_offers_that_share_of_the_gpus() -> None:
     """The sized network and copies offer `utilisation` of its GPUs (up to the rounding of pool
     sizes: the network is the least with enough GPUs), computed here by hand from the jobs."""
