@@ -13,6 +13,7 @@ figure for the task's precision (after the widening fallback) gets peak 0 and fa
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -141,17 +142,19 @@ def _latency(origin: Place, site: Place) -> tuple[float, float]:
 # Snapshots are immutable by contract; a few entries serve callers that alternate networks.
 _SITE_COLUMNS: list[tuple[object, object, object, dict[str, Any]]] = []
 _POOL_COLUMNS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_CACHE_LOCK = threading.Lock()  # a server's pass and its quotes may place at the same time
 CACHED_NETWORKS = 4
 
 
 def _site_columns(snapshot: Snapshot) -> dict[str, Any]:
-    for sites_, series_, reputation_, found in _SITE_COLUMNS:
-        if (
-            sites_ is snapshot.sites
-            and series_ is snapshot.series
-            and reputation_ is snapshot.reputation
-        ):
-            return found
+    with _CACHE_LOCK:
+        for sites_, series_, reputation_, found in _SITE_COLUMNS:
+            if (
+                sites_ is snapshot.sites
+                and series_ is snapshot.series
+                and reputation_ is snapshot.reputation
+            ):
+                return found
     site_ids = sorted(snapshot.sites)
     province_index: dict[str, int] = {}
     sites = [snapshot.sites[s] for s in site_ids]
@@ -192,8 +195,9 @@ def _site_columns(snapshot: Snapshot) -> dict[str, Any]:
         "site_carbon_first": np.array(carbon_first),
         "province_index": province_index,
     }
-    _SITE_COLUMNS.insert(0, (snapshot.sites, snapshot.series, snapshot.reputation, columns))
-    del _SITE_COLUMNS[CACHED_NETWORKS:]
+    with _CACHE_LOCK:
+        _SITE_COLUMNS.insert(0, (snapshot.sites, snapshot.series, snapshot.reputation, columns))
+        del _SITE_COLUMNS[CACHED_NETWORKS:]
     return columns
 
 
@@ -212,7 +216,8 @@ def _pool_columns(pools: Sequence[Pool], site_ids: list[str]) -> dict[str, Any]:
             for p in pools
         ),
     )
-    found = _POOL_COLUMNS.get(key)
+    with _CACHE_LOCK:
+        found = _POOL_COLUMNS.get(key)
     if found is not None:
         return found
     devices = all_devices()
@@ -256,9 +261,10 @@ def _pool_columns(pools: Sequence[Pool], site_ids: list[str]) -> dict[str, Any]:
         "compute_prefix": compute_prefix,
         "pool_has_tou": np.array([t is not None for t in tou_rows], dtype=bool),
     }
-    if len(_POOL_COLUMNS) >= CACHED_NETWORKS:
-        _POOL_COLUMNS.pop(next(iter(_POOL_COLUMNS)))
-    _POOL_COLUMNS[key] = columns
+    with _CACHE_LOCK:
+        while len(_POOL_COLUMNS) >= CACHED_NETWORKS:
+            _POOL_COLUMNS.pop(next(iter(_POOL_COLUMNS)))
+        _POOL_COLUMNS[key] = columns
     return columns
 
 

@@ -482,7 +482,9 @@ def render(trace_name: str, network: Network, results: list[RunResult]) -> str:
     data = chart_data(trace_name, network, results)
     unit = "days 天" if data["time_unit"] == "d" else "hours 小时"
     esc = html.escape
-    assumptions = "".join(f"<li>{esc(a)}</li>" for a in ASSUMPTIONS)
+    bases = sorted({str(r.metrics.get("carbon_basis", "")) for r in results} - {""})
+    told = [f"Carbon in these runs 本次碳强度依据: {basis}." for basis in bases]
+    assumptions = "".join(f"<li>{esc(a)}</li>" for a in [*ASSUMPTIONS, *told])
     maps = "".join(_figure(f"map-{n}", f"{r.policy}", kind="map") for n, r in enumerate(results))
     closed = (
         '<p class="note">'

@@ -265,3 +265,33 @@ def test_duplicate_task_ids_are_refused() -> None:
     task = gpu("same").build()
     with pytest.raises(InvalidValue, match=r"queue\.task\.id"):
         decide([queued(task), queued(task)], snapshot, everything_free(snapshot), COST, 0.0)
+
+
+def test_the_engine_columns_kept_between_decisions_follow_the_network() -> None:
+    """The site and pool columns are reused while the sites, series and pools are the same
+    objects and fields; a pool's count and free are read afresh every time; another price or
+    another series gives other columns (what a cached copy must never hide)."""
+    from suanli.scheduler.arrays import pool_arrays
+
+    snapshot = two_pools()
+    first = pool_arrays(snapshot)
+    busier = replace(snapshot, pools=(replace(snapshot.pools[0], free=1), snapshot.pools[1]))
+    second = pool_arrays(busier)
+    assert second.energy_prefix is first.energy_prefix  # kept
+    assert list(second.free) == [1, 2] and list(first.free) == [2, 2]
+    dearer = replace(
+        snapshot,
+        pools=(replace(snapshot.pools[0], price_fen_per_device_hour=500), snapshot.pools[1]),
+    )
+    assert list(pool_arrays(dearer).price_fen_per_device_hour) == [500.0, 300.0]
+    # a pass deciding on it: the dearer pool is no longer the cheap one
+    (d,) = decide([queued(gpu("a").build())], dearer, everything_free(dearer), COST, 0.0)
+    assert d.pool == "dear"
+    greener = replace(
+        snapshot,
+        series={
+            s: SiteSeries(np.ones(24), np.full(24, 0.01 * (n + 1)))
+            for n, s in enumerate(sorted(snapshot.sites))
+        },
+    )
+    assert not np.array_equal(pool_arrays(greener).carbon_prefix, first.carbon_prefix)
