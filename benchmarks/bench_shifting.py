@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -29,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from suanli.sim.carbon import synthetic_carbon
+from suanli.sim.carbon import run_hours, synthetic_carbon
 from suanli.sim.traces import load_trace, shape
 from suanli.sim.twin import compress, national_network, replicate, run, size_for_utilisation
 
@@ -59,8 +58,7 @@ def loaded(utilisation: float, limit: int | None, factor: float) -> tuple[Any, A
 def one(args: tuple[str, bool, float, float, int, int | None, float]) -> dict[str, Any]:
     foresight, shifting, utilisation, slack_h, seed, limit, factor = args
     trace, sizing, network = loaded(utilisation, limit, factor)
-    span_h = math.ceil(max(j.submit_s for j in trace.jobs) / 3600) + 24 * 14
-    world = synthetic_carbon(network, span_h, foresight, seed=seed)
+    world = synthetic_carbon(network, run_hours(trace), foresight, seed=seed)
     started = time.perf_counter()
     result = run(
         trace,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,7 +73,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         from suanli import checks
         from suanli.scheduler import policy_named
         from suanli.sim import report as reports
-        from suanli.sim.carbon import synthetic_carbon
+        from suanli.sim.carbon import foresight_named, run_hours, synthetic_carbon
         from suanli.sim.traces import load_trace, shape
         from suanli.sim.twin import national_network, replicate, run, size_for_utilisation
 
@@ -111,10 +110,10 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         def world() -> Any:  # a fresh one a policy: its forecasts are made as the run goes
             if foresight == "shape":
                 return None
-            span_h = math.ceil(max((j.submit_s for j in shaped.jobs), default=0.0) / 3600)
-            return synthetic_carbon(network, span_h + 24 * 14, foresight, seed=weather_seed)
+            hours = run_hours(shaped)
+            return synthetic_carbon(network, hours, foresight, seed=weather_seed)
 
-        world()  # a bad --foresight is refused before any run
+        foresight_named(foresight)  # a bad --foresight is refused before any run
         results = []
         with Progress(console=err, transient=True) as progress:
             for name in policies:

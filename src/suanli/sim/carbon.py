@@ -26,7 +26,8 @@ shape. Seeded: the same seed gives the same weather.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ from suanli.scheduler.arrays import window_mean
 from suanli.scheduler.series import SOLAR_DIP, WEST_PROVINCES
 
 if TYPE_CHECKING:
+    from suanli.sim.traces import Trace
     from suanli.sim.twin import Network
 
 HISTORY_DAYS = 35  # realised days before the run starts (what the first forecast is fitted on)
@@ -130,10 +132,9 @@ class CarbonWorld:
         day = max(0, math.floor(clock / (DAY_H * 3600.0)))
         return self._cached(day, lambda: self._forecast(day))
 
-    def _cached(self, key: int, make: object) -> Snapshot:
+    def _cached(self, key: int, make: Callable[[], Snapshot]) -> Snapshot:
         found = self._snapshots.get(key)
         if found is None:
-            assert callable(make)
             found = make()
             self._snapshots = {key: found}  # only today's is ever asked for again
         return found
@@ -184,9 +185,25 @@ def _varies(province: str) -> bool:
 
 
 def _with_series(snapshot: Snapshot, series: dict[str, SiteSeries], start_s: float) -> Snapshot:
-    from dataclasses import replace
-
     return replace(snapshot, series=series, series_start_s=start_s)
+
+
+TAIL_DAYS = 14  # realised days after a trace's last arrival (its last jobs run on into them)
+
+
+def run_hours(trace: Trace) -> int:
+    """The hours a carbon world for `trace` covers: to its last arrival, and TAIL_DAYS more."""
+    last = max((j.submit_s for j in trace.jobs), default=0.0)
+    return math.ceil(last / 3600) + DAY_H * TAIL_DAYS
+
+
+def foresight_named(name: Foresight | str) -> Foresight:
+    """`name` as a `Foresight`, or InvalidValue naming the field and the accepted values."""
+    try:
+        return Foresight(str(name))
+    except ValueError:
+        accepted = ", ".join(f.value for f in Foresight)
+        raise InvalidValue("foresight", name, f"one of {accepted}", f"{accepted} 之一") from None
 
 
 def synthetic_carbon(
@@ -195,13 +212,7 @@ def synthetic_carbon(
     """A `CarbonWorld` on `network` covering `hours` hours of run (longer runs repeat it), with
     HISTORY_DAYS of history before them; one weather per province (sites of a province share
     it), drawn from `seed`."""
-    try:
-        seeing = Foresight(str(foresight))
-    except ValueError:
-        accepted = ", ".join(f.value for f in Foresight)
-        raise InvalidValue(
-            "foresight", foresight, f"one of {accepted}", f"{accepted} 之一"
-        ) from None
+    seeing = foresight_named(foresight)
     if network.local_hour_at_start != 0:
         raise InvalidValue(
             "local_hour_at_start",
