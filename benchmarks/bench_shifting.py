@@ -30,7 +30,7 @@ from typing import Any
 
 from suanli.sim.carbon import run_hours, synthetic_carbon
 from suanli.sim.traces import load_trace, shape
-from suanli.sim.twin import compress, national_network, replicate, run, size_for_utilisation
+from suanli.sim.twin import calibrate, compress, run, sized_for
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shifting.json"
 KEYS = (
@@ -49,10 +49,10 @@ KEYS = (
 
 
 def loaded(utilisation: float, limit: int | None, factor: float) -> tuple[Any, Any, Any]:
-    """The trace sized for `utilisation` (copies and network), its arrivals `factor` x faster."""
-    trace = shape(load_trace("openb"), limit=limit)
-    sizing = size_for_utilisation(trace, utilisation)
-    return compress(replicate(trace, sizing.copies), factor), sizing, national_network(sizing.scale)
+    """The trace sized for `utilisation` (copies and network), its arrivals `factor` x faster:
+    what `twin.calibrate` returned in the parent process."""
+    trace, network, sizing = sized_for(shape(load_trace("openb"), limit=limit), utilisation)
+    return compress(trace, factor), sizing, network
 
 
 def one(args: tuple[str, bool, float, float, int, int | None, float]) -> dict[str, Any]:
@@ -97,11 +97,14 @@ def main() -> None:
     # calibration by replay: the sizing assumes jobs spread over the GPUs by count; they prefer
     # the fast ones, so the busy share measured falls short: arrivals are then sped up by the
     # ratio (one replay, no shifting, on the shape) and the share each run measured is printed
-    trace, _, network = loaded(args.utilisation, args.limit, 1.0)
-    probe = run(trace, network, "green").metrics["busy_share_gpu"]
-    factor = max(1.0, args.utilisation / probe) if probe > 0 else 1.0
+    started = time.perf_counter()
+    _, _, calibration = calibrate(
+        shape(load_trace("openb"), limit=args.limit), args.utilisation, "green"
+    )
+    probe, factor = calibration.measured, calibration.factor
     print(
-        f"calibration: {probe:.1%} busy as sized; arrivals sped up {factor:.2f}x",
+        f"calibration: {probe:.1%} busy as sized; arrivals sped up {factor:.2f}x "
+        f"({time.perf_counter() - started:.0f} s)",
         file=sys.stderr,
         flush=True,
     )

@@ -43,6 +43,13 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 "(instead of --scale) / 按目标 GPU 利用率确定网络规模"
             ),
         ] = None,
+        calibrate: Annotated[
+            bool,
+            typer.Option(
+                help="With --utilisation: replay once first and speed the arrivals up to the "
+                "busy share asked for / 先回放一次，按实测利用率加快到达以达到目标"
+            ),
+        ] = False,
         limit: Annotated[int | None, typer.Option(help="First N jobs / 前 N 个作业")] = None,
         hours: Annotated[float | None, typer.Option(help="First H hours / 前 H 小时")] = None,
         time_scale: Annotated[float, typer.Option(help="Stretch time / 时间缩放")] = 1.0,
@@ -71,11 +78,12 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
     ) -> None:
         """Replay a trace on the national network. 在全国算力网络上回放负载。"""
         from suanli import checks
+        from suanli.errors import InvalidValue
         from suanli.scheduler import policy_named
         from suanli.sim import report as reports
+        from suanli.sim import twin
         from suanli.sim.carbon import foresight_named, run_hours, synthetic_carbon
         from suanli.sim.traces import load_trace, shape
-        from suanli.sim.twin import national_network, replicate, run, size_for_utilisation
 
         checks.positive("scale", scale)
         if deferrable_slack_h is not None:
@@ -91,11 +99,35 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             seed=seed,
         )
         sizing = None
-        if utilisation is not None:
-            sizing = size_for_utilisation(shaped, utilisation)
+        compression = 1.0
+        if calibrate and utilisation is None:
+            raise InvalidValue(
+                "calibrate", True, "--utilisation U beside it", "需同时给出 --utilisation"
+            )
+        if utilisation is not None and calibrate:
+            with Progress(console=err, transient=True) as progress:
+                bar = progress.add_task("calibration 校准", total=None)
+
+                def calibrating(done: int, total: int) -> None:
+                    progress.update(bar, completed=done, total=total)
+
+                shaped, network, calibration = twin.calibrate(
+                    shaped, utilisation, policies[0], progress=calibrating
+                )
+            sizing, compression = calibration.sizing, calibration.factor
+            err.print(
+                f"calibration: the sized replay under {policies[0]} measured "
+                f"{calibration.measured:.1%} of the GPUs busy; arrivals sped up "
+                f"{compression:.2f}x / 校准：按规模回放实测 GPU 利用率 "
+                f"{calibration.measured:.1%}，到达加快 {compression:.2f} 倍",
+                markup=False,
+            )
+        elif utilisation is not None:
+            shaped, network, sizing = twin.sized_for(shaped, utilisation)
+        else:
+            network = twin.national_network(scale)
+        if sizing is not None:
             scale = sizing.scale
-            shaped = replicate(shaped, sizing.copies)
-            network = national_network(scale)
             err.print(
                 f"sized for {utilisation:.0%} of the GPUs busy: {sizing.gpus:,} GPUs (scale "
                 f"{scale:.3g} GPUs per published rack), the trace played {sizing.copies} "
@@ -104,8 +136,6 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 f"{utilisation:.0%} 确定规模：{sizing.gpus:,} 块 GPU，轨迹重复 {sizing.copies} 次",
                 markup=False,
             )
-        else:
-            network = national_network(scale)
 
         def world() -> Any:  # a fresh one a policy: its forecasts are made as the run goes
             if foresight == "shape":
@@ -124,7 +154,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
 
                 slack = None if deferrable_slack_h is None else deferrable_slack_h * 3600.0
                 results.append(
-                    run(
+                    twin.run(
                         shaped,
                         network,
                         name,
@@ -179,6 +209,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
             "dropped": shaped.dropped,
             "scale": scale,
             "sizing": None if sizing is None else sizing.__dict__,
+            "compression": compression,
             "seed": seed,
             "foresight": foresight,
             "weather_seed": None if foresight == "shape" else weather_seed,

@@ -16,7 +16,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 
 from suanli.datafiles import read_rows
 from suanli.errors import UnknownPlace
@@ -60,6 +60,7 @@ _ZH_SUFFIXES = (
 _EN_SUFFIXES = ("province", "city", "municipality", "autonomousregion", "sar", "sheng", "shi")
 
 
+@lru_cache(maxsize=4096)  # pure, and called for every task a replay submits
 def _key(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).strip().lower()
     for suffix in _ZH_SUFFIXES:

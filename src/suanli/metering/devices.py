@@ -22,7 +22,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 from suanli.datafiles import optional_float, read_rows
 from suanli.errors import UnknownDevice, UnsupportedPrecision
@@ -120,6 +120,7 @@ class DeviceProfile:
         return self.peak_flops[resolved]
 
 
+@lru_cache(maxsize=4096)  # pure, and called for every task a replay submits
 def _compact(text: str) -> str:
     """Lower-case, NFKC, Chinese family names to English, only letters/digits/CJK kept."""
     text = unicodedata.normalize("NFKC", text).lower()

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from functools import cache
+from typing import TypeVar, cast
 
 from suanli.errors import InvalidValue
 
@@ -115,11 +116,17 @@ FP16_BASIS = StandardUnit(
 E = TypeVar("E", bound=StrEnum)
 
 
+@cache
+def _members(enum: type[StrEnum]) -> dict[str, StrEnum]:
+    """Each member of `enum` by its value without dashes (what `_parse_enum` compares)."""
+    return {member.value.replace("-", ""): member for member in enum}
+
+
 def _parse_enum(enum: type[E], field: str, value: str, zh: str) -> E:
     key = value.strip().lower().replace("-", "").replace("_", "")
-    for member in enum:
-        if member.value.replace("-", "") == key:
-            return member
+    member = _members(enum).get(key)
+    if member is not None:
+        return cast(E, member)
     accepted = ", ".join(m.value for m in enum)
     raise InvalidValue(field, value, f"one of {accepted}", f"{zh}之一：{accepted}")
 

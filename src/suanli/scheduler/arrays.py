@@ -677,6 +677,23 @@ class Evaluation:
     carbon_location_kg: FloatArray
 
 
+def open_pools(tasks: Sequence[Task], snapshot: Snapshot) -> BoolArray:
+    """(tasks, pools): the pools each task may use on this network at any clock and whatever
+    is free: those passing its constraints that never change (SAME_CLASS, its latency tier
+    from its origin, memory). The engine places a task nowhere else; deadlines, price ceilings
+    and free devices only narrow this further. Raises as `task_arrays` does for a task it
+    cannot read."""
+    p = pool_arrays(snapshot)
+    t = task_arrays(tasks, snapshot, p)
+    rows = np.arange(t.n_tasks)
+    pc = np.arange(p.n_pools)[None, :]
+    masks = class_masks(t, rows, p, pc)
+    passing: BoolArray = np.logical_and.reduce([masks[name] for name in SAME_CLASS])
+    passing &= t.rtt_ms[t.origin[:, None], p.site_of_pool[pc]] <= t.tier_rtt_ms[:, None]
+    passing &= p.memory_gb[pc] >= t.memory_gb[:, None]
+    return passing
+
+
 def evaluate(
     t: TaskArrays,
     rows: slice | IntArray,

@@ -30,16 +30,22 @@ Pure: no I/O, no clock of its own (`clock` is given, seconds on the scheduler cl
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
+
+import numpy as np
 
 from suanli.catalog import Pool
 from suanli.errors import InvalidValue, SuanliError
+from suanli.scheduler.arrays import CACHED_NETWORKS, BoolArray, open_pools
 from suanli.scheduler.engine import place
 from suanli.scheduler.model import Placement, Plan, Policy, Snapshot, Task
 
 NO_POOLS = "no pool is registered yet; waiting for providers"
+BLOCKED = "no pool it may use has {devices} free devices now"
 DEFAULT_MAX_WAIT_S = 7 * 86400.0
 
 
@@ -156,6 +162,8 @@ def _place_each(
 ) -> tuple[list[Plan], dict[str, str]]:
     """The engine's plan for `tasks` on `free`; if the engine fails on the batch, each task alone
     (on what the earlier ones left), so that a task the engine fails on is rejected alone."""
+    if not tasks:
+        return [], {}
     snapshot = _snapshot(network, free, extra)
     try:
         plan = place(tasks, snapshot, policy, clock, solver="greedy", explain_unplaced=explain)
@@ -181,6 +189,75 @@ def _place_each(
             left[placement.pool] -= task.devices
         plans.append(plan)
     return plans, failed
+
+
+# Which pools each task may ever use (`arrays.open_pools`) does not change while it waits, so
+# it is kept for the Task objects a caller passes again (a replay's queue keeps them; the live
+# pass reads its tasks anew each pass and works it out each time), per network: its sites (by
+# identity), pools (by id, site and device) and latency tiers.
+_OPEN: list[tuple[object, tuple[Any, ...], dict[int, tuple[Task, BoolArray | None]]]] = []
+_OPEN_LOCK = threading.Lock()
+OPEN_TASKS_KEPT = 200_000  # a network's entries are dropped past this many (then built again)
+
+
+def _open_rows(tasks: Sequence[Task], network: Snapshot) -> list[BoolArray | None]:
+    """`open_pools` of each task on `network`, from the memo where it has them; None for a
+    task the arrays cannot read (the engine then rejects it alone, as before)."""
+    key = (
+        tuple((p.id, p.site_id, p.device.id) for p in network.pools),
+        tuple(sorted(network.tier_rtt_ms.items())),
+    )
+    with _OPEN_LOCK:
+        memo = next((m for s, k, m in _OPEN if s is network.sites and k == key), None)
+        if memo is None:
+            memo = {}
+            _OPEN.insert(0, (network.sites, key, memo))
+            del _OPEN[CACHED_NETWORKS:]
+        elif len(memo) > OPEN_TASKS_KEPT:
+            memo.clear()
+        found = [memo.get(id(task)) for task in tasks]
+    rows: list[BoolArray | None] = []
+    missing: list[int] = []
+    for n, (entry, task) in enumerate(zip(found, tasks, strict=True)):
+        if entry is not None and entry[0] is task:
+            rows.append(entry[1])
+        else:
+            rows.append(None)
+            missing.append(n)
+    if missing:
+        new = [tasks[n] for n in missing]
+        made: list[BoolArray | None]
+        try:
+            made = list(open_pools(new, network))
+        except Exception:  # a task the arrays cannot read: work each out alone
+            made = []
+            for task in new:
+                try:
+                    made.append(open_pools([task], network)[0])
+                except Exception:
+                    made.append(None)
+        with _OPEN_LOCK:
+            for n, task, row in zip(missing, new, made, strict=True):
+                rows[n] = row
+                memo[id(task)] = (task, row)  # the task is kept: its id is never reused
+    return rows
+
+
+def _blocked(tasks: Sequence[Task], network: Snapshot, free: Mapping[str, int]) -> list[bool]:
+    """For each task, whether no pool it may use has its devices free now: then no placement
+    in this call can take it (free devices only fall within a call, and the engine's repair
+    moves a task only onto a pool with room, which it would have taken itself). A task the
+    arrays cannot read is never blocked (the engine rejects it)."""
+    if not tasks:
+        return []
+    room = np.array([free.get(p.id, 0) for p in network.pools], dtype=np.int64)
+    rows = _open_rows(tasks, network)
+    unread = np.ones(len(network.pools), dtype=bool)
+    open_ = np.array([unread if row is None else row for row in rows], dtype=bool)
+    needs = np.array([task.devices for task in tasks], dtype=np.int64)
+    fits = (open_ & (room[None, :] >= needs[:, None])).any(axis=1)
+    readable = np.array([row is not None for row in rows], dtype=bool)
+    return [bool(x) for x in readable & ~fits]
 
 
 def _group_key(policy: Policy) -> tuple[str, str]:
@@ -303,11 +380,27 @@ def decide(
             if key is None:
                 key = keys[id(chosen)] = _group_key(chosen)
             groups.setdefault(key, (chosen, []))[1].append(queued.task)
+    # a task no pool it may use has room for now is left out of the engine's call (its
+    # decision is the same: QUEUE); with explanations, the engine explains it after its group
+    unpinned = [task for _, tasks in groups.values() for task in tasks]
+    out = _blocked(unpinned, network, free)
+    blocked = {task.id for task, no_room in zip(unpinned, out, strict=True) if no_room}
     for key in sorted(groups):
         chosen, tasks = groups[key]
-        plans, failed = _place_each(tasks, network, free, extra, chosen, clock, explain)
+        runnable = [task for task in tasks if task.id not in blocked]
+        left_out = [task for task in tasks if task.id in blocked]
+        plans, failed = _place_each(runnable, network, free, extra, chosen, clock, explain)
         for plan in plans:
             record(plan, chosen.name)
+        if left_out and explain:  # the engine says why, on what its group left
+            plans, more = _place_each(left_out, network, free, extra, chosen, clock)
+            for plan in plans:
+                record(plan, chosen.name)
+            failed |= more
+        for task in left_out if not explain else ():
+            decided[task.id] = Decision(
+                task.id, Action.QUEUE, BLOCKED.format(devices=task.devices), policy=chosen.name
+            )
         for ident, reason in failed.items():
             decided[ident] = Decision(ident, Action.REJECT, reason, policy=chosen.name)
     return tuple(decided[q.task.id] for q in queue)

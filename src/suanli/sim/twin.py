@@ -288,6 +288,51 @@ def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
     return Sizing(utilisation, high, gpus(high), copies, copies * once, stretch)
 
 
+def sized_for(trace: Trace, utilisation: float) -> tuple[Trace, Network, Sizing]:
+    """The trace played `copies` times over and the network, as `size_for_utilisation` sizes
+    them for `utilisation`."""
+    sizing = size_for_utilisation(trace, utilisation)
+    return replicate(trace, sizing.copies), national_network(sizing.scale), sizing
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A sizing checked by a replay (`calibrate`): what that replay measured, and how much
+    faster the arrivals were then made to reach the busy share asked for."""
+
+    sizing: Sizing
+    measured: float  # the GPU busy share the replay of the sized trace measured
+    factor: float  # arrivals sped up this many times (`compress`; 1: as they were)
+    sample_jobs: int  # the jobs that replay played (the first ones of the sized trace)
+
+
+def calibrate(
+    trace: Trace,
+    utilisation: float,
+    policy: str,
+    *,
+    sample_jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Trace, Network, Calibration]:
+    """The trace and network sized for `utilisation` (`size_for_utilisation`), calibrated by
+    one replay: the sizing counts every job on the network's mean GPU, but jobs prefer the
+    fast GPUs, and wait where pools are full, so the busy share a replay measures falls short
+    of the one asked for. The sized trace's first `sample_jobs` jobs (all by default: a bursty
+    trace needs them all; a steady one is told by a prefix) are replayed under `policy`,
+    without shifting, on the documented carbon shape, and the arrivals are then sped up by the
+    ratio of the share asked for to the share measured (never slowed: a factor of at least 1).
+    The share each later run measures is still the figure to quote."""
+    sized, network, sizing = sized_for(trace, utilisation)
+    sample = sized
+    if sample_jobs is not None:
+        checks.positive("sample_jobs", sample_jobs)
+        sample = replace(sized, jobs=sized.jobs[:sample_jobs])
+    measured = run(sample, network, policy, progress=progress).metrics["busy_share_gpu"]
+    factor = max(1.0, utilisation / measured) if measured > 0 else 1.0
+    calibration = Calibration(sizing, measured, factor, len(sample.jobs))
+    return compress(sized, factor), network, calibration
+
+
 @dataclass
 class Outcome:
     """What happened to one job."""
@@ -465,6 +510,7 @@ def run(
             _check(outcome.pool is not None, f"{ident} finished without a pool")
             assert outcome.pool is not None  # for the type checker; checked above
             free[outcome.pool] += outcome.job.devices
+            _check(free[outcome.pool] <= capacity[outcome.pool], f"pool {outcome.pool} overfreed")
             outcome.state = "completed"
             done += 1
             if queue:  # capacity grew: decide at the next tick of the grid
@@ -511,6 +557,8 @@ def run(
             for decision in decisions:
                 ended = _apply(decision, queue, outcomes, free, totals, push, want_tick, carbon)
                 done += ended
+            for pool_id, left in free.items():  # no pool ever runs more devices than it has
+                _check(0 <= left <= capacity[pool_id], f"pool {pool_id} has {left} free devices")
             busy_gpus = sum(capacity[p] - free[p] for p in gpu_pools)
             busy = sum(capacity[p] - free[p] for p in capacity)
             timeline.append(
@@ -529,12 +577,12 @@ def run(
                 if skip_stuck_ticks and _settled(decisions, queue):
                     # nothing can change a decision before a deferral ends (its tick is in the
                     # heap), a task's max wait is reached, a job finishes or one is submitted
-                    for queued in queue.values():
-                        want_tick(_max_wait_tick(queued.submitted_s, max_wait_s, tick_s, now))
+                    # the queue is in submission order: its first task is the first to reach
+                    # its max wait (that tick decides again, and plans the next such tick)
+                    first = next(iter(queue.values()))
+                    want_tick(_max_wait_tick(first.submitted_s, max_wait_s, tick_s, now))
                 else:
                     want_tick(now + tick_s)
-        for pool_id, left in free.items():  # no pool ever runs more devices than it has
-            _check(0 <= left <= capacity[pool_id], f"pool {pool_id} has {left} free devices")
         if progress is not None and events % 500 == 0:
             progress(done, len(outcomes))
     _check(not queue, f"{len(queue)} tasks left in the queue")
@@ -629,7 +677,10 @@ def _apply(
         _check(at is not None, f"{decision.task}: WAIT without a time")
         assert at is not None  # for the type checker; checked above
         if queued.not_before_s != at:  # a new deferral: decide again at that time
-            queue[decision.task] = replace(queued, not_before_s=at)
+            # never deferred twice: the decision step would clear the flag at every call from
+            # then on (the same decisions; the flag is read only once the deferral is over)
+            task = replace(queued.task, deferrable=False)
+            queue[decision.task] = replace(queued, task=task, not_before_s=at)
             want_tick(at)
         if decision.placement is not None:
             outcome.deferred_s = decision.placement.waited_s

@@ -22,7 +22,7 @@ from suanli.scheduler import (
     custom_policy,
     decide,
 )
-from suanli.scheduler.decide import NO_POOLS
+from suanli.scheduler.decide import BLOCKED, NO_POOLS
 from tests.builders import a_pool_at, a_snapshot, a_task
 
 COST, GREEN = POLICIES["cost"], POLICIES["green"]
@@ -295,3 +295,39 @@ def test_the_engine_columns_kept_between_decisions_follow_the_network() -> None:
         },
     )
     assert not np.array_equal(pool_arrays(greener).carbon_prefix, first.carbon_prefix)
+
+
+def test_a_task_no_pool_it_may_use_has_room_for_is_queued_beside_the_others() -> None:
+    """The H800 pool is full and the A100 pool free: the task for H800s only is queued (in a
+    replay with the short reason, live with the engine's counts per constraint), and the task
+    that takes any GPU is placed the same either way."""
+    snapshot = a_snapshot(
+        a_pool_at("h800", "ZJK", "H800", 2, 100),
+        a_pool_at("a100", "YRD_DEMO", "A100 SXM4", 2, 300),
+    )
+    capacity = Capacity({"h800": PoolCapacity(2, held=2), "a100": PoolCapacity(2)})
+    tasks = [queued(gpu("only-h800").models("H800").build()), queued(gpu("any").build())]
+    replay = decide(tasks, snapshot, capacity, COST, 0.0, explain=False)
+    live = decide(tasks, snapshot, capacity, COST, 0.0)
+    assert [(d.action, d.pool) for d in replay] == [(Action.QUEUE, None), (Action.PLACE, "a100")]
+    assert [(d.action, d.pool) for d in live] == [(d.action, d.pool) for d in replay]
+    assert replay[0].reason == BLOCKED.format(devices=1)
+    assert live[0].reasons == {"device model": 1, "free capacity": 1}
+    # a task the engine cannot read is still rejected alone when nothing has room
+    broken = replace(gpu("broken").build(), device_models=frozenset({"no-such-device"}))
+    full = Capacity({"h800": PoolCapacity(2, held=2), "a100": PoolCapacity(2, held=2)})
+    (d,) = decide([queued(broken)], snapshot, full, COST, 0.0, explain=False)
+    assert d.action is Action.REJECT
+
+
+def test_the_pools_a_task_may_use_are_kept_only_for_that_task_on_that_network() -> None:
+    """Kept between calls for the same task object on the same network; a pool that changes
+    its device (another network to the memo) is worked out again, never read from the memo."""
+    h800 = a_snapshot(a_pool_at("pool", "ZJK", "H800", 1, 100))
+    task = gpu("a").models("H800").build()
+    for _ in range(2):
+        (d,) = decide([queued(task)], h800, everything_free(h800), COST, 0.0, explain=False)
+        assert (d.action, d.pool) == (Action.PLACE, "pool")
+    a100 = replace(h800, pools=(a_pool_at("pool", "ZJK", "A100 SXM4", 1, 100),))
+    (d,) = decide([queued(task)], a100, everything_free(a100), COST, 0.0, explain=False)
+    assert (d.action, d.reason) == (Action.QUEUE, BLOCKED.format(devices=1))

@@ -449,3 +449,56 @@ def test_a_trace_file_in_any_shipped_format_is_read(tmp_path: Path) -> None:
         ["sim", "run", "--trace", str(azure), "--format", "azure-llm", "--limit", "40"],
     )
     assert ran.exit_code == 0, ran.output
+
+
+def test_calibration_brings_the_busy_share_measured_to_the_one_asked_for() -> None:
+    """Jobs prefer the fast GPUs, so the sizing alone leaves the network less busy than asked;
+    one replay measures how much, and arrivals sped up by that ratio bring a steady trace close
+    to the share asked for."""
+    from suanli.sim.twin import calibrate, compress, sized_for
+
+    rng = np.random.default_rng(7)
+    arrivals = np.cumsum(rng.exponential(2.0, 4000))
+    durations = rng.lognormal(6.5, 1.2, 4000)
+    trace = Trace(
+        "steady",
+        tuple(
+            TraceJob(f"s{n}", float(a), float(d), 1, "gpu")
+            for n, (a, d) in enumerate(zip(arrivals, durations, strict=True))
+        ),
+        0,
+        "Poisson arrivals",
+    )
+    calibrated, network, calibration = calibrate(trace, 0.7, "balanced")
+    sized, same_network, sizing = sized_for(trace, 0.7)
+    assert sizing == calibration.sizing and same_network.pools == network.pools
+    measured = run(sized, network, "balanced").metrics["busy_share_gpu"]
+    assert calibration.measured == pytest.approx(measured)
+    assert measured < 0.6  # the sizing alone falls short
+    assert calibration.factor == pytest.approx(0.7 / measured)
+    assert calibration.sample_jobs == len(trace.jobs)
+    assert [j.submit_s for j in calibrated.jobs] == [
+        j.submit_s for j in compress(sized, calibration.factor).jobs
+    ]
+    after = run(calibrated, network, "balanced").metrics["busy_share_gpu"]
+    assert abs(after - 0.7) < 0.08
+    # a prefix is enough for a steady trace, and a bad sample size is refused by name
+    _, _, prefix = calibrate(trace, 0.7, "balanced", sample_jobs=2000)
+    assert prefix.sample_jobs == 2000 and abs(prefix.factor - calibration.factor) < 0.5
+    with pytest.raises(InvalidValue) as caught:
+        calibrate(trace, 0.7, "balanced", sample_jobs=0)
+    assert caught.value.field == "sample_jobs"
+
+
+def test_sim_run_calibrates_a_sizing(tmp_path: Path) -> None:
+    out = tmp_path / "sim.json"
+    common = ["sim", "run", "--trace", "openb", "--limit", "60", "--time-scale", "0.05"]
+    refused = CliRunner().invoke(app, [*common, "--calibrate"])
+    assert refused.exit_code != 0 and "calibrate" in refused.output
+    result = CliRunner().invoke(
+        app, [*common, "--utilisation", "0.3", "--calibrate", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "calibration: the sized replay under balanced measured" in result.output
+    document = json.loads(out.read_text())
+    assert document["compression"] >= 1.0 and document["sizing"]["utilisation"] == 0.3
