@@ -115,9 +115,9 @@ def test_an_agent_token_cannot_sign_in(platform: Platform) -> None:
 
 
 PAGES = {  # role -> the console pages it opens
-    "consumer": ["tasks", "tasks/new", "money", "twin"],
-    "provider": ["sites", "money", "twin"],
-    "operator": ["overview", "sites", "tasks", "money", "twin"],
+    "consumer": ["tasks", "tasks/new", "money", "twin", "forecasts"],
+    "provider": ["sites", "money", "twin", "forecasts"],
+    "operator": ["overview", "sites", "tasks", "money", "twin", "forecasts"],
 }
 
 

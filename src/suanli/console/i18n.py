@@ -22,6 +22,7 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "nav.new": ("New task", "提交任务"),
     "nav.money": ("Money", "账务"),
     "nav.twin": ("Digital twin", "数字孪生"),
+    "nav.forecasts": ("Forecasts", "负载预测"),
     "nav.signout": ("Sign out", "退出"),
     "nav.language": ("中文", "English"),  # the button names the other language
     "nav.main": ("Main", "主导航"),
@@ -163,6 +164,58 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "budget.alert_line": (
         "{period} budget: {percent}% reached ({spent} of {limit})",
         "{period}预算：已达 {percent}%（{spent} / {limit}）",
+    ),
+    # load forecasts (console/pages_forecasts.py)
+    "fc.title": ("Load forecasts", "负载预测"),
+    "fc.intro": (
+        "Each site's busy devices per hour, counted from the platform's own task events, and "
+        "the forecast of the next {hours} hours with its {level}% interval (the same figures as "
+        "GET /v1/forecasts and suanli forecast).",
+        "各站点每小时的忙碌设备数（由平台自身的任务事件统计），以及未来 {hours} 小时的预测与 "
+        "{level}% 区间（与 GET /v1/forecasts 和 suanli forecast 的数值相同）。",
+    ),
+    "fc.site": ("Site", "站点"),
+    "fc.show": ("Show", "查看"),
+    "fc.no_sites": ("No site is registered yet.", "尚未登记站点。"),
+    "fc.chart": ("Actual vs forecast", "实际与预测"),
+    "fc.chart_alt": (
+        "Line chart of busy devices per hour: the actual last hours, then the forecast with "
+        "its interval; the summary and the hourly table below give the same figures.",
+        "每小时忙碌设备数折线图：前段为实际值，后段为预测值及其区间；下方摘要与逐小时表格给出相同数值。",
+    ),
+    "fc.actual": ("Actual", "实际"),
+    "fc.mean": ("Forecast", "预测"),
+    "fc.interval": ("{level}% interval", "{level}% 区间"),
+    "fc.now": ("now", "现在"),
+    "fc.x_axis": ("Hours from now (h)", "距现在（小时）"),
+    "fc.y_axis": ("Busy devices", "忙碌设备数"),
+    "fc.devices": ("devices", "台"),
+    "fc.hour": ("Hour starting (CST)", "时段起点（北京时间）"),
+    "fc.offset": ("Hours from now", "距现在（小时）"),
+    "fc.table": ("Hourly values", "逐小时数值"),
+    "fc.start": ("Forecast from", "预测起点"),
+    "fc.history": ("History used", "所用历史"),
+    "fc.history_hours": ("{hours} whole hours", "{hours} 个整点小时"),
+    "fc.method": ("Method", "方法"),
+    "fc.unit": (
+        "Busy devices: devices held by running tasks, mean over the hour.",
+        "忙碌设备数：运行中任务占用的设备数，按小时取平均。",
+    ),
+    "fc.summary": (
+        "Last hour: {actual} busy devices. Next hour: {mean} forecast, {level}% interval "
+        "{lower} to {upper}.",
+        "上一小时：{actual} 台忙碌。下一小时预测：{mean} 台，{level}% 区间 {lower} 至 {upper}。",
+    ),
+    "fc.none": (
+        "Too little history to forecast this site: a {hours}-hour forecast needs {need} whole "
+        "hours of history (3 days, plus the hours ahead) and this site has {has}. Come back in "
+        "{left} hours.",
+        "该站点历史数据不足，暂无预测：预测未来 {hours} 小时需要 {need} 个整点小时的历史"
+        "（3 天加预测时长），该站点目前只有 {has} 个。请 {left} 小时后再来查看。",
+    ),
+    "fc.no_actual": (
+        "No whole hour has passed since this site was registered.",
+        "该站点登记后尚未满一个整点小时。",
     ),
 }
 

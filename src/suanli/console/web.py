@@ -359,6 +359,7 @@ def install(app: FastAPI, unit_of_work: UnitOfWork, wake: Callable[[], None]) ->
         return response
 
     from suanli.console import (
+        pages_forecasts,
         pages_money,
         pages_network,
         pages_statements,
@@ -366,7 +367,8 @@ def install(app: FastAPI, unit_of_work: UnitOfWork, wake: Callable[[], None]) ->
         pages_twin,
     )
 
-    for module in (pages_tasks, pages_network, pages_money, pages_twin, pages_statements):
+    pages = (pages_tasks, pages_network, pages_money, pages_twin, pages_statements, pages_forecasts)
+    for module in pages:
         module.install(console)
 
     app.include_router(router)

@@ -7,9 +7,10 @@ summed over the time they held them, per whole UTC hour, over the last HISTORY_H
 since the site was registered). A task counts at the site it is placed on now (one requeued
 to another site counts there for its whole history: rare, and noted in docs/forecast.md).
 
-The history ends at the last whole hour; the forecast starts at the current hour. Forecasts are
-kept per (site, hours, level) until the hour turns, so the server computes each at most once an
-hour however often it is asked.
+The history ends at the last whole hour; the forecast starts at the current hour. Beside each
+forecast the last ACTUAL_H hours of that history are served with their hour timestamps (`actual`:
+what was, next to what is forecast). Forecasts are kept per (site, hours, level) until the hour
+turns, so the server computes each at most once an hour however often it is asked.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from suanli.services.core import NotFound, State, aware, now
 from suanli.store.models import EventRow, SiteRow, TaskRow
 
 HISTORY_H = 56 * 24  # what the forecaster can use: 28 days to fit, 28 more to calibrate
+ACTUAL_H = 72  # the recent actual hours served beside each forecast (three daily cycles)
 HOLDING = frozenset({State.INITIALIZING.value, State.RUNNING.value})
 HOUR = timedelta(hours=1)
 CHUNK = 500  # task ids per query
@@ -111,6 +113,7 @@ class SiteForecast:
     history_hours: int
     history: list[float]  # the last hours of the history, oldest first (up to `hours` of them)
     start: datetime  # the first forecast hour
+    actual: list[tuple[datetime, float]]  # (hour's start, busy) of the last ACTUAL_H hours
     mean: list[float]
     lower: list[float]
     upper: list[float]
@@ -146,24 +149,31 @@ def site_forecasts(
     if missing:
         histories = busy_history(session, missing, current)
         for sid in missing:
-            made = _forecast_one(sid, histories[sid], current, hours, level)
+            made = site_forecast(sid, histories[sid], current, hours, level)
             found[sid] = made
             with _cache_lock:
                 _cache[(sid, hours, level, current)] = made
     return current, [made for made in found.values() if made is not None]
 
 
-def _forecast_one(
+def site_forecast(
     site_id: str, history: np.ndarray, start: datetime, hours: int, level: float
 ) -> SiteForecast:
+    """One site's forecast from its hourly `history` (oldest first, ending at `start`, the
+    current hour): `hours` ahead with intervals of probability `level`, or the reason there is
+    none; and the last ACTUAL_H hours of the history with their hours."""
     need = forecasting.min_history_h(hours)
     shown = [round(float(v), 3) for v in history[-hours:]]
+    recent = history[-ACTUAL_H:]
+    first = start - len(recent) * HOUR  # the hour of recent[0]: the history ends at `start`
+    actual = [(first + k * HOUR, round(float(v), 3)) for k, v in enumerate(recent)]
     if len(history) < need:
         return SiteForecast(
             site_id,
             len(history),
             shown,
             start,
+            actual,
             [],
             [],
             [],
@@ -176,6 +186,7 @@ def _forecast_one(
         len(history),
         shown,
         start,
+        actual,
         [round(float(v), 3) for v in made.mean],
         [round(float(v), 3) for v in made.lower],
         [round(float(v), 3) for v in made.upper],
@@ -184,12 +195,16 @@ def _forecast_one(
     )
 
 
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def forecast_read(
     start: datetime, made: list[SiteForecast], hours: int, level: float
 ) -> dict[str, Any]:
     """The JSON body of `GET /v1/forecasts`."""
     return {
-        "start": start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "start": _iso(start),
         "hours": hours,
         "level": level,
         "unit": "busy devices (mean over the hour)",
@@ -199,6 +214,7 @@ def forecast_read(
                 "site": f.site,
                 "history_hours": f.history_hours,
                 "history": f.history,
+                "actual": [{"hour": _iso(hour), "value": value} for hour, value in f.actual],
                 "mean": f.mean,
                 "lower": f.lower,
                 "upper": f.upper,

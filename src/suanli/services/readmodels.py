@@ -271,6 +271,12 @@ def _site_view(row: SiteRow) -> SiteView:
     )
 
 
+def sites(session: Session) -> tuple[SiteView, ...]:
+    """Every registered site, in the order they were registered (any principal may list them,
+    as `GET /v1/sites`)."""
+    return tuple(_site_view(r) for r in capacity_service.list_sites(session))
+
+
 def fleet(session: Session, only_owner: str | None = None) -> Fleet:
     """Every site (or one provider's) with its pools, free and held devices now."""
     rows = [r for r in capacity_service.list_sites(session) if only_owner in (None, r.owner_id)]

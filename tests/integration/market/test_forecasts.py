@@ -3,13 +3,17 @@ come from the platform's own task events, and the forecast follows them.
 
 The history is made through the services the server runs (quote, accept, the pass, lease,
 RUNNING, COMPLETE) on a virtual clock set in the past, while the server is stopped: each hour
-of the pattern runs `PATTERN[hour of day]` one-device tasks for exactly that hour."""
+of the pattern runs `PATTERN[hour of day]` one-device tasks for exactly that hour. Beside the
+forecast the answer carries the last 72 actual hours with their hour timestamps; the console's
+forecast page (test_forecasts_console.py) draws the same history made by `make_history`."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from suanli.forecast import min_history_h
@@ -24,7 +28,25 @@ PATTERN = [0] * 8 + [1] * 8 + [2] * 8  # busy devices by hour of day (UTC)
 HOURS = min_history_h(24) + 4  # enough history for a 24 h forecast, and a little more
 
 
-def test_forecasts_follow_the_sites_own_history(platform: Platform) -> None:
+@dataclass(frozen=True)
+class History:
+    """What `make_history` made: the first hour it did not fill, the two sites, the tokens."""
+
+    end: datetime
+    busy_site: str  # provider "busy": HOURS hours of `busy_at`
+    late_site: str  # provider "late": registered 30 h before `end`, never busy
+    tokens: dict[str, str]  # "busy", "late", "lab" (a consumer), "op"
+
+
+def daily(at: datetime) -> int:
+    """Busy devices in the hour starting `at`: PATTERN, every day the same."""
+    return PATTERN[at.hour]
+
+
+def make_history(platform: Platform, busy_at: Callable[[datetime], int] = daily) -> History:
+    """HOURS whole hours of `busy_at` one-device tasks on a site of its own, up to the current
+    hour, through the services the server runs (the server is stopped meanwhile and started
+    again after)."""
     platform.stop()
     now = datetime.now(UTC)
     end = now.replace(minute=0, second=0, microsecond=0)  # the pattern fills every whole hour
@@ -39,18 +61,23 @@ def test_forecasts_follow_the_sites_own_history(platform: Platform) -> None:
             world.clock.set(at)
             if at == end - timedelta(hours=30):
                 late = world.provider("late")  # registered 30 h ago: too little history
-            orders = [world.order(lab, busy, 3600.0) for _ in range(PATTERN[at.hour])]
+            orders = [world.order(lab, busy, 3600.0) for _ in range(busy_at(at))]
             world.clock.set(at + timedelta(hours=1))
             for order in orders:
                 world.finish(order, 3600.0)
         assert late is not None
         with world.unit() as s:
             sites = {row.owner_id: row.id for row in s.query(SiteRow)}
-        busy_site, late_site = sites[busy.who.id], sites[late.who.id]
     finally:
         world.close()
     platform.start()
-    with platform.client(world.tokens["lab"]) as http:
+    return History(end, sites[busy.who.id], sites[late.who.id], dict(world.tokens))
+
+
+def test_forecasts_follow_the_sites_own_history(platform: Platform) -> None:
+    made = make_history(platform)
+    end, busy_site, late_site = made.end, made.busy_site, made.late_site
+    with platform.client(made.tokens["lab"]) as http:
         answer = http.get("/v1/forecasts", params={"hours": 24})
         assert answer.status_code == 200, answer.text
         body = answer.json()
@@ -65,6 +92,15 @@ def test_forecasts_follow_the_sites_own_history(platform: Platform) -> None:
             for h in (first - timedelta(hours=24 - k) for k in range(24))
         ]
         assert shown["history"] == expected_history
+        hours_back = [first - timedelta(hours=72 - k) for k in range(72)]  # 72 h, oldest first
+        assert shown["actual"] == [
+            {
+                "hour": h.isoformat().replace("+00:00", "Z"),
+                "value": float(PATTERN[h.hour]) if h < end else 0.0,
+            }
+            for h in hours_back
+        ]
+        assert [a["value"] for a in shown["actual"][-24:]] == shown["history"]
         truth = [float(PATTERN[(first + timedelta(hours=k)).hour]) for k in range(24)]
         assert len(shown["mean"]) == 24
         if first == end:  # the forecast of an exactly daily pattern is the pattern
@@ -75,6 +111,11 @@ def test_forecasts_follow_the_sites_own_history(platform: Platform) -> None:
             for lo, m, hi in zip(shown["lower"], shown["mean"], shown["upper"], strict=True)
         )
         assert rows[late_site]["mean"] == []
+        late_actual = rows[late_site]["actual"]  # registered 30 h ago: its 30 whole hours
+        assert len(late_actual) == rows[late_site]["history_hours"] in (30, 31)
+        assert late_actual[-1]["hour"] == (first - timedelta(hours=1)).isoformat().replace(
+            "+00:00", "Z"
+        )
         assert "needs 96 whole hours of history" in rows[late_site]["unavailable"]
         one = http.get("/v1/forecasts", params={"site": busy_site, "hours": 6}).json()
         assert [row["site"] for row in one["sites"]] == [busy_site]
@@ -82,7 +123,7 @@ def test_forecasts_follow_the_sites_own_history(platform: Platform) -> None:
         bad = http.get("/v1/forecasts", params={"hours": 0})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "query.hours"
         assert http.get("/v1/forecasts", params={"site": "nowhere"}).status_code == 404
-    env = {**platform.env, "SUANLI_SERVER": platform.url, "SUANLI_TOKEN": world.tokens["lab"]}
+    env = {**platform.env, "SUANLI_SERVER": platform.url, "SUANLI_TOKEN": made.tokens["lab"]}
     done = subprocess.run(
         [sys.executable, "-m", "suanli", "forecast", "--site", busy_site, "--hours", "6", "--json"],
         capture_output=True,

@@ -166,9 +166,9 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
     .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
     .map(e => e.name || e.id)"""
 PAGES = {  # role -> the main pages it opens
-    "consumer": ["tasks", "tasks/new", "money", "twin"],
-    "provider": ["sites", "money", "twin"],
-    "operator": ["overview", "sites", "tasks", "money", "twin"],
+    "consumer": ["tasks", "tasks/new", "money", "twin", "forecasts"],
+    "provider": ["sites", "money", "twin", "forecasts"],
+    "operator": ["overview", "sites", "tasks", "money", "twin", "forecasts"],
 }
 
 

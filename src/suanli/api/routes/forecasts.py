@@ -1,14 +1,15 @@
 """Forecast route: `GET /v1/forecasts?site=ID&hours=24&level=0.8`, each site's busy devices
 per hour from the platform's own events, and the forecast of the hours ahead with its interval
-(`services.forecasts`). Any principal may read it: load forecasts help consumers choose when to
-run and providers plan capacity."""
+(`services.forecasts`), beside the last 72 actual hours with their hour timestamps (what a chart
+of "actual vs forecast" draws). Any principal may read it: load forecasts help consumers choose
+when to run and providers plan capacity."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from suanli.api.deps import ERRORS, PlatformDep, Token, run
@@ -19,19 +20,30 @@ from suanli.services.core import Actor
 router = APIRouter(tags=["forecasts"], responses=ERRORS)
 
 
+class HourValueRead(BaseModel):
+    """One hour's actual value: the hour's start (UTC, ISO 8601, `Z`) and the mean over it."""
+
+    hour: str = Field(description="start of the hour, UTC (ISO 8601)")
+    value: float = Field(description="busy devices, mean over the hour")
+
+
 class SiteForecastRead(BaseModel):
     site: str
-    history_hours: int
-    history: list[float]
-    mean: list[float]
-    lower: list[float]
-    upper: list[float]
+    history_hours: int = Field(description="whole hours of history the forecast had")
+    history: list[float] = Field(description="the last `hours` actual hours, oldest first")
+    actual: list[HourValueRead] = Field(
+        description="the last 72 actual hours (fewer since registration), oldest first, with "
+        "their hours; the last is the hour before `start`"
+    )
+    mean: list[float] = Field(description="forecast for each hour from `start`; [] if none")
+    lower: list[float] = Field(description="lower bound of the `level` interval, each hour")
+    upper: list[float] = Field(description="upper bound of the `level` interval, each hour")
     weights: dict[str, float] | None
-    unavailable: str | None
+    unavailable: str | None = Field(description="why there is no forecast, else null")
 
 
 class ForecastsRead(BaseModel):
-    start: str
+    start: str = Field(description="the first forecast hour (the current hour), UTC (ISO 8601)")
     hours: int
     level: float
     unit: str

@@ -263,6 +263,149 @@
     });
   }
 
+  /* --- load forecasts: actual vs forecast, the interval drawn as a band ------------------- */
+
+  var HOUR_MS = 3600 * 1000;
+  var ACTUAL_COLOUR = "#0b5cad";
+  var MEAN_COLOUR = "#a15c00";
+  var BAND_COLOUR = "rgba(161, 92, 0, 0.22)";
+
+  function cstHour(ms) {  /* an hour's start in China Standard Time: "03-02 08:00" */
+    var d = new Date(ms + 8 * HOUR_MS);
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return two(d.getUTCMonth() + 1) + "-" + two(d.getUTCDate()) + " " + two(d.getUTCHours()) + ":00";
+  }
+
+  function bandShape(params, api) {
+    /* the whole interval as one polygon, drawn once (for the first hour): along the lower
+       bounds, then back along the upper ones */
+    if (params.dataIndexInside !== 0) return null;
+    var lower = [];
+    var upper = [];
+    for (var i = 0; i < params.dataInsideLength; i++) {
+      lower.push(api.coord([api.value(0, i), api.value(1, i)]));
+      upper.unshift(api.coord([api.value(0, i), api.value(2, i)]));
+    }
+    return {
+      type: "polygon",
+      shape: { points: lower.concat(upper) },
+      style: { fill: BAND_COLOUR, stroke: "none" }
+    };
+  }
+
+  function forecastOption(data, narrow) {
+    var L = data.labels;
+    var row = data.site;
+    var origin = Date.parse(data.start);  /* the current hour: x = 0 */
+    var actual = row.actual.map(function (a) {
+      return [Math.round((Date.parse(a.hour) - origin) / HOUR_MS), a.value];
+    });
+    var mean = row.mean.map(function (v, k) { return [k, v]; });
+    var band = row.mean.map(function (v, k) { return [k, row.lower[k], row.upper[k]]; });
+    var step = narrow ? 24 : 12;
+    var first = actual.length ? actual[0][0] : 0;
+    var last = mean.length ? mean.length - 1 : 0;  /* no forecast: the axis ends at now */
+    function number(v) { return Number(v).toFixed(2) + " " + L.devices; }
+    return {
+      animation: !still,
+      legend: {
+        type: "scroll",
+        top: 0,
+        left: 0,
+        right: 0,
+        data: mean.length ? [L.actual, L.mean, L.interval] : [L.actual]
+      },
+      /* ECharts 6 keeps the axes' labels and names inside the chart (grid.outerBoundsMode) */
+      grid: { left: 8, right: 20, top: 56, bottom: 8 },
+      tooltip: {
+        trigger: "axis",
+        confine: true,
+        formatter: function (items) {
+          if (!items.length) return "";
+          var x = items[0].value[0];
+          var lines = ["<strong>" + escapeHTML(cstHour(origin + x * HOUR_MS)) + "</strong> (" +
+            (x >= 0 ? "+" : "") + x + " h)"];
+          items.forEach(function (item) {
+            var v = item.value;
+            var text = item.seriesId === "interval"
+              ? Number(v[1]).toFixed(2) + " – " + number(v[2])
+              : number(v[1]);
+            lines.push(item.marker + escapeHTML(item.seriesName) + ": " + escapeHTML(text));
+          });
+          return lines.join("<br>");
+        }
+      },
+      xAxis: {
+        type: "value",
+        name: L.x_axis,
+        nameLocation: "middle",
+        nameGap: 30,
+        min: Math.floor(first / step) * step,
+        max: last,
+        interval: step,
+        axisLabel: {
+          showMaxLabel: last % step === 0,
+          formatter: function (v) { return (v > 0 ? "+" : "") + v; }
+        },
+        splitLine: { show: true, lineStyle: { color: "#eef1f5" } }
+      },
+      yAxis: {
+        type: "value",
+        min: 0,
+        minInterval: 1,
+        name: L.y_axis,
+        nameLocation: "middle",
+        nameGap: 40
+      },
+      series: [
+        {
+          id: "interval",
+          name: L.interval,
+          type: "custom",
+          renderItem: bandShape,
+          encode: { x: 0, y: [1, 2] },
+          data: band,
+          itemStyle: { color: BAND_COLOUR },
+          z: 1
+        },
+        {
+          id: "actual",
+          name: L.actual,
+          type: "line",
+          data: actual,
+          showSymbol: false,
+          lineStyle: { color: ACTUAL_COLOUR, width: 2 },
+          itemStyle: { color: ACTUAL_COLOUR },
+          z: 3,
+          markLine: {
+            silent: true,
+            symbol: "none",
+            lineStyle: { color: "#5b6775", type: "dashed", width: 1 },
+            label: { formatter: L.now, position: "end", color: "#1d2733" },
+            data: [{ name: L.now, xAxis: 0 }]
+          }
+        },
+        {
+          id: "mean",
+          name: L.mean,
+          type: "line",
+          data: mean,
+          showSymbol: false,
+          lineStyle: { color: MEAN_COLOUR, width: 2, type: "dashed" },
+          itemStyle: { color: MEAN_COLOUR },
+          z: 4
+        }
+      ]
+    };
+  }
+
+  function drawForecast() {
+    var data = readJSON("forecast-data");
+    var el = document.getElementById("forecast-chart");
+    if (!data || !data.site || !el || !window.echarts) return;
+    start(el).setOption(forecastOption(data, el.clientWidth < 520));
+  }
+
   var pending = null;
   window.addEventListener("resize", function () {
     if (pending) window.clearTimeout(pending);
@@ -277,6 +420,7 @@
     drawMap();
     drawSites();
     drawTwin();
+    drawForecast();
   }
 
   if (document.readyState === "loading") {
