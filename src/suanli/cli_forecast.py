@@ -1,5 +1,6 @@
-"""`suanli forecast`: the platform's live load forecasts per site (over the API), and
-forecasts of the shipped public series with their backtests (local, no server)."""
+"""`suanli forecast`: the platform's live load forecasts per site (over the API), forecasts of
+the shipped public series with their backtests, and backtests of run-time prediction on the
+shipped traces (local, no server)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ err = Console(stderr=True)
 def register(app: typer.Typer, handles_errors: Decorator) -> None:
     group = typer.Typer(
         help="Load forecasts: the platform's sites (no subcommand), public series and "
-        "backtests. 负载预测：各站点（无子命令）、公开序列与回测。"
+        "backtests; run-time prediction backtests. "
+        "负载预测：各站点（无子命令）、公开序列与回测；运行时长预测回测。"
     )
     app.add_typer(group, name="forecast")
 
@@ -179,6 +181,67 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                 f"{r['coverage']:.1%}",
             )
         out.print(table)
+
+    @group.command("runtime")
+    @handles_errors
+    def runtime_cmd(
+        trace: Annotated[
+            str, typer.Option("--trace", help="openb, dlrm or 'all' / 轨迹（openb、dlrm 或 all）")
+        ] = "all",
+        every: Annotated[
+            float, typer.Option(help="Hours between refits / 重新拟合间隔（小时）")
+        ] = 1.0,
+        level: Annotated[
+            float, typer.Option(help="Upper quantile's probability / 上分位数的概率")
+        ] = 0.8,
+        min_members: Annotated[
+            int, typer.Option(help="Fewest tasks a group needs / 分组至少需要的任务数")
+        ] = 5,
+        as_json: Annotated[bool, typer.Option("--json", help="JSON output / JSON 输出")] = False,
+    ) -> None:
+        """Backtest run-time prediction on public traces, in time order, against the median
+        of all past jobs. 运行时长预测的按时间回测（对比全部历史作业的中位数）。"""
+        from suanli.forecast import RUNTIME_TRACES, backtest_runtime, runtime_trace
+
+        if not every > 0:
+            raise InvalidValue("every", every, "hours > 0", "大于 0 的小时数")
+        names = list(RUNTIME_TRACES) if trace == "all" else [trace]
+        results: list[dict[str, Any]] = []
+        with Progress(console=err, transient=True, disable=as_json) as bar:
+            for name in names:
+                jobs = runtime_trace(name)
+                job = bar.add_task(name, total=None)
+
+                def advance(done: int, total: int, job: TaskID = job) -> None:
+                    bar.update(job, completed=done, total=total)
+
+                found = backtest_runtime(jobs, every * 3600.0, level, min_members, advance)
+                results.append({"trace": name, "source": RUNTIME_TRACES[name], **found.__dict__})
+        if as_json:
+            out.print_json(json.dumps(results, ensure_ascii=False))
+            return
+        pct = f"{level:.0%}"
+        table = Table(
+            "trace 轨迹",
+            "jobs 作业",
+            "MAE h (naive) 平均绝对误差",
+            "median |ln err| (naive) 对数误差中位数",
+            f"{pct} quantile coverage (naive) 覆盖率",
+            title=f"Run-time prediction, refit every {every:g} h / "
+            f"运行时长预测，每 {every:g} 小时重新拟合",
+        )
+        for r in results:
+            table.add_row(
+                r["trace"],
+                f"{r['jobs']:,}",
+                f"{r['mae_s'] / 3600:,.2f} ({r['mae_naive_s'] / 3600:,.2f})",
+                f"{r['mdale']:.3f} ({r['mdale_naive']:.3f})",
+                f"{r['coverage']:.1%} ({r['coverage_naive']:.1%})",
+            )
+        out.print(table)
+        for r in results:
+            used = "; ".join(f"{basis} {count:,}" for basis, count in r["bases"].items())
+            out.print(f"{r['trace']}: {r['source']}; groups used 所用分组: {used}", markup=False)
 
 
 @client_errors
