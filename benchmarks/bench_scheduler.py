@@ -206,10 +206,8 @@ def _floors(problem: Any) -> dict[str, Any]:
         for x in plan.placements
     ]
     start = time.perf_counter()
-    for (task, pool, site, start_s, end_s, score, runner, waited, fen, kg), made in fields:
-        Placement(
-            task, pool, site, start_s, end_s, Breakdown(*made), score, runner, waited, fen, kg
-        )
+    for (task, pool, site, start_s, end_s, score, runner, waited, *saved), made in fields:
+        Placement(task, pool, site, start_s, end_s, Breakdown(*made), score, runner, waited, *saved)
     output_s = time.perf_counter() - start
     class_of, representatives = engine._classes(t)
     columns = engine._class_columns(t, pools, representatives)

@@ -36,7 +36,7 @@ from suanli.metering import (
     parse_precision,
     parse_workload,
 )
-from suanli.scheduler import Policy, custom_policy, place, policy_named
+from suanli.scheduler import POLICIES, Policy, custom_policy, place, policy_named
 from suanli.scheduler.problem import (
     decide_problem,
     decisions_document,
@@ -604,12 +604,13 @@ def schedule(
     problem: Annotated[
         Path | None, typer.Argument(help="PROBLEM.json ('-' for stdin) / 调度问题文件")
     ] = None,
-    policy: Annotated[
-        str, typer.Option(help="nearest|cost|green|latency|balanced / 调度策略")
-    ] = "balanced",
+    policy: Annotated[str, typer.Option(help="|".join(POLICIES) + " / 调度策略")] = "balanced",
     weights: Annotated[
         str | None,
-        typer.Option(help="Custom weights, e.g. cost=0.5,carbon=0.3,latency=0.2 / 自定义权重"),
+        typer.Option(
+            help="Custom weights, e.g. cost=0.5,carbon=0.3,latency=0.2 (carbon: market-based; "
+            "carbon_location: location-based) / 自定义权重"
+        ),
     ] = None,
     solver: Annotated[
         str | None,
@@ -712,7 +713,9 @@ def schedule(
     out.print(
         f"placed 已放置 {len(plan.placements)}, unplaced 未放置 {len(plan.unplaced)} · "
         f"cost 费用 {plan.cost_fen / 100:,.2f} CNY · energy 能耗 {plan.energy_kwh:,.1f} kWh · "
-        f"carbon 碳排 {plan.carbon_kg:,.1f} kg · objective 目标值 {plan.solver.objective:,.4g}"
+        f"carbon 碳排 {plan.carbon_kg:,.1f} kg market-based 市场法, "
+        f"{plan.carbon_location_kg:,.1f} kg location-based 位置法 · "
+        f"objective 目标值 {plan.solver.objective:,.4g}"
         + (
             ""
             if bound is None

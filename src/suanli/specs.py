@@ -150,7 +150,10 @@ class TaskCreate(StrictModel):
     # its maximum run time"); unset: the server's `default_max_run_s`
     max_run_s: Annotated[float, Field(gt=0, le=MAX_RUN_S)] | None = None
     max_price_fen: Annotated[int, Field(ge=0, le=MAX_BUDGET_FEN)] | None = None
-    policy: Literal["nearest", "cost", "green", "latency", "balanced"] | None = None
+    # the names of `scheduler.POLICIES` (a test keeps them equal; the OpenAPI enum reads these)
+    policy: Literal["nearest", "cost", "green", "green-location", "latency", "balanced"] | None = (
+        None
+    )
     preemptible: bool = False  # priced with the operator's preemptible discount
     # may start up to 24 h later, within `deadline_s`, when that is cheaper or greener
     deferrable: bool = False

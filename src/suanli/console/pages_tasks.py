@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from suanli.console.web import PREFIX, Console, problem
 from suanli.errors import SuanliError
+from suanli.scheduler import POLICIES as ENGINE_POLICIES
 from suanli.services import market, readmodels
 from suanli.services import tasks as tasks_service
 from suanli.services.core import Actor
@@ -29,7 +30,8 @@ STATES = (
     "SYSTEM_ERROR",
     "CANCELED",
 )
-POLICIES = ("balanced", "cost", "green", "latency", "nearest")
+# the form's choices: the default first, then the engine's other policies by name
+POLICIES = ("balanced", *sorted(set(ENGINE_POLICIES) - {"balanced"}))
 
 
 def _task_view(task_id: str) -> Callable[[Session, Actor], dict[str, Any]]:

@@ -65,7 +65,14 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
         "nearest — 就近调度（现行做法，作为基线）",
     ),
     "twin.policy.cost": ("cost — the cheapest option", "cost — 费用最低"),
-    "twin.policy.green": ("green — the lowest carbon", "green — 碳排放最低"),
+    "twin.policy.green": (
+        "green — the lowest carbon, market-based (declared green power counted)",
+        "green — 碳排放最低（市场法：计入申报的绿电）",
+    ),
+    "twin.policy.green-location": (
+        "green-location — the lowest carbon, location-based (the grid's intensity alone)",
+        "green-location — 碳排放最低（位置法：仅按电网排放因子）",
+    ),
     "twin.policy.latency": ("latency — the lowest network latency", "latency — 网络时延最低"),
     "twin.policy.balanced": (
         "balanced — cost, carbon, latency, load and reputation weighed",

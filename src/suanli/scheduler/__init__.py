@@ -2,8 +2,8 @@
 
 Pure: `decide(queue, network, capacity, policy, clock)` is the one decision step every caller
 uses (place now, wait until an hour, stay queued, reject); `place(tasks, snapshot, policy, now)`
-is the engine under it. No I/O and no clock. Multi-objective
-(cost, carbon, latency, distance, load, reputation) under named constraints, with a vectorised
+is the engine under it. No I/O and no clock. Multi-objective (cost, carbon market- or
+location-based, latency, distance, load, reputation) under named constraints, with a vectorised
 greedy solver for large batches, an exact MILP (HiGHS) for batches up to a few thousand tasks,
 temporal shifting of deferrable work, and an explanation for every task it cannot place.
 """

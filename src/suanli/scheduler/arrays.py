@@ -349,7 +349,15 @@ def subset_tasks(t: TaskArrays, rows: IntArray) -> TaskArrays:
 
 # The objectives a policy of several normalises (`task_scales`); load and reputation are
 # fractions already.
-NORMALISED = (Objective.COST, Objective.CARBON, Objective.LATENCY, Objective.DISTANCE)
+NORMALISED = (
+    Objective.COST,
+    Objective.CARBON,
+    Objective.CARBON_LOCATION,
+    Objective.LATENCY,
+    Objective.DISTANCE,
+)
+# The objectives proportional to a task's work at a pool (per unit of work in `ClassFeatures`)
+PER_WORK = (Objective.COST, Objective.CARBON, Objective.CARBON_LOCATION)
 _RAW_ONLY = Policy("raw", {Objective.COST: 1.0})  # the representatives' raw values only
 
 
@@ -386,7 +394,9 @@ class ClassFeatures:
     """What tasks of a class (`task_classes`) share: per class x pool, the pools open to it
     (kind, precision, latency tier; models and residency are the task's) and its objectives
     per unit of work (work / workload efficiency) at `now`, with the least each can be over
-    the price and carbon series (`*_low`), the transfer fee per GB of data, RTT and distance."""
+    the price and carbon series (`*_low`), the transfer fee per GB of data, RTT and distance.
+    Carbon comes on both bases: market-based (`unit_carbon`, the grid's intensity x (1 - the
+    site's green share)) and location-based (`unit_carbon_location`, the intensity alone)."""
 
     class_of: IntArray  # (n_tasks,)
     first: IntArray  # (K,) a task of each class
@@ -395,6 +405,8 @@ class ClassFeatures:
     unit_cost_low: FloatArray
     unit_carbon: FloatArray  # (K, M) kg, market-based
     unit_carbon_low: FloatArray
+    unit_carbon_location: FloatArray  # (K, M) kg, location-based
+    unit_carbon_location_low: FloatArray
     fee_gb: FloatArray  # (K, M) fen per GB
     rtt_ms: FloatArray  # (K, M)
     distance_km: FloatArray  # (K, M)
@@ -445,7 +457,8 @@ def class_features(t: TaskArrays, p: PoolArrays, snapshot: Snapshot, now: float)
         local = hour + snapshot.local_hour_at_start
         compute_low = compute_low * _low_ratio(p.compute_prefix, pools, local)[None, :]
     energy_low = ev.energy_fen * _low_ratio(p.energy_prefix, p.site_of_pool, hour)[None, :]
-    carbon_low = ev.raw[Objective.CARBON] * _low_ratio(p.carbon_prefix, p.site_of_pool, hour)
+    # the green share scales both bases alike: the same ratio of least to now
+    carbon_ratio = _low_ratio(p.carbon_prefix, p.site_of_pool, hour)
     origin, site = t.origin[first][:, None], p.site_of_pool[None, :]
     rtt = t.rtt_ms[origin, site]
     distance = t.distance_km[origin, site]
@@ -458,7 +471,9 @@ def class_features(t: TaskArrays, p: PoolArrays, snapshot: Snapshot, now: float)
         unit_cost=per_class(ev.raw[Objective.COST]),
         unit_cost_low=per_class(compute_low + energy_low),
         unit_carbon=per_class(ev.raw[Objective.CARBON]),
-        unit_carbon_low=per_class(carbon_low),
+        unit_carbon_low=per_class(ev.raw[Objective.CARBON] * carbon_ratio),
+        unit_carbon_location=per_class(ev.raw[Objective.CARBON_LOCATION]),
+        unit_carbon_location_low=per_class(ev.raw[Objective.CARBON_LOCATION] * carbon_ratio),
         # charged where the data moves (as `evaluate`)
         fee_gb=np.where(distance > 0, snapshot.transfer_fen_per_gb, 0.0),
         rtt_ms=rtt,
@@ -474,19 +489,19 @@ def task_scales(
     rows: slice | IntArray | None = None,
     features: ClassFeatures | None = None,
 ) -> Scales:
-    """How a policy of several objectives normalises each task's cost, carbon, latency and
-    distance (of `rows` of `t`, or all): to [0, 1] over the pools open to the task's class
-    (`task_classes`: those of its kind and precision within its latency tier; models and
-    residency left aside, so that few classes cover a batch), 0 at the class's best pool and 1
-    at its worst, for the task's size.
+    """How a policy of several objectives normalises each task's cost, carbon (market- and
+    location-based), latency and distance (of `rows` of `t`, or all): to [0, 1] over the pools
+    open to the task's class (`task_classes`: those of its kind and precision within its
+    latency tier; models and residency left aside, so that few classes cover a batch), 0 at the
+    class's best pool and 1 at its worst, for the task's size.
 
     From `class_features` (at `now`): a task's cost spans its work x its class's range of
-    unit cost + its data x its class's range of transfer fees per GB; its carbon its work x
-    its class's range of unit carbon; latency and distance its class's ranges. So a task's
-    normalised score at one pool needs no other pool (the flow solver scores only the pools
-    worth scoring), and a task's own deadline, memory or price ceiling never rescales its
-    objectives. Values outside [0, 1] remain where the run's time-of-use or carbon window
-    differs from the hour at `now`. A zero span counts as 1.
+    unit cost + its data x its class's range of transfer fees per GB; its carbon (on either
+    basis) its work x its class's range of unit carbon on that basis; latency and distance its
+    class's ranges. So a task's normalised score at one pool needs no other pool (the flow
+    solver scores only the pools worth scoring), and a task's own deadline, memory or price
+    ceiling never rescales its objectives. Values outside [0, 1] remain where the run's
+    time-of-use or carbon window differs from the hour at `now`. A zero span counts as 1.
     """
     if rows is not None:
         t = subset_tasks(t, np.arange(t.n_tasks)[rows])
@@ -494,6 +509,7 @@ def task_scales(
     ranges = {
         Objective.COST: _range(f.unit_cost, f.open_),
         Objective.CARBON: _range(f.unit_carbon, f.open_),
+        Objective.CARBON_LOCATION: _range(f.unit_carbon_location, f.open_),
         Objective.LATENCY: _range(f.rtt_ms, f.open_),
         Objective.DISTANCE: _range(f.distance_km, f.open_),
     }
@@ -504,7 +520,7 @@ def task_scales(
     for objective in NORMALISED:
         least, most = ranges[objective]
         task_low, task_high = least[c], most[c]
-        if objective in (Objective.COST, Objective.CARBON):
+        if objective in PER_WORK:
             task_low, task_high = work * task_low, work * task_high
         if objective is Objective.COST:
             task_low = task_low + t.data_gb * fee_low[c]
@@ -806,6 +822,7 @@ def evaluate(
     raw = {
         Objective.COST: cost,
         Objective.CARBON: carbon,
+        Objective.CARBON_LOCATION: carbon_location,
         Objective.LATENCY: rtt,
         Objective.DISTANCE: distance,
         Objective.LOAD: _shaped(load / p.count[pc], duration.shape),
@@ -842,10 +859,11 @@ def score(
     """The policy's score of each pair (lower is better), inf where infeasible.
 
     One weighted objective: its raw value. Several: the weighted sum of the objectives, cost,
-    carbon, latency and distance normalised over the pools of the task's class (`task_scales`:
-    0 = the class's best pool, 1 = its worst, for the task's size), load and reputation as
-    they are (fractions in [0, 1]). Either way plus TIE_EPSILON x the tie-break objective
-    scaled into [0, 1], so that equal scores prefer the better tie-break, then the earlier pool.
+    carbon (either basis), latency and distance normalised over the pools of the task's class
+    (`task_scales`: 0 = the class's best pool, 1 = its worst, for the task's size), load and
+    reputation as they are (fractions in [0, 1]). Either way plus TIE_EPSILON x the tie-break
+    objective scaled into [0, 1], so that equal scores prefer the better tie-break, then the
+    earlier pool.
     """
     single = policy.single
     if single is not None:

@@ -324,7 +324,8 @@ def decide(
                     placement.task,
                     Action.WAIT,
                     f"deferred {placement.waited_s / 3600:g} h to a cheaper or greener hour "
-                    f"(saves {placement.saved_fen} fen, {placement.saved_carbon_kg:.3f} kg CO2)",
+                    f"(saves {placement.saved_fen} fen, {placement.saved_carbon_kg:.3f} kg CO2 "
+                    f"market-based, {placement.saved_carbon_location_kg:.3f} kg location-based)",
                     placement,
                     start,
                     name,

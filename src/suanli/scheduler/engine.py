@@ -15,9 +15,10 @@ or by moving a same-size task out of it, whenever the total score drops (up to 3
 
 Temporal shifting ("Let's Wait Awhile"): after its pool is chosen, a deferrable task may start
 0..`snapshot.max_delay_h` whole hours later if it still meets its deadline, at the delay that
-minimises the policy's cost and carbon weights (for `nearest` and `latency`, its tie-break
-objective) over the hourly price and carbon series. The delayed task keeps holding its
-devices in the plan (the snapshot has no future capacity), which is conservative.
+minimises the policy's cost and carbon weights, market- or location-based (`SHIFTED`; for
+`nearest` and `latency`, its tie-break objective) over the hourly price and carbon series. The
+delayed task keeps holding its devices in the plan (the snapshot has no future capacity), which
+is conservative. What waiting saved is reported in fen and in kg on both carbon bases.
 
 Invariants: no I/O, no clock (`now` is given); the plan never exceeds any pool's free count;
 every task is either placed exactly once or unplaced with its reasons.
@@ -447,6 +448,22 @@ class _Repair:
         return changed
 
 
+# The objectives that change with the hour a task starts: a deferral weighs these.
+SHIFTED = (Objective.COST, Objective.CARBON, Objective.CARBON_LOCATION)
+
+
+@dataclass(frozen=True)
+class _Shifted:
+    """A deferrable task's delay, its breakdown then, and what waiting saved against starting
+    now: fen, and kg CO2 on both bases (market- and location-based)."""
+
+    delay_h: int
+    breakdown: Breakdown
+    saved_fen: int
+    saved_carbon_kg: float
+    saved_carbon_location_kg: float
+
+
 def _shift(
     t: TaskArrays,
     p: PoolArrays,
@@ -455,15 +472,18 @@ def _shift(
     now: float,
     placed: dict[int, tuple[int, int, float]],
     breakdowns: dict[int, Breakdown],
-) -> dict[int, tuple[int, Breakdown, int, float]]:
-    """Best whole-hour delay of each placed deferrable task: task -> (hours, breakdown, saved
-    fen, saved kg). Only delays that keep the deadline are considered."""
+) -> dict[int, _Shifted]:
+    """Best whole-hour delay of each placed deferrable task (only delays that keep the
+    deadline): the one that minimises the policy's weights of `SHIFTED` objectives, each
+    relative to starting now; a policy with none of them weighs its tie-break (cost when that
+    does not change with the hour either)."""
     tasks = np.array([i for i in sorted(placed) if t.deferrable[i]], dtype=np.int64)
     if len(tasks) == 0 or snapshot.max_delay_h <= 0:
         return {}
-    weights = {o: policy.weights.get(o, 0.0) for o in (Objective.COST, Objective.CARBON)}
+    weights = {o: policy.weights.get(o, 0.0) for o in SHIFTED}
     if not any(weights.values()):
-        weights = {policy.tie_break: 1.0}
+        fallback = policy.tie_break if policy.tie_break in SHIFTED else Objective.COST
+        weights = {fallback: 1.0}
     pools = np.array([placed[i][0] for i in tasks], dtype=np.int64)
     sites = p.site_of_pool[pools]
     b = [breakdowns[i] for i in tasks]
@@ -498,16 +518,20 @@ def _shift(
     end = now + delays * 3600.0 + (transfer + hours * 3600.0)[:, None]
     ok = end <= t.deadline_s[tasks][:, None]
     ok[:, 0] = True  # starting now was already checked when the pool was chosen
+    values = {
+        Objective.COST: cost,
+        Objective.CARBON: carbon,
+        Objective.CARBON_LOCATION: carbon_location,
+    }
     with np.errstate(divide="ignore", invalid="ignore"):
         objective = sum(
-            w * np.nan_to_num(value / value[:, :1], nan=1.0, posinf=1.0)
+            w * np.nan_to_num(values[o] / values[o][:, :1], nan=1.0, posinf=1.0)
             for o, w in weights.items()
-            for value in [cost if o is Objective.COST else carbon]
             if w > 0
         )
     objective = np.where(ok, objective + 1e-12 * delays, np.inf)
     best = np.argmin(objective, axis=1)
-    result: dict[int, tuple[int, Breakdown, int, float]] = {}
+    result: dict[int, _Shifted] = {}
     for n, task in enumerate(tasks):
         k = int(best[n])
         if k == 0:
@@ -521,7 +545,13 @@ def _shift(
             carbon_kg=float(carbon[n, k]),
             carbon_location_kg=float(carbon_location[n, k]),
         )
-        result[int(task)] = (k, new, old.cost_fen - new.cost_fen, old.carbon_kg - new.carbon_kg)
+        result[int(task)] = _Shifted(
+            k,
+            new,
+            old.cost_fen - new.cost_fen,
+            old.carbon_kg - new.carbon_kg,
+            old.carbon_location_kg - new.carbon_location_kg,
+        )
     return result
 
 
@@ -777,8 +807,9 @@ def place(
     for i in assigned:  # decision order: load_after is the occupancy this placement leaves
         j, runner, score = assigned[i]
         free_left[j] -= t.devices[i]
-        delay_h, breakdown, saved_fen, saved_kg = shifted.get(i, (0, breakdowns[i], 0, 0.0))
-        start = now + delay_h * 3600.0
+        wait = shifted.get(i, _Shifted(0, breakdowns[i], 0, 0.0, 0.0))
+        breakdown = wait.breakdown
+        start = now + wait.delay_h * 3600.0
         placements.append(
             Placement(
                 task=t.ids[i],
@@ -789,9 +820,10 @@ def place(
                 breakdown=breakdown,
                 score=score,
                 runner_up=None if runner < 0 else p.ids[runner],
-                waited_s=delay_h * 3600.0,
-                saved_fen=saved_fen,
-                saved_carbon_kg=saved_kg,
+                waited_s=wait.delay_h * 3600.0,
+                saved_fen=wait.saved_fen,
+                saved_carbon_kg=wait.saved_carbon_kg,
+                saved_carbon_location_kg=wait.saved_carbon_location_kg,
             )
         )
     unplaced_idx = [i for i in range(t.n_tasks) if i not in assigned]

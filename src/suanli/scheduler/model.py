@@ -138,7 +138,8 @@ class Snapshot:
 
 class Objective(StrEnum):
     COST = "cost"  # fen
-    CARBON = "carbon"  # kg CO2, market-based
+    CARBON = "carbon"  # kg CO2, market-based: the grid's intensity x (1 - the green share)
+    CARBON_LOCATION = "carbon_location"  # kg CO2, location-based: the grid's intensity alone
     LATENCY = "latency"  # ms RTT from the origin
     DISTANCE = "distance"  # km great circle from the origin
     LOAD = "load"  # pool occupancy after placement, 0..1
@@ -150,10 +151,10 @@ class Policy:
     """A named weighting of objectives.
 
     With exactly one weighted objective the score is that objective's raw value (fen, kg, ms,
-    km), so the optimum is a true minimum total; with several, cost, carbon, latency and
-    distance are first normalised to [0, 1] over the pools open to the task's class, for the
-    task's size (`arrays.task_scales`), load and reputation are fractions already, then all
-    are weighted and summed.
+    km), so the optimum is a true minimum total; with several, cost, carbon (either basis),
+    latency and distance are first normalised to [0, 1] over the pools open to the task's
+    class, for the task's size (`arrays.task_scales`), load and reputation are fractions
+    already, then all are weighted and summed.
     Ties are broken by `tie_break` (raw), then by pool order.
     """
 
@@ -179,7 +180,10 @@ POLICIES: Mapping[str, Policy] = {
     # today's practice: the closest feasible site, the baseline everything is compared with
     "nearest": Policy("nearest", {Objective.DISTANCE: 1.0}, Objective.COST),
     "cost": Policy("cost", {Objective.COST: 1.0}, Objective.CARBON),
+    # the least carbon counting the sites' declared green power (market-based) ...
     "green": Policy("green", {Objective.CARBON: 1.0}, Objective.COST),
+    # ... or the grid's intensity alone, whatever a site has contracted (location-based)
+    "green-location": Policy("green-location", {Objective.CARBON_LOCATION: 1.0}, Objective.COST),
     "latency": Policy("latency", {Objective.LATENCY: 1.0}, Objective.COST),
     "balanced": Policy(
         "balanced",
@@ -204,7 +208,8 @@ def policy_named(name: str) -> Policy:
 
 
 def custom_policy(weights: Mapping[str, float]) -> Policy:
-    """A policy from {"cost": 0.5, "carbon": 0.5, ...}; names are `Objective` values."""
+    """A policy from {"cost": 0.5, "carbon": 0.5, ...}; names are `Objective` values
+    ("carbon" market-based, "carbon_location" location-based)."""
     parsed: dict[Objective, float] = {}
     for key, value in weights.items():
         try:
@@ -249,7 +254,8 @@ class Placement:
     runner_up: str | None
     waited_s: float = 0.0
     saved_fen: int = 0  # what waiting saved against starting now
-    saved_carbon_kg: float = 0.0
+    saved_carbon_kg: float = 0.0  # market-based, as `Breakdown.carbon_kg`
+    saved_carbon_location_kg: float = 0.0  # location-based, as `Breakdown.carbon_location_kg`
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,4 +294,10 @@ class Plan:
 
     @property
     def carbon_kg(self) -> float:
+        """Market-based: the sites' declared green power counted as zero-carbon."""
         return sum(p.breakdown.carbon_kg for p in self.placements)
+
+    @property
+    def carbon_location_kg(self) -> float:
+        """Location-based: the grid's intensity alone."""
+        return sum(p.breakdown.carbon_location_kg for p in self.placements)

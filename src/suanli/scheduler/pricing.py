@@ -97,9 +97,11 @@ def _estimates(
     devices = t.devices[rows][:, None]
     unit_cost = (f.unit_cost_low if low else f.unit_cost)[c, cols][None, :]
     unit_carbon = (f.unit_carbon_low if low else f.unit_carbon)[c, cols][None, :]
+    unit_location = (f.unit_carbon_location_low if low else f.unit_carbon_location)[c, cols]
     raw = {
         Objective.COST: lambda: work * unit_cost + data * f.fee_gb[c, cols][None, :],
         Objective.CARBON: lambda: work * unit_carbon,
+        Objective.CARBON_LOCATION: lambda: work * unit_location[None, :],
         Objective.LATENCY: lambda: f.rtt_ms[c, cols][None, :],
         Objective.DISTANCE: lambda: f.distance_km[c, cols][None, :],
         Objective.LOAD: lambda: ((p.count - p.free)[cols][None, :] + devices) / p.count[cols],
@@ -337,6 +339,7 @@ def _ceiling(t: TaskArrays, f: ClassFeatures, policy: Policy) -> float:
     worst = {
         Objective.COST: (f.unit_cost * opened).max(axis=1),
         Objective.CARBON: (f.unit_carbon * opened).max(axis=1),
+        Objective.CARBON_LOCATION: (f.unit_carbon_location * opened).max(axis=1),
         Objective.LATENCY: (f.rtt_ms * opened).max(axis=1),
         Objective.DISTANCE: (f.distance_km * opened).max(axis=1),
     }
@@ -345,6 +348,7 @@ def _ceiling(t: TaskArrays, f: ClassFeatures, policy: Policy) -> float:
     per_task = {
         Objective.COST: work * worst[Objective.COST][c] + t.data_gb * fee[c],
         Objective.CARBON: work * worst[Objective.CARBON][c],
+        Objective.CARBON_LOCATION: work * worst[Objective.CARBON_LOCATION][c],
         Objective.LATENCY: worst[Objective.LATENCY][c],
         Objective.DISTANCE: worst[Objective.DISTANCE][c],
     }

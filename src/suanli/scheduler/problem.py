@@ -481,6 +481,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
                 "waited_s": p.waited_s,
                 "saved_fen": p.saved_fen,
                 "saved_carbon_kg": p.saved_carbon_kg,
+                "saved_carbon_location_kg": p.saved_carbon_location_kg,
             }
             for p in plan.placements
         ],
@@ -492,6 +493,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             "cost_fen": plan.cost_fen,
             "energy_kwh": plan.energy_kwh,
             "carbon_kg": plan.carbon_kg,
+            "carbon_location_kg": plan.carbon_location_kg,
             "placed": len(plan.placements),
             "unplaced": len(plan.unplaced),
         },

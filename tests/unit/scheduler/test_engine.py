@@ -164,7 +164,14 @@ def three_sites():
 
 @pytest.mark.parametrize(
     ("policy", "pool"),
-    [("nearest", "yrd"), ("latency", "yrd"), ("cost", "zjk"), ("green", "hor")],
+    [
+        ("nearest", "yrd"),
+        ("latency", "yrd"),
+        ("cost", "zjk"),
+        ("green", "hor"),
+        # the grid alone: YRD_DEMO 0.55 x PUE 1.25 < HORINGER 0.6849 x 1.2 < ZJK 0.7252 x 1.25
+        ("green-location", "yrd"),
+    ],
 )
 def test_each_policy_picks_its_pool(three_sites, policy: str, pool: str) -> None:
     task = a_task().gpus(8).precision("bf16").training().work(1e20).from_("上海").build()

@@ -58,7 +58,7 @@ def test_auto_runs_flow_up_to_its_size_and_greedy_above() -> None:
     assert choose_solver("optimal", 10**6, 10**4) == "optimal"
 
 
-@pytest.mark.parametrize("policy", ["cost", "green", "balanced"])
+@pytest.mark.parametrize("policy", ["cost", "green", "green-location", "balanced"])
 def test_above_its_size_the_flow_prices_arcs_in_and_proves_its_gap(
     problem, policy: str, monkeypatch
 ) -> None:
