@@ -5,7 +5,7 @@ queue the task pinned to the quoted pool), `balance`, `statement` (table, CSV or
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -42,10 +42,15 @@ def quote(
     data_gb: Annotated[float, typer.Option(help="Input data, GB / 数据量")] = 0.0,
     deadline: Annotated[float | None, typer.Option(help="Seconds from now / 截止")] = None,
     policy: Annotated[str | None, typer.Option(help="Placement policy / 调度策略")] = None,
+    deferrable: Annotated[
+        bool, typer.Option(help="May start later, by the deadline / 可推迟至截止前开始")
+    ] = False,
     as_json: JsonOpt = False,
     ca: CaOpt = None,
 ) -> None:
-    """Priced options for a task, valid for a few minutes. 报价。"""
+    """Priced options for a task, valid for a few minutes: the scheduler's choice, its runner-up
+    and, for a deferrable task with a deadline, the cheapest and the greenest start within it.
+    报价：调度选择、次优选项，以及（可推迟且有截止时间的任务）截止前最便宜与最低碳的开始时间。"""
     body = task_body(
         command,
         devices,
@@ -65,6 +70,8 @@ def quote(
         None,
         None,
     )
+    if deferrable:
+        body["deferrable"] = True
     row = Client(server, token, ca).call("POST", "/v1/quotes", json=body)
     if as_json:
         print_json(row)
@@ -74,6 +81,7 @@ def quote(
         "#",
         "Pool 资源池",
         "Province 省份",
+        "Start 开始",
         "Duration 时长",
         "Max CNY 最高价",
         "Carbon kg 碳排",
@@ -85,6 +93,7 @@ def quote(
             str(n),
             option["pool"],
             option["province"],
+            start_text(option),
             f"{option['duration_s']:.0f} s",
             f"{option['price_range']['max']['fen'] / 100:,.2f}",
             f"{option['carbon_kg']:.3f}",
@@ -93,6 +102,14 @@ def quote(
     out.print(table)
     if not row["options"]:
         out.print(f"no option / 无可用选项: {row['unavailable']}", markup=False)
+
+
+def start_text(option: dict[str, Any]) -> str:
+    """When a quote's option starts: "now 现在", or hours from now and the moment (UTC)."""
+    start_s = float(option.get("start_s") or 0.0)
+    if start_s <= 0:
+        return "now 现在"
+    return f"+{start_s / 3600:g} h ({option['starts_at']})"
 
 
 @app.command()

@@ -253,6 +253,36 @@ def task(
         print_json(row)
     else:
         out.print(_tasks_table([row], f"Task 任务 {task_id}"))
+        out.print(duration_line(row), markup=False)
+
+
+def duration_line(task: dict[str, Any]) -> str:
+    """Where the duration the task is priced and placed with comes from: the placement's
+    `runtime` once placed, else the spec (a task without one is predicted when placed)."""
+    runtime = (task.get("placement") or {}).get("runtime")
+    resources = (task.get("spec") or {}).get("resources") or {}
+    head = "Duration 时长:"
+    if runtime is None:
+        if resources.get("work_flop") is not None:
+            return f"{head} from its work, {resources['work_flop']:.3g} FLOP / 由计算量推算"
+        if resources.get("duration_s"):
+            return f"{head} given, {resources['duration_s']:,.0f} s / 用户给出"
+        return f"{head} none given: predicted when placed / 未给出，调度时预测"
+    source = runtime.get("source")
+    if source == "work":
+        return f"{head} from its work, {resources.get('work_flop', 0):.3g} FLOP / 由计算量推算"
+    if source == "given":
+        return f"{head} given, {runtime['duration_s']:,.0f} s / 用户给出"
+    if source == "default":
+        return (
+            f"{head} default {runtime['duration_s']:,.0f} s: fewer than 5 completed tasks like it "
+            f"({runtime.get('history', 0)} completed in all) / 默认时长：同类已完成任务不足 5 个"
+        )
+    return (
+        f"{head} predicted {runtime['duration_s']:,.0f} s (median of {runtime['members']} "
+        f"completed tasks like it: {runtime['group']}; {runtime['level']:.0%} within "
+        f"{runtime['upper_s']:,.0f} s) / 预测：{runtime['members']} 个同类已完成任务的中位时长"
+    )
 
 
 @app.command()

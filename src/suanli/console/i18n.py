@@ -85,6 +85,7 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "quote.option": ("Option", "方案"),
     "quote.price": ("Price (at most)", "价格（上限）"),
     "quote.duration": ("Duration", "时长"),
+    "quote.starts": ("Starts", "开始"),
     "quote.accept": ("Accept and run", "接受并运行"),
     "quote.none": ("No site can run this task now.", "当前没有站点可运行该任务。"),
     "money.title": ("Money", "账务"),
@@ -254,10 +255,13 @@ def money(fen: int | None, language: str) -> str:
     return f"{text} 元" if language == "zh" else f"¥{text}"
 
 
-def when(moment: datetime | None, language: str) -> str:
-    """A moment in China Standard Time: 2026年11月27日 19:32 (zh) / 27 Nov 2026 19:32 (en)."""
+def when(moment: datetime | str | None, language: str) -> str:
+    """A moment (or its ISO 8601 text, as in a quote's `starts_at`) in China Standard Time:
+    2026年11月27日 19:32 (zh) / 27 Nov 2026 19:32 (en)."""
     if moment is None:
         return "—"
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     local = moment.astimezone(UTC) + CST

@@ -4,6 +4,11 @@ A pool's free devices are its count less the devices held by suanli's tasks (que
 initializing, running, paused) and those its engine reports busy with other work
 (`unavailable`, from the agent's heartbeat); a Slurm-like engine's own queue (`queue_depth`)
 extends what placement may use.
+
+The decision step's inputs are built here too: `step_inputs` (the network and capacity) and
+`queued_with_duration` / `queued_task` (a stored task as the engine's: its spec through
+`engine_task`, with a duration predicted from completed tasks when it gives none,
+`services.runtimes`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from suanli.scheduler import (
     policy_named,
 )
 from suanli.scheduler.series import network_series, series_start
+from suanli.services import runtimes as runtime_service
 from suanli.services.commands import PoolCommand, SiteCommand
 from suanli.services.core import (
     Actor,
@@ -292,9 +298,12 @@ def step_inputs(session: Session, moment: datetime) -> StepInputs:
     return StepInputs(network, Capacity(capacity), clock)
 
 
-# task id -> its engine task: a stored spec and its submission time never change, so the pass
-# converts each queued task once, not at every pass (bounded: the oldest entries go first)
-_ENGINE_TASKS: OrderedDict[str, Task] = OrderedDict()
+# task id -> its engine task and where its duration came from (`runtimes.Duration`), with the
+# version of the run-time model it used (None: its spec gives its work or duration). A stored spec
+# and its submission time never change, so the pass converts each queued task once, not at every
+# pass, and again only when a predicted duration's model is refitted (bounded: the oldest go
+# first)
+_ENGINE_TASKS: OrderedDict[str, tuple[Task, runtime_service.Duration, int | None]] = OrderedDict()
 ENGINE_TASK_CACHE = 100_000
 
 
@@ -304,6 +313,8 @@ class QueuedRow(Protocol):
 
     @property
     def id(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
     @property
     def created_at(self) -> datetime: ...
     @property
@@ -316,8 +327,15 @@ class QueuedRow(Protocol):
     def pinned_pool_id(self) -> str | None: ...
 
 
-def cached_task(ident: str) -> bool:
-    return ident in _ENGINE_TASKS
+def _version(runtime: runtime_service.Runtimes | None) -> int:
+    return 0 if runtime is None else runtime.version  # 0: no model (the engine's default)
+
+
+def cached_task(ident: str, runtime: runtime_service.Runtimes | None = None) -> bool:
+    """Whether the pass has this task's engine task, converted with this run-time model when
+    its duration depends on one."""
+    found = _ENGINE_TASKS.get(ident)
+    return found is not None and found[2] in (None, _version(runtime))
 
 
 def queued_task(
@@ -326,34 +344,59 @@ def queued_task(
     spec: Mapping[str, Any] | None,
     *,
     cache: bool = False,
+    runtime: runtime_service.Runtimes | None = None,
 ) -> QueuedTask:
-    """The decision step's view of a queued task row (raises `SuanliError` or a lookup error
-    for a spec or policy the engine cannot read: the pass rejects such a task with the reason).
-    `policies` caches the named policies between rows. With `cache` (the pass: stored tasks
-    only, never a quote's probe), the engine task is converted once per task id; `spec` may
-    then be None for a task converted before."""
+    """The decision step's view of a queued task row: `queued_with_duration` without the
+    duration's source."""
+    return queued_with_duration(row, policies, spec, cache=cache, runtime=runtime)[0]
+
+
+def queued_with_duration(
+    row: QueuedRow,
+    policies: dict[str, Policy],
+    spec: Mapping[str, Any] | None,
+    *,
+    cache: bool = False,
+    runtime: runtime_service.Runtimes | None = None,
+) -> tuple[QueuedTask, runtime_service.Duration]:
+    """The decision step's view of a queued task row, and where its duration came from (raises
+    `SuanliError` or a lookup error for a spec or policy the engine cannot read: the pass
+    rejects such a task with the reason). THE place a stored spec becomes the engine's task
+    for the pass and for quotes: a spec without `resources.work_flop` or `duration_s` gets the
+    duration `runtimes.duration` predicts with `runtime` (the database's run-time model; None:
+    the engine's default, as on an empty platform), handed to `engine_task` in a copy of the
+    spec. `policies` caches the named policies between rows. With `cache` (the pass: stored
+    tasks only, never a quote's probe), the engine task is converted once per task id (and
+    model, for a predicted duration); `spec` may then be None for a task converted before
+    (`cached_task`)."""
     created = aware(row.created_at).timestamp()
     policy = None
     if row.policy:
         if row.policy not in policies:
             policies[row.policy] = policy_named(row.policy)
         policy = policies[row.policy]
-    task = _ENGINE_TASKS.get(row.id) if cache else None
-    if task is None:
+    found = _ENGINE_TASKS.get(row.id) if cache else None
+    if found is not None and not cached_task(row.id, runtime):
+        found = None
+    if found is None:
         if spec is None:
             raise ValueError(f"the spec of task {row.id} was not read")
-        task = engine_task(row.id, spec, created)
+        made = runtime_service.duration(row.owner_id, spec, runtime)
+        task = engine_task(row.id, runtime_service.engine_spec(spec, made), created)
+        found = (task, made, _version(runtime) if made.from_model else None)
         if cache:
-            _ENGINE_TASKS[row.id] = task
+            _ENGINE_TASKS[row.id] = found
             if len(_ENGINE_TASKS) > ENGINE_TASK_CACHE:
                 _ENGINE_TASKS.popitem(last=False)
+    task, made = found[0], found[1]
     # the wait in the queue (`max_wait_s`, fair share's FIFO) counts from when the task last
     # entered it: a task preempted or re-queued after a week of running is not "waited too long"
     entered = created if row.queued_at is None else aware(row.queued_at).timestamp()
-    return QueuedTask(
+    queued = QueuedTask(
         task=task,
         submitted_s=entered,
         policy=policy,
         not_before_s=None if row.not_before is None else aware(row.not_before).timestamp(),
         pinned_pool=row.pinned_pool_id,
     )
+    return queued, made

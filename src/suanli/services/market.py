@@ -17,10 +17,12 @@ cannot both spend the same fen. A single amount above `MAX_FEN` (10^13 fen) is a
 * `credit` (operator top-up) and `payout` (operator pays a provider out) move money across the
   platform's boundary (`ledger.EXTERNAL`);
 * `quote` is a what-if on the one decision step (`scheduler.decide` on the pass's inputs): it
-  prices the step's pool (at its deferred start when the step defers) and the runner-up under
+  prices the step's pool (at its deferred start when the step defers), the runner-up and, for a
+  task that may be deferred, the cheapest and the greenest start within its deadline, under
   the pricing rules; `accept` holds the option's maximum price in escrow (402 when the wallet is
-  short: nothing is created), creates the order and the task QUEUED, pinned to the quoted pool:
-  the scheduling pass, the only writer of a task's pool, places it;
+  short: nothing is created), creates the order and the task QUEUED, pinned to the quoted pool
+  and held to the quoted start (`tasks.not_before`): the scheduling pass, the only writer of a
+  task's pool, places it;
 * `settle_task` runs when a task ends: the charge (never above the escrow) is split between
   provider, platform and network operator, SLA credits are paid for a missed deadline, the rest is
   released; an order settles once, whatever reports arrive;
@@ -54,8 +56,17 @@ from sqlalchemy.orm import Session
 
 from suanli import ledger, market
 from suanli.errors import InvalidValue, SuanliError
-from suanli.scheduler import QueuedTask, Snapshot, decide, place, policy_named
+from suanli.scheduler import (
+    Decision,
+    QueuedTask,
+    Snapshot,
+    decide,
+    engine_task,
+    place,
+    policy_named,
+)
 from suanli.services import capacity as capacity_service
+from suanli.services import runtimes as runtime_service
 from suanli.services import tasks as tasks_service
 from suanli.services.core import (
     GENESIS_HASH,
@@ -421,8 +432,10 @@ def quote(
 ) -> QuoteRow:
     """Priced options for a task, valid for 5 minutes: a what-if on the one decision step
     (`scheduler.decide` on the pass's own inputs, `capacity.step_inputs`, so devices held or
-    reported busy count), its pool and runner-up; when the step defers the task, the first
-    option starts at the deferred hour (`start_s` seconds from now, `starts_at`)."""
+    reported busy count), its pool and runner-up and, for a task that may be deferred, the
+    cheapest and the greenest start within its deadline (`price_options`); each option starts
+    `start_s` seconds from now (`starts_at`: the first at the step's deferred hour when it
+    defers). Options above the task's `max_price_fen` are left out."""
     rules = rules or pricing_rules(session)
     require(who, Role.CONSUMER, Role.OPERATOR)
     spec = {**spec, "origin": spec.get("origin") or tasks_service.DEFAULT_ORIGIN}
@@ -449,6 +462,33 @@ def quote(
     return row
 
 
+# the options a quote adds for a task that may be deferred: (listed_as, policy). `green` is the
+# policy whose only objective is carbon (market-based, the `carbon_kg` every option shows)
+START_POLICIES = (("cheapest-start", "cost"), ("greenest-start", "green"))
+WHY_START = {
+    "cheapest-start": "cheapest start within the deadline: the cost policy's pool at the hour "
+    "of its lowest quoted total",
+    "greenest-start": "greenest start within the deadline: the green policy's pool and hour",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """An option before it is priced: its pool, its start (seconds after the quote's moment),
+    which option it is (`listed_as`: best, runner-up, cheapest-start, greenest-start) and why it
+    is listed."""
+
+    pool: str
+    start_s: float
+    listed_as: str
+    why: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """One pool and one start (to the second) are one option."""
+        return self.pool, round(self.start_s)
+
+
 def price_options(
     session: Session,
     owner_id: str,
@@ -457,10 +497,19 @@ def price_options(
     rules: market.PricingRules,
     moment: datetime,
 ) -> tuple[list[dict[str, Any]], str]:
-    """A quote's priced options for a checked spec (the decision step's pool and its runner-up,
-    see `quote`) and, when there is none, the engine's reason. A what-if: nothing is written.
-    The engine sees the task without its `max_price_fen`: that bounds the quoted total (the
-    caller compares), not the engine's cost estimate."""
+    """A quote's priced options for a checked spec and, when there is none, the engine's
+    reason. A what-if: nothing is written. The engine sees the task without its
+    `max_price_fen`: that bounds the quoted total (the caller compares), not the engine's cost
+    estimate.
+
+    In order, each listed once (one pool and one start are one option): the decision step's
+    choice (at its deferred start when it defers), its runner-up (now) and, for a task that may
+    be deferred (deferrable, with a deadline: `engine_task`), the cheapest and the greenest
+    start within the deadline: the step's answer for the same task on the same inputs under
+    `cost` and under `green` (`START_POLICIES`); the cheapest start is the cost policy's pool
+    at the hour of the least quoted total (`_cheapest_start`). Each option is priced by
+    `price_offer` at its start, with the engine's run time and carbon there (`_alone`), and
+    says which it is (`listed_as`) and why it is listed (`reason`)."""
     probe = TaskRow(
         id="quote",
         owner_id=owner_id,
@@ -472,50 +521,113 @@ def price_options(
         pinned_pool_id=None,
         queued_at=None,
     )
-    queued = capacity_service.queued_task(probe, {}, probe.spec)
+    queued = capacity_service.queued_task(
+        probe, {}, probe.spec, runtime=runtime_service.runtimes(session)
+    )
     inputs = capacity_service.step_inputs(session, moment)
     policy = spec.get("policy") or default_policy
-    (decision,) = decide(
-        [queued], inputs.network, inputs.capacity, policy_named(default_policy), inputs.clock_s
-    )
+    default = policy_named(default_policy)
+    clock = inputs.clock_s
+    (decision,) = decide([queued], inputs.network, inputs.capacity, default, clock)
     if decision.placement is None:
         return [], decision.reason
     placement = decision.placement
-    start_s = 0.0 if decision.not_before_s is None else decision.not_before_s - inputs.clock_s
-    chosen = [(placement.pool, f"best under the {policy} policy", start_s)]
+    listed = [
+        Listed(placement.pool, _start_s(decision, clock), "best", f"best under the {policy} policy")
+    ]
     if placement.runner_up:
-        chosen.append((placement.runner_up, f"runner-up under the {policy} policy", 0.0))
-    pools = {
-        row.id: row
-        for row in session.scalars(select(PoolRow).where(PoolRow.id.in_([c[0] for c in chosen])))
-    }
+        listed.append(
+            Listed(placement.runner_up, 0.0, "runner-up", f"runner-up under the {policy} policy")
+        )
+    starts: dict[str, Decision] = {}
+    if queued.task.deferrable:
+        for listed_as, name in START_POLICIES:
+            alike = replace(queued, policy=policy_named(name))
+            (found,) = decide([alike], inputs.network, inputs.capacity, default, clock)
+            if found.placement is not None:
+                starts[listed_as] = found
+    wanted = {item.pool for item in listed} | {d.pool for d in starts.values() if d.pool}
+    pools = {row.id: row for row in session.scalars(select(PoolRow).where(PoolRow.id.in_(wanted)))}
     sites = {
         row.id: row
         for row in session.scalars(
             select(SiteRow).where(SiteRow.id.in_([p.site_id for p in pools.values()]))
         )
     }
-    options: list[dict[str, Any]] = []
-    for pool_id, why, start in chosen:
-        pool_row = pools.get(pool_id)
-        if pool_row is None:
+    for listed_as, found in starts.items():
+        at = pools.get(found.pool or "")
+        if at is None:
             continue
-        duration_s, carbon = _alone(pool_id, inputs.network, queued, moment, start)
-        options.append(
-            price_offer(
-                pool_row,
-                sites[pool_row.site_id],
-                spec,
-                inputs.capacity.pools[pool_id].held,
-                duration_s,
-                carbon,
-                why,
-                moment,
-                start,
-                rules,
+        start = _start_s(found, clock)
+        if listed_as == "cheapest-start":
+            start = _cheapest_start(
+                found, at, sites[at.site_id], spec, queued, inputs, moment, rules
             )
+        listed.append(Listed(at.id, start, listed_as, WHY_START[listed_as]))
+    options: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+    for item in listed:
+        pool_row = pools.get(item.pool)
+        if pool_row is None or item.key in seen:
+            continue
+        seen.add(item.key)
+        duration_s, carbon = _alone(item.pool, inputs.network, queued, moment, item.start_s)
+        offer = price_offer(
+            pool_row,
+            sites[pool_row.site_id],
+            spec,
+            inputs.capacity.pools[item.pool].held,
+            duration_s,
+            carbon,
+            item.why,
+            moment,
+            item.start_s,
+            rules,
         )
+        options.append({**offer, "listed_as": item.listed_as})
     return options, ""
+
+
+def _start_s(decision: Decision, clock_s: float) -> float:
+    """When a PLACE or WAIT decision starts the task: seconds after `clock_s` (0: now)."""
+    return 0.0 if decision.not_before_s is None else decision.not_before_s - clock_s
+
+
+def _cheapest_start(
+    decision: Decision,
+    pool: PoolRow,
+    site: SiteRow,
+    spec: dict[str, Any],
+    queued: QueuedTask,
+    inputs: capacity_service.StepInputs,
+    moment: datetime,
+    rules: market.PricingRules,
+) -> float:
+    """The start (seconds after `moment`) of the least quoted total for the task on the
+    decision's pool, over the hours the decision step may defer it to: whole hours from now
+    to the network's `max_delay_h`, the run (the engine's transfer and run time there) ending
+    by the task's deadline; the earliest on a tie. The engine's own deferral is among them; the
+    engine's cost on the live platform does not change with the hour (pools carry no
+    time-of-use multiplier), the quoted price does (`price_offer`: the site's time of use at
+    the start), so the hour is the market's."""
+    if decision.placement is None or queued.task.deadline_s is None:
+        return _start_s(decision, inputs.clock_s)
+    breakdown = decision.placement.breakdown
+    duration_s, _ = _alone(pool.id, inputs.network, queued, moment, 0.0)
+    held = inputs.capacity.pools[pool.id].held
+    best: tuple[int, float] | None = None
+    for hour in range(inputs.network.max_delay_h + 1):
+        start_s = hour * 3600.0
+        end_s = inputs.clock_s + start_s + breakdown.transfer_s + breakdown.duration_s
+        if hour > 0 and end_s > queued.task.deadline_s:
+            break
+        try:
+            offer = price_offer(pool, site, spec, held, duration_s, 0.0, "", moment, start_s, rules)
+        except InvalidValue:  # beyond MAX_FEN at this hour: not a price anyone is quoted
+            continue
+        if best is None or total_fen(offer) < best[0]:
+            best = (total_fen(offer), start_s)
+    return _start_s(decision, inputs.clock_s) if best is None else best[1]
 
 
 def cheapest_total(
@@ -693,7 +805,12 @@ def accept(
 ) -> OrderRow:
     """Turn a quote's option into an order: escrow held, the task created QUEUED and pinned to
     the quoted pool (`pinned_pool_id`); the scheduling pass places it there (it is decided
-    first) or keeps it queued with the reason. Never assigns a pool itself."""
+    first) or keeps it queued with the reason. Never assigns a pool itself.
+
+    The quoted start holds (`quoted_start`): an option that starts later defers the task until
+    then (`tasks.not_before`, a `task.deferred` event), and a task that may be deferred is
+    not deferred again by the pass (its `not_before` is the quoted start even when that is
+    now: the decision step then starts it, never waits twice)."""
     row = session.get(QuoteRow, quote_id, with_for_update=True)
     if row is None or row.owner_id != who.id:
         raise NotFound("quote", quote_id)
@@ -733,7 +850,22 @@ def accept(
     task, _ = tasks_service.submit(session, who, row.spec, None)
     task.pinned_pool_id = pool.id
     task.unplaced_reason = f"waiting for a scheduling pass on the quoted pool {pool.id}"
+    start, later = quoted_start(row, offer)
+    if later or engine_task(task.id, row.spec, 0.0).deferrable:
+        task.not_before = start
+    if later:
+        task.unplaced_reason = (
+            f"deferred to the quoted start {start.isoformat()} on the quoted pool {pool.id}"
+        )
     session.flush()  # the task's row exists before the order that names it
+    if later:
+        append_event(
+            session,
+            "task.deferred",
+            task.id,
+            who.id,
+            {"until": start.isoformat(), "quote": row.id, "pool": pool.id},
+        )
     order = OrderRow(
         id=new_id("order"),
         owner_id=who.id,
@@ -762,6 +894,13 @@ def accept(
         {"task": task.id, "escrow_fen": maximum, "pool": pool.id, "voucher_fen": order.voucher_fen},
     )
     return order
+
+
+def quoted_start(row: QuoteRow, offer: dict[str, Any]) -> tuple[datetime, bool]:
+    """When a quote's option starts (the quote's moment plus its `start_s`, i.e. its
+    `starts_at`) and whether that is later than the quote's moment."""
+    start_s = offer.get("start_s") or 0.0  # a number of seconds (JSON), not money
+    return aware(row.created_at) + timedelta(seconds=start_s), start_s > 0
 
 
 def hold_escrow(

@@ -6,7 +6,9 @@ carbon series) and one `Capacity`; then `scheduler.decide` says, per task, PLACE
 QUEUE / REJECT. `apply_pass` writes them under `FOR UPDATE`:
 
 * PLACE: the task's pool, site and placement figures (the pass is the only writer of a task's
-  pool; an accepted quote's task is pinned to its pool and placed there or nowhere);
+  pool; an accepted quote's task is pinned to its pool and placed there or nowhere), with where
+  its duration came from (`placement.runtime`: given, or predicted from completed tasks like
+  it, `services.runtimes`);
 * WAIT: deferred to a cheaper or greener hour within its deadline: `tasks.not_before` and the
   reason ("deferred ... until <time>"), an audit event `task.deferred`; the task holds nothing
   and is decided again once the clock reaches that time (then it starts, never waits twice);
@@ -32,7 +34,8 @@ from suanli.errors import SuanliError
 from suanli.scheduler import Action, Decision, Policy, QueuedTask, decide, policy_named
 from suanli.scheduler.decide import DEFAULT_MAX_WAIT_S
 from suanli.services import admission, preemption, sharing
-from suanli.services.capacity import StepInputs, cached_task, queued_task, step_inputs
+from suanli.services import runtimes as runtime_service
+from suanli.services.capacity import StepInputs, cached_task, queued_with_duration, step_inputs
 from suanli.services.core import State, append_event, aware, now, transition
 from suanli.services.sharing import Gate
 from suanli.services.tasks import settle
@@ -159,13 +162,18 @@ def plan_pass(
     if not pending:
         return PassPlan({}, {})
     default = policy_named(default_policy)
-    specs = _specs(session, [row.id for row in pending if not cached_task(row.id)])
+    runtime = runtime_service.runtimes(session)  # kept between passes; refitted when stale
+    specs = _specs(session, [row.id for row in pending if not cached_task(row.id, runtime)])
     policies: dict[str, Policy] = {}
     queue: list[QueuedTask] = []
+    durations: dict[str, runtime_service.Duration] = {}
     doomed: dict[str, str] = {}
     for row in pending:
         try:
-            queue.append(queued_task(row, policies, specs.get(row.id), cache=True))
+            queued, durations[row.id] = queued_with_duration(
+                row, policies, specs.get(row.id), cache=True, runtime=runtime
+            )
+            queue.append(queued)
         except Exception as error:  # a bad row must not stop the pass
             doomed[row.id] = _doom_reason(error)
     inputs = step_inputs(session, moment)
@@ -180,7 +188,7 @@ def plan_pass(
     for decision in decisions:
         row = rows[decision.task]
         if decision.action is Action.PLACE:
-            placed = figures(decision)
+            placed = {**figures(decision), "runtime": durations[row.id].as_json()}
             wrong = _out_of_range(placed)
             if wrong is not None:
                 doomed[row.id] = f"the scheduler cannot place this task: {wrong}"

@@ -25,6 +25,7 @@ from suanli.metering import (
     parse_workload,
 )
 from suanli.scheduler import policy_named
+from suanli.services import runtimes as runtime_service
 from suanli.services.core import (
     TERMINAL,
     Actor,
@@ -45,9 +46,6 @@ from suanli.store.models import (
     SiteRow,
     TaskRow,
 )
-
-DEFAULT_DURATION_S = 60.0
-
 
 DEFAULT_ORIGIN = "北京"
 
@@ -114,7 +112,7 @@ def submit(
     check_spec(spec)
     moment = now(session)
     if spec.get("max_price_fen") is not None:
-        _affordable(session, spec, moment)
+        _affordable(session, who.id, spec, moment)
     row = TaskRow(
         id=new_id("task"),
         owner_id=who.id,
@@ -163,23 +161,38 @@ def submit(
     return row, True
 
 
-def _affordable(session: Session, spec: dict[str, Any], moment: datetime) -> None:
+def _affordable(session: Session, owner: str, spec: dict[str, Any], moment: datetime) -> None:
     """Refuse (422 naming `max_price_fen`, nothing written) a task whose `max_price_fen` is
     below the cheapest total any pool could ever quote it (`market.cheapest_total`: every pool
-    it could run on, idle, at its cheapest start hour): the pass could never admit it."""
+    it could run on, idle, at its cheapest start hour, for the duration the pass would price it
+    with: its own, or predicted, `runtimes.duration`): the pass could never admit it."""
     from suanli.services import market  # the market builds on this module
 
     ceiling = int(spec["max_price_fen"])
-    cheapest = market.cheapest_total(session, spec, market.pricing_rules(session), moment)
+    # a task without a duration is priced with the one the pass will place it with
+    model = runtime_service.runtimes(session) if runtime_service.predicted(spec) else None
+    made = runtime_service.duration(owner, spec, model)
+    probe = runtime_service.engine_spec(spec, made)
+    cheapest = market.cheapest_total(session, probe, market.pricing_rules(session), moment)
     if cheapest is not None and ceiling < cheapest[0]:
         fen, pool = cheapest
+        why = why_zh = ""
+        if made.source == runtime_service.PREDICTED:
+            why = (
+                f" (it gives no resources.duration_s: priced for {made.duration_s:.0f} s, the "
+                f"median run time of {made.members} completed tasks like it)"
+            )
+            why_zh = (
+                f"（未给出 resources.duration_s：按 {made.members} 个同类已完成任务的"
+                f"中位时长 {made.duration_s:.0f} 秒计价）"
+            )
         raise InvalidValue(
             "max_price_fen",
             ceiling,
             f"at least {fen} fen, the cheapest total any pool quotes for this task (pool {pool}, "
-            "idle, at its cheapest hour); raise max_price_fen or ask for fewer devices or a "
-            "shorter duration",
-            f"不低于 {fen} 分（任何资源池对该任务的最低报价，资源池 {pool}）；"
+            f"idle, at its cheapest hour){why}; raise max_price_fen or ask for fewer devices or "
+            "a shorter duration",
+            f"不低于 {fen} 分（任何资源池对该任务的最低报价，资源池 {pool}）{why_zh}；"
             "请提高 max_price_fen 或减少设备数、缩短时长",
         )
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from suanli.catalog import Pool, find_site
 from suanli.clock import VirtualClock
 from suanli.metering import find_device
+from suanli.scheduler import POLICIES as ENGINE_POLICIES
 from suanli.scheduler import (
     Action,
     Capacity,
@@ -56,7 +57,7 @@ from tests.money import principal_token
 CLUSTERS = ("HORINGER", "ZHONGWEI", "GUIAN", "YRD_DEMO", "SHAOGUAN", "ZJK")
 DEVICES = ("cpu", "A100 SXM4", "T4", "H800")
 ORIGINS = ("北京", "上海", "广州", "成都")
-POLICIES = ("balanced", "cost", "green", "latency", "nearest")
+POLICIES = tuple(sorted(ENGINE_POLICIES))  # every policy a task may name
 DEFAULT_POLICY = "balanced"
 MAX_WAIT_S = 2 * 86400.0
 HOLDER = {
@@ -311,6 +312,39 @@ def reference(world: World, live: Live) -> tuple[tuple[Decision, ...], list[tupl
     return step, twin
 
 
+def start_options(session: Session, world: World) -> dict[str, tuple[str, set[float]]]:
+    """For the world's one task, when it may be deferred: the pool of each start option a
+    quote adds and the starts it may have (seconds from the clock): the decision step's under
+    `green`; under `cost`, any whole hour the step could defer to (the quote takes the one of
+    least price)."""
+    spec = world.tasks[0].spec
+    clock = world.clock.timestamp()
+    task = engine_task("quote", spec, clock)
+    if not task.deferrable or task.deadline_s is None:
+        return {}
+    inputs = capacity_service.step_inputs(session, world.clock)
+    found: dict[str, tuple[str, set[float]]] = {}
+    for listed_as, name in market.START_POLICIES:
+        queued = QueuedTask(task, clock, policy_named(name))
+        (decision,) = decide(
+            [queued], inputs.network, inputs.capacity, policy_named(DEFAULT_POLICY), clock
+        )
+        if decision.placement is None:
+            continue
+        b = decision.placement.breakdown
+        hours = range(inputs.network.max_delay_h + 1)
+        within = {
+            h * 3600.0
+            for h in hours
+            if h == 0 or clock + h * 3600.0 + b.transfer_s + b.duration_s <= task.deadline_s
+        }
+        if listed_as == "greenest-start":
+            waited = decision.not_before_s
+            within = {0.0 if waited is None else waited - clock}
+        found[listed_as] = (decision.placement.pool, within)
+    return found
+
+
 def summary(decisions: tuple[Decision, ...]) -> list[tuple[Any, ...]]:
     return [(d.task, d.action, d.pool, d.reason, d.not_before_s) for d in decisions]
 
@@ -354,8 +388,26 @@ def test_the_pass_the_quote_and_the_twin_decide_alike(
                 if decision.not_before_s is not None:
                     start = decision.not_before_s - world.clock.timestamp()
                 assert (options[0]["pool"], options[0]["start_s"]) == (decision.pool, start)
+                assert options[0]["listed_as"] == "best"
                 runner_up = decision.placement.runner_up
-                assert [o["pool"] for o in options[1:]] == ([runner_up] if runner_up else [])
+                head = [o for o in options[1:] if o["listed_as"] == "runner-up"]
+                assert [o["pool"] for o in head] == ([runner_up] if runner_up else [])
+                keys = [(o["pool"], round(o["start_s"])) for o in options]
+                assert len(set(keys)) == len(keys)  # one pool and one start: one option
+                with live.session() as s:
+                    starts = start_options(s, world)
+                for option in options:  # listed unless it is an option above
+                    if option["listed_as"] in ("best", "runner-up"):
+                        continue
+                    where, within = starts[option["listed_as"]]
+                    assert option["pool"] == where and option["start_s"] in within
+                for listed_as, (where, within) in starts.items():
+                    assert any(o["pool"] == where and o["start_s"] in within for o in options), (
+                        listed_as
+                    )
+                    event(f"quoted a {listed_as}")
+                if not starts:
+                    assert {o["listed_as"] for o in options} <= {"best", "runner-up"}
 
         with live.session() as s, s.begin():
             scheduling_service.apply_pass(s, decided)

@@ -31,6 +31,11 @@ router = APIRouter(tags=["market"])
 
 @router.post("/v1/quotes", status_code=201, response_model=QuoteRead, responses=ERRORS)
 async def quote(body: TaskCreate, token: Token, platform: PlatformDep) -> QuoteRead:
+    """Priced options for a task, valid for 5 minutes (docs/market.md): the scheduler's choice
+    (`listed_as` "best"), its runner-up and, for a deferrable task with a deadline, the
+    cheapest and the greenest start within it ("cheapest-start", "greenest-start"). Each
+    option has its pool, `start_s` / `starts_at`, duration, `carbon_kg`, price parts and total
+    (what accepting it holds in escrow) and `reason`."""
     spec = body.model_dump()
 
     def work(session: Session, who: Actor) -> QuoteRead:
@@ -51,6 +56,8 @@ async def quote(body: TaskCreate, token: Token, platform: PlatformDep) -> QuoteR
 async def accept(
     quote_id: str, body: AcceptQuote, token: Token, platform: PlatformDep
 ) -> OrderRead:
+    """Accept one option: its total held in escrow, the order and its task created, pinned to
+    the option's pool and started at its `starts_at` (a later start defers the task)."""
     read = await run(
         platform,
         token,
