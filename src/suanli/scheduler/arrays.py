@@ -693,21 +693,29 @@ class Evaluation:
     carbon_location_kg: FloatArray
 
 
-def open_pools(tasks: Sequence[Task], snapshot: Snapshot) -> BoolArray:
-    """(tasks, pools): the pools each task may use on this network at any clock and whatever
-    is free: those passing its constraints that never change (SAME_CLASS, its latency tier
-    from its origin, memory). The engine places a task nowhere else; deadlines, price ceilings
-    and free devices only narrow this further. Raises as `task_arrays` does for a task it
-    cannot read."""
+def open_pools(tasks: Sequence[Task], snapshot: Snapshot) -> tuple[BoolArray, FloatArray]:
+    """(tasks, pools) twice: the pools each task may use on this network at any clock and
+    whatever is free (those passing its constraints that never change: SAME_CLASS, its latency
+    tier from its origin, memory), and the least it takes there from a start to its end (its
+    data's transfer and its run, seconds; inf where it may not go). The engine places a task
+    nowhere else, and only where it would end by its deadline; price ceilings and free devices
+    narrow this further. Raises as `task_arrays` does for a task it cannot read."""
     p = pool_arrays(snapshot)
     t = task_arrays(tasks, snapshot, p)
     rows = np.arange(t.n_tasks)
     pc = np.arange(p.n_pools)[None, :]
-    masks = class_masks(t, rows, p, pc)
+    peak = p.peak[t.precision[:, None], pc]
+    masks = class_masks(t, rows, p, pc, peak)
     passing: BoolArray = np.logical_and.reduce([masks[name] for name in SAME_CLASS])
-    passing &= t.rtt_ms[t.origin[:, None], p.site_of_pool[pc]] <= t.tier_rtt_ms[:, None]
+    site = p.site_of_pool[pc]
+    passing &= t.rtt_ms[t.origin[:, None], site] <= t.tier_rtt_ms[:, None]
     passing &= p.memory_gb[pc] >= t.memory_gb[:, None]
-    return passing
+    with np.errstate(divide="ignore", invalid="ignore"):  # as `evaluate` works them out
+        duration = t.work_flop[:, None] / (peak * (t.devices[:, None] * t.efficiency[:, None]))
+    moves = t.distance_km[t.origin[:, None], site] > 0
+    transfer = np.where(moves, t.data_gb[:, None] * (8.0 / snapshot.bandwidth_gbps), 0.0)
+    least: FloatArray = np.where(passing, transfer + duration, np.inf)
+    return passing, least
 
 
 def evaluate(

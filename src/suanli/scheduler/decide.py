@@ -42,10 +42,10 @@ from suanli.catalog import Pool
 from suanli.errors import InvalidValue, SuanliError
 from suanli.scheduler.arrays import CACHED_NETWORKS, BoolArray, open_pools
 from suanli.scheduler.engine import place
-from suanli.scheduler.model import Placement, Plan, Policy, Snapshot, Task
+from suanli.scheduler.model import FloatArray, Placement, Plan, Policy, Snapshot, Task
 
 NO_POOLS = "no pool is registered yet; waiting for providers"
-BLOCKED = "no pool it may use has {devices} free devices now"
+BLOCKED = "no pool it may use has {devices} free devices now with time to end by its deadline"
 DEFAULT_MAX_WAIT_S = 7 * 86400.0
 
 
@@ -191,21 +191,26 @@ def _place_each(
     return plans, failed
 
 
-# Which pools each task may ever use (`arrays.open_pools`) does not change while it waits, so
-# it is kept for the Task objects a caller passes again (a replay's queue keeps them; the live
-# pass reads its tasks anew each pass and works it out each time), per network: its sites (by
-# identity), pools (by id, site and device) and latency tiers.
-_OPEN: list[tuple[object, tuple[Any, ...], dict[int, tuple[Task, BoolArray | None]]]] = []
+# Which pools each task may ever use, and the least time it takes there (`arrays.open_pools`),
+# do not change while it waits, so they are kept for the Task objects a caller passes again (a
+# replay's queue keeps them; the live pass reads its tasks anew each pass and works them out
+# each time), per network: its sites (by identity), pools (by id, site and device) and tiers.
+_Open = tuple[BoolArray, FloatArray]
+_OPEN: list[tuple[object, tuple[Any, ...], dict[int, tuple[Task, _Open | None]]]] = []
 _OPEN_LOCK = threading.Lock()
 OPEN_TASKS_KEPT = 200_000  # a network's entries are dropped past this many (then built again)
+# a task is left out for its deadline only when it misses it everywhere by more than this (s):
+# the engine's own test, in its own arithmetic, decides the close cases
+DEADLINE_MARGIN_S = 1.0
 
 
-def _open_rows(tasks: Sequence[Task], network: Snapshot) -> list[BoolArray | None]:
-    """`open_pools` of each task on `network`, from the memo where it has them; None for a
-    task the arrays cannot read (the engine then rejects it alone, as before)."""
+def _open_rows(tasks: Sequence[Task], network: Snapshot) -> list[_Open | None]:
+    """`open_pools` of each task on `network` (a row of each array), from the memo where it
+    has them; None for a task the arrays cannot read (the engine then rejects it alone)."""
     key = (
         tuple((p.id, p.site_id, p.device.id) for p in network.pools),
         tuple(sorted(network.tier_rtt_ms.items())),
+        network.bandwidth_gbps,
     )
     with _OPEN_LOCK:
         memo = next((m for s, k, m in _OPEN if s is network.sites and k == key), None)
@@ -216,7 +221,7 @@ def _open_rows(tasks: Sequence[Task], network: Snapshot) -> list[BoolArray | Non
         elif len(memo) > OPEN_TASKS_KEPT:
             memo.clear()
         found = [memo.get(id(task)) for task in tasks]
-    rows: list[BoolArray | None] = []
+    rows: list[_Open | None] = []
     missing: list[int] = []
     for n, (entry, task) in enumerate(zip(found, tasks, strict=True)):
         if entry is not None and entry[0] is task:
@@ -226,14 +231,16 @@ def _open_rows(tasks: Sequence[Task], network: Snapshot) -> list[BoolArray | Non
             missing.append(n)
     if missing:
         new = [tasks[n] for n in missing]
-        made: list[BoolArray | None]
+        made: list[_Open | None]
         try:
-            made = list(open_pools(new, network))
+            mask, least = open_pools(new, network)
+            made = list(zip(mask, least, strict=True))
         except Exception:  # a task the arrays cannot read: work each out alone
             made = []
             for task in new:
                 try:
-                    made.append(open_pools([task], network)[0])
+                    one, time = open_pools([task], network)
+                    made.append((one[0], time[0]))
                 except Exception:
                     made.append(None)
         with _OPEN_LOCK:
@@ -243,19 +250,25 @@ def _open_rows(tasks: Sequence[Task], network: Snapshot) -> list[BoolArray | Non
     return rows
 
 
-def _blocked(tasks: Sequence[Task], network: Snapshot, free: Mapping[str, int]) -> list[bool]:
-    """For each task, whether no pool it may use has its devices free now: then no placement
-    in this call can take it (free devices only fall within a call, and the engine's repair
-    moves a task only onto a pool with room, which it would have taken itself). A task the
-    arrays cannot read is never blocked (the engine rejects it)."""
+def _blocked(
+    tasks: Sequence[Task], network: Snapshot, free: Mapping[str, int], clock: float
+) -> list[bool]:
+    """For each task, whether no pool it may use has its devices free now with time to end by
+    its deadline: then no placement in this call can take it (free devices only fall within a
+    call, a start only gets later, and the engine's repair moves a task only onto a pool with
+    room, which it would have taken itself). A task the arrays cannot read is never blocked
+    (the engine rejects it)."""
     if not tasks:
         return []
     room = np.array([free.get(p.id, 0) for p in network.pools], dtype=np.int64)
     rows = _open_rows(tasks, network)
-    unread = np.ones(len(network.pools), dtype=bool)
-    open_ = np.array([unread if row is None else row for row in rows], dtype=bool)
+    unread = (np.ones(len(network.pools), dtype=bool), np.zeros(len(network.pools)))
+    open_ = np.array([(unread if row is None else row)[0] for row in rows], dtype=bool)
+    least = np.array([(unread if row is None else row)[1] for row in rows], dtype=float)
     needs = np.array([task.devices for task in tasks], dtype=np.int64)
-    fits = (open_ & (room[None, :] >= needs[:, None])).any(axis=1)
+    deadline = np.array([np.inf if t.deadline_s is None else t.deadline_s for t in tasks])
+    in_time = clock + least <= deadline[:, None] + DEADLINE_MARGIN_S
+    fits = (open_ & in_time & (room[None, :] >= needs[:, None])).any(axis=1)
     readable = np.array([row is not None for row in rows], dtype=bool)
     return [bool(x) for x in readable & ~fits]
 
@@ -384,7 +397,7 @@ def decide(
     # a task no pool it may use has room for now is left out of the engine's call (its
     # decision is the same: QUEUE); with explanations, the engine explains it after its group
     unpinned = [task for _, tasks in groups.values() for task in tasks]
-    out = _blocked(unpinned, network, free)
+    out = _blocked(unpinned, network, free, clock)
     blocked = {task.id for task, no_room in zip(unpinned, out, strict=True) if no_room}
     for key in sorted(groups):
         chosen, tasks = groups[key]
