@@ -280,3 +280,42 @@ def _live(
         for h, (m, lo, hi) in enumerate(zip(row["mean"], row["lower"], row["upper"], strict=True)):
             table.add_row(f"+{h}", f"{m:,.2f}", f"{lo:,.2f}", f"{hi:,.2f}")
         out.print(table)
+        _print_prices(row, pct)
+
+
+NEXT_PRICE_H = 6  # the hours of price shown per pool in the table (all in --json)
+
+
+def _print_prices(row: dict[str, Any], pct: str) -> None:
+    """A site's price forecasts: one line per pool, the next hours' price per device-hour (fen,
+    at the mean load) and the cheapest hour of the horizon, with its price at the interval's
+    lower and upper load."""
+    if row.get("prices_unavailable"):
+        out.print(f"  no price forecast 暂无价格预测: {row['prices_unavailable']}", markup=False)
+        return
+    pools = row.get("prices") or []
+    if not pools:
+        return
+    shown = min(NEXT_PRICE_H, len(pools[0]["hours"]))
+    table = Table(
+        "pool 资源池",
+        "posted 挂牌价",
+        *(f"+{h}" for h in range(shown)),
+        f"cheapest 最便宜 ({pct} load 负载区间)",
+        title=f"{row['site']}: forecast price, fen per device-hour / 预测价格（分/设备·小时）",
+    )
+    for pool in pools:
+        low = pool["cheapest"]
+        cheapest = (
+            "-"
+            if low is None
+            else f"{low['hour']} (CST {low['local_hour']:02d}h) {low['price_fen']:,} "
+            f"[{low['price_fen_at_lower']:,}-{low['price_fen_at_upper']:,}]"
+        )
+        table.add_row(
+            f"{pool['pool']} ({pool['device']} x{pool['count']})",
+            f"{pool['posted_fen_per_device_hour']:,}",
+            *(f"{h['price_fen']:,}" for h in pool["hours"][:shown]),
+            cheapest,
+        )
+    out.print(table)

@@ -11,6 +11,17 @@ The history ends at the last whole hour; the forecast starts at the current hour
 forecast the last ACTUAL_H hours of that history are served with their hour timestamps (`actual`:
 what was, next to what is forecast). Forecasts are kept per (site, hours, level) until the hour
 turns, so the server computes each at most once an hour however often it is asked.
+
+Price forecasts (`price_forecasts`): for each pool of a site with a load forecast, the price of
+one device-hour at each forecast hour, from the market's own pricing (`services.market.price_at`,
+what quotes use) at the pool's forecast utilisation and the site's time of use that hour, at the
+mean load and at the interval's lower and upper load. A site's forecast busy devices are spread
+over its pools in proportion to their device counts, so every pool of a site has the site's
+utilisation (forecast busy devices over all its devices), clipped to [0, 1]. They are kept until
+the hour turns under a key holding all they are priced from (the load forecast, the pools'
+counts and posted prices, the site's province, the pricing rules), so a posted price changed
+within the hour is priced again at once. Prices are integer fen, as the pricing function returns
+them.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -25,16 +37,20 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from suanli import forecast as forecasting
+from suanli import market
 from suanli.errors import InvalidValue
 from suanli.forecast.series import hourly_held
+from suanli.services import market as market_service
 from suanli.services.core import NotFound, State, aware, now
-from suanli.store.models import EventRow, SiteRow, TaskRow
+from suanli.store.models import EventRow, PoolRow, SiteRow, TaskRow
 
 HISTORY_H = 56 * 24  # what the forecaster can use: 28 days to fit, 28 more to calibrate
 ACTUAL_H = 72  # the recent actual hours served beside each forecast (three daily cycles)
 HOLDING = frozenset({State.INITIALIZING.value, State.RUNNING.value})
 HOUR = timedelta(hours=1)
 CHUNK = 500  # task ids per query
+DEVICE_HOUR_S = 3600.0  # a price forecast is the price of one device for one hour
+UTILISATION_PLACES = 4  # a forecast utilisation is priced (and served) to 4 decimals
 
 
 def _hour_floor(moment: datetime) -> datetime:
@@ -195,14 +211,196 @@ def site_forecast(
     )
 
 
+@dataclass(frozen=True)
+class HourPrice:
+    """One forecast hour's price of one device-hour on a pool: at the mean load and at the
+    interval's lower and upper load (`utilisation`, the same three), with the site's time-of-use
+    multiplier that hour."""
+
+    hour: datetime  # the hour's start (UTC)
+    local_hour: int  # its hour in China Standard Time, 0..23, where time of use is read
+    time_of_use: Decimal
+    utilisation: tuple[Decimal, Decimal, Decimal]  # at the mean, lower and upper load
+    price_fen: tuple[int, int, int]  # the total of one device-hour at those utilisations
+
+
+@dataclass(frozen=True)
+class PoolPrices:
+    """A pool's price forecast: each forecast hour, oldest first, and the cheapest of them at the
+    mean load (the earliest on a tie)."""
+
+    pool: str
+    device: str
+    count: int
+    posted_fen_per_device_hour: int
+    hours: list[HourPrice]
+    cheapest: HourPrice | None  # None only when `hours` is empty
+
+
+@dataclass(frozen=True)
+class SitePrices:
+    """A site's price forecasts, one per pool (by pool id), or why there are none."""
+
+    pools: list[PoolPrices]
+    unavailable: str | None
+
+
+def pool_share_utilisation(busy: float, site_devices: int) -> Decimal:
+    """A pool's forecast utilisation from its site's forecast busy devices: the site's busy
+    devices are shared among its pools in proportion to their device counts, so a pool's
+    utilisation is the site's (`busy` over `site_devices`, all its pools' devices), clipped to
+    [0, 1] and rounded to UTILISATION_PLACES decimals. A site without devices is fully used
+    (as `services.market.pool_utilisation` treats an empty pool)."""
+    if site_devices <= 0:
+        return Decimal(1)
+    share = min(max(busy / site_devices, 0.0), 1.0)
+    return Decimal(str(round(share, UTILISATION_PLACES)))
+
+
+def site_prices(
+    site: SiteRow, pools: list[PoolRow], made: SiteForecast, rules: market.PricingRules
+) -> SitePrices:
+    """The price forecast of each of `pools` (the site's, by id) from the site's load forecast
+    `made`: at each forecast hour, the price of one device-hour (`services.market.price_at`:
+    not preemptible, no data moved, the platform fee included) at the pool's forecast
+    utilisation (`pool_share_utilisation`) and that hour's time of use."""
+    if made.unavailable is not None:
+        return SitePrices([], f"no load forecast: {made.unavailable}")
+    if not pools:
+        return SitePrices([], "the site has no pools to price")
+    devices = sum(pool.count for pool in pools)
+    loads = [
+        tuple(pool_share_utilisation(v, devices) for v in (m, lo, hi))
+        for m, lo, hi in zip(made.mean, made.lower, made.upper, strict=True)
+    ]
+    found: list[PoolPrices] = []
+    for pool in sorted(pools, key=lambda p: p.id):
+        hours: list[HourPrice] = []
+        for k, (u_mean, u_lower, u_upper) in enumerate(loads):
+            start = made.start + k * HOUR
+            prices: list[int] = []
+            tou = Decimal(1)
+            for u in (u_mean, u_lower, u_upper):
+                breakdown, tou, _ = market_service.price_at(
+                    pool,
+                    site,
+                    1,
+                    DEVICE_HOUR_S,
+                    start=start,
+                    utilisation=u,
+                    preemptible=False,
+                    data_gb=0.0,
+                    rules=rules,
+                )
+                prices.append(breakdown.total_fen)
+            local = (start + timedelta(hours=8)).hour
+            hours.append(
+                HourPrice(
+                    start, local, tou, (u_mean, u_lower, u_upper), (prices[0], prices[1], prices[2])
+                )
+            )
+        # the cheapest at the mean load; on a tie the earliest (min keeps the first)
+        cheapest = min(hours, key=lambda h: h.price_fen[0]) if hours else None
+        found.append(
+            PoolPrices(
+                pool.id, pool.device, pool.count, pool.price_fen_per_device_hour, hours, cheapest
+            )
+        )
+    return SitePrices(found, None)
+
+
+# (site, first hour, the forecast's (mean, lower, upper), its pools as (id, device, count,
+# posted price), its province, the rules) -> the site's prices
+PriceKey = tuple[
+    str,
+    datetime,
+    tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]],
+    tuple[tuple[str, str, int, int], ...],
+    str,
+    market.PricingRules,
+]
+_price_cache: dict[PriceKey, SitePrices] = {}
+
+
+def price_forecasts(session: Session, made: list[SiteForecast]) -> dict[str, SitePrices]:
+    """The price forecasts of the sites in `made`, by site id, with the pools' posted prices and
+    the pricing rules (`services.market.pricing_rules`) of this unit of work. Each is kept, like
+    the load forecast it is made from, until the hour turns, under a key that holds everything
+    it is priced from (the forecast, the pools' counts and posted prices, the site's province,
+    the rules), so a changed posted price or rule is priced again at once."""
+    rules = market_service.pricing_rules(session)
+    ids = [f.site for f in made]
+    sites = {row.id: row for row in session.scalars(select(SiteRow).where(SiteRow.id.in_(ids)))}
+    pools: dict[str, list[PoolRow]] = {sid: [] for sid in ids}
+    for pool in session.scalars(select(PoolRow).where(PoolRow.site_id.in_(ids))):
+        pools[pool.site_id].append(pool)
+    found: dict[str, SitePrices] = {}
+    current = {f.start for f in made}
+    with _cache_lock:
+        for stale in [k for k in _price_cache if k[1] not in current]:  # an earlier hour's
+            del _price_cache[stale]
+    for f in made:
+        signature = tuple(
+            sorted((p.id, p.device, p.count, p.price_fen_per_device_hour) for p in pools[f.site])
+        )
+        load = (tuple(f.mean), tuple(f.lower), tuple(f.upper))
+        key: PriceKey = (f.site, f.start, load, signature, sites[f.site].province, rules)
+        with _cache_lock:
+            kept = _price_cache.get(key)
+        if kept is None:
+            kept = site_prices(sites[f.site], pools[f.site], f, rules)
+            with _cache_lock:
+                _price_cache[key] = kept
+        found[f.site] = kept
+    return found
+
+
+def _hour_price_read(at: HourPrice) -> dict[str, Any]:
+    mean, lower, upper = at.price_fen
+    u_mean, u_lower, u_upper = at.utilisation
+    return {
+        "hour": _iso(at.hour),
+        "local_hour": at.local_hour,
+        "time_of_use": str(at.time_of_use),
+        "utilisation": float(u_mean),
+        "utilisation_at_lower": float(u_lower),
+        "utilisation_at_upper": float(u_upper),
+        "price_fen": mean,
+        "price_fen_at_lower": lower,
+        "price_fen_at_upper": upper,
+    }
+
+
+def _prices_read(found: SitePrices) -> dict[str, Any]:
+    return {
+        "prices": [
+            {
+                "pool": p.pool,
+                "device": p.device,
+                "count": p.count,
+                "posted_fen_per_device_hour": p.posted_fen_per_device_hour,
+                "hours": [_hour_price_read(h) for h in p.hours],
+                "cheapest": None if p.cheapest is None else _hour_price_read(p.cheapest),
+            }
+            for p in found.pools
+        ],
+        "prices_unavailable": found.unavailable,
+    }
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def forecast_read(
-    start: datetime, made: list[SiteForecast], hours: int, level: float
+    start: datetime,
+    made: list[SiteForecast],
+    hours: int,
+    level: float,
+    prices: dict[str, SitePrices] | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of `GET /v1/forecasts`."""
+    """The JSON body of `GET /v1/forecasts`; each site's `prices` and `prices_unavailable` when
+    `prices` (`price_forecasts`) is given (the console's load chart leaves them out)."""
     return {
         "start": _iso(start),
         "hours": hours,
@@ -222,6 +420,7 @@ def forecast_read(
                 if f.weights is None
                 else dict(zip(("naive", "seasonal_naive", "holt_winters"), f.weights, strict=True)),
                 "unavailable": f.unavailable,
+                **({} if prices is None else _prices_read(prices[f.site])),
             }
             for f in made
         ],

@@ -415,7 +415,7 @@ def _voucher_legs(session: Session, tx_ids: list[str], account: str) -> dict[str
 # --- quotes and orders ---------------------------------------------------------------------
 
 
-def _utilisation(pool: PoolRow, held: int) -> Decimal:
+def pool_utilisation(pool: PoolRow, held: int) -> Decimal:
     """The pool's utilisation in [0, 1]: devices held over its count (a pool with an engine
     queue, `queue_depth`, may hold more tasks than devices: it is then fully used)."""
     if pool.count <= 0:
@@ -726,6 +726,42 @@ def _alone(
     return single.placements[0].breakdown.duration_s, single.placements[0].breakdown.carbon_kg
 
 
+def price_at(
+    pool: PoolRow,
+    site: SiteRow,
+    devices: int,
+    duration_s: float,
+    *,
+    start: datetime,
+    utilisation: Decimal,
+    preemptible: bool,
+    data_gb: float,
+    rules: market.PricingRules,
+) -> tuple[market.PriceBreakdown, Decimal, str]:
+    """The market's pricing of `devices` of `pool` for `duration_s` from `start`: the pool's
+    posted price under the site's time of use at the start hour (China Standard Time, UTC+8)
+    and the pool's `utilisation` (0..1) on the operator's curve, with the preemptible discount,
+    the platform fee and the network price of `data_gb` (`market.price`). Returns the breakdown
+    (integer fen), the time-of-use multiplier and its note. Quotes and admission offers
+    (`price_offer`, with the utilisation of the devices held now) and the price forecasts
+    (`services.forecasts`, with the forecast utilisation) price through it alone."""
+    local = start + timedelta(hours=8)  # China Standard Time
+    tou, tou_note = market.tou_multiplier(
+        site.province, local.month, local.hour + local.minute / 60
+    )
+    breakdown = market.price(
+        pool.price_fen_per_device_hour,
+        devices,
+        duration_s,
+        tou=tou,
+        utilisation=utilisation,
+        preemptible=preemptible,
+        data_gb=data_gb,
+        rules=rules,
+    )
+    return breakdown, tou, tou_note
+
+
 def price_offer(
     pool: PoolRow,
     site: SiteRow,
@@ -742,18 +778,16 @@ def price_offer(
     alike: `duration_s` on the pool (the engine's), starting `start_s` after `moment`, priced
     with the site's time of use at that start hour (China Standard Time), the pool's
     utilisation (`held` of its devices), the preemptible discount, the platform fee and the
-    network price of `data_gb`. The order's maximum is the total (`price_range.max`)."""
+    network price of `data_gb` (`price_at`). The order's maximum is the total
+    (`price_range.max`)."""
     start = moment + timedelta(seconds=start_s)
-    local = start + timedelta(hours=8)  # China Standard Time
-    tou, tou_note = market.tou_multiplier(
-        site.province, local.month, local.hour + local.minute / 60
-    )
-    breakdown = market.price(
-        pool.price_fen_per_device_hour,
+    breakdown, tou, tou_note = price_at(
+        pool,
+        site,
         int(spec["resources"]["devices"]),
         duration_s,
-        tou=tou,
-        utilisation=_utilisation(pool, held),
+        start=start,
+        utilisation=pool_utilisation(pool, held),
         preemptible=bool(spec.get("preemptible")),
         data_gb=spec.get("data_gb") or 0.0,
         rules=rules,

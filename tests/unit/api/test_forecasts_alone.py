@@ -87,7 +87,15 @@ def test_the_actual_hours_come_with_their_hours_beside_the_forecast(
         {"hour": _iso(first + k * HOUR), "value": float(BUSY.get(8 + k, 0))} for k in range(72)
     ]
     assert [a["value"] for a in row["actual"][-24:]] == row["history"]
+    assert row["prices"] == []  # no load forecast, so no price forecast, and why
+    assert row["prices_unavailable"] == f"no load forecast: {row['unavailable']}"
     hour_value = schema["HourValueRead"]["properties"]
     assert set(hour_value) == {"hour", "value"} and hour_value["value"]["type"] == "number"
     actual = schema["SiteForecastRead"]["properties"]["actual"]
     assert actual["items"] == {"$ref": "#/components/schemas/HourValueRead"}
+    hour_price = schema["HourPriceRead"]["properties"]
+    for name in ("price_fen", "price_fen_at_lower", "price_fen_at_upper"):
+        assert hour_price[name]["type"] == "integer"  # money is whole fen
+    assert all(field.get("description") for field in hour_price.values())
+    prices = schema["SiteForecastRead"]["properties"]["prices"]
+    assert prices["items"] == {"$ref": "#/components/schemas/PoolPricesRead"}

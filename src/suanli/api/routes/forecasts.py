@@ -1,8 +1,10 @@
 """Forecast route: `GET /v1/forecasts?site=ID&hours=24&level=0.8`, each site's busy devices
 per hour from the platform's own events, and the forecast of the hours ahead with its interval
 (`services.forecasts`), beside the last 72 actual hours with their hour timestamps (what a chart
-of "actual vs forecast" draws). Any principal may read it: load forecasts help consumers choose
-when to run and providers plan capacity."""
+of "actual vs forecast" draws), and each pool's forecast price per device-hour for the same hours
+(the market's pricing rules at the forecast utilisation and each hour's time of use). Any
+principal may read it: load and price forecasts help consumers choose when to run and providers
+plan capacity."""
 
 from __future__ import annotations
 
@@ -27,6 +29,41 @@ class HourValueRead(BaseModel):
     value: float = Field(description="busy devices, mean over the hour")
 
 
+class HourPriceRead(BaseModel):
+    """One forecast hour's price of one device-hour on a pool (integer fen, the platform fee
+    included, not preemptible, no data moved), at the forecast's mean load and at its interval's
+    lower and upper load: a forecast of the posted price, not a quote."""
+
+    hour: str = Field(description="start of the hour, UTC (ISO 8601)")
+    local_hour: int = Field(description="the hour in China Standard Time (0-23), for time of use")
+    time_of_use: str = Field(description="the site's time-of-use multiplier that hour (decimal)")
+    utilisation: float = Field(
+        description="the pool's forecast utilisation at the mean load, in [0, 1]: the site's "
+        "forecast busy devices over all its devices"
+    )
+    utilisation_at_lower: float = Field(description="utilisation at the interval's lower load")
+    utilisation_at_upper: float = Field(description="utilisation at the interval's upper load")
+    price_fen: int = Field(description="price of one device-hour at `utilisation`, fen")
+    price_fen_at_lower: int = Field(description="price at `utilisation_at_lower`, fen")
+    price_fen_at_upper: int = Field(description="price at `utilisation_at_upper`, fen")
+
+
+class PoolPricesRead(BaseModel):
+    """A pool's price forecast for each forecast hour, and the cheapest of them."""
+
+    pool: str
+    device: str = Field(description="the pool's device model")
+    count: int = Field(description="the pool's devices")
+    posted_fen_per_device_hour: int = Field(
+        description="the provider's posted price per device-hour (before time of use, "
+        "utilisation and fee), fen"
+    )
+    hours: list[HourPriceRead] = Field(description="each forecast hour from `start`, in order")
+    cheapest: HourPriceRead | None = Field(
+        description="the hour with the lowest `price_fen` (the earliest on a tie)"
+    )
+
+
 class SiteForecastRead(BaseModel):
     site: str
     history_hours: int = Field(description="whole hours of history the forecast had")
@@ -40,6 +77,12 @@ class SiteForecastRead(BaseModel):
     upper: list[float] = Field(description="upper bound of the `level` interval, each hour")
     weights: dict[str, float] | None
     unavailable: str | None = Field(description="why there is no forecast, else null")
+    prices: list[PoolPricesRead] = Field(
+        description="each pool's price forecast, by pool id; [] when there is none"
+    )
+    prices_unavailable: str | None = Field(
+        description="why there is no price forecast (no load forecast, no pools), else null"
+    )
 
 
 class ForecastsRead(BaseModel):
@@ -61,6 +104,7 @@ async def get_forecasts(
 ) -> ForecastsRead:
     def work(session: Session, _: Actor) -> ForecastsRead:
         start, made = forecasts.site_forecasts(session, site, hours, level)
-        return ForecastsRead(**forecasts.forecast_read(start, made, hours, level))
+        prices = forecasts.price_forecasts(session, made)
+        return ForecastsRead(**forecasts.forecast_read(start, made, hours, level, prices))
 
     return await run(platform, token, False, work)
