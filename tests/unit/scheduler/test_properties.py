@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -158,14 +159,22 @@ def test_flow_is_never_worse_than_greedy_and_its_bound_holds(snap, tasks, policy
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(snapshots(), task_lists(), st.sampled_from(sorted(POLICIES)))
-def test_flow_equals_the_milp_on_small_instances(snap, tasks, policy) -> None:
-    # the flow's relaxation is exact for one-device tasks and its rounding re-solves what it
-    # splits exactly: on instances this small it reaches the MILP's optimum, load term included
+def test_flow_against_the_milp_on_small_instances(snap, tasks, policy) -> None:
+    # the flow's relaxation is exact for one-device tasks: it reaches the MILP's optimum, load
+    # term included. Tasks of several devices it rounds, and may then land above the optimum
+    # (`balanced`'s load term shows it): never below it, never placing more, and each solver's
+    # bound stays below both plans
+    one_device = [replace(task, devices=1) for task in tasks]
+    flow = place(one_device, snap, POLICIES[policy], 0.0, solver="flow")
+    optimal = place(one_device, snap, POLICIES[policy], 0.0, solver="optimal")
+    assert len(flow.placements) == len(optimal.placements)
+    assert flow.solver.objective == pytest.approx(optimal.solver.objective, rel=1e-6, abs=1e-6)
     flow = place(tasks, snap, POLICIES[policy], 0.0, solver="flow")
     optimal = place(tasks, snap, POLICIES[policy], 0.0, solver="optimal")
-    assert len(flow.placements) == len(optimal.placements)
+    assert len(flow.placements) <= len(optimal.placements)
     tolerance = 1e-6 * max(1.0, abs(optimal.solver.objective))
-    assert flow.solver.objective == pytest.approx(optimal.solver.objective, rel=1e-6, abs=1e-6)
+    if len(flow.placements) == len(optimal.placements):
+        assert flow.solver.objective >= optimal.solver.objective - tolerance
     for plan in (flow, optimal):  # both bounds are bounds of the other's plan too
         assert plan.solver.lower_bound is not None
         assert plan.solver.lower_bound <= min(flow.solver.objective, optimal.solver.objective) + (
