@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from suanli.sim.traces import Trace, TraceJob, load_trace, shape
-from suanli.sim.twin import calibrate, national_network, run
+from suanli.sim.twin import Network, calibrate, national_network, run
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim.json"
 
@@ -66,10 +66,10 @@ def bare_loop(trace: Trace) -> float:
     return time.perf_counter() - started
 
 
-def measure(label: str, trace: Trace, network: object | None = None) -> dict[str, float]:
+def measure(label: str, trace: Trace, network: Network | None = None) -> dict[str, float]:
     print(f"... {label}: {len(trace.jobs):,} jobs", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    result = run(trace, network or national_network(0.02), "balanced")  # type: ignore[arg-type]
+    result = run(trace, network or national_network(0.02), "balanced")
     wall = time.perf_counter() - started
     bare = bare_loop(trace)
     m = result.metrics

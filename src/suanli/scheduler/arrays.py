@@ -693,6 +693,29 @@ class Evaluation:
     carbon_location_kg: FloatArray
 
 
+def _run_s(t: TaskArrays, rows: slice | IntArray, peak: FloatArray) -> FloatArray:
+    """Seconds the work of tasks `rows` runs at pools of these peaks: work / (peak x devices x
+    efficiency); inf (or nan) where a pool has no figure for the precision."""
+    devices = t.devices[rows, None].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        duration: FloatArray = t.work_flop[rows, None] / (
+            peak * (devices * t.efficiency[rows, None])
+        )
+    return duration
+
+
+def _transfer_s(
+    t: TaskArrays, rows: slice | IntArray, moves: BoolArray, snapshot: Snapshot
+) -> FloatArray:
+    """Seconds moving the data of tasks `rows` takes where it `moves` (another city), at the
+    snapshot's bandwidth; a (1, 1) zero when no task of `rows` has data."""
+    data = t.data_gb[rows, None]
+    if not np.any(data > 0):
+        return np.zeros((1, 1))
+    moved: FloatArray = np.where(moves, data * (8.0 / snapshot.bandwidth_gbps), 0.0)
+    return moved
+
+
 def open_pools(tasks: Sequence[Task], snapshot: Snapshot) -> tuple[BoolArray, FloatArray]:
     """(tasks, pools) twice: the pools each task may use on this network at any clock and
     whatever is free (those passing its constraints that never change: SAME_CLASS, its latency
@@ -710,11 +733,9 @@ def open_pools(tasks: Sequence[Task], snapshot: Snapshot) -> tuple[BoolArray, Fl
     site = p.site_of_pool[pc]
     passing &= t.rtt_ms[t.origin[:, None], site] <= t.tier_rtt_ms[:, None]
     passing &= p.memory_gb[pc] >= t.memory_gb[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):  # as `evaluate` works them out
-        duration = t.work_flop[:, None] / (peak * (t.devices[:, None] * t.efficiency[:, None]))
     moves = t.distance_km[t.origin[:, None], site] > 0
-    transfer = np.where(moves, t.data_gb[:, None] * (8.0 / snapshot.bandwidth_gbps), 0.0)
-    least: FloatArray = np.where(passing, transfer + duration, np.inf)
+    transfer = _transfer_s(t, rows, moves, snapshot)
+    least: FloatArray = np.where(passing, transfer + _run_s(t, rows, peak), np.inf)
     return passing, least
 
 
@@ -765,20 +786,14 @@ def evaluate(
     masks["memory"] = p.memory_gb[pc] >= t.memory_gb[rows, None]
     masks["pool size"] = p.count[pc] >= t.devices[rows, None]
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate = peak * (devices * t.efficiency[rows, None])
-        duration = t.work_flop[rows, None] / rate
+    duration = _run_s(t, rows, peak)
     if not same_class:  # same_class columns all have a figure: durations are finite
         duration = np.where(masks["precision"], duration, np.inf)
     distance = t.distance_km[origin, site]
     moves = distance > 0
     data = t.data_gb[rows, None]
     has_data = bool(np.any(data > 0))
-    transfer = (
-        np.where(moves, data * (8.0 / snapshot.bandwidth_gbps), 0.0)
-        if has_data
-        else np.zeros((1, 1))
-    )
+    transfer = _transfer_s(t, rows, moves, snapshot)
     hours = duration / 3600.0
     finite_hours = hours if same_class else np.where(np.isfinite(hours), hours, 0.0)
     start_h = (now - snapshot.series_start_s) / 3600.0 + np.asarray(delay_h) + transfer / 3600.0
