@@ -614,20 +614,38 @@ def _cheapest_start(
         return _start_s(decision, inputs.clock_s)
     breakdown = decision.placement.breakdown
     duration_s, _ = _alone(pool.id, inputs.network, queued, moment, 0.0)
+    run_s = breakdown.transfer_s + breakdown.duration_s
+    starts = [
+        hour * 3600.0
+        for hour in range(inputs.network.max_delay_h + 1)
+        if hour == 0 or inputs.clock_s + hour * 3600.0 + run_s <= queued.task.deadline_s
+    ]
     held = inputs.capacity.pools[pool.id].held
+    best = _least_offer(pool, site, spec, held, duration_s, moment, starts, rules)
+    return _start_s(decision, inputs.clock_s) if best is None else best[1]
+
+
+def _least_offer(
+    pool: PoolRow,
+    site: SiteRow,
+    spec: dict[str, Any],
+    held: int,
+    duration_s: float,
+    moment: datetime,
+    starts: Iterable[float],
+    rules: market.PricingRules,
+) -> tuple[int, float] | None:
+    """The least total `price_offer` quotes on `pool` over `starts` (seconds after `moment`),
+    and that start (the earliest on a tie); None when every start's price is beyond MAX_FEN."""
     best: tuple[int, float] | None = None
-    for hour in range(inputs.network.max_delay_h + 1):
-        start_s = hour * 3600.0
-        end_s = inputs.clock_s + start_s + breakdown.transfer_s + breakdown.duration_s
-        if hour > 0 and end_s > queued.task.deadline_s:
-            break
+    for start_s in starts:
         try:
             offer = price_offer(pool, site, spec, held, duration_s, 0.0, "", moment, start_s, rules)
         except InvalidValue:  # beyond MAX_FEN at this hour: not a price anyone is quoted
             continue
         if best is None or total_fen(offer) < best[0]:
             best = (total_fen(offer), start_s)
-    return _start_s(decision, inputs.clock_s) if best is None else best[1]
+    return best
 
 
 def cheapest_total(
@@ -670,24 +688,10 @@ def cheapest_total(
         pool = rows.get(pool_id)
         if pool is None:
             continue
-        for hour in range(24):
-            try:
-                offer = price_offer(
-                    pool,
-                    sites[pool.site_id],
-                    spec,
-                    0,
-                    duration_s,
-                    0.0,
-                    "",
-                    moment,
-                    hour * 3600.0,
-                    rules,
-                )
-            except InvalidValue:  # beyond MAX_FEN: not a price anyone is quoted
-                continue
-            if best is None or total_fen(offer) < best[0]:
-                best = (total_fen(offer), pool_id)
+        starts = (hour * 3600.0 for hour in range(24))
+        least = _least_offer(pool, sites[pool.site_id], spec, 0, duration_s, moment, starts, rules)
+        if least is not None and (best is None or least[0] < best[0]):
+            best = (least[0], pool_id)
     return best
 
 
