@@ -115,11 +115,13 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
                     shaped, utilisation, policies[0], progress=calibrating
                 )
             sizing, compression = calibration.sizing, calibration.factor
+            tried = ", ".join(f"{f:.2f}x {m:.1%}" for f, m in calibration.replays)
             err.print(
-                f"calibration: the sized replay under {policies[0]} measured "
-                f"{calibration.measured:.1%} of the GPUs busy; arrivals sped up "
-                f"{compression:.2f}x / 校准：按规模回放实测 GPU 利用率 "
-                f"{calibration.measured:.1%}，到达加快 {compression:.2f} 倍",
+                f"calibration: {len(calibration.replays)} replays under {policies[0]} "
+                f"({tried}); arrivals sped up {compression:.2f}x, which measured "
+                f"{calibration.measured:.1%} of the GPUs busy / 校准：回放 "
+                f"{len(calibration.replays)} 次，到达加快 {compression:.2f} 倍，实测 GPU 利用率 "
+                f"{calibration.measured:.1%}",
                 markup=False,
             )
         elif utilisation is not None:

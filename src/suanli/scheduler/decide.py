@@ -20,6 +20,9 @@ Order of decision: tasks pinned to a pool (accepted quotes: their money is in es
 each on its pool alone; then the rest grouped by policy (in name order, then weights), each
 group placed by the engine on the capacity the earlier groups left. Within one call, a deferred
 task's devices are not offered to later tasks (conservative, and the same in every caller).
+The engine is handed only the tasks that could start now (room on a pool they may use, in
+time for their deadline), and of those the first `window` (DEFAULT_WINDOW) in queue order: the
+caller's queue order is its priority order, and a pass costs what the free devices can take.
 
 Capacity: a pool may take `PoolCapacity.free` devices now, its engine's queue included; the
 engine sees the pool with `count + queue_depth` devices (so that its occupancy, the `load`
@@ -38,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from suanli import checks
 from suanli.catalog import Pool
 from suanli.errors import InvalidValue, SuanliError
 from suanli.scheduler.arrays import CACHED_NETWORKS, BoolArray, open_pools
@@ -46,7 +50,12 @@ from suanli.scheduler.model import FloatArray, Placement, Plan, Policy, Snapshot
 
 NO_POOLS = "no pool is registered yet; waiting for providers"
 BLOCKED = "no pool it may use has {devices} free devices now with time to end by its deadline"
+BEHIND = "behind {window} earlier tasks that may start now: each pass looks at the first {window}"
 DEFAULT_MAX_WAIT_S = 7 * 86400.0
+# the engine is handed at most this many of the tasks that could start now, in queue order (as
+# Slurm's scheduler looks only at the first `default_queue_depth` jobs): a pass then costs what
+# the free devices can take, not what the queue holds, when a burst queues thousands of them
+DEFAULT_WINDOW = 1000
 
 
 class Action(StrEnum):
@@ -287,8 +296,13 @@ def decide(
     *,
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
     explain: bool = True,
+    window: int = DEFAULT_WINDOW,
 ) -> tuple[Decision, ...]:
     """One decision per queued task, in queue order (see the module docstring).
+
+    `window`: the engine is handed at most this many tasks that could start now (those with
+    room on a pool they may use), the first in queue order across groups; the others stay
+    QUEUE, behind them (`BEHIND`), and are not explained by the engine.
 
     `explain=False`: a QUEUE decision from the engine carries a short reason and no counts per
     constraint (the same actions and placements; for replays, which never show the reasons).
@@ -296,6 +310,7 @@ def decide(
     `network`: the pools (their `count`, device, price), sites, reputation and the hourly price
     and carbon series; its pools' `free` is ignored: `capacity` says what is free now.
     """
+    checks.positive("window", window)
     seen: set[str] = set()
     for queued in queue:
         if queued.task.id in seen:
@@ -399,10 +414,17 @@ def decide(
     unpinned = [task for _, tasks in groups.values() for task in tasks]
     out = _blocked(unpinned, network, free, clock)
     blocked = {task.id for task, no_room in zip(unpinned, out, strict=True) if no_room}
+    could = [q.task.id for q in waiting if q.pinned_pool is None and q.task.id not in blocked]
+    behind = set(could[window:])  # queue order, across groups
     for key in sorted(groups):
         chosen, tasks = groups[key]
-        runnable = [task for task in tasks if task.id not in blocked]
+        runnable = [task for task in tasks if task.id not in blocked and task.id not in behind]
         left_out = [task for task in tasks if task.id in blocked]
+        for task in tasks:
+            if task.id in behind:
+                decided[task.id] = Decision(
+                    task.id, Action.QUEUE, BEHIND.format(window=window), policy=chosen.name
+                )
         plans, failed = _place_each(runnable, network, free, extra, chosen, clock, explain)
         for plan in plans:
             record(plan, chosen.name)

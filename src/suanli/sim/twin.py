@@ -208,6 +208,23 @@ class Sizing:
 
 
 COPY_OFFSET_S = 86400.0  # copy k of a replicated trace arrives k days after the first
+# the arrival window holds this share of a trace's submissions: a few stray jobs months before
+# the rest (openb has 21 of 7,255 spread over 114 days before its busy 36) would otherwise
+# stretch the window that sizing and the busy share average over
+ARRIVAL_SHARE = 0.99
+
+
+def arrival_window(submits: Sequence[float], share: float = ARRIVAL_SHARE) -> tuple[float, float]:
+    """The shortest span of time holding `share` of the submissions `submits` (seconds; the
+    earliest such span where several are as short): the window a trace's load is measured over,
+    when sizing a network for it and when saying how busy a replay kept it. (0, 0) for none."""
+    if not len(submits):
+        return 0.0, 0.0
+    times = np.sort(np.asarray(submits, dtype=float))
+    inside = max(1, math.ceil(share * len(times)))
+    spans = times[inside - 1 :] - times[: len(times) - inside + 1]
+    first = int(np.argmin(spans))
+    return float(times[first]), float(times[first + inside - 1])
 
 
 def replicate(trace: Trace, copies: int) -> Trace:
@@ -238,9 +255,9 @@ def compress(trace: Trace, factor: float) -> Trace:
 
 def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
     """The network and load at which the trace keeps `utilisation` of the GPUs busy while it
-    arrives (its first to its last submission), every job counted from its submission for its
-    duration as if nothing waited (the offered load; durations on the reference device,
-    stretched by the network's mean GPU against it).
+    arrives (`arrival_window`: the span of 99% of its submissions), every job counted from its
+    submission for its duration as if nothing waited (the offered load; durations on the
+    reference device, stretched by the network's mean GPU against it).
 
     The network keeps its floor (MIN_SITE_GPUS a site, so that every site's A100 pool takes an
     8-GPU job and every latency tier has somewhere to go); where even the smallest network is
@@ -255,8 +272,8 @@ def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
         raise InvalidValue(
             "utilisation", utilisation, "a trace with GPU jobs to size by", "含 GPU 作业的轨迹"
         )
-    first = min(j.submit_s for j in trace.jobs)
-    window = max(max(j.submit_s for j in trace.jobs) - first, 3600.0)
+    first, last = arrival_window([j.submit_s for j in trace.jobs])
+    window = max(last - first, 3600.0)
     begin = np.array([j.submit_s - first for j in gpu_jobs])
     sites = _sites()
     # a job holds its devices for its reference duration x (reference peak / device peak): the
@@ -271,7 +288,8 @@ def size_for_utilisation(trace: Trace, utilisation: float) -> Sizing:
     stretch /= weights
     end = begin + np.array([j.duration_s for j in gpu_jobs]) * stretch
     devices = np.array([j.devices for j in gpu_jobs], dtype=float)
-    once = float(np.sum(devices * (np.minimum(end, window) - begin)) / window)
+    overlap = np.minimum(end, window) - np.maximum(begin, 0.0)  # a stray early job: its tail
+    once = float(np.sum(devices * np.maximum(overlap, 0.0)) / window)
 
     def gpus(scale: float) -> int:
         return sum(c for _, counts in _gpu_counts(sites, scale).values() for _, c in counts)
@@ -297,13 +315,37 @@ def sized_for(trace: Trace, utilisation: float) -> tuple[Trace, Network, Sizing]
 
 @dataclass(frozen=True)
 class Calibration:
-    """A sizing checked by a replay (`calibrate`): what that replay measured, and how much
-    faster the arrivals were then made to reach the busy share asked for."""
+    """A sizing checked by replays (`calibrate`): what they measured, and how much faster the
+    arrivals were then made to reach the busy share asked for."""
 
     sizing: Sizing
-    measured: float  # the GPU busy share the replay of the sized trace measured
+    measured: float  # the GPU busy share measured at `factor` (the replay closest to the ask)
     factor: float  # arrivals sped up this many times (`compress`; 1: as they were)
-    sample_jobs: int  # the jobs that replay played (the first ones of the sized trace)
+    sample_jobs: int  # the jobs each replay played (the first ones of the sized trace)
+    replays: tuple[tuple[float, float], ...] = ()  # (factor, busy share measured), in order
+
+
+CALIBRATION_TOLERANCE = 0.02  # a replay within this of the busy share asked for ends it
+CALIBRATION_REPLAYS = 4
+
+
+def _next_factor(replays: list[tuple[float, float]], utilisation: float) -> float:
+    """The arrival speed-up to try next: the ratio asked/measured after one replay; then the
+    straight line through the two replays that bracket the ask (or the last two), since the
+    busy share grows faster than the speed-up once jobs spill from the fast GPUs to the slow
+    ones. Never below 1, never more than four times the last try."""
+    last_factor, last = replays[-1]
+    guess = last_factor * utilisation / last if last > 0 else 4 * last_factor
+    if len(replays) >= 2:
+        below = [r for r in replays if r[1] < utilisation]
+        above = [r for r in replays if r[1] > utilisation]
+        if below and above:
+            (f0, m0), (f1, m1) = max(below, key=lambda r: r[1]), min(above, key=lambda r: r[1])
+        else:
+            (f0, m0), (f1, m1) = replays[-2], replays[-1]
+        if m1 != m0:
+            guess = f0 + (utilisation - m0) * (f1 - f0) / (m1 - m0)
+    return float(min(max(guess, 1.0), 4 * last_factor))
 
 
 def calibrate(
@@ -312,24 +354,39 @@ def calibrate(
     policy: str,
     *,
     sample_jobs: int | None = None,
+    replays: int = CALIBRATION_REPLAYS,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Trace, Network, Calibration]:
     """The trace and network sized for `utilisation` (`size_for_utilisation`), calibrated by
-    one replay: the sizing counts every job on the network's mean GPU, but jobs prefer the
-    fast GPUs, and wait where pools are full, so the busy share a replay measures falls short
-    of the one asked for. The sized trace's first `sample_jobs` jobs (all by default: a bursty
+    replays: the sizing counts every job on the network's mean GPU, but jobs prefer the fast
+    GPUs, and wait where pools are full, so the busy share a replay measures falls short of
+    the one asked for. The sized trace's first `sample_jobs` jobs (all by default: a bursty
     trace needs them all; a steady one is told by a prefix) are replayed under `policy`,
-    without shifting, on the documented carbon shape, and the arrivals are then sped up by the
-    ratio of the share asked for to the share measured (never slowed: a factor of at least 1).
-    The share each later run measures is still the figure to quote."""
+    without shifting, on the documented carbon shape, with arrivals sped up (`compress`) by
+    the factor `_next_factor` picks, until a replay measures within CALIBRATION_TOLERANCE of
+    the share asked for or `replays` replays are spent (never slowed: a factor of at least 1).
+    The replay closest to the ask gives the factor. The share each later run measures is
+    still the figure to quote."""
+    checks.positive("replays", replays)
     sized, network, sizing = sized_for(trace, utilisation)
     sample = sized
     if sample_jobs is not None:
         checks.positive("sample_jobs", sample_jobs)
         sample = replace(sized, jobs=sized.jobs[:sample_jobs])
-    measured = run(sample, network, policy, progress=progress).metrics["busy_share_gpu"]
-    factor = max(1.0, utilisation / measured) if measured > 0 else 1.0
-    calibration = Calibration(sizing, measured, factor, len(sample.jobs))
+    tried: list[tuple[float, float]] = []
+    factor = 1.0
+    for _ in range(int(replays)):
+        measured = run(compress(sample, factor), network, policy, progress=progress).metrics
+        tried.append((factor, float(measured["busy_share_gpu"])))
+        if abs(tried[-1][1] - utilisation) <= CALIBRATION_TOLERANCE or (
+            tried[-1][1] > utilisation and factor == 1.0
+        ):
+            break
+        factor = _next_factor(tried, utilisation)
+        if any(abs(factor - f) < 1e-3 for f, _ in tried):
+            break
+    factor, measured_share = min(tried, key=lambda r: abs(r[1] - utilisation))
+    calibration = Calibration(sizing, measured_share, factor, len(sample.jobs), tuple(tried))
     return compress(sized, factor), network, calibration
 
 
@@ -734,13 +791,9 @@ def _metrics(
     device_hours: dict[str, float] = {}
     hours_by = {"gpu": 0.0, "cpu": 0.0}  # GPU-hours and CPU core-hours, never added together
     west_by = {"gpu": 0.0, "cpu": 0.0}
-    # how busy the network was while the trace arrived (its first to last submission; a long
-    # job's tail after the last arrival would otherwise dilute it)
-    window = (
-        (min(r.job.submit_s for r in results), max(r.job.submit_s for r in results))
-        if results
-        else (0.0, 0.0)
-    )
+    # how busy the network was while the trace arrived (`arrival_window`; a long job's tail
+    # after the last arrival, or months of stray early jobs, would otherwise dilute it)
+    window = arrival_window([r.job.submit_s for r in results])
     in_window = {"gpu": 0.0, "cpu": 0.0}
     for r in completed:
         _check(r.start_s is not None and r.end_s is not None, f"{r.job.id} has no times")

@@ -22,7 +22,7 @@ from suanli.scheduler import (
     custom_policy,
     decide,
 )
-from suanli.scheduler.decide import BLOCKED, NO_POOLS
+from suanli.scheduler.decide import BEHIND, BLOCKED, NO_POOLS
 from tests.builders import a_pool_at, a_snapshot, a_task
 
 COST, GREEN = POLICIES["cost"], POLICIES["green"]
@@ -331,3 +331,35 @@ def test_the_pools_a_task_may_use_are_kept_only_for_that_task_on_that_network() 
     a100 = replace(h800, pools=(a_pool_at("pool", "ZJK", "A100 SXM4", 1, 100),))
     (d,) = decide([queued(task)], a100, everything_free(a100), COST, 0.0, explain=False)
     assert (d.action, d.reason) == (Action.QUEUE, BLOCKED.format(devices=1))
+
+
+def test_the_engine_looks_only_at_a_window_of_tasks_that_could_start_now() -> None:
+    """Ten tasks could take the one free H800 and two are blocked (they want the full A100
+    pool): with a window of 4, the engine is handed the first four that could start (queue
+    order, across policy groups), the first of them is placed, the other six wait behind them,
+    and the blocked ones keep their own reason, wherever they stand in the queue."""
+    snapshot = a_snapshot(
+        a_pool_at("h800", "ZJK", "H800", 4, 100),
+        a_pool_at("a100", "YRD_DEMO", "A100 SXM4", 2, 300),
+    )
+    capacity = Capacity({"h800": PoolCapacity(4, held=3), "a100": PoolCapacity(2, held=2)})
+    blocked = [queued(gpu(f"a100-{n}").models("A100 SXM4").build()) for n in range(2)]
+    could = [queued(gpu(f"t{n}").build(), policy=GREEN if n % 2 else None) for n in range(10)]
+    queue = [blocked[0], *could[:5], blocked[1], *could[5:]]
+    decisions = {d.task: d for d in decide(queue, snapshot, capacity, COST, 0.0, window=4)}
+    assert decisions["t0"].action is Action.PLACE and decisions["t0"].pool == "h800"
+    for n in range(1, 4):  # handed to the engine, found no room once t0 took the GPU
+        assert decisions[f"t{n}"].action is Action.QUEUE
+        assert decisions[f"t{n}"].reason != BEHIND.format(window=4)
+    for n in range(4, 10):
+        assert decisions[f"t{n}"].action is Action.QUEUE
+        assert decisions[f"t{n}"].reason == BEHIND.format(window=4)
+        assert decisions[f"t{n}"].policy == ("green" if n % 2 else "cost")
+    assert "free capacity" in decisions["a100-1"].reason
+    # with a window wide enough the same queue is decided as before
+    wide = {d.task: d for d in decide(queue, snapshot, capacity, COST, 0.0, window=100)}
+    assert not any(d.reason == BEHIND.format(window=100) for d in wide.values())
+    assert [d.task for d in wide.values() if d.action is Action.PLACE] == ["t0"]
+    with pytest.raises(InvalidValue) as caught:
+        decide(queue, snapshot, capacity, COST, 0.0, window=0)
+    assert caught.value.field == "window"
