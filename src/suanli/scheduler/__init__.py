@@ -20,6 +20,7 @@ from suanli.scheduler.engine import SOLVERS, place
 from suanli.scheduler.model import (
     DEFAULT_TIER_RTT_MS,
     POLICIES,
+    Booking,
     Breakdown,
     LatencyTier,
     Objective,
@@ -41,6 +42,7 @@ __all__ = [
     "POLICIES",
     "SOLVERS",
     "Action",
+    "Booking",
     "Breakdown",
     "Capacity",
     "Decision",

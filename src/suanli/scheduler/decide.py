@@ -46,7 +46,15 @@ from suanli.catalog import Pool
 from suanli.errors import InvalidValue, SuanliError
 from suanli.scheduler.arrays import CACHED_NETWORKS, BoolArray, open_pools
 from suanli.scheduler.engine import place
-from suanli.scheduler.model import FloatArray, Placement, Plan, Policy, Snapshot, Task
+from suanli.scheduler.model import (
+    Booking,
+    FloatArray,
+    Placement,
+    Plan,
+    Policy,
+    Snapshot,
+    Task,
+)
 
 NO_POOLS = "no pool is registered yet; waiting for providers"
 BLOCKED = "no pool it may use has {devices} free devices now with time to end by its deadline"
@@ -83,9 +91,12 @@ class PoolCapacity:
 
 @dataclass(frozen=True)
 class Capacity:
-    """Pool id -> `PoolCapacity`: one picture of capacity for every caller."""
+    """Pool id -> `PoolCapacity`: one picture of capacity for every caller; `booked`: devices
+    known to be held ahead (running work until its expected end, deferred work from its hour),
+    which a deferral must leave room for (`engine._with_room`)."""
 
     pools: Mapping[str, PoolCapacity] = field(default_factory=dict)
+    booked: tuple[Booking, ...] = ()
 
     def free(self, pool: str) -> int:
         found = self.pools.get(pool)
@@ -104,7 +115,7 @@ class Capacity:
             found = pools.get(pool)
             if found is not None:
                 pools[pool] = replace(found, held=found.held + devices)
-        return Capacity(pools)
+        return Capacity(pools, self.booked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,7 @@ class QueuedTask:
     policy: Policy | None = None  # None: the caller's default policy
     not_before_s: float | None = None  # deferred until then by an earlier decision
     pinned_pool: str | None = None  # an accepted quote's pool: placed there or nowhere
+    booked_pool: str | None = None  # its deferral's pool: tried first when its hour comes
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,16 +160,20 @@ def _with(pool: Pool, count: int, free: int) -> Pool:
 
 
 def _snapshot(
-    network: Snapshot, free: Mapping[str, int], extra: Mapping[str, int], only: str | None = None
+    network: Snapshot,
+    free: Mapping[str, int],
+    extra: Mapping[str, int],
+    only: str | None = None,
+    booked: Sequence[Booking] = (),
 ) -> Snapshot:
     """`network` with each pool's free devices now; `extra`: its engine's queue depth, added to
-    its count (so that free never exceeds count)."""
+    its count (so that free never exceeds count); `booked`: the devices held ahead."""
     pools: tuple[Pool, ...] = tuple(
         _with(p, p.count + extra.get(p.id, 0), free.get(p.id, 0))
         for p in network.pools
         if only in (None, p.id)
     )
-    return replace(network, pools=pools)
+    return replace(network, pools=pools, booked=tuple(booked))
 
 
 def _place_each(
@@ -168,12 +184,14 @@ def _place_each(
     policy: Policy,
     clock: float,
     explain: bool = True,
+    booked: Sequence[Booking] = (),
 ) -> tuple[list[Plan], dict[str, str]]:
-    """The engine's plan for `tasks` on `free`; if the engine fails on the batch, each task alone
-    (on what the earlier ones left), so that a task the engine fails on is rejected alone."""
+    """The engine's plan for `tasks` on `free` (and `booked` ahead); if the engine fails on the
+    batch, each task alone (on what the earlier ones left), so that a task the engine fails on
+    is rejected alone."""
     if not tasks:
         return [], {}
-    snapshot = _snapshot(network, free, extra)
+    snapshot = _snapshot(network, free, extra, booked=booked)
     try:
         plan = place(tasks, snapshot, policy, clock, solver="greedy", explain_unplaced=explain)
         return [plan], {}
@@ -185,7 +203,7 @@ def _place_each(
         try:
             plan = place(
                 [task],
-                _snapshot(network, left, extra),
+                _snapshot(network, left, extra, booked=booked),
                 policy,
                 clock,
                 solver="greedy",
@@ -363,6 +381,7 @@ def decide(
                     placement.task, Action.PLACE, "", placement, None, name
                 )
             free[placement.pool] -= devices[placement.task]
+            booked.append(Booking(placement.pool, devices[placement.task], start, placement.end_s))
         for unplaced in plan.unplaced:
             decided[unplaced.task] = Decision(
                 unplaced.task,
@@ -373,6 +392,7 @@ def decide(
             )
 
     devices = {q.task.id: q.task.devices for q in waiting}
+    booked = list(capacity.booked)  # and what this call starts or defers, as it goes
     for queued in waiting:  # pinned first, each on its own pool
         if queued.pinned_pool is None:
             continue
@@ -388,7 +408,7 @@ def decide(
         try:
             plan = place(
                 [queued.task],
-                _snapshot(network, free, extra, queued.pinned_pool),
+                _snapshot(network, free, extra, queued.pinned_pool, booked),
                 chosen,
                 clock,
                 solver="greedy",
@@ -399,11 +419,33 @@ def decide(
             )
             continue
         record(plan, chosen.name)
+    # a deferral whose hour has come takes its booked pool first, where that has room (its
+    # deferral was decided on that pool's room ahead); elsewhere it is decided with the others
+    for queued in waiting:
+        pool = queued.booked_pool
+        if queued.pinned_pool is not None or pool is None or pool not in pools:
+            continue
+        if free.get(pool, 0) < queued.task.devices:
+            continue
+        chosen = queued.policy or policy
+        try:
+            plan = place(
+                [queued.task],
+                _snapshot(network, free, extra, pool, booked),
+                chosen,
+                clock,
+                solver="greedy",
+                explain_unplaced=False,
+            )
+        except Exception:  # decided with the others below (and rejected there, alone)
+            continue
+        if plan.placements:
+            record(plan, chosen.name)
     # two policies of one name (custom weights) are two groups: key by name, then weights
     groups: dict[tuple[str, str], tuple[Policy, list[Task]]] = {}
     keys: dict[int, tuple[str, str]] = {}  # id of a policy -> its group's key (one per policy)
     for queued in waiting:
-        if queued.pinned_pool is None:
+        if queued.pinned_pool is None and queued.task.id not in decided:
             chosen = queued.policy or policy
             key = keys.get(id(chosen))
             if key is None:
@@ -414,7 +456,11 @@ def decide(
     unpinned = [task for _, tasks in groups.values() for task in tasks]
     out = _blocked(unpinned, network, free, clock)
     blocked = {task.id for task, no_room in zip(unpinned, out, strict=True) if no_room}
-    could = [q.task.id for q in waiting if q.pinned_pool is None and q.task.id not in blocked]
+    could = [
+        q.task.id
+        for q in waiting
+        if q.pinned_pool is None and q.task.id not in blocked and q.task.id not in decided
+    ]
     behind = set(could[window:])  # queue order, across groups
     for key in sorted(groups):
         chosen, tasks = groups[key]
@@ -425,11 +471,11 @@ def decide(
                 decided[task.id] = Decision(
                     task.id, Action.QUEUE, BEHIND.format(window=window), policy=chosen.name
                 )
-        plans, failed = _place_each(runnable, network, free, extra, chosen, clock, explain)
+        plans, failed = _place_each(runnable, network, free, extra, chosen, clock, explain, booked)
         for plan in plans:
             record(plan, chosen.name)
         if left_out and explain:  # the engine says why, on what its group left
-            plans, more = _place_each(left_out, network, free, extra, chosen, clock)
+            plans, more = _place_each(left_out, network, free, extra, chosen, clock, True, booked)
             for plan in plans:
                 record(plan, chosen.name)
             failed |= more

@@ -16,9 +16,13 @@ or by moving a same-size task out of it, whenever the total score drops (up to 3
 Temporal shifting ("Let's Wait Awhile"): after its pool is chosen, a deferrable task may start
 0..`snapshot.max_delay_h` whole hours later if it still meets its deadline, at the delay that
 minimises the policy's cost and carbon weights, market- or location-based (`SHIFTED`; for
-`nearest` and `latency`, its tie-break objective) over the hourly price and carbon series. The
-delayed task keeps holding its devices in the plan (the snapshot has no future capacity), which
-is conservative. What waiting saved is reported in fen and in kg on both carbon bases.
+`nearest` and `latency`, its tie-break objective) over the hourly price and carbon series, among
+the hours its pool has room for all through its run: the pool's count less what is known to be
+held then (`snapshot.booked`: running work until its expected end, earlier deferrals; and what
+this plan starts or defers, the largest savings first). Without that, every deferrable task
+would wait for the same green hour and the later ones, finding no room then, run after it. The
+delayed task keeps holding its devices in the plan now, which is conservative. What waiting
+saved is reported in fen and in kg on both carbon bases.
 
 Invariants: no I/O, no clock (`now` is given); the plan never exceeds any pool's free count;
 every task is either placed exactly once or unplaced with its reasons.
@@ -530,7 +534,8 @@ def _shift(
             if w > 0
         )
     objective = np.where(ok, objective + 1e-12 * delays, np.inf)
-    best = np.argmin(objective, axis=1)
+    busy = transfer + hours * 3600.0
+    best = _with_room(t, p, snapshot, now, placed, breakdowns, tasks, pools, busy, objective)
     result: dict[int, _Shifted] = {}
     for n, task in enumerate(tasks):
         k = int(best[n])
@@ -553,6 +558,69 @@ def _shift(
             old.carbon_location_kg - new.carbon_location_kg,
         )
     return result
+
+
+BOOKED_HORIZON_H = 7 * 24  # room ahead is checked this far (a longer run: its first week)
+
+
+def _with_room(
+    t: TaskArrays,
+    p: PoolArrays,
+    snapshot: Snapshot,
+    now: float,
+    placed: dict[int, tuple[int, int, float]],
+    breakdowns: dict[int, Breakdown],
+    tasks: np.ndarray,
+    pools: np.ndarray,
+    busy_s: np.ndarray,
+    objective: np.ndarray,
+) -> np.ndarray:
+    """The delay (whole hours) each deferrable task in `tasks` takes: its best by `objective`
+    (tasks x delays; inf where the deadline forbids) among the delays its pool has room for over
+    every hour of its run (`busy_s` seconds from its start), on hourly slots from `now`. A
+    slot's use is the most devices that may be held in it: the bookings, every other task this
+    plan starts now, then the deferrable ones in order of what their best delay saves (the
+    largest first), each booked where it goes. Starting now is always allowed (its room now was
+    checked when its pool was chosen)."""
+    k_max = objective.shape[1]
+    runs = np.ceil(np.maximum(busy_s, 1.0) / 3600.0).astype(np.int64)
+    slots = min(k_max + int(runs.max()), k_max + BOOKED_HORIZON_H)
+    rows = {int(j): n for n, j in enumerate(np.unique(pools))}
+    used = np.zeros((len(rows), slots), dtype=np.int64)
+
+    def book(row: int, first: float, last: float, devices: int) -> None:
+        lo = max(0, math.floor((first - now) / 3600.0))
+        hi = min(slots, math.ceil((last - now) / 3600.0))
+        if hi > lo:
+            used[row, lo:hi] += devices
+
+    index = {pid: j for j, pid in enumerate(p.ids)}
+    for booking in snapshot.booked:
+        row = rows.get(index.get(booking.pool, -1))
+        if row is not None:
+            book(row, booking.start_s, booking.end_s, booking.devices)
+    deferrable = {int(i) for i in tasks}
+    for i, (j, _, _) in placed.items():
+        if i not in deferrable and int(j) in rows:
+            b = breakdowns[i]
+            book(rows[int(j)], now, now + b.transfer_s + b.duration_s, int(t.devices[i]))
+    counts = np.array([p.count[j] for j in rows], dtype=np.int64)[:, None]
+    best = np.zeros(len(tasks), dtype=np.int64)
+    finite = np.where(np.isfinite(objective), objective, np.nan)
+    gain = objective[:, 0] - np.nanmin(finite, axis=1)
+    for n in np.argsort(-gain, kind="stable"):
+        row, devices, run = rows[int(pools[n])], int(t.devices[tasks[n]]), int(runs[n])
+        for k in np.argsort(objective[n], kind="stable"):
+            k = int(k)
+            if k == 0 or not np.isfinite(objective[n, k]):
+                k = 0
+                break
+            span = used[row, k : k + run]
+            if (span + devices <= counts[row, 0]).all():
+                break
+        best[n] = k
+        used[row, k : k + run] += devices
+    return best
 
 
 UNEXPLAINED = "no pool can take it now (the reasons were not worked out in this replay)"

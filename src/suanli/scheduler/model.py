@@ -103,6 +103,18 @@ class SiteSeries:
                 raise InvalidValue(name, "array", "values >= 0", "不小于 0 的值")
 
 
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """Devices of a pool known to be held over a span (seconds on the scheduler clock): a
+    running task until its expected end, or a deferred task from its hour for its run. A
+    deferral is decided only onto hours its pool has room for beside these."""
+
+    pool: str
+    devices: int
+    start_s: float
+    end_s: float
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything placement needs to know, frozen at one moment."""
@@ -119,6 +131,7 @@ class Snapshot:
     bandwidth_gbps: float = DEFAULT_BANDWIDTH_GBPS
     transfer_fen_per_gb: float = DEFAULT_TRANSFER_FEN_PER_GB
     max_delay_h: int = 24  # how far ahead a deferrable task may be shifted
+    booked: tuple[Booking, ...] = ()  # devices held ahead (running work, deferrals)
 
     def __post_init__(self) -> None:
         missing = sorted({p.site_id for p in self.pools} - set(self.sites))

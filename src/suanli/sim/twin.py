@@ -59,6 +59,7 @@ from suanli.errors import InvalidValue, SuanliError
 from suanli.metering import Precision, find_device
 from suanli.scheduler import (
     Action,
+    Booking,
     Capacity,
     Decision,
     Policy,
@@ -467,11 +468,15 @@ def defer_batch(trace: Trace, slack_s: float) -> Trace:
     return replace(trace, jobs=jobs)
 
 
-def capacity_of(network: Network, free: Mapping[str, int]) -> Capacity:
+def capacity_of(
+    network: Network, free: Mapping[str, int], booked: Mapping[str, Booking] | None = None
+) -> Capacity:
     """The twin's counters as the decision step's capacity: a pool's devices not free are held
-    by the twin's running jobs (the twin models no other work and no engine queue)."""
+    by the twin's running jobs (the twin models no other work and no engine queue); `booked`:
+    job id -> the devices it holds ahead (running until its end, deferred from its hour)."""
     return Capacity(
-        {p.id: PoolCapacity(count=p.count, held=p.count - free[p.id]) for p in network.pools}
+        {p.id: PoolCapacity(count=p.count, held=p.count - free[p.id]) for p in network.pools},
+        () if booked is None else tuple(booked.values()),
     )
 
 
@@ -485,14 +490,16 @@ def tick(
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
     snapshot: Snapshot | None = None,
     explain: bool = True,
+    booked: Mapping[str, Booking] | None = None,
 ) -> tuple[Decision, ...]:
     """One scheduling tick of the twin: the decision step on the twin's own counters (`free`
-    per pool) at `clock`. `snapshot`: `network.snapshot()`, when the caller has it already.
-    `explain=False`: the same actions, without the reasons' counts (what a replay uses)."""
+    per pool, `booked` ahead) at `clock`. `snapshot`: `network.snapshot()`, when the caller has
+    it already. `explain=False`: the same actions, without the reasons' counts (what a replay
+    uses)."""
     return decide(
         queue,
         network.snapshot() if snapshot is None else snapshot,
-        capacity_of(network, free),
+        capacity_of(network, free, booked),
         policy,
         clock,
         max_wait_s=max_wait_s,
@@ -553,6 +560,7 @@ def run(
     for job in trace.jobs:
         push(job.submit_s, SUBMIT, job.id)
     queue: dict[str, QueuedTask] = {}  # in submission order
+    booked: dict[str, Booking] = {}  # job id -> devices it holds ahead (running or deferred)
     # of everything placed so far (cost, market- and location-based carbon)
     totals = {"cost_fen": 0.0, "carbon_kg": 0.0, "carbon_location_kg": 0.0}
     gpu_pools = {p.id for p in network.pools if p.device.kind.value != "cpu"}
@@ -568,6 +576,7 @@ def run(
             assert outcome.pool is not None  # for the type checker; checked above
             free[outcome.pool] += outcome.job.devices
             _check(free[outcome.pool] <= capacity[outcome.pool], f"pool {outcome.pool} overfreed")
+            booked.pop(ident, None)
             outcome.state = "completed"
             done += 1
             if queue:  # capacity grew: decide at the next tick of the grid
@@ -597,6 +606,7 @@ def run(
                 max_wait_s=max_wait_s,
                 snapshot=seen,
                 explain=False,  # a replay never shows why a task waits: the same actions
+                booked=booked,
             )
             for decision in decisions:  # a job given up on keeps why it could not run
                 if decision.action is Action.REJECT and decision.task in queue:
@@ -608,11 +618,14 @@ def run(
                         now,
                         max_wait_s=math.inf,
                         snapshot=seen,
+                        booked=booked,
                     )
                     if why.action is Action.QUEUE:
                         outcomes[decision.task].reason = why.reason
             for decision in decisions:
-                ended = _apply(decision, queue, outcomes, free, totals, push, want_tick, carbon)
+                ended = _apply(
+                    decision, queue, outcomes, free, booked, totals, push, want_tick, carbon
+                )
                 done += ended
             for pool_id, left in free.items():  # no pool ever runs more devices than it has
                 _check(0 <= left <= capacity[pool_id], f"pool {pool_id} has {left} free devices")
@@ -691,6 +704,7 @@ def _apply(
     queue: dict[str, QueuedTask],
     outcomes: dict[str, Outcome],
     free: dict[str, int],
+    booked: dict[str, Booking],
     totals: dict[str, float],
     push: Callable[[float, int, str], None],
     want_tick: Callable[[float], None],
@@ -728,6 +742,9 @@ def _apply(
         totals["carbon_kg"] += outcome.carbon_kg
         totals["carbon_location_kg"] += outcome.carbon_location_kg
         push(placement.end_s, FINISH, decision.task)
+        booked[decision.task] = Booking(
+            placement.pool, queued.task.devices, placement.start_s, placement.end_s
+        )
         del queue[decision.task]
     elif decision.action is Action.WAIT:
         at = decision.not_before_s
@@ -737,14 +754,24 @@ def _apply(
             # never deferred twice: the decision step would clear the flag at every call from
             # then on (the same decisions; the flag is read only once the deferral is over)
             task = replace(queued.task, deferrable=False)
-            queue[decision.task] = replace(queued, task=task, not_before_s=at)
+            pool = None if decision.placement is None else decision.placement.pool
+            queue[decision.task] = replace(queued, task=task, not_before_s=at, booked_pool=pool)
             want_tick(at)
+            if decision.placement is not None:  # its pool's devices, from its hour
+                booked[decision.task] = Booking(
+                    decision.placement.pool,
+                    queued.task.devices,
+                    decision.placement.start_s,
+                    decision.placement.end_s,
+                )
         if decision.placement is not None:
             outcome.deferred_s = decision.placement.waited_s
         outcome.reason = decision.reason
     elif decision.action is Action.QUEUE:
         outcome.reason = decision.reason
+        booked.pop(decision.task, None)  # its hour came and went: it holds nothing ahead
     else:
+        booked.pop(decision.task, None)
         last = f" (last reason: {outcome.reason})" if outcome.reason else ""
         outcome.state, outcome.reason = "rejected", decision.reason + last
         del queue[decision.task]

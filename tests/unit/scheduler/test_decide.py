@@ -13,6 +13,7 @@ from suanli.errors import InvalidValue
 from suanli.scheduler import (
     POLICIES,
     Action,
+    Booking,
     Capacity,
     Objective,
     Policy,
@@ -363,3 +364,60 @@ def test_the_engine_looks_only_at_a_window_of_tasks_that_could_start_now() -> No
     with pytest.raises(InvalidValue) as caught:
         decide(queue, snapshot, capacity, COST, 0.0, window=0)
     assert caught.value.field == "window"
+
+
+def greenest_at_3_then_4(devices: int):
+    site = find_site("ZJK")
+    carbon = np.full(24, site.grid_kgco2_per_kwh)
+    carbon[3] *= 0.2
+    carbon[4] *= 0.5
+    return a_snapshot(
+        a_pool_at("zjk", "ZJK", "H800", devices, 100),
+        series={"ZJK": SiteSeries(np.ones(24), carbon)},
+    )
+
+
+def test_a_deferral_goes_only_to_an_hour_its_pool_has_room_for() -> None:
+    """Hour 3 is the greenest, hour 4 the next: a task deferred earlier holds the one device at
+    hour 3, so a new deferral takes hour 4; held through hours 3 and 4 (a running task's
+    expected end), it starts now; and within one call, of two tasks on a pool of two with one
+    device held at hour 3, one takes hour 3 and the other hour 4."""
+    flex = gpu("flex").deadline(6 * HOUR).deferrable().build()
+    one = greenest_at_3_then_4(1)
+    free = everything_free(one)
+    (alone,) = decide([queued(flex)], one, free, GREEN, 0.0)
+    assert alone.not_before_s == 3 * HOUR
+    held_at_3 = replace(free, booked=(Booking("zjk", 1, 3 * HOUR, 3.5 * HOUR),))
+    (d,) = decide([queued(flex)], one, held_at_3, GREEN, 0.0)
+    assert (d.action, d.not_before_s) == (Action.WAIT, 4 * HOUR)
+    held_on = replace(free, booked=(Booking("zjk", 1, 2.5 * HOUR, 4.5 * HOUR),))
+    (now,) = decide([queued(flex)], one, held_on, GREEN, 0.0)
+    assert now.action is Action.PLACE
+    # another pool's booking changes nothing
+    elsewhere = replace(free, booked=(Booking("other", 1, 0.0, 10 * HOUR),))
+    assert decide([queued(flex)], one, elsewhere, GREEN, 0.0)[0].not_before_s == 3 * HOUR
+    two = greenest_at_3_then_4(2)
+    capacity = replace(everything_free(two), booked=(Booking("zjk", 1, 3 * HOUR, 4 * HOUR),))
+    other = gpu("flex-2").deadline(6 * HOUR).deferrable().build()
+    decisions = decide([queued(flex), queued(other)], two, capacity, GREEN, 0.0)
+    assert sorted(d.not_before_s for d in decisions) == [3 * HOUR, 4 * HOUR]
+
+
+def test_a_deferral_whose_hour_came_takes_its_booked_pool_first() -> None:
+    """At its hour a deferred task goes to the pool its deferral was booked on, ahead of the
+    other tasks and of the policy's own choice, where that pool has room; where it has none,
+    it is decided with the others."""
+    snapshot = two_pools(cheap=1, dear=1)
+    back = queued(gpu("back").build(), not_before_s=HOUR, booked_pool="dear")
+    new = queued(gpu("new").build())
+    decisions = decide([new, back], snapshot, everything_free(snapshot), COST, 2 * HOUR)
+    assert [(d.task, d.action, d.pool) for d in decisions] == [
+        ("new", Action.PLACE, "cheap"),
+        ("back", Action.PLACE, "dear"),
+    ]
+    dear_full = Capacity({"cheap": PoolCapacity(1), "dear": PoolCapacity(1, held=1)})
+    (d,) = decide([back], snapshot, dear_full, COST, 2 * HOUR)
+    assert (d.action, d.pool) == (Action.PLACE, "cheap")
+    # before its hour it waits, whatever its pool has free
+    (early,) = decide([back], snapshot, everything_free(snapshot), COST, 0.5 * HOUR)
+    assert early.action is Action.WAIT
