@@ -42,7 +42,7 @@ bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_tes.py
 	$(BIN)/python benchmarks/bench_backends.py
 	$(BIN)/python benchmarks/bench_sim.py --jobs 1000000
-	$(BIN)/python benchmarks/bench_shifting.py --limit 300
+	$(BIN)/python benchmarks/bench_shifting.py
 
 lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
 	$(BIN)/ruff check src tests benchmarks scripts

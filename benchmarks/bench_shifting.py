@@ -5,15 +5,17 @@ is shifted; and the waits it costs.
 The openb default trace at `--utilisation` (0.7 by default: `twin.size_for_utilisation`, the
 busy share each run measured is printed beside it), every batch job made deferrable with
 `--slack-h` hours of slack (24), under the `green` policy, on a realised carbon world of
-synthetic weather (`suanli.sim.carbon`, an ESTIMATE: no public hourly provincial carbon data).
-Four runs on the same trace, network and weather:
+synthetic weather (`suanli.sim.carbon`, an ESTIMATE: no public hourly provincial carbon data),
+for each of `--seeds` weather seeds (3). Four runs per seed on the same trace, network and
+weather:
 
 * no shifting, decided on forecasts  |  shifting, decided on forecasts
 * no shifting, decided by the oracle |  shifting, decided by the oracle
 
 Savings are each foresight's shifting run against its own no-shifting run (so that the oracle's
-better choice of site is not counted as shifting), market- and location-based; the figure to
-judge is the forecast's savings as a share of the oracle's. Figures go to stdout and to
+better choice of site is not counted as shifting), market- and location-based, summed over the
+seeds (one seed's savings are of the size of the noise a shifted schedule stirs up); the figure
+to judge is the forecast's savings as a share of the oracle's. Figures go to stdout and to
 benchmarks/results/shifting.json; nothing is asserted. The runs go in parallel processes.
 """
 
@@ -90,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--utilisation", type=float, default=0.7)
     parser.add_argument("--slack-h", type=float, default=24.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=3, help="weather seeds 0..N-1 (mean)")
     parser.add_argument("--limit", type=int, default=None, help="first N jobs of the trace")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -109,20 +111,44 @@ def main() -> None:
         flush=True,
     )
     cells = [
-        (foresight, shifting, args.utilisation, args.slack_h, args.seed, args.limit, factor)
+        (foresight, shifting, args.utilisation, args.slack_h, seed, args.limit, factor)
+        for seed in range(args.seeds)
         for foresight in ("forecast", "oracle")
         for shifting in (False, True)
     ]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        rows = list(pool.map(one, cells))
-    by = {(r["foresight"], r["shifting"]): r for r in rows}
-    saved: dict[str, dict[str, float]] = {}
-    for foresight in ("forecast", "oracle"):
-        base, shifted = by[(foresight, False)], by[(foresight, True)]
-        saved[foresight] = {
-            kind: base[kind] - shifted[kind] for kind in ("carbon_kg", "carbon_location_kg")
+        done = pool.map(one, cells)
+        rows = [{**row, "seed": cell[4]} for cell, row in zip(cells, done, strict=True)]
+    kinds = ("carbon_kg", "carbon_location_kg")
+    # savings summed over the weather seeds (each seed's runs share trace, network, weather)
+    by_seed = {(r["seed"], r["foresight"], r["shifting"]): r for r in rows}
+    per_seed = [
+        {
+            foresight: {
+                kind: by_seed[(seed, foresight, False)][kind]
+                - by_seed[(seed, foresight, True)][kind]
+                for kind in kinds
+            }
+            for foresight in ("forecast", "oracle")
         }
+        for seed in range(args.seeds)
+    ]
+    by = {
+        (foresight, shifting): {
+            **by_seed[(0, foresight, shifting)],
+            **{
+                kind: sum(by_seed[(seed, foresight, shifting)][kind] for seed in range(args.seeds))
+                for kind in kinds
+            },
+        }
+        for foresight in ("forecast", "oracle")
+        for shifting in (False, True)
+    }
+    saved: dict[str, dict[str, float]] = {
+        foresight: {kind: sum(s[foresight][kind] for s in per_seed) for kind in kinds}
+        for foresight in ("forecast", "oracle")
+    }
     share = {
         kind: saved["forecast"][kind] / saved["oracle"][kind] if saved["oracle"][kind] > 0 else None
         for kind in ("carbon_kg", "carbon_location_kg")
@@ -139,16 +165,24 @@ def main() -> None:
         f"{'wait p50':>9} {'wait p99':>9} {'wall':>7}"
     )
     for r in rows:
-        label = f"{r['foresight']}, {'shifting' if r['shifting'] else 'no shifting'}"
+        label = f"s{r['seed']} {r['foresight']}, {'shifting' if r['shifting'] else 'no shifting'}"
         print(
             f"{label:<24} {r['busy_share_gpu']:6.1%} {r['carbon_kg']:12,.0f} "
             f"{r['carbon_location_kg']:12,.0f} {r['tasks_deferred']:9,} "
             f"{r['wait_s_p50'] / 3600:8.2f}h {r['wait_s_p99'] / 3600:8.1f}h {r['wall_s']:6.0f}s"
         )
+    for n, seed_saved in enumerate(per_seed):
+        print(
+            f"seed {n}: saved market {seed_saved['forecast']['carbon_kg']:,.0f} kg on forecasts, "
+            f"{seed_saved['oracle']['carbon_kg']:,.0f} kg by the oracle; location "
+            f"{seed_saved['forecast']['carbon_location_kg']:,.0f} / "
+            f"{seed_saved['oracle']['carbon_location_kg']:,.0f} kg"
+        )
     for foresight in ("forecast", "oracle"):
         base = by[(foresight, False)]
         print(
-            f"saved by shifting ({foresight}): market {saved[foresight]['carbon_kg']:,.0f} kg "
+            f"saved by shifting ({foresight}, {args.seeds} seeds together): market "
+            f"{saved[foresight]['carbon_kg']:,.0f} kg "
             f"({saved[foresight]['carbon_kg'] / base['carbon_kg']:.2%}), location "
             f"{saved[foresight]['carbon_location_kg']:,.0f} kg "
             f"({saved[foresight]['carbon_location_kg'] / base['carbon_location_kg']:.2%})"
@@ -163,7 +197,8 @@ def main() -> None:
         "machine": f"{platform.machine()} python {platform.python_version()}",
         "utilisation_asked": args.utilisation,
         "slack_h": args.slack_h,
-        "seed": args.seed,
+        "seeds": args.seeds,
+        "saved_per_seed": per_seed,
         "limit": args.limit,
         "calibration_busy_share": probe,
         "compression": factor,

@@ -597,6 +597,8 @@ def run(
             ticks.discard(now)
             calls += 1
             seen = snapshot if carbon is None else carbon.snapshot_at(now)
+            # the bookings matter only to a deferral: without a deferrable task, none are built
+            ahead = booked if any(q.task.deferrable for q in queue.values()) else None
             decisions = tick(
                 list(queue.values()),
                 network,
@@ -606,7 +608,7 @@ def run(
                 max_wait_s=max_wait_s,
                 snapshot=seen,
                 explain=False,  # a replay never shows why a task waits: the same actions
-                booked=booked,
+                booked=ahead,
             )
             for decision in decisions:  # a job given up on keeps why it could not run
                 if decision.action is Action.REJECT and decision.task in queue:
@@ -618,7 +620,7 @@ def run(
                         now,
                         max_wait_s=math.inf,
                         snapshot=seen,
-                        booked=booked,
+                        booked=ahead,
                     )
                     if why.action is Action.QUEUE:
                         outcomes[decision.task].reason = why.reason
