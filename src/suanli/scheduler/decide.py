@@ -393,6 +393,18 @@ def decide(
 
     devices = {q.task.id: q.task.devices for q in waiting}
     booked = list(capacity.booked)  # and what this call starts or defers, as it goes
+
+    def alone(queued: QueuedTask, pool: str, explain_unplaced: bool) -> Plan:
+        """The engine's plan for one task on one pool (what the calls so far left)."""
+        return place(
+            [queued.task],
+            _snapshot(network, free, extra, pool, booked),
+            queued.policy or policy,
+            clock,
+            solver="greedy",
+            explain_unplaced=explain_unplaced,
+        )
+
     for queued in waiting:  # pinned first, each on its own pool
         if queued.pinned_pool is None:
             continue
@@ -406,13 +418,7 @@ def decide(
             )
             continue
         try:
-            plan = place(
-                [queued.task],
-                _snapshot(network, free, extra, queued.pinned_pool, booked),
-                chosen,
-                clock,
-                solver="greedy",
-            )
+            plan = alone(queued, queued.pinned_pool, True)
         except Exception as error:
             decided[queued.task.id] = Decision(
                 queued.task.id, Action.REJECT, _failure(error), policy=chosen.name
@@ -427,20 +433,12 @@ def decide(
             continue
         if free.get(pool, 0) < queued.task.devices:
             continue
-        chosen = queued.policy or policy
         try:
-            plan = place(
-                [queued.task],
-                _snapshot(network, free, extra, pool, booked),
-                chosen,
-                clock,
-                solver="greedy",
-                explain_unplaced=False,
-            )
+            plan = alone(queued, pool, False)
         except Exception:  # decided with the others below (and rejected there, alone)
             continue
         if plan.placements:
-            record(plan, chosen.name)
+            record(plan, (queued.policy or policy).name)
     # two policies of one name (custom weights) are two groups: key by name, then weights
     groups: dict[tuple[str, str], tuple[Policy, list[Task]]] = {}
     keys: dict[int, tuple[str, str]] = {}  # id of a policy -> its group's key (one per policy)
