@@ -6,9 +6,10 @@ from foresight. A `CarbonWorld` gives each run a *realised* hourly intensity tha
 day to day, and one of three ways for the decision step to see it (`foresight`):
 
 * `oracle`: the realised series itself (perfect foresight, the bound on what shifting can save);
-* `forecast`: each day at local midnight, a 48-hour forecast by `suanli.forecast` from the
-  realised history up to that hour (the model fitted every REFIT_DAYS days, as operators run
-  a model refreshed now and then), so deferral is decided on forecasts, never on the future;
+* `forecast`: every hour, as the live server does, a 48-hour forecast by `suanli.forecast`
+  from the realised history up to that hour (the model fitted every REFIT_DAYS days, as
+  operators run a model refreshed now and then), so deferral is decided on forecasts, never on
+  the future;
 * `shape`: the documented daily shape (what the live platform knows today).
 
 Every run then counts the carbon a task emitted on the realised series, whatever the decision
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from suanli.sim.twin import Network
 
 HISTORY_DAYS = 35  # realised days before the run starts (what the first forecast is fitted on)
-FORECAST_H = 48  # each day's forecast covers today and tomorrow
+FORECAST_H = 48  # each hour's forecast covers the next two days
 REFIT_DAYS = 28
 SUN_SD = 0.5  # day-to-day spread of the solar dip's depth (x SOLAR_DIP): an ESTIMATE
 SUN_PHI = 0.5  # persistence of that depth from one day to the next: an ESTIMATE
@@ -129,8 +130,8 @@ class CarbonWorld:
             return self._cached(0, lambda: self.network.snapshot())
         if self.foresight is Foresight.ORACLE:
             return self._cached(0, self._oracle)
-        day = max(0, math.floor(clock / (DAY_H * 3600.0)))
-        return self._cached(day, lambda: self._forecast(day))
+        hour = max(0, math.floor(clock / 3600.0))
+        return self._cached(hour, lambda: self._forecast(hour))
 
     def _cached(self, key: int, make: Callable[[], Snapshot]) -> Snapshot:
         found = self._snapshots.get(key)
@@ -139,20 +140,24 @@ class CarbonWorld:
             self._snapshots = {key: found}  # only today's is ever asked for again
         return found
 
-    def _series(self, carbon: dict[str, np.ndarray]) -> dict[str, SiteSeries]:
+    def _series(self, carbon: dict[str, np.ndarray], hour: int = 0) -> dict[str, SiteSeries]:
+        """Each site's series from run hour `hour`: `carbon` beside the energy price
+        multipliers rolled to that hour."""
         series = {}
         for sid, known in self.network.series.items():
             values = carbon[sid]
-            energy = np.resize(known.energy_price_multiplier, len(values))
+            prices = np.asarray(known.energy_price_multiplier)
+            energy = prices[(hour + np.arange(len(values))) % len(prices)]
             series[sid] = SiteSeries(energy, values)
         return series
 
     def _oracle(self) -> Snapshot:
         carbon = {sid: values[self.history_h :] for sid, values in self.realised.items()}
-        return _with_series(self.network.snapshot(), self._series(carbon), 0.0)
+        return _with_series(self.network.snapshot(), self._series(carbon), 0)
 
-    def _forecast(self, day: int) -> Snapshot:
-        issued_h = self.history_h + day * DAY_H  # index of the issue hour in `realised`
+    def _forecast(self, hour: int) -> Snapshot:
+        issued_h = self.history_h + hour  # index of the issue hour in `realised`
+        day = hour // DAY_H
         carbon: dict[str, np.ndarray] = {}
         made: dict[str, np.ndarray] = {}  # one forecast per distinct realised series
         for sid, values in self.realised.items():
@@ -172,20 +177,26 @@ class CarbonWorld:
                     self._fits[(key, refit)] = fitted
                 made[key] = fitted.predict(history).mean
                 actual = values[issued_h : issued_h + DAY_H]
-                if len(actual) == DAY_H:
+                if hour % DAY_H == 0 and len(actual) == DAY_H:  # day-ahead, from midnight
                     self.forecast_errors.append(
                         float(np.mean(np.abs(made[key][:DAY_H] - actual) / actual))
                     )
             carbon[sid] = np.maximum(made[key], 1e-6)
-        return _with_series(self.network.snapshot(), self._series(carbon), day * DAY_H * 3600.0)
+        return _with_series(self.network.snapshot(), self._series(carbon, hour), hour)
 
 
 def _varies(province: str) -> bool:
     return province in WEST_PROVINCES
 
 
-def _with_series(snapshot: Snapshot, series: dict[str, SiteSeries], start_s: float) -> Snapshot:
-    return replace(snapshot, series=series, series_start_s=start_s)
+def _with_series(snapshot: Snapshot, series: dict[str, SiteSeries], hour: int) -> Snapshot:
+    """`snapshot` with `series` that start at run hour `hour` (local midnight is hour 0)."""
+    return replace(
+        snapshot,
+        series=series,
+        series_start_s=hour * 3600.0,
+        local_hour_at_start=float((snapshot.local_hour_at_start + hour) % DAY_H),
+    )
 
 
 TAIL_DAYS = 14  # realised days after a trace's last arrival (its last jobs run on into them)

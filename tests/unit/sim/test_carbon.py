@@ -48,18 +48,20 @@ def test_west_varies_east_stays_flat_and_a_province_shares_its_weather(network) 
 
 
 def test_a_forecast_is_made_from_the_past_alone(network) -> None:
-    """Two worlds equal up to the issue hour of day 3 and different after it give the decision
-    step the same series on day 3: deferral is never decided on the realised future."""
+    """Two worlds equal up to the issue hour (day 3, 05:00) and different after it give the
+    decision step the same series from that hour: deferral is never decided on the realised
+    future."""
     world = synthetic_carbon(network, 24 * 10, "forecast", seed=2)
     other = synthetic_carbon(network, 24 * 10, "forecast", seed=2)
-    cut = world.history_h + 3 * DAY_H
+    cut = world.history_h + 3 * DAY_H + 5
     for sid in other.realised:
         values = other.realised[sid].copy()
         values[cut:] *= 1.5
         other.realised[sid] = values
     clock = 3 * 86400.0 + 5 * 3600.0
     mine, theirs = world.snapshot_at(clock), other.snapshot_at(clock)
-    assert mine.series_start_s == theirs.series_start_s == 3 * 86400.0
+    assert mine.series_start_s == theirs.series_start_s == clock
+    assert mine.local_hour_at_start == 5.0
     varied = 0
     for sid, series in mine.series.items():
         assert len(series.carbon_kg_per_kwh) == FORECAST_H
