@@ -80,6 +80,7 @@ def task_body(
     *,
     preemptible: bool = False,
     max_run: float | None = None,
+    nodes: int = 1,
 ) -> dict[str, Any]:
     """The JSON body of a task (submit and quote share it)."""
     from suanli.errors import InvalidValue
@@ -96,6 +97,8 @@ def task_body(
         "precision": precision,
         "memory_gb": memory_gb,
     }
+    if nodes != 1:
+        resources["nodes"] = nodes
     if model:
         resources["device_models"] = model
     if work_flop is not None:
@@ -127,7 +130,10 @@ def submit(
     server: ServerOpt,
     token: TokenOpt,
     command: Annotated[list[str], typer.Argument(help="-- CMD ARGS... / 要运行的命令")],
-    devices: Annotated[int, typer.Option(help="Devices / 设备数")] = 1,
+    devices: Annotated[int, typer.Option(help="Devices on each node / 每个节点的设备数")] = 1,
+    nodes: Annotated[
+        int, typer.Option(help="Nodes of one pool, all or none / 节点数（同一资源池，全有或全无）")
+    ] = 1,
     kind: Annotated[str, typer.Option(help="gpu|npu|cpu / 设备类型")] = "cpu",
     model: Annotated[list[str] | None, typer.Option(help="Allowed models / 型号")] = None,
     precision: Annotated[str, typer.Option(help="Precision / 精度")] = "fp32",
@@ -175,6 +181,7 @@ def submit(
         workdir,
         preemptible=preemptible,
         max_run=max_run,
+        nodes=nodes,
     )
     client = Client(server, token, ca)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

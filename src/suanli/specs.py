@@ -32,6 +32,7 @@ and ours), so every 4xx names the field and what would be accepted.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -48,7 +49,8 @@ from pydantic_core import PydanticCustomError
 from suanli.errors import InvalidValue
 
 INT32 = (-(2**31), 2**31 - 1)
-MAX_DEVICES = 100_000
+MAX_DEVICES = 100_000  # of one task, over all its nodes
+MAX_NODES = 1024
 MAX_WORK_FLOP = 1e25
 MAX_DURATION_S = 1e8
 MAX_DEADLINE_S = 1e9
@@ -127,7 +129,9 @@ class Executor(StrictModel):
 
 
 class Resources(StrictModel):
-    devices: Annotated[int, Field(ge=1, le=MAX_DEVICES)] = 1
+    devices: Annotated[int, Field(ge=1, le=MAX_DEVICES)] = 1  # on each node
+    # a gang of this many distinct nodes of one pool, `devices` on each: all or none
+    nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = 1
     device_kind: Literal["gpu", "npu", "cpu"] = "cpu"
     device_models: Annotated[list[Name], Field(min_length=1, max_length=100)] | None = None
     precision: Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8"] = "fp32"
@@ -136,6 +140,23 @@ class Resources(StrictModel):
     memory_gb: GB = 0.0
     disk_gb: GB = 0.0  # recorded; pools do not report disk yet
     workload: Literal["training", "inference", "hpc", "general"] = "general"
+
+    @model_validator(mode="after")
+    def _total(self) -> Resources:
+        if self.devices * self.nodes > MAX_DEVICES:
+            raise PydanticCustomError(
+                "too_many_devices",
+                "devices x nodes is {total}: at most {limit} devices in all (fewer nodes or "
+                "fewer devices per node) / 设备总数（devices x nodes）最多 {limit}",
+                {"total": self.devices * self.nodes, "limit": MAX_DEVICES},
+            )
+        return self
+
+
+def total_devices(spec: Mapping[str, Any]) -> int:
+    """The devices a stored task spec holds in all: `devices` on each of its `nodes`."""
+    resources = spec["resources"]
+    return int(resources["devices"]) * int(resources.get("nodes") or 1)
 
 
 class TaskCreate(StrictModel):

@@ -45,6 +45,17 @@ class AgentRead(BaseModel):
 
 
 Count = Annotated[int, Field(ge=0, le=100_000_000)]
+ModelCounts = Annotated[dict[Annotated[Text, Field(max_length=100)], Count], Field(max_length=1000)]
+
+
+class NodeReport(StrictModel):
+    """One node of the agent's engine (`Capacity.per_node`)."""
+
+    name: Annotated[Text, Field(max_length=200)]
+    cpus: Count
+    free_cpus: Count
+    gpus_by_model: ModelCounts = {}  # noqa: RUF012 (pydantic copies defaults)
+    free_gpus_by_model: ModelCounts = {}  # noqa: RUF012
 
 
 class CapacityReport(StrictModel):
@@ -55,10 +66,9 @@ class CapacityReport(StrictModel):
     free_cpus: Count
     gpus: Count = 0
     free_gpus: Count = 0
-    gpus_by_model: Annotated[
-        dict[Annotated[Text, Field(max_length=100)], Count], Field(max_length=1000)
-    ] = {}  # noqa: RUF012 (pydantic copies defaults)
+    gpus_by_model: ModelCounts = {}  # noqa: RUF012 (pydantic copies defaults)
     memory_mb: Count = 0
+    per_node: Annotated[list[NodeReport], Field(max_length=100_000)] = []  # noqa: RUF012
 
 
 class Tails(StrictModel):

@@ -133,9 +133,24 @@ class Pool:
     price_fen_per_device_hour: int | None = None
     energy_billed_separately: bool = False
     tou_multipliers: tuple[float, ...] | None = None
+    # the devices of one node (a server): a task holds at most this many on each node it
+    # spans; None = not known (the pool is taken as one node of `count`)
+    devices_per_node: int | None = None
 
     def __post_init__(self) -> None:
         checks.count("count", self.count)
+        per_node = self.devices_per_node
+        if per_node is not None and (
+            isinstance(per_node, bool)
+            or not isinstance(per_node, int)
+            or not 1 <= per_node <= self.count
+        ):
+            raise InvalidValue(
+                "devices_per_node",
+                per_node,
+                f"a whole number in [1, {self.count}] (the pool's count)",
+                f"[1, {self.count}] 内的整数（不超过设备总数）",
+            )
         if isinstance(self.free, bool) or not 0 <= self.free <= self.count:
             raise InvalidValue(
                 "free",

@@ -6,7 +6,13 @@ vocabulary and the one fallback rule, `devices` for profiles and name lookup, `m
 formulas.
 """
 
-from suanli.metering.devices import DeviceProfile, all_devices, find_device, match_devices
+from suanli.metering.devices import (
+    DeviceProfile,
+    all_devices,
+    engine_device_ids,
+    find_device,
+    match_devices,
+)
 from suanli.metering.measure import (
     CEPS_LABEL,
     Capacity,
@@ -60,6 +66,7 @@ __all__ = [
     "duration_s",
     "electricity_cost_fen",
     "energy_kwh",
+    "engine_device_ids",
     "find_device",
     "match_devices",
     "meter",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
 from suanli.datafiles import optional_float, read_rows
-from suanli.errors import UnknownDevice, UnsupportedPrecision
+from suanli.errors import SuanliError, UnknownDevice, UnsupportedPrecision
 from suanli.metering.units import DeviceKind, Precision, widening_chain
 
 _ACCELERATOR_COLUMNS = {
@@ -317,3 +317,12 @@ def match_devices(name: str) -> tuple[DeviceProfile, ...]:
     )
     sharing_alias = tuple(p for p in same_model if key in p.aliases or key == _compact(p.id))
     return sharing_alias if len(sharing_alias) > 1 else (profile,)
+
+
+def engine_device_ids(name: str) -> frozenset[str]:
+    """The catalog devices an engine's accelerator name (a Slurm GRES type such as `a100`, a
+    Ray resource) may mean: those `match_devices` gives, none for a name it does not know."""
+    try:
+        return frozenset(d.id for d in match_devices(name))
+    except SuanliError:
+        return frozenset()

@@ -42,6 +42,7 @@ CONSTRAINTS = (
     "precision",
     "memory",
     "pool size",
+    "nodes",
     "latency tier",
     "residency",
     "deadline",
@@ -74,6 +75,8 @@ class PoolArrays:
     memory_gb: FloatArray  # (P,) inf for CPUs (host memory not modelled), -1 unknown
     count: IntArray
     free: IntArray
+    node_devices: FloatArray  # (P,) devices of one node; inf where not known
+    node_count: FloatArray  # (P,) whole nodes; inf where not known
     price_fen_per_device_hour: FloatArray
     tdp_kw: FloatArray
     energy_billed: BoolArray
@@ -271,12 +274,29 @@ def _pool_columns(pools: Sequence[Pool], site_ids: list[str]) -> dict[str, Any]:
 def pool_arrays(snapshot: Snapshot) -> PoolArrays:
     sites = _site_columns(snapshot)
     pools = snapshot.pools
+    per_node = np.array(
+        [np.inf if p.devices_per_node is None else p.devices_per_node for p in pools], dtype=float
+    )
+    count = np.array([p.count for p in pools], dtype=np.int64)
     return PoolArrays(
         **_pool_columns(pools, sites["site_ids"]),
         **sites,
-        count=np.array([p.count for p in pools], dtype=np.int64),
+        count=count,
         free=np.array([p.free for p in pools], dtype=np.int64),
+        node_devices=per_node,
+        node_count=np.where(np.isfinite(per_node), np.floor(count / per_node), np.inf),
     )
+
+
+def fits_nodes(t: TaskArrays, rows: slice | IntArray, p: PoolArrays, pc: IntArray) -> BoolArray:
+    """Whether each task of `rows` fits pools `pc` node by node: its share of devices on each
+    of its nodes within one node, and no more nodes than the pool has (a gang is placed whole
+    on one pool or not at all). Always true on pools whose node size is not known."""
+    nodes = t.nodes[rows, None]
+    fits: BoolArray = (t.devices[rows, None] <= p.node_devices[pc] * nodes) & (
+        nodes <= p.node_count[pc]
+    )
+    return fits
 
 
 @dataclass(frozen=True)
@@ -285,6 +305,7 @@ class TaskArrays:
 
     ids: list[str]
     devices: IntArray
+    nodes: IntArray  # the distinct nodes `devices` are split over (1: one node)
     kind: IntArray
     precision: IntArray
     work_flop: FloatArray
@@ -328,6 +349,7 @@ def subset_tasks(t: TaskArrays, rows: IntArray) -> TaskArrays:
         name: getattr(t, name)[rows]
         for name in (
             "devices",
+            "nodes",
             "kind",
             "precision",
             "work_flop",
@@ -434,6 +456,7 @@ def class_features(t: TaskArrays, p: PoolArrays, snapshot: Snapshot, now: float)
         model_bits=np.full(k, ALL_BITS, dtype=np.int64),
         province_bits=np.full(k, -1, dtype=np.int64),
         devices=np.ones(k, dtype=np.int64),
+        nodes=np.ones(k, dtype=np.int64),
         work_flop=reps.efficiency.astype(float),
         memory_gb=np.zeros(k),
         data_gb=np.zeros(k),
@@ -581,6 +604,7 @@ def task_arrays(tasks: Sequence[Task], snapshot: Snapshot, pools: PoolArrays) ->
     return TaskArrays(
         ids=[t.id for t in tasks],
         devices=np.array([t.devices for t in tasks], dtype=np.int64),
+        nodes=np.array([t.nodes for t in tasks], dtype=np.int64),
         kind=np.array([KINDS.index(t.device_kind) for t in tasks], dtype=np.int64),
         precision=np.array([PRECISIONS.index(t.precision) for t in tasks], dtype=np.int64),
         work_flop=np.array([t.work_flop for t in tasks], dtype=float),
@@ -733,6 +757,7 @@ def open_pools(tasks: Sequence[Task], snapshot: Snapshot) -> tuple[BoolArray, Fl
     site = p.site_of_pool[pc]
     passing &= t.rtt_ms[t.origin[:, None], site] <= t.tier_rtt_ms[:, None]
     passing &= p.memory_gb[pc] >= t.memory_gb[:, None]
+    passing &= fits_nodes(t, rows, p, pc)
     moves = t.distance_km[t.origin[:, None], site] > 0
     transfer = _transfer_s(t, rows, moves, snapshot)
     least: FloatArray = np.where(passing, transfer + _run_s(t, rows, peak), np.inf)
@@ -785,6 +810,7 @@ def evaluate(
     masks["latency tier"] = rtt <= t.tier_rtt_ms[rows, None]
     masks["memory"] = p.memory_gb[pc] >= t.memory_gb[rows, None]
     masks["pool size"] = p.count[pc] >= t.devices[rows, None]
+    masks["nodes"] = fits_nodes(t, rows, p, pc)
 
     duration = _run_s(t, rows, peak)
     if not same_class:  # same_class columns all have a figure: durations are finite

@@ -688,6 +688,8 @@ def _explain_block(
             names = sorted(task.device_models)
             models = f" ({', '.join(names)})" if len(names) <= 3 else f" ({len(names)} models)"
         what = f"{task.devices} free {task.device_kind.value}{models} at {task.precision.value}"
+        if task.nodes > 1:
+            what += f" on {task.nodes} nodes ({task.devices // task.nodes} each)"
         ruled = "; ".join(f"{name} ruled out {n}" for name, n in counts.items())
         sentence = f"no pool{within} of {task.origin.name_zh} has {what}: {ruled}"
         if nearest:

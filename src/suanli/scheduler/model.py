@@ -66,9 +66,19 @@ class Task:
     max_price_fen: int | None = None
     allowed_provinces: frozenset[str] | None = None  # province_zh; None = anywhere
     deferrable: bool = False
+    # a gang: `devices` split evenly over this many distinct nodes of one pool, all or none
+    nodes: int = 1
 
     def __post_init__(self) -> None:
         checks.count("devices", self.devices)
+        checks.count("nodes", self.nodes)
+        if self.devices % self.nodes:
+            raise InvalidValue(
+                "nodes",
+                self.nodes,
+                f"a divisor of devices ({self.devices}): each node holds the same share",
+                f"设备数（{self.devices}）的约数：每个节点持有同样多的设备",
+            )
         checks.positive("work_flop", self.work_flop)
         checks.non_negative("memory_gb", self.memory_gb)
         checks.non_negative("data_gb", self.data_gb)

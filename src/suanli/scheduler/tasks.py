@@ -2,11 +2,12 @@
 and `suanli schedule` all use it, so a spec means the same work everywhere.
 
 A spec is the stored form of the task model (`resources.device_kind`, `precision`, `workload`,
-`devices`, optional `work_flop` or `duration_s`, `device_models`, `memory_gb`; `origin`,
-`latency_tier`, `data_gb`, `deadline_s`, `max_price_fen`, `zones`, `deferrable`). Without
-`work_flop`, the work is `duration_s` (60 s by default) on `devices` reference devices of the
-kind (an A100 SXM4 for GPUs, an Ascend 910B for NPUs, a generic core for CPUs) at the
-workload's efficiency. Pure: raises `SuanliError` (naming the field) for a spec it cannot read.
+`devices` on each of `nodes` (a gang), optional `work_flop` or `duration_s`, `device_models`,
+`memory_gb`; `origin`, `latency_tier`, `data_gb`, `deadline_s`, `max_price_fen`, `zones`,
+`deferrable`). Without `work_flop`, the work is `duration_s` (60 s by default) on all the task's
+devices as reference devices of the kind (an A100 SXM4 for GPUs, an Ascend 910B for NPUs, a
+generic core for CPUs) at the workload's efficiency. Pure: raises `SuanliError` (naming the
+field) for a spec it cannot read.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def engine_task(ident: str, spec: Mapping[str, Any], submitted_s: float) -> Task
     """The engine's view of a task spec submitted at `submitted_s` (scheduler clock, seconds):
     a relative `deadline_s` becomes absolute from then."""
     resources = spec["resources"]
-    devices = int(resources["devices"])
+    nodes = int(resources.get("nodes") or 1)
+    devices = int(resources["devices"]) * nodes  # `devices` on each node
     kind = parse_kind(resources["device_kind"])
     precision = parse_precision(resources["precision"])
     workload = parse_workload(resources.get("workload") or "general")
@@ -80,4 +82,5 @@ def engine_task(ident: str, spec: Mapping[str, Any], submitted_s: float) -> Task
             else None
         ),
         deferrable=bool(spec.get("deferrable")) and deadline is not None,
+        nodes=nodes,
     )

@@ -51,6 +51,7 @@ from suanli.services.core import (
 from suanli.services.tasks import settle
 from suanli.store.models import (
     AgentRow,
+    PoolRow,
     Principal,
     TaskRow,
     Token,
@@ -190,6 +191,15 @@ def lease(
         task.agent_id = agent.id
         task.lease_expires_at = moment + timedelta(seconds=lease_s)
     return leased
+
+
+def pool_devices(session: Session, tasks: list[TaskRow]) -> dict[str, str]:
+    """The device model (catalog id) of each pool that `tasks` are placed on."""
+    ids = {t.pool_id for t in tasks if t.pool_id is not None}
+    if not ids:
+        return {}
+    rows = session.execute(select(PoolRow.id, PoolRow.device).where(PoolRow.id.in_(ids)))
+    return {pool_id: device for pool_id, device in rows}
 
 
 def report(

@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 from suanli.catalog import Pool, Site, find_place, find_site, provider_site
 from suanli.errors import FieldError, InvalidValue, SuanliError
 from suanli.metering import (
+    DeviceProfile,
+    engine_device_ids,
     find_device,
-    match_devices,
 )
 from suanli.scheduler import (
     Capacity,
@@ -187,6 +188,7 @@ def apply_capacity(session: Session, agent: AgentRow, capacity: dict[str, Any]) 
     audit event; an unchanged report writes nothing."""
     held = held_devices(session)
     by_model = {str(k).lower(): int(v) for k, v in (capacity.get("gpus_by_model") or {}).items()}
+    nodes = [n for n in capacity.get("per_node") or () if isinstance(n, dict)]
     pools = session.scalars(
         select(PoolRow).where(PoolRow.site_id == agent.site_id).order_by(PoolRow.id)
     ).all()
@@ -195,11 +197,16 @@ def apply_capacity(session: Session, agent: AgentRow, capacity: dict[str, Any]) 
         if device.kind.value == "cpu":
             total, free = int(capacity["cpus"]), int(capacity["free_cpus"])
         else:
-            matched = [n for model, n in by_model.items() if device.id in _device_ids(model)]
+            matched = [n for model, n in by_model.items() if device.id in engine_device_ids(model)]
             total = sum(matched) if by_model else int(capacity.get("gpus") or 0)
             free = min(total, int(capacity.get("free_gpus") or 0))
         busy_outside = max(0, (total - free) - held.get(pool.id, 0))
-        if (pool.count, pool.unavailable) == (total, busy_outside):
+        per_node = _devices_per_node(nodes, device, bool(by_model), total)
+        if (pool.count, pool.unavailable, pool.devices_per_node) == (
+            total,
+            busy_outside,
+            per_node,
+        ):
             continue
         append_event(
             session,
@@ -209,18 +216,29 @@ def apply_capacity(session: Session, agent: AgentRow, capacity: dict[str, Any]) 
             {
                 "count": [pool.count, total],
                 "unavailable": [pool.unavailable, busy_outside],
+                "devices_per_node": [pool.devices_per_node, per_node],
                 "reported": {k: capacity.get(k) for k in ("nodes", "cpus", "free_cpus", "gpus")},
             },
         )
         pool.count, pool.unavailable = total, busy_outside
+        pool.devices_per_node = per_node
 
 
-def _device_ids(name: str) -> set[str]:
-    """The catalog devices an engine's accelerator name (a gres type, a Ray resource) means."""
-    try:
-        return {d.id for d in match_devices(name)}
-    except SuanliError:
-        return set()
+def _devices_per_node(
+    nodes: list[dict[str, Any]], device: DeviceProfile, named: bool, total: int
+) -> int | None:
+    """The most devices of a pool's model that one node of the engine holds (`per_node` of the
+    agent's capacity: CPUs for a CPU pool, accelerators of the model, or of any model when the
+    engine names none); None when the engine does not report nodes or none holds any."""
+    most = 0
+    for node in nodes:
+        if device.kind.value == "cpu":
+            n = int(node.get("cpus") or 0)
+        else:
+            models = {str(k).lower(): int(v) for k, v in (node.get("gpus_by_model") or {}).items()}
+            n = sum(v for k, v in models.items() if not named or device.id in engine_device_ids(k))
+        most = max(most, n)
+    return min(most, total) if most and total else None
 
 
 def engine_site(row: SiteRow) -> Site:
@@ -281,6 +299,9 @@ def step_inputs(session: Session, moment: datetime) -> StepInputs:
                 p.count,
                 0,  # ignored by decide: `capacity` says what is free
                 p.price_fen_per_device_hour,
+                devices_per_node=(
+                    None if p.devices_per_node is None else min(p.devices_per_node, p.count)
+                ),
             )
         )
         capacity[p.id] = PoolCapacity(

@@ -90,6 +90,7 @@ from suanli.services.core import (
     stream_heads,
     verify_log,
 )
+from suanli.specs import total_devices
 from suanli.store.models import (
     AccountBalance,
     AuditCheckpoint,
@@ -514,7 +515,7 @@ def price_options(
         id="quote",
         owner_id=owner_id,
         spec={k: v for k, v in spec.items() if k != "max_price_fen"},
-        devices=int(spec["resources"]["devices"]),
+        devices=total_devices(spec),
         policy=spec.get("policy") or "",
         created_at=moment,
         not_before=None,

@@ -40,7 +40,7 @@ from suanli.services.core import (
     require,
     transition,
 )
-from suanli.specs import check_task_spec
+from suanli.specs import check_task_spec, total_devices
 from suanli.store.models import (
     EventRow,
     SiteRow,
@@ -120,7 +120,7 @@ def submit(
         name=spec.get("name") or "",
         state=State.QUEUED.value,
         spec=spec,
-        devices=int(spec["resources"]["devices"]),
+        devices=total_devices(spec),
         policy=spec.get("policy") or "",
         pool_id=None,
         site_id=None,

@@ -112,12 +112,16 @@ class PoolRead(BaseModel):
     free: int
     price_fen_per_device_hour: int
     queue_depth: int = 0
+    devices_per_node: int | None = None  # as the engine reports per node; None: not reported
 
 
 class LeasedTask(BaseModel):
     id: str
     executors: list[dict[str, Any]]
-    devices: int
+    devices: int  # on each of `nodes` (a gang: all or none)
+    nodes: int = 1
+    device_kind: str = "cpu"
+    device: str | None = None  # the catalog id of the pool's device model
     inputs: list[dict[str, Any]] = []  # staged before executor 1 (see suanli.agent.staging)
     outputs: list[dict[str, Any]] = []  # copied out after the last executor succeeds
     volumes: list[str] = []  # empty directories made before executor 1
@@ -238,6 +242,7 @@ def pool_read(pool: PoolRow, free: int) -> PoolRead:
         free=free,
         price_fen_per_device_hour=pool.price_fen_per_device_hour,
         queue_depth=pool.queue_depth or 0,
+        devices_per_node=pool.devices_per_node,
     )
 
 
@@ -246,13 +251,20 @@ def pools_with_free(session: Session) -> list[PoolRead]:
     return [pool_read(p, free) for p, free in capacity_service.list_pools(session)]
 
 
-def leased_task(task: TaskRow, default_max_run_s: float | None = None) -> LeasedTask:
-    """A leased task as its agent receives it; `max_run_s` is the spec's, else the server's
-    `default_max_run_s`, so an agent never needs the server's settings."""
+def leased_task(
+    task: TaskRow, default_max_run_s: float | None = None, device: str | None = None
+) -> LeasedTask:
+    """A leased task as its agent receives it, on a pool of `device` (a catalog id); `max_run_s`
+    is the spec's, else the server's `default_max_run_s`, so an agent never needs the server's
+    settings."""
+    nodes = int(task.spec["resources"].get("nodes") or 1)
     return LeasedTask(
         id=task.id,
         executors=task.spec["executors"],
-        devices=task.devices,
+        devices=task.devices // nodes,
+        nodes=nodes,
+        device_kind=task.spec["resources"].get("device_kind") or "cpu",
+        device=device,
         inputs=task.spec.get("inputs") or [],
         outputs=task.spec.get("outputs") or [],
         volumes=task.spec.get("volumes") or [],

@@ -13,8 +13,9 @@
   - `gpu_spec` (e.g. `V100M16|V100M32`) -> allowed catalog models where the catalog has them
     (V100 and T4); the trace's undisclosed models (G1/G2/G3) put no constraint.
 * `generic CSV`: columns `submit_s, duration_s, devices, device_kind, device_model?,
-  precision?, origin?, latency_tier?, data_gb?, deadline_s?, deferrable?` (true/false/1/0) —
-  bring any trace in this form.
+  precision?, origin?, latency_tier?, data_gb?, deadline_s?, deferrable?` (true/false/1/0),
+  `nodes?` (a gang: `devices` in all, split evenly over that many nodes) — bring any trace in
+  this form.
 
 A job's duration is read as a duration on the platform's reference device (an A100 SXM4 for
 GPUs, a generic core for CPUs), as `resources.duration_s` is on the live platform.
@@ -60,6 +61,7 @@ class TraceJob:
     data_gb: float = 0.0
     deadline_s: float | None = None  # relative to submit
     deferrable: bool = False  # may start later, within its deadline, when cheaper or greener
+    nodes: int = 1  # a gang: `devices` split evenly over this many nodes of one pool
 
 
 @dataclass(frozen=True)
@@ -149,18 +151,20 @@ def load_generic(text: str, name: str) -> Trace:
                     data_gb=float(row.get("data_gb") or 0.0),
                     deadline_s=float(row["deadline_s"]) if row.get("deadline_s") else None,
                     deferrable=_flag(row.get("deferrable") or "false"),
+                    nodes=int(row.get("nodes") or 1),
                 )
             )
         except (KeyError, ValueError) as error:
             raise InvalidValue(
                 f"{name}:{n}", row, f"numbers in the numeric columns ({error})", "数值列应为数字"
             ) from None
-        if jobs[-1].duration_s <= 0 or jobs[-1].devices < 1:
+        job = jobs[-1]
+        if job.duration_s <= 0 or job.devices < 1 or job.nodes < 1 or job.devices % job.nodes:
             raise InvalidValue(
                 f"{name}:{n}",
                 row,
-                "duration_s > 0 and devices >= 1",
-                "duration_s > 0 且 devices >= 1",
+                "duration_s > 0, devices >= 1, and nodes >= 1 dividing devices",
+                "duration_s > 0、devices >= 1，且 nodes >= 1 能整除 devices",
             )
     return Trace(
         name, tuple(sorted(jobs, key=lambda j: (j.submit_s, j.id))), 0, f"generic CSV {name}"

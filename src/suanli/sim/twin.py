@@ -433,7 +433,7 @@ def job_spec(job: TraceJob) -> dict[str, Any]:
     is read as a duration on the platform's reference device, like `resources.duration_s`."""
     kind = job.device_kind.lower()
     resources: dict[str, Any] = {
-        "devices": job.devices,
+        "devices": job.devices // job.nodes,  # on each node
         "device_kind": kind,
         "precision": job.precision or ("fp32" if kind == "cpu" else "fp16"),
         "duration_s": job.duration_s,
@@ -441,6 +441,8 @@ def job_spec(job: TraceJob) -> dict[str, Any]:
     }
     if job.device_models:
         resources["device_models"] = list(job.device_models)
+    if job.nodes > 1:
+        resources["nodes"] = job.nodes
     return {
         "resources": resources,
         "origin": job.origin or "北京",

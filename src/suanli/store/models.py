@@ -119,6 +119,8 @@ class PoolRow(Base):
     unavailable: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # devices' worth of tasks that may wait in the engine's own queue (Slurm) beyond the free ones
     queue_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the devices of one node, as the engine reports per node (None: not reported)
+    devices_per_node: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
 
 class AgentRow(Base):

@@ -109,6 +109,38 @@ def test_a_job_no_site_can_ever_run_stays_queued_until_the_max_wait() -> None:
     assert m["decide_calls"] == 3
 
 
+def test_a_gang_runs_whole_on_one_pool_of_enough_nodes_or_not_at_all() -> None:
+    # ZJK (cheapest) is one node of 4 cores; HORINGER two nodes of 2; YRD_DEMO one node of 2.
+    # A gang of 2 nodes x 2 cores fits only HORINGER; a gang of 3 nodes fits nowhere and is
+    # rejected after the max wait with the reason; the same 4 cores on one node take ZJK.
+    base = three_sites()
+    pools = (
+        replace(base.pools[0], count=4, free=4, devices_per_node=4),
+        replace(base.pools[1], count=4, free=4, devices_per_node=2),
+        replace(base.pools[2], devices_per_node=2),
+    )
+    network = replace(base, pools=pools)
+    jobs = (
+        replace(job("gang", 0, 600, 4), nodes=2),
+        replace(job("three", 0, 600, 3), nodes=3),
+        job("single", 0, 600, 4),
+    )
+    result = run(Trace("gangs", jobs, 0, "hand"), network, "cost", max_wait_s=3600.0)
+    by = {o.job.id: o for o in result.outcomes}
+    assert (by["gang"].state, by["gang"].pool) == ("completed", "HORINGER/cpu")
+    assert (by["single"].state, by["single"].pool) == ("completed", "ZJK/cpu")
+    assert by["three"].state == "rejected"
+    assert "on 3 nodes (1 each)" in by["three"].reason and "nodes ruled out" in by["three"].reason
+
+
+def test_a_generic_trace_names_a_gang_by_its_nodes() -> None:
+    text = "submit_s,duration_s,devices,device_kind,nodes\n0,60,8,gpu,2\n"
+    (gang,) = load_generic(text, "gangs.csv").jobs
+    assert (gang.devices, gang.nodes) == (8, 2)
+    with pytest.raises(InvalidValue, match="nodes >= 1 dividing devices"):
+        load_generic("submit_s,duration_s,devices,device_kind,nodes\n0,60,3,gpu,2\n", "bad")
+
+
 def test_a_deadline_reaches_the_engine() -> None:
     # 1800 s of work with 600 s to its deadline: no pool can finish it in time
     trace = Trace("late", (replace(job("late", 0, 1800, 1), deadline_s=600.0),), 0, "hand")

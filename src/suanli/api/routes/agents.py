@@ -87,7 +87,9 @@ async def take(
             site_scope=caller.site_id,
         )
         default_max_run_s = platform.settings.default_max_run_s
-        return site, seen, LeaseReply(tasks=[leased_task(t, default_max_run_s) for t in leased])
+        devices = agents_service.pool_devices(session, leased)
+        tasks = [leased_task(t, default_max_run_s, devices.get(t.pool_id or "")) for t in leased]
+        return site, seen, LeaseReply(tasks=tasks)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, MAX_WAIT_S)
