@@ -4,18 +4,21 @@ is shifted; and the waits it costs.
 
 The openb default trace at `--utilisation` (0.7 by default: `twin.size_for_utilisation`, the
 busy share each run measured is printed beside it), every batch job made deferrable with
-`--slack-h` hours of slack (24), under the `green` policy, on a realised carbon world of
-synthetic weather (`suanli.sim.carbon`, an ESTIMATE: no public hourly provincial carbon data),
-for each of `--seeds` weather seeds (3). Four runs per seed on the same trace, network and
-weather:
+`--slack-h` hours of slack (24), on a realised carbon world of synthetic weather
+(`suanli.sim.carbon`, an ESTIMATE: no public hourly provincial carbon data), for each of
+`--seeds` weather seeds (3), under each policy a planner optimises carbon with: `green`
+(market-based carbon) and `green-location` (location-based). Four runs per policy and seed on
+the same trace, network and weather:
 
 * no shifting, decided on forecasts  |  shifting, decided on forecasts
 * no shifting, decided by the oracle |  shifting, decided by the oracle
 
 Savings are each foresight's shifting run against its own no-shifting run (so that the oracle's
 better choice of site is not counted as shifting), market- and location-based, summed over the
-seeds (one seed's savings are of the size of the noise a shifted schedule stirs up); the figure
-to judge is the forecast's savings as a share of the oracle's. Figures go to stdout and to
+seeds (one seed's savings are of the size of the noise a shifted schedule stirs up). The
+figures to judge are the forecast's savings as a share of the oracle's, for each basis under
+the policy that optimises it: market-based under `green`, location-based under
+`green-location` (both bases are printed under both). Figures go to stdout and to
 benchmarks/results/shifting.json; nothing is asserted. The runs go in parallel processes.
 """
 
@@ -57,27 +60,35 @@ def loaded(utilisation: float, limit: int | None, factor: float) -> tuple[Any, A
     return compress(trace, factor), sizing, network
 
 
-def one(args: tuple[str, bool, float, float, int, int | None, float]) -> dict[str, Any]:
-    foresight, shifting, utilisation, slack_h, seed, limit, factor = args
+POLICIES = ("green", "green-location")
+JUDGED = {"carbon_kg": "green", "carbon_location_kg": "green-location"}  # basis -> its policy
+KINDS = ("carbon_kg", "carbon_location_kg")
+FORESIGHTS = ("forecast", "oracle")
+
+
+def one(args: tuple[str, str, bool, float, float, int, int | None, float]) -> dict[str, Any]:
+    policy, foresight, shifting, utilisation, slack_h, seed, limit, factor = args
     trace, sizing, network = loaded(utilisation, limit, factor)
     world = synthetic_carbon(network, run_hours(trace), foresight, seed=seed)
     started = time.perf_counter()
     result = run(
         trace,
         network,
-        "green",
+        policy,
         deferrable_slack_s=slack_h * 3600.0 if shifting else None,
         carbon=world,
     )
     metrics = {k: result.metrics.get(k) for k in KEYS}
     metrics["wall_s"] = round(time.perf_counter() - started, 1)
     print(
-        f"... {foresight:<8} {'shifting' if shifting else 'no shifting':<12} "
+        f"... {policy:<14} s{seed} {foresight:<8} {'shifting' if shifting else 'no shifting':<12} "
         f"{metrics['wall_s']:7.1f} s",
         file=sys.stderr,
         flush=True,
     )
     return {
+        "policy": policy,
+        "seed": seed,
         "foresight": foresight,
         "shifting": shifting,
         "jobs": len(trace.jobs),
@@ -86,6 +97,38 @@ def one(args: tuple[str, bool, float, float, int, int | None, float]) -> dict[st
         "compression": factor,
         **metrics,
     }
+
+
+def _savings(rows: list[dict[str, Any]], policy: str, seeds: int) -> dict[str, Any]:
+    """Under `policy`: each seed's savings by shifting per foresight and basis (against the
+    same foresight's no-shifting run), their sums, the no-shifting totals, and the forecast's
+    summed savings as a share of the oracle's (None where the oracle saved nothing)."""
+    by = {(r["seed"], r["foresight"], r["shifting"]): r for r in rows if r["policy"] == policy}
+    per_seed = [
+        {
+            foresight: {
+                kind: by[(seed, foresight, False)][kind] - by[(seed, foresight, True)][kind]
+                for kind in KINDS
+            }
+            for foresight in FORESIGHTS
+        }
+        for seed in range(seeds)
+    ]
+    saved = {
+        foresight: {kind: sum(s[foresight][kind] for s in per_seed) for kind in KINDS}
+        for foresight in FORESIGHTS
+    }
+    baseline = {
+        foresight: {
+            kind: sum(by[(seed, foresight, False)][kind] for seed in range(seeds)) for kind in KINDS
+        }
+        for foresight in FORESIGHTS
+    }
+    share = {
+        kind: saved["forecast"][kind] / saved["oracle"][kind] if saved["oracle"][kind] > 0 else None
+        for kind in KINDS
+    }
+    return {"saved_per_seed": per_seed, "saved": saved, "baseline": baseline, "share": share}
 
 
 def main() -> None:
@@ -111,100 +154,79 @@ def main() -> None:
         flush=True,
     )
     cells = [
-        (foresight, shifting, args.utilisation, args.slack_h, seed, args.limit, factor)
+        (policy, foresight, shifting, args.utilisation, args.slack_h, seed, args.limit, factor)
+        for policy in POLICIES
         for seed in range(args.seeds)
-        for foresight in ("forecast", "oracle")
+        for foresight in FORESIGHTS
         for shifting in (False, True)
     ]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        done = pool.map(one, cells)
-        rows = [{**row, "seed": cell[4]} for cell, row in zip(cells, done, strict=True)]
-    kinds = ("carbon_kg", "carbon_location_kg")
-    # savings summed over the weather seeds (each seed's runs share trace, network, weather)
-    by_seed = {(r["seed"], r["foresight"], r["shifting"]): r for r in rows}
-    per_seed = [
-        {
-            foresight: {
-                kind: by_seed[(seed, foresight, False)][kind]
-                - by_seed[(seed, foresight, True)][kind]
-                for kind in kinds
-            }
-            for foresight in ("forecast", "oracle")
-        }
-        for seed in range(args.seeds)
-    ]
-    by = {
-        (foresight, shifting): {
-            **by_seed[(0, foresight, shifting)],
-            **{
-                kind: sum(by_seed[(seed, foresight, shifting)][kind] for seed in range(args.seeds))
-                for kind in kinds
-            },
-        }
-        for foresight in ("forecast", "oracle")
-        for shifting in (False, True)
-    }
-    saved: dict[str, dict[str, float]] = {
-        foresight: {kind: sum(s[foresight][kind] for s in per_seed) for kind in kinds}
-        for foresight in ("forecast", "oracle")
-    }
-    share = {
-        kind: saved["forecast"][kind] / saved["oracle"][kind] if saved["oracle"][kind] > 0 else None
-        for kind in ("carbon_kg", "carbon_location_kg")
-    }
+        rows = list(pool.map(one, cells))
+    summary = {policy: _savings(rows, policy, args.seeds) for policy in POLICIES}
     first = rows[0]
     print(
         f"openb trace{'' if args.limit is None else f' (first {args.limit:,} jobs)'} "
         f"x{first['copies']} ({first['jobs']:,} jobs), arrivals {factor:.2f}x faster, on "
         f"{first['gpus']} GPUs, asked {args.utilisation:.0%} busy; batch slack "
-        f"{args.slack_h:g} h; green"
+        f"{args.slack_h:g} h"
     )
     print(
-        f"{'run':<24} {'busy':>6} {'market kg':>12} {'location kg':>12} {'deferred':>9} "
+        f"{'run':<38} {'busy':>6} {'market kg':>12} {'location kg':>12} {'deferred':>9} "
         f"{'wait p50':>9} {'wait p99':>9} {'wall':>7}"
     )
     for r in rows:
-        label = f"s{r['seed']} {r['foresight']}, {'shifting' if r['shifting'] else 'no shifting'}"
+        label = (
+            f"{r['policy']} s{r['seed']} {r['foresight']}, "
+            f"{'shifting' if r['shifting'] else 'no shifting'}"
+        )
         print(
-            f"{label:<24} {r['busy_share_gpu']:6.1%} {r['carbon_kg']:12,.0f} "
+            f"{label:<38} {r['busy_share_gpu']:6.1%} {r['carbon_kg']:12,.0f} "
             f"{r['carbon_location_kg']:12,.0f} {r['tasks_deferred']:9,} "
             f"{r['wait_s_p50'] / 3600:8.2f}h {r['wait_s_p99'] / 3600:8.1f}h {r['wall_s']:6.0f}s"
         )
-    for n, seed_saved in enumerate(per_seed):
+    for policy, found in summary.items():
+        for n, seed_saved in enumerate(found["saved_per_seed"]):
+            print(
+                f"{policy} seed {n}: saved market {seed_saved['forecast']['carbon_kg']:,.0f} kg "
+                f"on forecasts, {seed_saved['oracle']['carbon_kg']:,.0f} kg by the oracle; "
+                f"location {seed_saved['forecast']['carbon_location_kg']:,.0f} / "
+                f"{seed_saved['oracle']['carbon_location_kg']:,.0f} kg"
+            )
+        for foresight in FORESIGHTS:
+            saved, base = found["saved"][foresight], found["baseline"][foresight]
+            print(
+                f"{policy}: saved by shifting ({foresight}, {args.seeds} seeds together): market "
+                f"{saved['carbon_kg']:,.0f} kg ({saved['carbon_kg'] / base['carbon_kg']:.2%}), "
+                f"location {saved['carbon_location_kg']:,.0f} kg "
+                f"({saved['carbon_location_kg'] / base['carbon_location_kg']:.2%})"
+            )
+        shown = {k: "n/a" if v is None else f"{v:.0%}" for k, v in found["share"].items()}
         print(
-            f"seed {n}: saved market {seed_saved['forecast']['carbon_kg']:,.0f} kg on forecasts, "
-            f"{seed_saved['oracle']['carbon_kg']:,.0f} kg by the oracle; location "
-            f"{seed_saved['forecast']['carbon_location_kg']:,.0f} / "
-            f"{seed_saved['oracle']['carbon_location_kg']:,.0f} kg"
+            f"{policy}: forecast's savings / oracle's: market {shown['carbon_kg']}, location "
+            f"{shown['carbon_location_kg']}"
         )
-    for foresight in ("forecast", "oracle"):
-        base = by[(foresight, False)]
-        print(
-            f"saved by shifting ({foresight}, {args.seeds} seeds together): market "
-            f"{saved[foresight]['carbon_kg']:,.0f} kg "
-            f"({saved[foresight]['carbon_kg'] / base['carbon_kg']:.2%}), location "
-            f"{saved[foresight]['carbon_location_kg']:,.0f} kg "
-            f"({saved[foresight]['carbon_location_kg'] / base['carbon_location_kg']:.2%})"
-        )
-    shown = {k: "n/a" if v is None else f"{v:.0%}" for k, v in share.items()}
+    judged = {kind: summary[policy]["share"][kind] for kind, policy in JUDGED.items()}
+    mape = next(r["carbon_forecast_mape"] for r in rows if r["foresight"] == "forecast")
     print(
-        f"forecast's savings / oracle's: market {shown['carbon_kg']}, location "
-        f"{shown['carbon_location_kg']}; day-ahead carbon forecast MAPE "
-        f"{by[('forecast', True)]['carbon_forecast_mape']:.1%}"
+        "judged, each basis under the policy that optimises it: market-based (green) "
+        + ("n/a" if judged["carbon_kg"] is None else f"{judged['carbon_kg']:.0%}")
+        + ", location-based (green-location) "
+        + ("n/a" if judged["carbon_location_kg"] is None else f"{judged['carbon_location_kg']:.0%}")
+        + f" of the oracle's savings; day-ahead carbon forecast MAPE {mape:.1%}"
     )
     results = {
         "machine": f"{platform.machine()} python {platform.python_version()}",
         "utilisation_asked": args.utilisation,
         "slack_h": args.slack_h,
         "seeds": args.seeds,
-        "saved_per_seed": per_seed,
         "limit": args.limit,
         "calibration_busy_share": probe,
         "compression": factor,
         "runs": rows,
-        "saved": saved,
-        "forecast_share_of_oracle": share,
+        "by_policy": summary,
+        "judged_share_of_oracle": judged,
+        "carbon_forecast_mape": mape,
         "wall_s": round(time.perf_counter() - started, 1),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
