@@ -16,9 +16,10 @@ For N trivial tasks (`true`; `--tasks N`, default 50) and each engine:
 - Ray through suanli: as for Slurm, with `--backend ray --ray-address <dashboard>`.
 
 The agent reports its engine's capacity (`sinfo`, Ray's resources) and the server sizes the CPU
-pool to it (16 CPUs for scripts/slurm.sh, 4 for scripts/ray.sh), so suanli holds the tasks
-beyond that in its own queue and releases them as others end: its "dispatch" is bounded by the
-engine's free CPUs, whereas the straight loops queue everything in the engine at once.
+pool to it (2 nodes of 16 CPUs for scripts/slurm.sh, 2 of 4 for scripts/ray.sh), so suanli holds
+the tasks beyond that in its own queue and releases them as others end: its "dispatch" is
+bounded by the engine's free CPUs, whereas the straight loops queue everything in the engine at
+once.
 
 Each way first runs one warm-up task that is not counted (it also waits for the agent to
 register). Slurm's own pace drifts from run to run (the same sbatch loop took 1.5 to 5.5 s

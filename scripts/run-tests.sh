@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite with the services it needs: PostgreSQL, a single-node Slurm and a local
+# The whole test suite with the services it needs: PostgreSQL, a two-node Slurm and a two-node
 # Ray head are started (installed first when missing), Chromium is installed, pytest runs, and
 # every service this script started is stopped again when it ends (also on failure or Ctrl-C);
 # a service that was already running before is left running. An engine that cannot start does

@@ -261,6 +261,28 @@ def task(
     else:
         out.print(_tasks_table([row], f"Task 任务 {task_id}"))
         out.print(duration_line(row), markup=False)
+        energy = energy_line(row)
+        if energy:
+            out.print(energy, markup=False)
+
+
+ENERGY_LABELS = {
+    "modelled": "modelled 模型估算 (facility, devices' TDP x PUE / 设施能耗，含 PUE)",
+    "measured": "measured 实测 (accelerators' meters / 加速卡实测)",
+}
+
+
+def energy_line(task: dict[str, Any]) -> str | None:
+    """The task's energy figures side by side, each labelled modelled / 模型估算 or measured /
+    实测 (the API's `energy`); None when it has none yet (not placed)."""
+    parts = []
+    for figure in task.get("energy") or []:
+        label = ENERGY_LABELS.get(figure.get("basis"), str(figure.get("basis")))
+        part = f"{figure['energy_kwh']:.4g} kWh {label}"
+        if figure.get("utilisation") is not None:
+            part += f", utilisation 利用率 {figure['utilisation']:.0%}"
+        parts.append(part)
+    return "Energy 能耗: " + " · ".join(parts) if parts else None
 
 
 def duration_line(task: dict[str, Any]) -> str:

@@ -45,6 +45,15 @@ running is no longer leased to anyone. A task whose lease ran out meanwhile is a
 dropped, as always, so nothing runs twice. Every `capacity_every_s` the heartbeat also carries the
 backend's `capacity()`, from which the server sizes the site's pools.
 
+Energy: for a task the backend bound to accelerators (the local backend's `bound_devices`), the
+agent opens the meter of that kind (`meters`, by default `energy.host_meters()`: NVML or `hy-smi`
+for `gpu`, `npu-smi` for `npu`) when the task starts, reads it then, every `sample_every_s` while it
+runs (the power of sampled sources; every source's utilisation) and at its end, and reports the
+measured `energy_kwh` and mean `utilisation` in its usage. Where nothing can be measured (no
+library, no tool, a backend that does not tell which devices) the usage carries neither and the
+platform's figure stays modelled; a meter that fails never fails the task (the agent logs one
+line).
+
 Files: inputs are staged into the task directory before the backend starts, and outputs are
 copied out after the backend reports COMPLETE; a staging failure ends the task SYSTEM_ERROR
 with the reason (the agent's `file_roots` bound which local files tasks may read or write).
@@ -82,7 +91,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeGuard
@@ -90,9 +99,10 @@ from urllib.parse import quote
 
 import httpx
 
-from suanli.agent import staging
+from suanli.agent import energy, staging
 from suanli.agent.backends import (
     TERMINAL_STATES,
+    Accelerator,
     Backend,
     Executor,
     Handle,
@@ -103,6 +113,7 @@ from suanli.agent.backends import (
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, read_tail
 from suanli.errors import InvalidValue, SuanliError
+from suanli.metering import engine_device_ids
 from suanli.tls import certificate_problem, client_verify
 
 __all__ = [
@@ -266,6 +277,9 @@ class _Task:
     dropped: bool = False  # no longer ours: drain on the backend, never report
     process: tuple[int, int] | None = None  # the local backend's running group (state file)
     started_at: float = float("-inf")  # clock() when this agent started it (resumed: unknown)
+    meter: energy.EnergySession | None = None  # measuring its devices, when they can be
+    readings: energy.Tally = field(default_factory=energy.Tally)  # the meter's, folded
+    next_sample_at: float = float("inf")  # clock() of the meter's next periodic read
 
 
 @dataclass(frozen=True)
@@ -311,6 +325,8 @@ class Agent:
         log: Callable[[str], None] = _stderr_line,
         clock: Callable[[], float] = time.monotonic,
         ca: str | None = None,
+        meters: Mapping[str, energy.EnergyMeter] | None = None,
+        sample_every_s: float = 10.0,
     ) -> None:
         url = httpx.URL(server_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -360,6 +376,9 @@ class Agent:
         self._net_ready_at = 0.0
         self._next_heartbeat_at = 0.0
         self._sent_tails: dict[str, dict[str, str]] = {}
+        self._engine_models: tuple[str, ...] = ()  # accelerator names in the last capacity
+        self.meters = energy.host_meters() if meters is None else dict(meters)
+        self.sample_every_s = sample_every_s
         self.capacity_every_s = capacity_every_s
         self._next_capacity_at = 0.0
         self._state_path = self.work_root / STATE_FILE
@@ -595,6 +614,7 @@ class Agent:
                 time.sleep(min(self.poll_s, 0.05))
         for task in list(self._tasks.values()):  # the backend did not confirm in time
             del self._tasks[task.id]
+            self._close_meter(task)
             if not task.dropped:
                 self._finished(task, _no_status(TaskState.CANCELED, "cancel not confirmed"))
         while self._outbox and self.agent_id is not None and self._clock() < deadline:
@@ -721,7 +741,8 @@ class Agent:
             return None
         if capacity is None:
             return None
-        return {**asdict(capacity), "gpus_by_model": dict(capacity.gpus_by_model)}
+        self._engine_models = tuple(capacity.gpus_by_model)
+        return asdict(capacity)
 
     def _lease(self, wait_s: float = 0.0) -> int:
         """Lease up to the free slots' worth of work, waiting up to `wait_s` for some (the
@@ -742,6 +763,18 @@ class Agent:
             self._start(item)
         return len(tasks)
 
+    def _accelerator(self, item: dict[str, Any]) -> Accelerator | None:
+        """What a leased task holds on its nodes: None for CPU cores; else accelerators of its
+        kind, of the model that the engine's name (a GRES type, a Ray resource, from the last
+        capacity report) means for the pool's catalog device, or of any model when no name
+        matches."""
+        kind = str(item.get("device_kind") or "cpu")
+        if kind == "cpu":
+            return None
+        device = item.get("device")
+        named = [m for m in self._engine_models if device and device in engine_device_ids(m)]
+        return Accelerator(kind, named[0] if len(named) == 1 else None)
+
     def _start(self, item: object) -> None:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str | int):
             self._log(f"ignoring a malformed leased task {item!r}")
@@ -755,6 +788,8 @@ class Agent:
             if not executors:
                 raise InvalidValue("executors", [], "at least one executor", "至少一个执行器")
             devices = int(item.get("devices") or 0)
+            nodes = int(item.get("nodes") or 1)
+            accelerator = self._accelerator(item)
             max_run_s = item.get("max_run_s")
             if max_run_s is not None and not _positive(max_run_s):
                 raise InvalidValue("max_run_s", max_run_s, "a positive number", "正数")
@@ -771,6 +806,8 @@ class Agent:
                 executors,
                 workdir,
                 devices,
+                nodes=nodes,
+                accelerator=accelerator,
                 max_run_s=None if max_run_s is None else float(max_run_s),
                 checkpoint_dir=checkpoint,
                 grace_s=self.preempt_grace_s,
@@ -788,6 +825,7 @@ class Agent:
             process=self._process_of(handle),
             started_at=self._clock(),
         )
+        self._open_meter(self._tasks[task_id])
         self._enqueue(task_id, {"state": TaskState.RUNNING.value}, terminal=False)
         self._save_state()
         self._log(f"task {task_id} {TaskState.RUNNING.value}")
@@ -822,11 +860,70 @@ class Agent:
                 status = _no_status(TaskState.SYSTEM_ERROR, f"backend poll failed: {exc}")
             if status is None:
                 self._track_process(task)
+                self._sample_meter(task)
                 continue
             del self._tasks[task.id]
             self._save_state()
+            status = self._with_energy(task, status)
             if not task.dropped:
                 self._finished(task, status)
+
+    def _open_meter(self, task: _Task) -> None:
+        """Start measuring the devices the backend bound to `task`, when it tells and a meter
+        of their kind can open them (see "Energy" in the module docstring)."""
+        bound = getattr(self.backend, "bound_devices", None)
+        try:
+            kind, devices = bound(task.handle) if bound is not None else ("cpu", ())
+            meter = self.meters.get(kind)
+            if not devices or meter is None:
+                return
+            task.meter = meter.open(devices)
+            if task.meter is None:
+                return
+            task.readings.add(task.meter.read())
+        except Exception as exc:  # a meter never fails a task: its figure stays modelled
+            message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
+            self._log(f"task {task.id}: energy not measured: {message}")
+            self._close_meter(task)
+            return
+        task.next_sample_at = self._clock() + self.sample_every_s
+
+    def _sample_meter(self, task: _Task) -> None:
+        """The periodic read, when it is due: the power of a sampled source, and the
+        utilisation of every source (a read only at the end would see the devices idle)."""
+        if task.meter is None or self._clock() < task.next_sample_at:
+            return
+        try:
+            task.readings.add(task.meter.read())
+        except Exception as exc:
+            self._log(f"task {task.id}: energy not measured: {exc}")
+            self._close_meter(task)
+            return
+        task.next_sample_at = self._clock() + self.sample_every_s
+
+    def _close_meter(self, task: _Task) -> None:
+        meter, task.meter = task.meter, None
+        task.readings = energy.Tally()
+        if meter is not None:
+            with contextlib.suppress(Exception):
+                meter.close()
+
+    def _with_energy(self, task: _Task, status: Status) -> Status:
+        """`status` with the measured energy and utilisation in its usage (unchanged when
+        nothing was measured); the meter is read a last time and closed."""
+        if task.meter is None:
+            return status
+        try:
+            task.readings.add(task.meter.read())
+            result = task.readings.result()
+        except Exception as exc:
+            self._log(f"task {task.id}: energy not measured: {exc}")
+            result = None
+        self._close_meter(task)
+        if result is None:
+            return status
+        usage = replace(status.usage, energy_kwh=result.energy_kwh, utilisation=result.utilisation)
+        return replace(status, usage=usage)
 
     def _process_of(self, handle: Handle) -> tuple[int, int] | None:
         where = getattr(self.backend, "executor_process", None)

@@ -68,6 +68,8 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "task.cost": ("Cost", "费用"),
     "task.carbon": ("Carbon", "碳排放"),
     "task.usage": ("Usage", "用量"),
+    "task.energy.modelled": ("Energy, modelled (TDP × PUE)", "能耗（模型估算，含 PUE）"),
+    "task.energy.measured": ("Energy, measured (accelerators)", "能耗（加速卡实测）"),
     "task.cancel": ("Cancel task", "取消任务"),
     "task.exit": ("Exit code", "退出码"),
     "task.none": ("none yet", "暂无"),

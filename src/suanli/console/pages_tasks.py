@@ -20,6 +20,7 @@ from suanli.services import market, readmodels
 from suanli.services import tasks as tasks_service
 from suanli.services.core import Actor
 from suanli.services.readmodels import TaskItem, Viewer
+from suanli.services.views import task_energy
 
 STATES = (
     "QUEUED",
@@ -35,13 +36,16 @@ POLICIES = ("balanced", *sorted(set(ENGINE_POLICIES) - {"balanced"}))
 
 
 def _task_view(task_id: str) -> Callable[[Session, Actor], dict[str, Any]]:
-    """What a task page (whole, or its live part) shows: the task, its timeline, its order."""
+    """What a task page (whole, or its live part) shows: the task, its timeline, its order,
+    its energy figures (modelled, and measured when the agent measured)."""
 
     def work(session: Session, who: Actor) -> dict[str, Any]:
         found = readmodels.task_page(session, who, task_id)
+        task = found.task
         return {
             "who": readmodels.viewer(who),
-            "task": found.task,
+            "task": task,
+            "energy": task_energy(task.placement, task.usage, task.devices),
             "events": found.events,
             "order": found.order,
             "terminal": found.terminal,

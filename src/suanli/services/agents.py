@@ -229,7 +229,7 @@ def report(
         task.exit_code = spec.exit_code
         task.stdout_tail = spec.stdout_tail
         task.stderr_tail = spec.stderr_tail
-        task.usage = None if spec.usage is None else spec.usage.model_dump()
+        task.usage = None if spec.usage is None else spec.usage.model_dump(exclude_none=True)
         task.executor_logs = [e.model_dump() for e in spec.executors] or None
         task.output_logs = [o.model_dump() for o in spec.outputs] or None
     reason = spec.reason or f"reported by {agent.id}"
@@ -251,7 +251,7 @@ def _preempted(session: Session, task: TaskRow, spec: ReportCommand, agent_id: s
     task.exit_code = spec.exit_code
     task.stdout_tail = spec.stdout_tail
     task.stderr_tail = spec.stderr_tail
-    task.usage = None if spec.usage is None else spec.usage.model_dump()
+    task.usage = None if spec.usage is None else spec.usage.model_dump(exclude_none=True)
     task.executor_logs = [e.model_dump() for e in spec.executors] or None
     transition(session, task, State.PREEMPTED, reason, agent_id)
     settle(session, task)  # charged for what ran (the market's PREEMPTED outcome)

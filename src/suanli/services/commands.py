@@ -60,6 +60,10 @@ class Usage(StrictModel):
     wall_s: Annotated[float, Field(ge=0)] = 0.0
     cpu_s: Annotated[float, Field(ge=0)] = 0.0
     device_s: Annotated[float, Field(ge=0)] = 0.0
+    # measured by the agent on the task's accelerators (`suanli.agent.energy`); absent: not
+    # measured, the task's energy is only modelled. Shown, never settled on.
+    energy_kwh: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    utilisation: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 class ExecutorReport(StrictModel):

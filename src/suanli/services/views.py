@@ -13,8 +13,9 @@ a store class: the edges depend on these shapes, not on the store's models.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -62,6 +63,17 @@ class StoredTask(Protocol):
     def output_logs(self) -> list[dict[str, Any]] | None: ...
 
 
+class EnergyFigure(BaseModel):
+    """One figure of a task's energy, labelled with how it was obtained (`task_energy`)."""
+
+    basis: Literal["modelled", "measured"]
+    energy_kwh: float
+    # modelled: the devices' TDP x utilisation x time x the site's PUE (facility energy);
+    # measured: what the accelerators' own meters counted (devices only, no PUE)
+    scope: Literal["facility", "devices"]
+    utilisation: float | None = None  # measured: mean over the devices and the run, 0..1
+
+
 class TaskRead(BaseModel):
     id: str
     name: str
@@ -81,6 +93,7 @@ class TaskRead(BaseModel):
     spec: dict[str, Any]
     preempt_requested: bool = False  # its agent is asked to preempt it
     preemptions: int = 0  # how often it was preempted and queued again
+    energy: list[EnergyFigure] = []  # modelled first, then measured when the agent measured
 
 
 class TaskLogs(BaseModel):
@@ -179,6 +192,36 @@ class AgentTokenRead(BaseModel):
 # --- converters ---------------------------------------------------------------------------------
 
 
+def task_energy(
+    placement: Mapping[str, Any] | None, usage: Mapping[str, Any] | None, devices: int
+) -> list[EnergyFigure]:
+    """A task's energy figures, each labelled. Modelled: the placement's estimate, scaled to
+    the device-seconds the agent reported once it did (as the site's finished-energy total);
+    none before the task is placed. Measured: the agent's `usage.energy_kwh`, when it measured
+    one. Settlement uses neither: money stays on the metered device-seconds."""
+    figures = []
+    usage = usage or {}
+    if placement and isinstance(placement.get("energy_kwh"), int | float):
+        kwh = float(placement["energy_kwh"])
+        planned = float(placement.get("duration_s") or 0.0) * devices
+        used = usage.get("device_s")
+        if isinstance(used, int | float) and planned > 0:
+            kwh *= float(used) / planned
+        figures.append(EnergyFigure(basis="modelled", energy_kwh=kwh, scope="facility"))
+    measured = usage.get("energy_kwh")
+    if isinstance(measured, int | float) and not isinstance(measured, bool):
+        share = usage.get("utilisation")
+        figures.append(
+            EnergyFigure(
+                basis="measured",
+                energy_kwh=float(measured),
+                scope="devices",
+                utilisation=float(share) if isinstance(share, int | float) else None,
+            )
+        )
+    return figures
+
+
 def task_read(task: TaskRow) -> TaskRead:
     return TaskRead(
         id=task.id,
@@ -199,6 +242,7 @@ def task_read(task: TaskRow) -> TaskRead:
         spec=task.spec,
         preempt_requested=task.preempt_requested,
         preemptions=task.preemptions,
+        energy=task_energy(task.placement, task.usage, task.devices),
     )
 
 

@@ -23,7 +23,7 @@ from tests.integration.engines import RAY, SLURM, may_stop, ray_up, slurm_up
 
 @pytest.fixture(scope="session")
 def slurm_partition() -> Iterator[str]:
-    """The partition of the single-node cluster that scripts/slurm.sh starts (or reuses)."""
+    """The partition of the two-node test cluster that scripts/slurm.sh starts (or reuses)."""
     was_up = slurm_up()
     partition = SLURM.start()
     yield partition
@@ -33,7 +33,9 @@ def slurm_partition() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def ray_dashboard() -> Iterator[str]:
-    """The dashboard URL of the local Ray head that scripts/ray.sh starts (or reuses)."""
+    """The dashboard URL of the local two-node Ray cluster (a head and a second node on this
+    host, each with CPUs and GPUs declared) that scripts/ray.sh starts (or reuses, adding the
+    second node when it is missing)."""
     was_up = ray_up()
     url = RAY.start()
     yield url

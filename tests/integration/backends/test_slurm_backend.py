@@ -1,4 +1,5 @@
-"""The Slurm backend against a real single-node Slurm (`scripts/slurm.sh start`), no mocks.
+"""The Slurm backend against a real Slurm cluster of two nodes on this machine, each with four
+GPUs of type a100 as GRES (`scripts/slurm.sh start`), no mocks.
 
 If the cluster cannot be started the tests fail with the script's message, unless
 SUANLI_SKIP_SLURM=1 is set (then they are skipped with it).
@@ -6,14 +7,18 @@ SUANLI_SKIP_SLURM=1 is set (then they are skipped with it).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from suanli.agent.backends import Executor, Handle, Status, TaskState
-from suanli.agent.backends.slurm import SlurmBackend
+from suanli.agent.backends import Accelerator, Executor, Handle, NodeCapacity, Status, TaskState
+from suanli.agent.backends.slurm import SlurmBackend, parse_capacity
+from suanli.errors import InvalidValue
+from tests.processes import pids_of
 from tests.waiting import poll, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
@@ -273,3 +278,200 @@ def test_a_preempted_job_is_signalled_then_cancelled(backend: SlurmBackend, tmp_
     assert status.state is TaskState.PREEMPTED, status
     assert (tmp_path / "got-term").read_text() == "term\n"
     assert not (tmp_path / "after").exists()
+
+
+# -- accelerators (GRES), gangs (MPI), capacity per node -----------------------------------
+
+A100 = Accelerator("gpu", "a100")  # scripts/slurm.sh declares gpu:a100:4 on each node
+
+# `sinfo -h -N -O NodeList:|,CPUsState:|,Gres:|,GresUsed:|,Memory:|` as Slurm 22.05 printed it
+# on the test cluster while a task held two GPUs on node vm-1, plus a node of another site with
+# untyped GPUs and an NPU, listed in two partitions (it counts once), and a line cut short.
+RECORDED_SINFO = "".join(
+    [
+        "vm-1                |1/15/0/16           |gpu:a100:4          |",
+        "gpu:a100:2(IDX:0-1),npu:0|4000                |\n",
+        "vm-2                |0/16/0/16           |gpu:a100:4          |",
+        "gpu:a100:0(IDX:N/A),npu:0|4000                |\n",
+        "gx-7                |8/56/0/64           |gpu:8(S:0-1),npu:910b:2|",
+        "gpu:3(IDX:0-2),npu:0|512000+            |\n",
+        "gx-7                |8/56/0/64           |gpu:8(S:0-1),npu:910b:2|",
+        "gpu:3(IDX:0-2),npu:0|512000+            |\n",
+        "broken\n",
+    ]
+)
+
+
+def scontrol_job(ref: str) -> str:
+    return subprocess.run(
+        ["scontrol", "show", "job", "-o", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=15,
+    ).stdout
+
+
+def test_capacity_is_parsed_per_node_and_per_gres_type() -> None:
+    capacity = parse_capacity(RECORDED_SINFO)
+    assert capacity is not None
+    assert capacity.per_node == (
+        NodeCapacity("gx-7", 64, 56, {"gpu": 8}, {"gpu": 5}),
+        NodeCapacity("vm-1", 16, 15, {"a100": 4}, {"a100": 2}),
+        NodeCapacity("vm-2", 16, 16, {"a100": 4}, {"a100": 4}),
+    )
+    assert (capacity.nodes, capacity.cpus, capacity.free_cpus) == (3, 96, 87)
+    assert (capacity.gpus, capacity.free_gpus) == (16, 11)
+    assert capacity.gpus_by_model == {"a100": 8, "gpu": 8}
+    assert capacity.memory_mb == 4000 + 4000 + 512000
+    assert parse_capacity("") is None
+
+
+def test_capacity_reports_both_nodes_with_their_gpus_by_model(backend: SlurmBackend) -> None:
+    capacity = backend.capacity()
+    assert capacity is not None
+    assert capacity.nodes == len(capacity.per_node) >= 2
+    assert capacity.gpus_by_model["a100"] >= 8 and capacity.gpus >= 8
+    for node in capacity.per_node:
+        assert node.cpus >= 16 and node.gpus_by_model == {"a100": 4}
+        assert 0 <= node.free_gpus_by_model["a100"] <= 4
+    assert capacity.free_gpus == sum(sum(n.free_gpus_by_model.values()) for n in capacity.per_node)
+
+
+def test_a_gpu_task_holds_its_gres_while_it_runs(backend: SlurmBackend, tmp_path: Path) -> None:
+    """`--gres=gpu:a100:2`: scontrol shows it on the job, Slurm binds two (placeholder) GPUs
+    with CUDA_VISIBLE_DEVICES, and the free GPUs drop by two while the task runs."""
+    script = 'echo "$CUDA_VISIBLE_DEVICES" > gpus; sleep 60'
+    handle = backend.start("gpu", [sh(script)], tmp_path, devices=2, accelerator=A100)
+    try:
+        wait_running(backend, handle, tmp_path / "gpus")
+        shown = scontrol_job(handle.ref)
+        assert "TresPerNode=gres:gpu:a100:2" in shown, shown
+        assert "NumCPUs=1 " in shown, shown
+        assert len((tmp_path / "gpus").read_text().strip().split(",")) == 2
+        capacity = backend.capacity()
+        assert capacity is not None
+        node = shown.split(" NodeList=", 1)[1].split()[0]
+        held = next(n for n in capacity.per_node if n.name == node)
+        assert held.free_gpus_by_model["a100"] <= 2
+        assert capacity.free_gpus <= capacity.gpus - 2
+    finally:
+        backend.cancel(handle)
+    status = wait(backend, handle)
+    assert status.state is TaskState.CANCELED
+    assert status.usage.device_s == pytest.approx(2 * status.usage.wall_s)
+
+
+def test_a_gpu_task_of_any_model_asks_gpu_and_a_count(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    handle = backend.start(
+        "anygpu", [sh("echo up > started; sleep 60")], tmp_path, 1, accelerator=Accelerator("gpu")
+    )
+    try:
+        wait_running(backend, handle, tmp_path / "started")
+        assert "TresPerNode=gres:gpu:1" in scontrol_job(handle.ref)
+    finally:
+        backend.cancel(handle)
+    assert wait(backend, handle).state is TaskState.CANCELED
+
+
+MPI_HELLO = r"""
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+  int rank, size;
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const char *node = getenv("SLURMD_NODENAME");
+  printf("rank %d of %d on %s\n", rank, size, node ? node : "?");
+  MPI_Finalize();
+  return 0;
+}
+"""
+
+
+def test_a_two_node_mpi_gang_gets_one_rank_per_node(backend: SlurmBackend, tmp_path: Path) -> None:
+    mpicc = shutil.which("mpicc")
+    assert mpicc is not None, "scripts/slurm.sh installs MPICH (mpicc)"
+    (tmp_path / "hello.c").write_text(MPI_HELLO)
+    subprocess.run([mpicc, "-o", str(tmp_path / "hello"), str(tmp_path / "hello.c")], check=True)
+    executors = [Executor((str(tmp_path / "hello"),)), sh('echo "$SLURMD_NODENAME" >> nodes')]
+    handle = backend.start("mpi", executors, tmp_path, devices=1, nodes=2)
+    status = wait(backend, handle)
+    assert status.state is TaskState.COMPLETE, status
+    lines = sorted(status.executors[0].stdout_tail.splitlines())
+    assert [line.split(" on ")[0] for line in lines] == ["rank 0 of 2", "rank 1 of 2"], lines
+    nodes = {line.split(" on ")[1] for line in lines}
+    assert len(nodes) == 2 and "?" not in nodes, lines
+    # every executor of a gang runs once on each node
+    assert set((tmp_path / "nodes").read_text().split()) == nodes
+    assert status.usage.device_s == pytest.approx(2 * status.usage.wall_s)
+
+
+def test_a_gang_larger_than_the_partition_is_refused(backend: SlurmBackend, tmp_path: Path) -> None:
+    capacity = backend.capacity()
+    assert capacity is not None
+    with pytest.raises(InvalidValue) as refused:
+        backend.start("huge", [Executor(("true",))], tmp_path, nodes=capacity.nodes + 1)
+    assert refused.value.field == "nodes"
+    assert f"at most the {capacity.nodes} nodes of partition" in str(refused.value)
+    with pytest.raises(InvalidValue) as none:
+        backend.start("none", [Executor(("true",))], tmp_path, nodes=0)
+    assert none.value.field == "nodes"
+
+
+def test_sbatch_refuses_a_gang_larger_than_the_partition_too(
+    backend: SlurmBackend, partition: str, tmp_path: Path
+) -> None:
+    """Should sinfo not answer, sbatch refuses the gang ("Node count specification invalid":
+    EnforcePartLimits=ALL) and the error still names `nodes`."""
+    capacity = backend.capacity()
+    assert capacity is not None
+    blind = SlurmBackend(partition=partition, commands={"sinfo": ["false"]})
+    with pytest.raises(InvalidValue) as refused:
+        blind.start("huge", [Executor(("true",))], tmp_path, nodes=capacity.nodes + 1)
+    assert refused.value.field == "nodes"
+
+
+def test_an_accelerator_name_that_is_no_gres_name_is_refused(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidValue) as refused:
+        backend.start(
+            "bad", [Executor(("true",))], tmp_path, 1, accelerator=Accelerator("gpu", "a 1")
+        )
+    assert refused.value.field == "accelerator"
+
+
+def test_a_failing_rank_fails_the_gang(backend: SlurmBackend, tmp_path: Path) -> None:
+    script = 'if [ "$SLURM_PROCID" = 1 ]; then exit 3; fi; sleep 30'
+    status = wait(
+        backend, backend.start("rankfail", [sh(script), sh("touch after")], tmp_path, nodes=2)
+    )
+    assert status.state is TaskState.EXECUTOR_ERROR, status
+    # the executor's code is srun's: the highest of its ranks' (rank 0, killed by SIGTERM, 143)
+    assert status.exit_code in (3, 143), status
+    assert "task 1: Exited with exit code 3" in status.stderr_tail
+    assert status.usage.wall_s < 25  # srun --kill-on-bad-exit stopped the other rank
+    assert not (tmp_path / "after").exists()
+
+
+def test_cancel_of_a_gang_stops_every_rank(backend: SlurmBackend, tmp_path: Path) -> None:
+    marker = f"60.{uuid.uuid4().int % 10**9:09d}"  # a sleep no other process has
+    script = f'echo "$SLURMD_NODENAME" >> started; exec sleep {marker}'
+    handle = backend.start("gangcancel", [sh(script)], tmp_path, nodes=2)
+
+    def both_started() -> bool:
+        assert backend.poll(handle) is None
+        path = tmp_path / "started"
+        return path.exists() and len(path.read_text().split()) == 2
+
+    wait_until(both_started, f"job {handle.ref} to start on both nodes", timeout_s=30, every_s=0.05)
+    assert len(pids_of(marker, word=True)) == 2
+    backend.cancel(handle)
+    status = wait(backend, handle, timeout_s=30)
+    assert status.state is TaskState.CANCELED, status
+    assert pids_of(marker, word=True) == []

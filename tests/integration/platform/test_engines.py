@@ -80,7 +80,7 @@ def test_slurm_and_ray_sites_run_settle_and_survive_an_agent_restart(
     platform.agent(provider, ray_site, 4, "--backend", "ray", "--ray-address", ray_url)
     _, consumer = _consumer_with_money(platform, 10_000_000)
 
-    # the Slurm site's pool takes its size from sinfo (the test cluster declares 16 CPUs)
+    # the Slurm site's pool takes its size from sinfo (the test cluster: 2 nodes of 16 CPUs)
     with platform.client(provider) as http:
 
         def pools_now() -> dict[str, dict[str, Any]]:
@@ -91,8 +91,8 @@ def test_slurm_and_ray_sites_run_settle_and_survive_an_agent_restart(
             return found if found[slurm_site]["count"] != 2 else None
 
         pools = poll(sized, timeout_s=30, every_s=0.5) or pools_now()
-    assert pools[slurm_site]["count"] == 16
-    assert pools[ray_site]["count"] == 4  # sized by Ray's resources: the head declares 4 CPUs
+    assert (pools[slurm_site]["count"], pools[slurm_site]["devices_per_node"]) == (32, 16)
+    assert pools[ray_site]["count"] == 8  # sized by Ray's resources: 2 nodes of 4 CPUs
 
     cheap = submit_body("sh", "-c", "echo on slurm; hostname > where")
     cheap.update(policy="cost", origin="上海", resources={"duration_s": 10.0})
@@ -138,3 +138,57 @@ def test_slurm_and_ray_sites_run_settle_and_survive_an_agent_restart(
     with platform.client(consumer) as http:
         assert http.get(f"/v1/tasks/{made['task']}/logs").json()["stdout_tail"] == "done\n"
         assert http.get(f"/v1/orders/{made['order']}").json()["state"] == "SETTLED"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_two_node_task_runs_on_the_slurm_site_and_settles_to_the_fen(
+    platform: Platform, partition: str
+) -> None:
+    """A gang of 2 nodes x 1 CPU is placed on the Slurm site (its pool sized by `sinfo` per
+    node: 2 nodes of 16 CPUs), runs on both nodes (srun: one line from each), COMPLETE, and its
+    order settles on the device-seconds of both nodes, every fen accounted for; a gang of 3
+    nodes stays queued, saying why."""
+    provider = platform.token(Role.PROVIDER, "gang provider")
+    # dear enough that a run of a second or two costs whole fen
+    site = platform.site_with_pool(provider, count=2, province="贵州", price=1_000_000)
+    platform.agent(provider, site, 4, "--backend", "slurm", "--partition", partition)
+    _, consumer = _consumer_with_money(platform, 10_000_000)
+    with platform.client(provider) as http:
+
+        def sized() -> dict[str, Any] | None:
+            (pool,) = [p for p in http.get("/v1/pools").json() if p["site_id"] == site]
+            return pool if pool["devices_per_node"] is not None else None
+
+        pool = poll(sized, timeout_s=30, every_s=0.5)
+    assert pool is not None and (pool["count"], pool["devices_per_node"]) == (32, 16)
+
+    gang = submit_body("sh", "-c", 'sleep 1; echo "rank on $SLURMD_NODENAME"')
+    gang.update(policy="cost", resources={"devices": 1, "nodes": 2, "duration_s": 10.0})
+    made = _order(platform, consumer, gang)
+    too_big = submit_body("true")
+    too_big.update(policy="cost", resources={"devices": 1, "nodes": 3, "duration_s": 10.0})
+    with platform.client(consumer) as http:
+        waiting = http.post("/v1/tasks", json=too_big)
+        assert waiting.status_code == 201, waiting.text
+
+    task = platform.wait_for(consumer, made["task"], TERMINAL, timeout=120)
+    assert task["state"] == "COMPLETE", task
+    assert task["site"] == site and task["devices"] == 2
+    usage = task["usage"]
+    assert usage["device_s"] == pytest.approx(2 * usage["wall_s"])  # both nodes' devices
+    with platform.client(consumer) as http:
+        lines = http.get(f"/v1/tasks/{made['task']}/logs").json()["stdout_tail"].splitlines()
+        order = http.get(f"/v1/orders/{made['order']}").json()
+    assert len(lines) == 2 and len(set(lines)) == 2, lines  # one from each node
+    assert order["state"] == "SETTLED", order
+    # every fen of the escrow is accounted for: charged (split among provider, platform and
+    # network) or refunded; the charge is for both nodes' device-seconds
+    fen = {k: v["fen"] for k, v in order["settlement"].items() if isinstance(v, dict)}
+    assert fen["charge"] > 0
+    assert fen["provider"] + fen["platform"] + fen["network"] == fen["charge"]
+    assert fen["charge"] + fen["refund"] + fen["voucher_refund"] == order["escrow"]["fen"]
+
+    with platform.client(consumer) as http:
+        stays = http.get(f"/v1/tasks/{waiting.json()['id']}").json()
+    assert stays["state"] == "QUEUED"
+    assert "nodes ruled out" in (stays["unplaced_reason"] or ""), stays

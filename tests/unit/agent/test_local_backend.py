@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from suanli.agent.backends import Executor, Handle, Status, TaskState, backend_named
+from suanli.agent.backends import (
+    Accelerator,
+    Executor,
+    Handle,
+    Status,
+    TaskState,
+    backend_named,
+)
 from suanli.agent.backends.local import (
     TAIL_BYTES,
     LocalBackend,
+    host_accelerators,
     kill_leftovers,
     private_tmp_available,
     read_tail,
@@ -350,3 +358,64 @@ def test_kill_leftovers_spares_a_process_that_reused_the_pid(tmp_path: Path) -> 
         if group.poll() is None:
             group.kill()
             group.wait()
+
+
+# -- device binding -------------------------------------------------------------------------------
+
+
+SHOW = (
+    'echo "$CUDA_VISIBLE_DEVICES|$HIP_VISIBLE_DEVICES|$ASCEND_RT_VISIBLE_DEVICES|'
+    '$CUDA_DEVICE_ORDER"'
+)
+SHOW_DEVICES = sh(SHOW)
+
+
+def test_a_gpu_task_is_bound_to_free_devices_of_the_host(tmp_path: Path) -> None:
+    backend = LocalBackend(grace_s=0.5, accelerators={"gpu": ["0", "1", "2"]})
+    gpu = Accelerator("gpu")
+    long = backend.start(
+        "t-1", [sh(f"sleep {unique_sleep()}")], tmp_path / "t-1", 2, accelerator=gpu
+    )
+    assert backend.bound_devices(long) == ("gpu", ("0", "1"))
+    with pytest.raises(InvalidValue) as refused:  # one free, two asked
+        backend.start("t-2", [SHOW_DEVICES], tmp_path / "t-2", 2, accelerator=gpu)
+    assert refused.value.field == "devices"
+    own = sh(SHOW, CUDA_VISIBLE_DEVICES="7")
+    show = backend.start("t-3", [own], tmp_path / "t-3", 1, accelerator=gpu)
+    assert (
+        wait_for(backend, show).stdout_tail == "2|2||PCI_BUS_ID\n"
+    )  # the executor's own env loses
+    backend.cancel(long)
+    wait_for(backend, long)
+    again = backend.start("t-4", [SHOW_DEVICES], tmp_path / "t-4", 2, accelerator=gpu)
+    assert wait_for(backend, again).stdout_tail == "0,1|0,1||PCI_BUS_ID\n"  # freed at the end
+
+
+def test_an_npu_task_sees_its_ascend_devices_and_a_cpu_task_none(tmp_path: Path) -> None:
+    backend = LocalBackend(grace_s=0.5, accelerators={"npu": ["0", "1"]})
+    npu = backend.start("t-1", [SHOW_DEVICES], tmp_path / "t-1", 1, accelerator=Accelerator("npu"))
+    assert wait_for(backend, npu).stdout_tail == "||0|\n"
+    cpu = backend.start("t-2", [SHOW_DEVICES], tmp_path / "t-2", 4)
+    assert backend.bound_devices(cpu) == ("cpu", ())
+    assert wait_for(backend, cpu).stdout_tail == "|||\n"
+
+
+def test_a_host_without_devices_of_the_kind_binds_none(tmp_path: Path) -> None:
+    backend = LocalBackend(grace_s=0.5, accelerators={})
+    handle = backend.start(
+        "t-1", [SHOW_DEVICES], tmp_path / "t-1", 8, accelerator=Accelerator("gpu")
+    )
+    assert backend.bound_devices(handle) == ("gpu", ())
+    assert wait_for(backend, handle).stdout_tail == "|||\n"
+
+
+def test_the_host_devices_come_from_the_agents_own_visibility_else_device_nodes(
+    tmp_path: Path,
+) -> None:
+    assert host_accelerators("gpu", {"CUDA_VISIBLE_DEVICES": "2, 3"}, tmp_path) == ("2", "3")
+    assert host_accelerators("gpu", {"CUDA_VISIBLE_DEVICES": ""}, tmp_path) == ()
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "davinci0", "davinci_manager"):
+        (tmp_path / name).touch()
+    assert host_accelerators("gpu", {}, tmp_path) == ("0", "1")
+    assert host_accelerators("npu", {}, tmp_path) == ("0",)
+    assert host_accelerators("gpu", {}, tmp_path / "missing") == ()

@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,8 +23,10 @@ import pytest
 
 from suanli.agent import Agent, AgentRejected, run_agent
 from suanli.agent.backends.local import LocalBackend
+from suanli.agent.energy import AscendMeter, NvmlMeter
 from tests import waiting
 from tests.processes import pids_of
+from tests.unit.agent.test_energy import DATA, RecordedNvml
 from tests.unit.agent.test_local_backend import unique_sleep
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
@@ -186,12 +188,12 @@ def start_agent(server: FakeServer, tmp_path: Path) -> Iterator[Callable[..., Ru
     def start(**options: Any) -> RunningAgent:
         lines: list[str] = []
         errors: list[BaseException] = []
+        options.setdefault("slots", 2)
         agent = Agent(
             server.url,
             TOKEN,
             "site-1",
-            LocalBackend(grace_s=0.5),
-            slots=2,
+            options.pop("backend", None) or LocalBackend(grace_s=0.5),
             name="test-agent",
             work_root=tmp_path / "work",
             poll_s=0.02,
@@ -386,3 +388,94 @@ def test_a_401_on_registration_ends_run_agent_with_a_clear_error(
     assert "\n" not in error.one_line()
     assert "HTTP 401" in error.message_en and "invalid token" in error.message_en
     assert "令牌" in error.message_zh
+
+
+def add_gpu_task(server: FakeServer, task_id: str, devices: int) -> None:
+    task = {
+        "id": task_id,
+        "executors": [{"command": PRINT_HI, "env": {}, "workdir": None}],
+        "devices": devices,
+        "device_kind": "gpu",
+        "lease_expires_at": "2030-01-01T00:00:00Z",
+    }
+    with server.state.lock:
+        server.state.queue.append(task)
+    server.state.task_added.set()
+
+
+def test_the_agent_reports_the_measured_energy_of_the_devices_it_bound(
+    server: FakeServer, start_agent: Callable[..., RunningAgent], tmp_path: Path
+) -> None:
+    # GPU 1's counter (mJ) at open, at start, at the end: 7.2 kJ = 0.002 kWh; GPU 0 is not bound
+    nvml = RecordedNvml(energy_mj=[[], [10_000, 10_000, 7_210_000]], util_pct=[[], [0, 75]])
+    backend = LocalBackend(grace_s=0.5, accelerators={"gpu": ["1"]})
+    add_gpu_task(server, "t-gpu", devices=1)
+    running = start_agent(backend=backend, meters={"gpu": NvmlMeter(nvml)})
+    wait_until(lambda: "COMPLETE" in server.state.states("t-gpu"))
+    running.finish()
+    usage = server.state.report("t-gpu", "COMPLETE")["usage"]
+    assert usage["energy_kwh"] == pytest.approx(0.002)
+    assert usage["utilisation"] == pytest.approx(0.75)
+    assert nvml.calls[-1] == "shutdown"
+
+
+def test_without_a_measurement_the_usage_carries_no_energy(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    backend = LocalBackend(grace_s=0.5, accelerators={"gpu": ["0"]})
+    add_gpu_task(server, "t-gpu", devices=1)
+    add_gpu_task(server, "t-gone", devices=1)
+    meters = {"gpu": NvmlMeter(RecordedNvml(init_fails=True))}
+    running = start_agent(backend=backend, meters=meters, slots=1)
+    wait_until(lambda: "COMPLETE" in server.state.states("t-gone"))
+    running.finish()
+    for task_id in ("t-gpu", "t-gone"):
+        usage = server.state.report(task_id, "COMPLETE")["usage"]
+        assert set(usage) == {"wall_s", "cpu_s", "device_s"}
+
+
+def test_a_meter_that_cannot_find_a_bound_device_never_fails_the_task(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    backend = LocalBackend(grace_s=0.5, accelerators={"gpu": ["3"]})  # NVML has one GPU
+    add_gpu_task(server, "t-gpu", devices=1)
+    meters = {"gpu": NvmlMeter(RecordedNvml(energy_mj=[[0]], util_pct=[[0]]))}
+    running = start_agent(backend=backend, meters=meters)
+    wait_until(lambda: "COMPLETE" in server.state.states("t-gpu"))
+    running.finish()
+    assert "energy_kwh" not in server.state.report("t-gpu", "COMPLETE")["usage"]
+    assert any("t-gpu: energy not measured: invalid devices='3'" in line for line in running.lines)
+
+
+def test_a_sampled_source_is_read_while_the_task_runs_and_integrated(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    # npu-smi says NPU 1 draws 312.5 W at 87 % AICore, whenever asked
+    text = (DATA / "npu_smi_910b.txt").read_text()
+    asked: list[float] = []
+
+    def npu_smi(argv: Sequence[str]) -> str:
+        asked.append(time.monotonic())
+        return text
+
+    with server.state.lock:
+        server.state.queue.append(
+            {
+                "id": "t-npu",
+                "executors": [{"command": ["sleep", "0.6"], "env": {}, "workdir": None}],
+                "devices": 1,
+                "device_kind": "npu",
+                "lease_expires_at": "2030-01-01T00:00:00Z",
+            }
+        )
+    server.state.task_added.set()
+    backend = LocalBackend(grace_s=0.5, accelerators={"npu": ["1"]})
+    meters = {"npu": AscendMeter(run=npu_smi)}
+    running = start_agent(backend=backend, meters=meters, sample_every_s=0.1)
+    wait_until(lambda: "COMPLETE" in server.state.states("t-npu"))
+    running.finish()
+    usage = server.state.report("t-npu", "COMPLETE")["usage"]
+    assert len(asked) >= 4  # at open and start, a few times while it ran, at the end
+    metered_s = asked[-1] - asked[0]
+    assert usage["energy_kwh"] == pytest.approx(312.5 * metered_s / 3_600_000, rel=0.05)
+    assert usage["utilisation"] == pytest.approx(0.87)

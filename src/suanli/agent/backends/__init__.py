@@ -52,10 +52,12 @@ __all__ = [
     "PREEMPT_REASON",
     "TASK_PATH",
     "TERMINAL_STATES",
+    "Accelerator",
     "Backend",
     "Capacity",
     "Executor",
     "Handle",
+    "NodeCapacity",
     "Status",
     "TaskState",
     "Usage",
@@ -204,14 +206,24 @@ class Handle:
 
 @dataclass(frozen=True)
 class Usage:
-    """Metered use of one task. `device_s` is wall time x the devices the task holds."""
+    """Metered use of one task. `device_s` is wall time x the devices the task holds;
+    `energy_kwh` and `utilisation` (0..1, mean over its devices and the run) are what the
+    agent measured on those devices (`suanli.agent.energy`), None when nothing was."""
 
     wall_s: float
     cpu_s: float
     device_s: float
+    energy_kwh: float | None = None
+    utilisation: float | None = None
 
     def as_json(self) -> dict[str, float]:
-        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "device_s": self.device_s}
+        """The report's usage; the measured figures only when there are some."""
+        body = {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "device_s": self.device_s}
+        if self.energy_kwh is not None:
+            body["energy_kwh"] = self.energy_kwh
+        if self.utilisation is not None:
+            body["utilisation"] = self.utilisation
+        return body
 
 
 @dataclass(frozen=True)
@@ -252,11 +264,35 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Accelerator:
+    """The accelerators a task holds on each of its nodes: `kind` (`gpu`, `npu`) and `model`
+    as the engine names it (a Slurm GRES type such as `a100`, a Ray accelerator type); `None`
+    takes any model of that kind."""
+
+    kind: str
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    """One node of the engine: its CPUs and accelerators by model (as the engine names them),
+    with what no job holds now."""
+
+    name: str
+    cpus: int
+    free_cpus: int
+    gpus_by_model: Mapping[str, int] = field(default_factory=dict)
+    free_gpus_by_model: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Capacity:
     """What the engine behind a backend holds now: for the pool the scheduler sees.
 
     `gpus_by_model` maps an accelerator model as the engine names it (a Slurm gres type, a Ray
     custom resource) to its count; the free figures are what no job holds at this moment.
+    `per_node` breaks the same figures down by node where the engine tells (a gang task needs
+    whole nodes: see `Backend.start`'s `nodes`).
     """
 
     nodes: int
@@ -266,6 +302,7 @@ class Capacity:
     free_gpus: int = 0
     gpus_by_model: Mapping[str, int] = field(default_factory=dict)
     memory_mb: int = 0
+    per_node: tuple[NodeCapacity, ...] = ()
 
 
 class Backend(Protocol):
@@ -287,6 +324,8 @@ class Backend(Protocol):
         workdir: Path,
         devices: int = 0,
         *,
+        nodes: int = 1,
+        accelerator: Accelerator | None = None,
         max_run_s: float | None = None,
         checkpoint_dir: Path | None = None,
         grace_s: float | None = None,
@@ -294,7 +333,12 @@ class Backend(Protocol):
         """Start the executors, one after another, in `workdir` (created if missing); stop
         them after `max_run_s` seconds (None: no limit), with `grace_s` between SIGTERM and
         SIGKILL (None: the backend's own; an engine that fixes the grace when the job is
-        submitted, Ray, uses it for every stop); tell them `checkpoint_dir`."""
+        submitted, Ray, uses it for every stop); tell them `checkpoint_dir`.
+
+        The task holds `devices` on each of `nodes` distinct nodes (a gang: all or none):
+        accelerators of `accelerator`'s kind and model, or CPU cores when `accelerator` is
+        None. A backend that cannot hold a gang of `nodes` (the local backend: one node)
+        raises `InvalidValue` naming `nodes`."""
         ...
 
     def poll(self, handle: Handle) -> Status | None:

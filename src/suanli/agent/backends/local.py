@@ -41,6 +41,17 @@ by at most one poll interval); `cpu_s` is user + system time from the rusage tha
 returns for each executor's leader, which includes every descendant the leader itself waited for
 (a shell's foreground commands) but not orphans it left behind; `device_s` = `wall_s` x devices.
 
+Devices: a task that holds accelerators (`accelerator` given, `devices` > 0) is bound to that many
+of this host's devices of the kind that no other running task holds, lowest first: its executors
+see only them, through `CUDA_VISIBLE_DEVICES` and `HIP_VISIBLE_DEVICES` for `gpu` (NVIDIA and
+Hygon DCU; with `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so CUDA's indices are NVML's) and
+`ASCEND_RT_VISIBLE_DEVICES` for `npu`, over the executor's own values. The host's devices are
+the `accelerators` given to the backend, else those the agent itself may see (its own
+`CUDA_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES` or `ASCEND_RT_VISIBLE_DEVICES`), else one index per
+`/dev/nvidiaN` (`gpu`) or `/dev/davinciN` (`npu`). A host with none of the kind binds nothing
+(as before binding existed); one with too few free refuses the task (`InvalidValue` naming
+`devices`). `bound_devices(handle)` tells the agent which, so it can meter them.
+
 Outcomes: the first executor that exits non-zero ends the task `EXECUTOR_ERROR` with its exit code
 (128 + N when killed by signal N, as a shell and the Slurm backend report it), unless it has
 `ignore_error` (then the next one runs, and a task whose other executors succeed is `COMPLETE`, its
@@ -59,18 +70,20 @@ import ctypes
 import errno
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from suanli.agent.backends import (
     PREEMPT_REASON,
+    Accelerator,
     Capacity,
     Executor,
     ExecutorLog,
@@ -82,14 +95,17 @@ from suanli.agent.backends import (
     max_run_reason,
     task_environment,
 )
-from suanli.errors import SuanliError
+from suanli.errors import InvalidValue, SuanliError
 
 __all__ = [
     "STDERR_FILE",
     "STDOUT_FILE",
     "TAIL_BYTES",
+    "VISIBLE_DEVICES_ENV",
     "LocalBackend",
+    "binding_environment",
     "group_alive",
+    "host_accelerators",
     "kill_leftovers",
     "pid_namespace_available",
     "private_tmp_available",
@@ -116,6 +132,13 @@ _KEEP_CHECKPOINT = (
 _PRIVATE_TMP_SCRIPT = _KEEP_CHECKPOINT + '"$m" --rbind "$t" /tmp && exec "$@"'
 _PID_INIT_SCRIPT = _KEEP_CHECKPOINT + '"$m" --rbind "$t" /tmp && "$@"'
 _PR_SET_PDEATHSIG = 1
+# The variables that bind a task to its accelerators, by kind; the first also names the devices
+# an agent restricted by its provider may see (see `host_accelerators`).
+VISIBLE_DEVICES_ENV: Mapping[str, tuple[str, ...]] = {
+    "gpu": ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"),
+    "npu": ("ASCEND_RT_VISIBLE_DEVICES",),
+}
+_DEVICE_NODES = {"gpu": re.compile(r"^nvidia([0-9]+)$"), "npu": re.compile(r"^davinci([0-9]+)$")}
 _STAT_START_FIELD = 19  # starttime in /proc/<pid>/stat, counted from the field after "(comm)"
 
 
@@ -260,6 +283,34 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def host_accelerators(
+    kind: str, environ: Mapping[str, str] | None = None, dev: Path = Path("/dev")
+) -> tuple[str, ...]:
+    """This host's devices of `kind` that the agent may hand out (see the module docstring):
+    the ids in the agent's own visibility variable when set, else one index per device node."""
+    environ = os.environ if environ is None else environ
+    for name in VISIBLE_DEVICES_ENV.get(kind, ()):
+        if name in environ:
+            return tuple(d.strip() for d in environ[name].split(",") if d.strip())
+    pattern = _DEVICE_NODES.get(kind)
+    try:
+        nodes = [n for n in os.listdir(dev) if pattern is not None and pattern.match(n)]
+    except OSError:
+        return ()
+    return tuple(str(i) for i in range(len(nodes)))
+
+
+def binding_environment(kind: str, devices: Sequence[str]) -> dict[str, str]:
+    """The variables that show a task only `devices` of `kind`; none when nothing is bound."""
+    if not devices:
+        return {}
+    ids = ",".join(devices)
+    env = dict.fromkeys(VISIBLE_DEVICES_ENV.get(kind, ()), ids)
+    if kind == "gpu":
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's indices as NVML's
+    return env
+
+
 @dataclass
 class _Run:
     """Mutable state of one task in this backend; only `LocalBackend` touches it."""
@@ -269,6 +320,8 @@ class _Run:
     task_dir: Path
     devices: int
     started_at: float
+    kind: str = "cpu"  # the accelerators' kind, or cpu
+    bound: tuple[str, ...] = ()  # this host's devices the task sees (see `binding_environment`)
     index: int = 0  # the executor running now, or the next one to start
     proc: subprocess.Popen[bytes] | None = None
     pgid: int | None = None  # group of the current executor, kept until it is empty
@@ -313,10 +366,15 @@ class LocalBackend:
         clock: Callable[[], float] = time.monotonic,
         private_tmp: bool | None = None,
         pid_namespace: bool | None = None,
+        accelerators: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """`private_tmp`, `pid_namespace`: None = where available (probed), False = never,
-        True = required. A PID namespace comes with a private /tmp."""
+        True = required. A PID namespace comes with a private /tmp. `accelerators`: this
+        host's device ids by kind (`{"gpu": ["0", "1"]}`) to bind tasks to; None = found
+        (`host_accelerators`) when first needed."""
         self.grace_s = grace_s
+        self._accelerators = {k: tuple(v) for k, v in (accelerators or {}).items()}
+        self._found_accelerators = accelerators is not None
         self.tail_bytes = tail_bytes
         self._clock = clock
         self._runs: dict[str, _Run] = {}
@@ -342,18 +400,30 @@ class LocalBackend:
         workdir: Path,
         devices: int = 0,
         *,
+        nodes: int = 1,
+        accelerator: Accelerator | None = None,
         max_run_s: float | None = None,
         checkpoint_dir: Path | None = None,
         grace_s: float | None = None,
     ) -> Handle:
+        if nodes != 1:
+            raise InvalidValue(
+                "nodes",
+                nodes,
+                "1 (the local backend runs a task on this one machine)",
+                "1（本地后端只有一台机器）",
+            )
         ref = task_id
         if ref in self._runs:
             raise ValueError(f"task {task_id!r} is already running on this backend")
+        kind = "cpu" if accelerator is None else accelerator.kind
         run = _Run(
             task_id=task_id,
             executors=tuple(executors),
             task_dir=Path(workdir),
             devices=max(0, devices),
+            kind=kind,
+            bound=self._bind(kind, devices),
             started_at=self._clock(),
             max_run_s=max_run_s,
             checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
@@ -367,6 +437,37 @@ class LocalBackend:
         else:
             self._advance(run)
         return Handle(task_id=task_id, backend=self.name, ref=ref)
+
+    def _bind(self, kind: str, devices: int) -> tuple[str, ...]:
+        """The lowest `devices` of this host's devices of `kind` that no running task holds;
+        none for CPU cores or a host with none of the kind; `InvalidValue` when too few are
+        free."""
+        if kind == "cpu" or devices <= 0:
+            return ()
+        if kind not in self._accelerators and not self._found_accelerators:
+            self._accelerators[kind] = host_accelerators(kind)
+        host = self._accelerators.get(kind, ())
+        if not host:
+            return ()
+        held = {
+            d for r in self._runs.values() if r.final is None and r.kind == kind for d in r.bound
+        }
+        free = [d for d in host if d not in held]
+        if len(free) < devices:
+            raise InvalidValue(
+                "devices",
+                devices,
+                f"at most the {len(free)} free {kind} devices of this host "
+                f"({', '.join(host)}; {len(held)} held by running tasks)",
+                f"不超过本机空闲的 {len(free)} 个 {kind} 设备",
+            )
+        return tuple(free[:devices])
+
+    def bound_devices(self, handle: Handle) -> tuple[str, tuple[str, ...]]:
+        """The kind and ids of the devices the task is bound to (empty: none bound), for the
+        agent's energy meter."""
+        run = self._runs.get(handle.ref)
+        return ("cpu", ()) if run is None else (run.kind, run.bound)
 
     def poll(self, handle: Handle) -> Status | None:
         run = self._runs[handle.ref]
@@ -522,6 +623,7 @@ class LocalBackend:
             private = task / "tmp"
             private.mkdir(exist_ok=True)
             env = task_environment(task, executor.env, run.checkpoint_dir)
+            env.update(binding_environment(run.kind, run.bound))
             if self.private_tmp:
                 env["TMPDIR"] = executor.env.get("TMPDIR", "/tmp")  # the private one
                 argv = _wrapped(argv, private, self.pid_namespace, run.checkpoint_dir)

@@ -2,8 +2,17 @@
 
 A task becomes a job whose entrypoint is `python -m suanli.agent.backends.ray_entry <task dir>
 <plan>` (see that module): it runs the executors in order exactly as the local backend does and
-reports each executor's end on the job's log. The job asks for `entrypoint_num_cpus` =
-max(1, devices), so Ray queues it (PENDING) until a node has that many CPUs free. `Handle.ref`
+reports each executor's end on the job's log. A CPU task (`accelerator` None) asks for
+`entrypoint_num_cpus` = max(1, devices), so Ray queues it (PENDING) until a node has that many
+CPUs free; a GPU task asks for `entrypoint_num_gpus` = devices (Ray binds them with
+`CUDA_VISIBLE_DEVICES`, which the runner passes on to the executors) plus 0.001 of the
+`accelerator_type:<model>` resource when the accelerator names a model (Ray's own convention:
+a node of that model declares 1 of it); another kind (`npu`) asks for `devices` of the custom
+resource of that name in capitals (`NPU`). A gang (`nodes` > 1) asks nothing for the entrypoint
+itself: the runner reserves a STRICT_SPREAD placement group of `nodes` bundles of those resources
+(CPUs: max(1, devices)) and runs one rank per bundle (see `ray_entry`); a gang the cluster can
+never hold fails at once, one that waits longer than `gang_wait_s` fails too (SYSTEM_ERROR, with
+the reason). `Handle.ref`
 is the job's submission id (`suanli-<task id>-<random>`); the job's metadata carries the task
 id, its devices and its task directory, so a fresh backend can `reattach` to it after the agent
 restarts: Ray jobs outlive the process that submitted them.
@@ -23,7 +32,10 @@ with the failing executor's exit code when the runner reported it, else SYSTEM_E
 message (the entrypoint could not start, the node died, the job never got its CPUs); STOPPED is
 CANCELED (PREEMPTED when this backend stopped it to `preempt` it). A job Ray no longer knows,
 or a dashboard that has not answered for `lost_after_s`, ends SYSTEM_ERROR; a shorter outage
-makes `poll` return `None`.
+makes `poll` return `None`. A job cancelled while PENDING ends CANCELED (PREEMPTED) on the next
+`poll`: Ray cannot stop a job that has not started, so `cancel` also leaves a marker in the task
+directory (`ray_entry.cancel_marker`) that makes the runner exit at once should the job start
+later (Ray itself fails a job still pending after `RAY_JOB_START_TIMEOUT_SECONDS`, 15 min).
 
 Preemption and maximum run time, and what Ray cannot do: Ray's only way to end a job is
 `stop_job` (`POST /api/jobs/{id}/stop`): SIGTERM to the entrypoint and every descendant, then
@@ -74,17 +86,20 @@ from pathlib import Path
 
 from suanli.agent.backends import (
     PREEMPT_REASON,
+    Accelerator,
     Capacity,
     Executor,
     ExecutorLog,
     Handle,
+    NodeCapacity,
     Status,
     TaskState,
     Usage,
     max_run_reason,
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, TAIL_BYTES, read_tail
-from suanli.agent.backends.ray_entry import RESULT_PREFIX, encode_plan
+from suanli.agent.backends.ray_entry import RESULT_PREFIX, cancel_marker, encode_plan
+from suanli.errors import InvalidValue
 
 __all__ = ["DEFAULT_DASHBOARD", "RayBackend", "RayUnavailable", "dashboard_url"]
 
@@ -94,6 +109,9 @@ _META_TASK = "suanli_task_id"
 _META_DEVICES = "suanli_devices"
 _META_DIR = "suanli_task_dir"
 _META_MAX_RUN = "suanli_max_run_s"
+_META_NODES = "suanli_nodes"
+ACCELERATOR_TYPE = "accelerator_type:"  # Ray's resource naming a node's accelerator model
+ACCELERATOR_TYPE_SHARE = 0.001  # what a task asks of it (as Ray's `accelerator_type=` does)
 STOP_BACKSTOP_S = 30.0  # past max_run_s + grace, the backend stops a job the runner did not end
 
 
@@ -124,6 +142,17 @@ def _default_token() -> str | None:
         return None
 
 
+def ray_resources(devices: int, accelerator: Accelerator | None) -> dict[str, float]:
+    """The Ray resources that `devices` of `accelerator` (CPUs when None) are on one node."""
+    if accelerator is None or devices <= 0:
+        return {"CPU": float(max(1, devices))}
+    kind = "GPU" if accelerator.kind.lower() == "gpu" else accelerator.kind.upper()
+    resources = {kind: float(devices)}
+    if accelerator.model:
+        resources[ACCELERATOR_TYPE + accelerator.model] = ACCELERATOR_TYPE_SHARE
+    return resources
+
+
 def _safe_id(task_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)[:64]
 
@@ -140,6 +169,7 @@ class _Run:
     grace_s: float = 3.0
     preempted: bool = False  # stopped by `preempt`: STOPPED is PREEMPTED
     timed_out: bool = False  # stopped by the backstop at max_run_s: EXECUTOR_ERROR
+    canceled: bool = False  # `cancel` (or `preempt`) was asked
 
 
 class RayBackend:
@@ -155,10 +185,12 @@ class RayBackend:
         timeout_s: float = 10.0,
         lost_after_s: float = 120.0,
         local_num_cpus: int | None = None,
+        gang_wait_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`python`: the interpreter that runs the entrypoint on the node (default this one);
-        `local_num_cpus`: CPUs a head started by this backend declares (default all)."""
+        `local_num_cpus`: CPUs a head started by this backend declares (default all);
+        `gang_wait_s`: how long a gang waits for its placement group before it fails."""
         self.address = address
         self.url = dashboard_url(address)
         self.python = python or sys.executable
@@ -166,6 +198,7 @@ class RayBackend:
         self.timeout_s = timeout_s
         self.lost_after_s = lost_after_s
         self.local_num_cpus = local_num_cpus
+        self.gang_wait_s = gang_wait_s
         self._token = token if token is not None else _default_token()
         self._clock = clock
         self._runs: dict[str, _Run] = {}
@@ -184,13 +217,18 @@ class RayBackend:
         workdir: Path,
         devices: int = 0,
         *,
+        nodes: int = 1,
+        accelerator: Accelerator | None = None,
         max_run_s: float | None = None,
         checkpoint_dir: Path | None = None,
         grace_s: float | None = None,
     ) -> Handle:
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+            raise InvalidValue("nodes", nodes, "a whole number of at least 1", "不小于 1 的整数")
         task_dir = Path(workdir).resolve()
         task_dir.mkdir(parents=True, exist_ok=True)
         devices = max(0, devices)
+        per_node = ray_resources(devices, accelerator)
         ref = f"suanli-{_safe_id(task_id)}-{uuid.uuid4().hex[:8]}"
         stop_wait_s = max(1, math.ceil(3.0 if grace_s is None else grace_s))
         plan = encode_plan(
@@ -199,31 +237,43 @@ class RayBackend:
             max_run_s=max_run_s,
             grace_s=stop_wait_s,
             checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir).resolve(),
+            nodes=nodes,
+            bundle=per_node,
+            gang_wait_s=self.gang_wait_s,
+            ref=ref,
         )
         entrypoint = " ".join(
             shlex.quote(word)
             for word in (self.python, "-m", "suanli.agent.backends.ray_entry", str(task_dir), plan)
         )
-        body = {
+        body: dict[str, object] = {
             "entrypoint": entrypoint,
             "submission_id": ref,
-            "entrypoint_num_cpus": max(1, devices),
             # the grace between stop_job's SIGTERM and its SIGKILL, fixed at submission
             "runtime_env": {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(stop_wait_s)}},
             "metadata": {
                 _META_TASK: task_id,
-                _META_DEVICES: str(devices),
+                _META_DEVICES: str(devices * nodes),
+                _META_NODES: str(nodes),
                 _META_DIR: str(task_dir),
                 _META_MAX_RUN: "" if max_run_s is None else repr(float(max_run_s)),
             },
         }
+        if nodes == 1:  # a gang's entrypoint holds nothing: its placement group holds it all
+            wanted = dict(per_node)
+            if "CPU" in wanted:
+                body["entrypoint_num_cpus"] = wanted.pop("CPU")
+            if "GPU" in wanted:
+                body["entrypoint_num_gpus"] = wanted.pop("GPU")
+            if wanted:
+                body["entrypoint_resources"] = wanted
         status, answer = self._request("POST", "/api/jobs/", body)
         if status != 200:
             raise RayUnavailable(f"Ray refused job {ref}: HTTP {status}: {answer}")
         self._runs[ref] = _Run(
             task_id=task_id,
             task_dir=task_dir,
-            devices=devices,
+            devices=devices * nodes,
             max_run_s=max_run_s,
             grace_s=float(stop_wait_s),
         )
@@ -248,6 +298,20 @@ class RayBackend:
         if status != 200 or not isinstance(info, dict):
             return None  # a transient dashboard error; ask again next time
         state = info.get("status")
+        if state == "PENDING" and run.canceled:
+            # Ray cannot stop a job that has not started (its stop waits for the job's
+            # supervisor, which waits for resources); the cancel marker makes the runner exit at
+            # once should the job ever start, so nothing of the task runs: it ends now.
+            del self._runs[handle.ref]
+            preempted = run.preempted
+            return Status(
+                state=TaskState.PREEMPTED if preempted else TaskState.CANCELED,
+                exit_code=None,
+                stdout_tail="",
+                stderr_tail="",
+                usage=Usage(wall_s=0.0, cpu_s=0.0, device_s=0.0),
+                reason=PREEMPT_REASON if preempted else "canceled before it started",
+            )
         if state not in ("SUCCEEDED", "FAILED", "STOPPED"):
             self._backstop(handle, run, info)
             return None
@@ -256,8 +320,13 @@ class RayBackend:
         return final
 
     def cancel(self, handle: Handle) -> None:
-        if handle.ref not in self._runs:
+        run = self._runs.get(handle.ref)
+        if run is None:
             return
+        if not run.canceled:
+            run.canceled = True
+            with contextlib.suppress(OSError):  # the runner's guard against a late start
+                cancel_marker(run.task_dir, handle.ref).touch()
         # Nothing to stop, or nobody to ask: either way the next poll tells.
         with contextlib.suppress(RayUnavailable):
             self._request("POST", f"/api/jobs/{_quote(handle.ref)}/stop")
@@ -283,10 +352,12 @@ class RayBackend:
             self.cancel(handle)
 
     def capacity(self) -> Capacity | None:
-        """Ray's alive nodes and their resources. Totals come from the nodes themselves; what
-        is in use comes from the autoscaler's load report (refreshed every few seconds, absent
-        for a few seconds after the head starts: then everything counts as free). GPUs by
-        model come from each node's `accelerator_type:<model>` resource. None when the
+        """Ray's alive nodes and their resources, in total and node by node (`per_node`, named
+        by Ray's node id). Totals come from the nodes themselves; what is in use comes from the
+        autoscaler's load report, node by node (refreshed every few seconds, absent for a few
+        seconds after the head starts: then everything counts as free). A node's GPUs are of
+        the model its `accelerator_type:<model>` resource names (Ray declares one model per
+        node); GPUs of a node without one count in `gpus` but in no model. None when the
         dashboard does not answer."""
         try:
             node_status, nodes = self._request("GET", "/api/v0/nodes?limit=10000")
@@ -295,41 +366,31 @@ class RayBackend:
             return None
         if node_status != 200 or not isinstance(nodes, dict):
             return None
-        alive = 0
-        totals: dict[str, float] = {}
-        gpus_by_model: dict[str, int] = {}
-        for node in nodes.get("data", {}).get("result", {}).get("result", []):
-            if node.get("state") != "ALIVE":
-                continue
-            alive += 1
-            resources: Mapping[str, float] = node.get("resources_total") or {}
-            for key, value in resources.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-            node_gpus = int(resources.get("GPU", 0))
-            for key in resources:
-                if key.startswith("accelerator_type:") and node_gpus:
-                    model = key.split(":", 1)[1]
-                    gpus_by_model[model] = gpus_by_model.get(model, 0) + node_gpus
-        usage: Mapping[str, Sequence[float]] = {}
+        by_node: Mapping[str, Mapping[str, Sequence[float]]] = {}
         if status == 200 and isinstance(cluster, dict):
             try:
-                usage = cluster["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
+                by_node = cluster["data"]["clusterStatus"]["loadMetricsReport"]["usageByNode"]
             except (KeyError, TypeError):
-                usage = {}
-
-        def used(key: str) -> float:
-            pair = usage.get(key)
-            return float(pair[0]) if pair else 0.0
-
-        cpus, gpus = int(totals.get("CPU", 0)), int(totals.get("GPU", 0))
+                by_node = {}
+        listed = nodes.get("data", {}).get("result", {}).get("result", [])
+        # Ordering rule: nodes by Ray's node id, so the same cluster always reads the same way.
+        alive = sorted(
+            (n for n in listed if n.get("state") == "ALIVE"), key=lambda n: str(n.get("node_id"))
+        )
+        read = [_node_figures(n, by_node.get(str(n.get("node_id"))) or {}) for n in alive]
+        gpus_by_model: dict[str, int] = {}
+        for one in read:
+            for model, count in one.node.gpus_by_model.items():
+                gpus_by_model[model] = gpus_by_model.get(model, 0) + count
         return Capacity(
-            nodes=alive,
-            cpus=cpus,
-            free_cpus=max(0, int(cpus - used("CPU"))),
-            gpus=gpus,
-            free_gpus=max(0, int(gpus - used("GPU"))),
+            nodes=len(read),
+            cpus=sum(one.node.cpus for one in read),
+            free_cpus=sum(one.node.free_cpus for one in read),
+            gpus=sum(one.gpus for one in read),
+            free_gpus=sum(one.free_gpus for one in read),
             gpus_by_model=gpus_by_model,
-            memory_mb=int(totals.get("memory", 0) // 2**20),
+            memory_mb=sum(one.memory_b for one in read) // 2**20,
+            per_node=tuple(one.node for one in read),
         )
 
     def reattach(self, task_id: str, ref: str) -> Handle | None:
@@ -380,6 +441,8 @@ class RayBackend:
                 continue
             if record.get("kind") == "executor":
                 cpu_s += float(record.get("cpu_s") or 0.0)
+                if record.get("rank") not in (None, 0):  # a gang: rank 0's executors only
+                    continue
                 logs.append(
                     ExecutorLog(
                         exit_code=record.get("exit_code"),
@@ -413,6 +476,7 @@ class RayBackend:
         elif end is not None and end.get("state") in (
             TaskState.COMPLETE.value,
             TaskState.EXECUTOR_ERROR.value,
+            TaskState.SYSTEM_ERROR.value,  # a gang that could not be placed, a lost rank
         ):
             state = TaskState(str(end["state"]))
             code = end.get("exit_code")
@@ -518,6 +582,41 @@ class RayBackend:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class _NodeFigures:
+    node: NodeCapacity
+    gpus: int
+    free_gpus: int
+    memory_b: int
+
+
+def _node_figures(node: Mapping[str, object], usage: Mapping[str, Sequence[float]]) -> _NodeFigures:
+    """One alive node of Ray's node table, with its usage from the load report."""
+
+    def used(key: str) -> float:
+        pair = usage.get(key)
+        return float(pair[0]) if pair else 0.0
+
+    raw = node.get("resources_total")
+    resources: Mapping[str, float] = raw if isinstance(raw, Mapping) else {}
+    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    free_gpus = max(0, int(gpus - used("GPU")))
+    models = sorted(k[len(ACCELERATOR_TYPE) :] for k in resources if k.startswith(ACCELERATOR_TYPE))
+    model = models[0] if models and gpus else None  # Ray declares one model per node
+    return _NodeFigures(
+        node=NodeCapacity(
+            name=str(node.get("node_id", "")),
+            cpus=cpus,
+            free_cpus=max(0, int(cpus - used("CPU"))),
+            gpus_by_model={model: gpus} if model else {},
+            free_gpus_by_model={model: free_gpus} if model else {},
+        ),
+        gpus=gpus,
+        free_gpus=free_gpus,
+        memory_b=int(resources.get("memory", 0)),
+    )
 
 
 def _quote(ref: str) -> str:

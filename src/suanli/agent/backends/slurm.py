@@ -16,6 +16,22 @@ files then, so each `ExecutorLog` gets the tails of its own output), how it ende
 time of the children so far; that file, `task.json` and Slurm's record of the job are all `poll`
 needs, so a fresh backend can `reattach` to a job by id after an agent restart.
 
+Resources: `devices` on each of `nodes` nodes. CPU cores (no `accelerator`):
+`--ntasks=1 --cpus-per-task=devices`. Accelerators: `--gres=KIND:MODEL:devices` (`KIND:devices`
+when the model is None; KIND `gpu`, or `npu` for a site that declares NPUs as a GRES named
+`npu`), with one CPU; Slurm binds the GPUs it chose (`CUDA_VISIBLE_DEVICES`). A gang
+(`nodes` > 1) is `--nodes=N --ntasks-per-node=1` with those per-node resources, and each
+executor runs through `srun --mpi=pmi2 --nodes=N --ntasks-per-node=1 --export=ALL
+--kill-on-bad-exit=1`: once on every node, an MPI program's ranks getting their rank and size
+from PMI (MPICH; `SlurmBackend(mpi=...)` for another plugin); the batch script itself runs on
+the first node. A gang's executor exits with srun's code: the highest of its ranks' (a rank
+that fails gets the others killed, `--kill-on-bad-exit`, so often 143). A gang larger than
+the partition raises `InvalidValue` naming `nodes` before anything is submitted (from
+`sinfo`), or from sbatch's refusal ("Node count specification invalid", with
+`EnforcePartLimits=ALL`; without it Slurm would leave the job PENDING for ever with reason
+PartitionNodeLimit). `capacity` parses one `sinfo -N` into `per_node` and
+GPUs by GRES type (`parse_capacity`); NPUs are not counted there.
+
 `poll` asks `squeue -h -j ID -o %T --states=all`; once the job has left the queue it reads
 `scontrol show job ID` (while slurmctld remembers it, `MinJobAge`), else the job's line in the
 jobcomp file (`JobCompType=jobcomp/filetxt`, see `scripts/slurm.sh`). Slurm's states map to
@@ -50,7 +66,8 @@ the end of the second of Slurm's EndTime (which Slurm cuts to whole seconds), or
 sooner, and from Slurm's StartTime to EndTime when the script left no record at all. `cpu_s` is
 user + system time of the batch shell and its executors as its `times` builtin reports it (what
 bash waited for), since Slurm without slurmdbd keeps no CPU time for finished jobs; 0 when the
-script never recorded it. `device_s` = `wall_s` x the task's devices. Exit codes are bash's:
+script never recorded it (of a gang: the first node's `srun` only, not the
+ranks on the nodes). `device_s` = `wall_s` x the task's devices x its nodes. Exit codes are bash's:
 an executor killed by signal N shows as 128 + N.
 
 SIGTERM: a preemption (`scancel --signal=TERM --full`), a cancel and a time limit signal every
@@ -88,10 +105,12 @@ from pathlib import Path
 
 from suanli.agent.backends import (
     PREEMPT_REASON,
+    Accelerator,
     Capacity,
     Executor,
     ExecutorLog,
     Handle,
+    NodeCapacity,
     Status,
     TaskState,
     Usage,
@@ -100,9 +119,9 @@ from suanli.agent.backends import (
     task_environment,
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, TAIL_BYTES, read_tail
-from suanli.errors import SuanliError
+from suanli.errors import InvalidValue, SuanliError
 
-__all__ = ["JOBCOMP_PATH", "STATE_DIR", "SlurmBackend", "SlurmCommandError"]
+__all__ = ["JOBCOMP_PATH", "STATE_DIR", "SlurmBackend", "SlurmCommandError", "parse_capacity"]
 
 STATE_DIR = ".suanli-slurm"  # inside the task directory: job.sh, task.json, results.txt
 JOBCOMP_PATH = Path("/var/log/slurm/jobcomp.txt")
@@ -113,7 +132,7 @@ JOBCOMP_SCAN_BYTES = 8 << 20  # how much of the jobcomp file's end is searched f
 # KILL_BACKSTOP_S later, `scancel --signal=KILL --full`.
 STOP_SIGNAL = "USR1"
 KILL_BACKSTOP_S = 5.0
-PROGRAMS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
+PROGRAMS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "srun")
 EXIT_NOT_EXECUTABLE = 126
 
 _RUNNING = frozenset(
@@ -135,6 +154,9 @@ _RUNNING = frozenset(
     }
 )
 _FIELD = re.compile(r"(\w+)=(\S*)")
+_GRES_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a GRES name or type, as sbatch's --gres takes it
+# What sbatch says when a gang asks more nodes than the partition has (EnforcePartLimits=ALL)
+_TOO_MANY_NODES = ("node count specification invalid", "partitionnodelimit")
 _TIMES = re.compile(r"(\d+)m([\d.,]+)s")
 
 
@@ -176,11 +198,13 @@ class _Job:
     killed_at: float | None = None  # clock() when its shell was told to kill the job
     grace_s: float = 2.0  # between SIGTERM and SIGKILL when it overruns `max_run_s`
     timed_out: bool = False  # the agent stopped it at `max_run_s`
+    nodes: int = 1  # `devices` on each of them: device_s counts them all
 
     def as_json(self) -> dict[str, object]:
         return {
             "task_id": self.task_id,
             "devices": self.devices,
+            "nodes": self.nodes,
             "max_run_s": self.max_run_s,
             "executors": [
                 {
@@ -203,6 +227,7 @@ class _Job:
         devices = obj["devices"]
         assert isinstance(devices, int)
         max_run_s = obj.get("max_run_s")
+        nodes = obj.get("nodes", 1)
         return _Job(
             task_id=str(obj["task_id"]),
             task_dir=task_dir,
@@ -211,6 +236,7 @@ class _Job:
             stderrs=[_Stream(Path(e["stderr"]), bool(e["stderr_own"])) for e in executors],
             ignore_error=[bool(e["ignore_error"]) for e in executors],
             max_run_s=float(max_run_s) if isinstance(max_run_s, int | float) else None,
+            nodes=nodes if isinstance(nodes, int) and nodes > 0 else 1,
         )
 
 
@@ -298,7 +324,7 @@ def _time_limit(seconds: float) -> str:
     return str(max(1, math.ceil(seconds / 60)))
 
 
-def _script(job: _Job, executors: Sequence[Executor]) -> str:
+def _script(job: _Job, executors: Sequence[Executor], launcher: Sequence[str] = ()) -> str:
     """The batch script that runs `executors` in order and writes results.txt."""
     q = shlex.quote
     results = q(str(job.task_dir / STATE_DIR / "results.txt"))
@@ -338,7 +364,7 @@ def _script(job: _Job, executors: Sequence[Executor]) -> str:
             f' $(size {q(str(err.path))})" >>"$R"'
         )
         try:
-            body = _executor_command(job.task_dir, index, executor, out, err)
+            body = _executor_command(job.task_dir, index, executor, out, err, launcher)
         except SuanliError as exc:  # a path that leaves the task directory
             message = f"suanli agent: cannot start {executor.command[0]!r}: {exc.one_line()}"
             body = f"echo {q(message)} >&2; (exit {EXIT_NOT_EXECUTABLE})"
@@ -359,9 +385,15 @@ def _script(job: _Job, executors: Sequence[Executor]) -> str:
 
 
 def _executor_command(
-    task_dir: Path, index: int, executor: Executor, out: _Stream, err: _Stream
+    task_dir: Path,
+    index: int,
+    executor: Executor,
+    out: _Stream,
+    err: _Stream,
+    launcher: Sequence[str] = (),
 ) -> str:
-    """One executor as a subshell line: cd, redirections, environment, exec."""
+    """One executor as a subshell line: cd, redirections, environment, exec (through
+    `launcher`, e.g. `srun ...` for a gang, when there is one)."""
     q = shlex.quote
     where = f"executors[{index}]"
     cwd = (
@@ -380,7 +412,7 @@ def _executor_command(
     if err.own:
         redirects.append(f"2>{q(str(err.path))}")
     env = [q(f"{key}={value}") for key, value in executor.env.items()]
-    command = " ".join(q(arg) for arg in executor.command)
+    command = " ".join(q(arg) for arg in (*launcher, *executor.command))
     prefix = f"env -- {' '.join(env)} " if env else ""
     dirs = {cwd, *(s.path.parent for s in (out, err) if s.own)}
     mkdir = " ".join(q(str(d)) for d in sorted(dirs))
@@ -405,13 +437,17 @@ class SlurmBackend:
         tail_bytes: int = TAIL_BYTES,
         clock: Callable[[], float] = time.monotonic,
         queue_ttl_s: float = 0.05,
+        mpi: str = "pmi2",
     ) -> None:
         """`queue_ttl_s`: how long one `squeue` answer for all this backend's jobs serves the
         polls of a round (an agent polls every task each tick; one call serves them all).
         `commands` maps a Slurm program (sbatch, squeue, scontrol, scancel, sinfo) to the
         argv that runs it (default: its name on PATH), e.g. to go through `ssh login-node`.
         `unreachable_s`: how long `poll` keeps answering None while Slurm's commands fail
-        before it gives the job up as SYSTEM_ERROR with their error."""
+        before it gives the job up as SYSTEM_ERROR with their error. `mpi`: the `srun --mpi`
+        plugin through which a gang's executors (an MPI program's ranks) get PMI (`pmi2` for
+        MPICH, `pmix` for an Open MPI built with PMIx where Slurm has that plugin)."""
+        self.mpi = mpi
         self.partition = partition
         self.account = account
         self.time_limit_s = default_time_limit_s * time_margin
@@ -440,12 +476,19 @@ class SlurmBackend:
         workdir: Path,
         devices: int = 0,
         *,
+        nodes: int = 1,
+        accelerator: Accelerator | None = None,
         max_run_s: float | None = None,
         checkpoint_dir: Path | None = None,
         grace_s: float | None = None,
     ) -> Handle:
+        """Submit the task as one batch job (see the module docstring). Raises `InvalidValue`
+        naming `nodes` for a gang larger than the partition (or less than one node), and naming
+        `accelerator` for a kind or model that is no GRES name; any other refusal of sbatch
+        ends the task SYSTEM_ERROR on the next `poll`."""
+        resources = self._resources(nodes, devices, accelerator)
         task_dir = Path(workdir).resolve()
-        job = _Job(task_id, task_dir, max(0, devices), [], [], [])
+        job = _Job(task_id, task_dir, max(0, devices), [], [], [], nodes=nodes)
         job.max_run_s = max_run_s
         if grace_s is not None:
             job.grace_s = max(0.0, grace_s)
@@ -461,13 +504,12 @@ class SlurmBackend:
             (state_dir / "results.txt").unlink(missing_ok=True)
             (state_dir / "task.json").write_text(json.dumps(job.as_json(), indent=1) + "\n")
             script = state_dir / "job.sh"
-            script.write_text(_script(job, executors))
+            script.write_text(_script(job, executors, self._launcher(nodes)))
             argv = [
                 "--parsable",
                 f"--job-name=suanli-{task_id}",
                 f"--chdir={task_dir}",
-                f"--cpus-per-task={max(1, devices)}",
-                "--ntasks=1",
+                *resources,
                 f"--output={task_dir / STDOUT_FILE}",
                 f"--error={task_dir / STDERR_FILE}",
                 "--open-mode=append",
@@ -479,7 +521,12 @@ class SlurmBackend:
                 argv.append(f"--partition={self.partition}")
             if self.account:
                 argv.append(f"--account={self.account}")
-            out = self._run("sbatch", [*argv, str(script)])
+            try:
+                out = self._run("sbatch", [*argv, str(script)])
+            except SlurmCommandError as exc:
+                if nodes > 1 and any(m in exc.stderr.lower() for m in _TOO_MANY_NODES):
+                    raise self._too_many_nodes(nodes) from exc
+                raise
             ref = out.strip().split(";", 1)[0]  # "id" or "id;cluster"
             if not ref.isdigit():
                 raise SlurmCommandError(["sbatch"], 0, f"unexpected output {out.strip()!r}")
@@ -489,6 +536,61 @@ class SlurmBackend:
             job.final = self._status(job, TaskState.SYSTEM_ERROR, None, reason, None, None)
         self._jobs[ref] = job
         return Handle(task_id=task_id, backend=self.name, ref=ref)
+
+    def _resources(self, nodes: int, devices: int, accelerator: Accelerator | None) -> list[str]:
+        """sbatch's options for `devices` on each of `nodes` nodes: CPU cores
+        (`--cpus-per-task`), or accelerators as GRES (`--gres=KIND[:MODEL]:N`, one CPU); a
+        gang is `--nodes=N --ntasks-per-node=1`. Refuses what no partition could hold."""
+        if nodes < 1:
+            raise InvalidValue("nodes", nodes, "a whole number of at least 1", "不小于 1 的整数")
+        if nodes > 1:
+            size = self._partition_nodes()
+            if size is not None and nodes > size:
+                raise self._too_many_nodes(nodes, size)
+            argv = [f"--nodes={nodes}", "--ntasks-per-node=1"]
+        else:
+            argv = ["--ntasks=1"]
+        if accelerator is None:
+            return [*argv, f"--cpus-per-task={max(1, devices)}"]
+        names = [accelerator.kind] + ([accelerator.model] if accelerator.model else [])
+        if not all(_GRES_NAME.fullmatch(name) for name in names):
+            raise InvalidValue(
+                "accelerator",
+                ":".join(names),
+                "a Slurm GRES name and type of letters, digits, '_', '.', '-'",
+                "由字母、数字、_、.、- 组成的 Slurm GRES 名称和类型",
+            )
+        argv.append("--cpus-per-task=1")
+        if devices > 0:
+            argv.append(f"--gres={':'.join([*names, str(devices)])}")
+        return argv
+
+    def _launcher(self, nodes: int) -> tuple[str, ...]:
+        """How each executor of a gang runs: one process per node through `srun` (the job's
+        allocation; an MPI program's ranks get PMI from `--mpi`). Nothing for one node."""
+        if nodes <= 1:
+            return ()
+        return (
+            *self._commands["srun"],
+            f"--mpi={self.mpi}",
+            f"--nodes={nodes}",
+            "--ntasks-per-node=1",
+            "--export=ALL",  # the script's environment (the job was submitted --export=NONE)
+            "--kill-on-bad-exit=1",
+            "--",
+        )
+
+    def _partition_nodes(self) -> int | None:
+        """How many nodes the partition (or the cluster) has; None when sinfo cannot tell."""
+        capacity = self.capacity()
+        return None if capacity is None else capacity.nodes
+
+    def _too_many_nodes(self, nodes: int, size: int | None = None) -> InvalidValue:
+        where = f"partition {self.partition}" if self.partition else "the cluster"
+        where_zh = f"分区 {self.partition} " if self.partition else "集群"
+        most = f"at most the {size} nodes of {where}" if size else f"no more nodes than {where} has"
+        most_zh = f"不超过{where_zh}的 {size} 个节点" if size else f"不超过{where_zh}的节点数"
+        return InvalidValue("nodes", nodes, most, most_zh)
 
     def poll(self, handle: Handle) -> Status | None:
         job = self._jobs[handle.ref]
@@ -571,7 +673,8 @@ class SlurmBackend:
         )
 
     def capacity(self) -> Capacity | None:
-        """The partition's (or the cluster's) nodes, CPUs, GPUs (gres) and memory now."""
+        """The partition's (or the cluster's) nodes, CPUs, GPUs (gres) and memory now, in all
+        and node by node (`parse_capacity` of one `sinfo -N`)."""
         argv = ["-h", "-N", "-O", "NodeList:|,CPUsState:|,Gres:|,GresUsed:|,Memory:|"]
         if self.partition:
             argv += ["-p", self.partition]
@@ -579,37 +682,7 @@ class SlurmBackend:
             out = self._run("sinfo", argv)
         except (SlurmCommandError, OSError):
             return None
-        seen: set[str] = set()
-        cpus = free_cpus = gpus = free_gpus = memory_mb = 0
-        by_model: dict[str, int] = {}
-        for line in out.splitlines():
-            cells = [cell.strip() for cell in line.split("|")]
-            if len(cells) < 5 or cells[0] in seen:
-                continue  # a node listed once per partition counts once
-            seen.add(cells[0])
-            with contextlib.suppress(ValueError, IndexError):
-                _allocated, idle, _other, total = (int(x) for x in cells[1].split("/"))
-                cpus += total
-                free_cpus += idle
-            node_gpus = _gres_gpus(cells[2])
-            used = sum(_gres_gpus(cells[3]).values())
-            for model, count in node_gpus.items():
-                by_model[model] = by_model.get(model, 0) + count
-            gpus += sum(node_gpus.values())
-            free_gpus += max(0, sum(node_gpus.values()) - used)
-            with contextlib.suppress(ValueError):
-                memory_mb += int(cells[4].rstrip("+"))
-        if not seen:
-            return None
-        return Capacity(
-            nodes=len(seen),
-            cpus=cpus,
-            free_cpus=free_cpus,
-            gpus=gpus,
-            free_gpus=free_gpus,
-            gpus_by_model=by_model,
-            memory_mb=memory_mb,
-        )
+        return parse_capacity(out)
 
     def reattach(self, task_id: str, ref: str) -> Handle | None:
         """The job `ref` if Slurm still knows it as this task's (queued, running or finished
@@ -805,7 +878,9 @@ class SlurmBackend:
             exit_code=exit_code,
             stdout_tail=read_tail(job.task_dir / STDOUT_FILE, self.tail_bytes),
             stderr_tail=read_tail(job.task_dir / STDERR_FILE, self.tail_bytes),
-            usage=Usage(wall_s=wall_s, cpu_s=results.cpu_s, device_s=wall_s * job.devices),
+            usage=Usage(
+                wall_s=wall_s, cpu_s=results.cpu_s, device_s=wall_s * job.devices * job.nodes
+            ),
             reason=reason,
             executors=tuple(logs),
         )
@@ -855,3 +930,43 @@ def _gres_gpus(gres: str) -> dict[str, int]:
         with contextlib.suppress(ValueError):
             found[model] = found.get(model, 0) + int(parts[-1])
     return found
+
+
+def parse_capacity(sinfo: str) -> Capacity | None:
+    """The `Capacity` in the output of `sinfo -h -N -O
+    NodeList:|,CPUsState:|,Gres:|,GresUsed:|,Memory:|`, one node a line (a node listed once
+    per partition counts once): CPUs from CPUsState's allocated/idle/other/total (idle is
+    free), GPUs by GRES type from Gres less GresUsed. None when no node is listed."""
+    nodes: dict[str, NodeCapacity] = {}
+    memory_mb = 0
+    for line in sinfo.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) < 5 or not cells[0] or cells[0] in nodes:
+            continue
+        cpus = free_cpus = 0
+        with contextlib.suppress(ValueError):
+            _allocated, idle, _other, total = (int(x) for x in cells[1].split("/"))
+            cpus, free_cpus = total, idle
+        gpus = _gres_gpus(cells[2])
+        used = _gres_gpus(cells[3])
+        free = {model: max(0, count - used.get(model, 0)) for model, count in gpus.items()}
+        nodes[cells[0]] = NodeCapacity(cells[0], cpus, free_cpus, gpus, free)
+        with contextlib.suppress(ValueError):
+            memory_mb += int(cells[4].rstrip("+"))
+    if not nodes:
+        return None
+    by_model: dict[str, int] = {}
+    for node in nodes.values():
+        for model, count in node.gpus_by_model.items():
+            by_model[model] = by_model.get(model, 0) + count
+    per_node = tuple(nodes[name] for name in sorted(nodes))
+    return Capacity(
+        nodes=len(nodes),
+        cpus=sum(n.cpus for n in per_node),
+        free_cpus=sum(n.free_cpus for n in per_node),
+        gpus=sum(by_model.values()),
+        free_gpus=sum(sum(n.free_gpus_by_model.values()) for n in per_node),
+        gpus_by_model=dict(sorted(by_model.items())),
+        memory_mb=memory_mb,
+        per_node=per_node,
+    )
