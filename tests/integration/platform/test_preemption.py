@@ -25,7 +25,7 @@ from suanli.services.tasks import task_events
 from suanli.store.db import make_engine, session_factory
 from suanli.store.models import EventRow, OrderRow
 from tests.integration.platform.conftest import Platform
-from tests.waiting import wait_until
+from tests.waiting import poll, wait_until
 
 pytestmark = pytest.mark.slow
 PRICE_FEN_PER_DEVICE_HOUR = 3_600_000
@@ -142,7 +142,11 @@ def assert_preempted_then_resumed(
     assert steps[at + 1] == ("PREEMPTED", "QUEUED"), steps
     assert steps.count(("QUEUED", "INITIALIZING")) == 2, steps  # placed, preempted, placed again
     # the checkpoint lived across attempts on the agent's site, and is gone now the task ended
-    assert not (work_root / "checkpoints" / task_id).exists(), "checkpoint kept after the end"
+    # (the agent deletes it once the server has acknowledged the end, just after COMPLETE shows)
+    checkpoint = work_root / "checkpoints" / task_id
+    assert poll(lambda: not checkpoint.exists(), timeout_s=10, every_s=0.05), (
+        "checkpoint kept after the end"
+    )
     return done
 
 
