@@ -372,8 +372,9 @@ def through_suanli(n: int, backend: list[str], queue_depth: int = 0) -> dict[str
     with _platform(n, backend, queue_depth) as (http, home):
 
         def look(_: list[str] | None = None) -> dict[str, str]:
-            tasks = http.get("/v1/tasks", params={"limit": 10_000}).json()
-            return {t["id"]: t["state"] for t in tasks}
+            answer = http.get("/v1/tasks", params={"limit": 1000})  # the API's largest page
+            answer.raise_for_status()
+            return {t["id"]: t["state"] for t in answer.json()}
 
         def post() -> str:
             answer = http.post("/v1/tasks", json=body)
