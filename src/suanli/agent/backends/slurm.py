@@ -6,8 +6,12 @@ and the task's description (`task.json`: devices, and for each executor its outp
 job id. The script runs each executor as the local backend does: in its `workdir` (a task path,
 see `container_path`; the task directory by default), with the executor's `env` over the
 minimal set of `task_environment` and what Slurm sets for a job (`SLURM_*`, the GPUs it bound):
-the job is submitted with `--export=NONE`, so nothing of the agent's environment reaches it, and
-the script sets PATH, HOME, TMPDIR (`<task dir>/tmp`) and LANG; its `stdin` from a task path or
+sbatch itself runs with a scrubbed environment (`submit_environment`: PATH, LANG, and Slurm's
+own `SLURM_CONF` where the agent has it) and `--export=ALL`, so nothing else of the agent's
+environment reaches the job, and the script sets PATH, HOME, TMPDIR (`<task dir>/tmp`) and LANG.
+(Not `--export=NONE`: in Slurm 22.05 it, like `NIL` and a list of variables, makes slurmd load
+the user's login environment for every job, `--get-user-env`, which cost ~0.15 s a job here
+and leaks whatever the login shell sets into the task); its `stdin` from a task path or
 `/dev/null`, and its output appended to the task's `stdout.txt`/`stderr.txt` (the job's own
 streams, opened by Slurm in append mode) unless it names its own file (then truncated). A
 non-zero exit stops the script with that code unless the executor has `ignore_error`. The script
@@ -95,6 +99,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -105,6 +110,7 @@ from pathlib import Path
 
 from suanli.agent.backends import (
     PREEMPT_REASON,
+    TASK_PATH,
     Accelerator,
     Capacity,
     Executor,
@@ -333,7 +339,7 @@ def _script(job: _Job, executors: Sequence[Executor], launcher: Sequence[str] = 
         "#!/bin/bash",
         f"# Written by suanli's Slurm backend for task {job.task_id}; see",
         "# suanli/agent/backends/slurm.py. Records go to results.txt beside this file.",
-        # sbatch --export=NONE: only SLURM_* came with the job; this is the rest a task gets
+        # the job came with sbatch's scrubbed environment and SLURM_*: this is what a task gets
         "export " + " ".join(q(f"{key}={value}") for key, value in base.items()),
         'mkdir -p -- "$TMPDIR"',
         f"R={results}",
@@ -418,6 +424,18 @@ def _executor_command(
     mkdir = " ".join(q(str(d)) for d in sorted(dirs))
     run = f"exec {prefix}{command} {' '.join(redirects)}"
     return f'( mkdir -p -- {mkdir} && cd -- {q(str(cwd))} && {run} ) & reap "$!"'
+
+
+def submit_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment sbatch runs with, and so (`--export=ALL`) what the job starts
+    with besides Slurm's own `SLURM_*`: PATH (to find sbatch, and the task's PATH until the
+    script sets it), LANG, and `SLURM_CONF` when the agent names a configuration. No token, no
+    cloud keys, nothing else of the agent's."""
+    environ = os.environ if environ is None else environ
+    kept = {"PATH": environ.get("PATH") or TASK_PATH, "LANG": "C.UTF-8"}
+    if environ.get("SLURM_CONF"):
+        kept["SLURM_CONF"] = environ["SLURM_CONF"]
+    return kept
 
 
 class SlurmBackend:
@@ -515,14 +533,14 @@ class SlurmBackend:
                 "--open-mode=append",
                 f"--time={_time_limit(limit_s)}",
                 "--no-requeue",
-                "--export=NONE",  # the agent's environment stays with the agent
+                "--export=ALL",  # of sbatch's scrubbed environment: the agent's stays home
             ]
             if self.partition:
                 argv.append(f"--partition={self.partition}")
             if self.account:
                 argv.append(f"--account={self.account}")
             try:
-                out = self._run("sbatch", [*argv, str(script)])
+                out = self._run("sbatch", [*argv, str(script)], env=submit_environment())
             except SlurmCommandError as exc:
                 if nodes > 1 and any(m in exc.stderr.lower() for m in _TOO_MANY_NODES):
                     raise self._too_many_nodes(nodes) from exc
@@ -575,7 +593,7 @@ class SlurmBackend:
             f"--mpi={self.mpi}",
             f"--nodes={nodes}",
             "--ntasks-per-node=1",
-            "--export=ALL",  # the script's environment (the job was submitted --export=NONE)
+            "--export=ALL",  # the script's environment (see `submit_environment`)
             "--kill-on-bad-exit=1",
             "--",
         )
@@ -734,7 +752,13 @@ class SlurmBackend:
             self._queue_at = now
         return self._queue.get(ref, "")
 
-    def _run(self, program: str, args: Sequence[str], timeout_s: float | None = None) -> str:
+    def _run(
+        self,
+        program: str,
+        args: Sequence[str],
+        timeout_s: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
         argv = [*self._commands[program], *args]
         try:
             done = subprocess.run(
@@ -744,6 +768,7 @@ class SlurmBackend:
                 timeout=timeout_s or self.command_timeout_s,
                 check=False,
                 stdin=subprocess.DEVNULL,
+                env=None if env is None else dict(env),
             )
         except subprocess.TimeoutExpired as exc:
             stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
