@@ -378,6 +378,19 @@ class Finished:
     unmetered: int
 
 
+def metered_share(
+    placement: Mapping[str, Any] | None, usage: Mapping[str, Any] | None, devices: int
+) -> float | None:
+    """The share of its placement's estimate (made for the planned duration) that a task used:
+    the device-seconds its agent reported over those planned; None when it has no placement,
+    no usage report or no planned duration."""
+    used = (usage or {}).get("device_s")
+    planned = float((placement or {}).get("duration_s") or 0.0) * devices
+    if not placement or not isinstance(used, int | float) or planned <= 0:
+        return None
+    return float(used) / planned
+
+
 def finished(session: Session, site_ids: list[str]) -> dict[str, Finished]:
     """Each site's finished work: the placement's estimate (for the planned duration) scaled by
     the device-seconds the agent reported; tasks with no usage report are counted apart, not
@@ -392,12 +405,10 @@ def finished(session: Session, site_ids: list[str]) -> dict[str, Finished]:
         for site_id, devices, placement, usage in rows:
             total = totals[site_id]
             total["tasks"] += 1
-            used = (usage or {}).get("device_s")
-            planned = float((placement or {}).get("duration_s") or 0.0) * devices
-            if not placement or used is None or planned <= 0:
+            scale = metered_share(placement, usage, devices)
+            if scale is None:
                 total["unmetered"] += 1
                 continue
-            scale = float(used) / planned
             total["energy"] += float(placement.get("energy_kwh") or 0.0) * scale
             total["carbon"] += float(placement.get("carbon_kg") or 0.0) * scale
     return {

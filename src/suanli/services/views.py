@@ -24,6 +24,7 @@ from suanli.services import capacity as capacity_service
 from suanli.services import market
 from suanli.services.core import Actor as Actor  # re-exported: the API's caller type
 from suanli.services.core import aware
+from suanli.services.readmodels import metered_share
 from suanli.store.models import OrderRow, PoolRow, Principal, QuoteRow, RatingRow, SiteRow, TaskRow
 from suanli.store.models import Token as TokenRow
 
@@ -202,21 +203,18 @@ def task_energy(
     figures = []
     usage = usage or {}
     if placement and isinstance(placement.get("energy_kwh"), int | float):
-        kwh = float(placement["energy_kwh"])
-        planned = float(placement.get("duration_s") or 0.0) * devices
-        used = usage.get("device_s")
-        if isinstance(used, int | float) and planned > 0:
-            kwh *= float(used) / planned
+        share = metered_share(placement, usage, devices)
+        kwh = float(placement["energy_kwh"]) * (1.0 if share is None else share)
         figures.append(EnergyFigure(basis="modelled", energy_kwh=kwh, scope="facility"))
     measured = usage.get("energy_kwh")
     if isinstance(measured, int | float) and not isinstance(measured, bool):
-        share = usage.get("utilisation")
+        busy = usage.get("utilisation")
         figures.append(
             EnergyFigure(
                 basis="measured",
                 energy_kwh=float(measured),
                 scope="devices",
-                utilisation=float(share) if isinstance(share, int | float) else None,
+                utilisation=float(busy) if isinstance(busy, int | float) else None,
             )
         )
     return figures
