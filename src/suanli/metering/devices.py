@@ -319,6 +319,7 @@ def match_devices(name: str) -> tuple[DeviceProfile, ...]:
     return sharing_alias if len(sharing_alias) > 1 else (profile,)
 
 
+@lru_cache(maxsize=1024)  # pure; asked per node and model at every capacity report
 def engine_device_ids(name: str) -> frozenset[str]:
     """The catalog devices an engine's accelerator name (a Slurm GRES type such as `a100`, a
     Ray resource) may mean: those `match_devices` gives, none for a name it does not know."""
