@@ -66,6 +66,15 @@ def test_a_gang_is_placed_whole_on_a_pool_of_enough_nodes_and_leased_with_them(
         registered = agent.post("/v1/agents", json={"site_id": site, "name": "gang agent"})
         assert registered.status_code == 201, registered.text
         agent_id = registered.json()["id"]
+        # a malformed node is refused by name and changes nothing
+        bad = {**CAPACITY, "per_node": [{"name": "n1", **NODE, "cpus": -1}]}
+        refused = agent.post(
+            f"/v1/agents/{agent_id}/heartbeat", json={"running": [], "capacity": bad}
+        )
+        assert refused.status_code == 422 and "per_node" in refused.text, refused.text
+        with platform.client(provider) as http:
+            (untouched,) = [p for p in http.get("/v1/pools").json() if p["id"] == pool]
+        assert (untouched["count"], untouched["devices_per_node"]) == (1, None)
         beat = agent.post(
             f"/v1/agents/{agent_id}/heartbeat", json={"running": [], "capacity": CAPACITY}
         )
