@@ -47,6 +47,12 @@ print(sum(1 for node in nodes if node.get("state") == "ALIVE"))
 PY
 }
 
+# A test cluster on loopback, without Ray's token authentication unless the caller asks for it:
+# left unset, a `~/.ray/auth_token` that some earlier Ray call wrote makes the head demand the
+# token while the joining node does not send it ("InvalidAuthToken"), so both nodes and every
+# client here get the same explicit mode.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+
 NODE_ARGS=(--num-cpus="${CPUS}" --num-gpus="${GPUS}"
   --resources="{\"accelerator_type:${MODEL}\": 1}"
   --object-store-memory="${STORE_BYTES}" --node-ip-address=127.0.0.1 --disable-usage-stats)

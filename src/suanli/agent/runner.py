@@ -106,6 +106,7 @@ from suanli.agent.backends import (
     Backend,
     Executor,
     Handle,
+    StartRequest,
     Status,
     TaskState,
     Usage,
@@ -759,8 +760,7 @@ class Agent:
         tasks = answer.get("tasks")
         if not 200 <= code < 300 or not isinstance(tasks, list):
             raise ServerUnavailable(path, f"HTTP {code} {_detail(answer) or answer!r}")
-        for item in tasks:
-            self._start(item)
+        self._start_all(tasks)
         return len(tasks)
 
     def _accelerator(self, item: dict[str, Any]) -> Accelerator | None:
@@ -775,52 +775,98 @@ class Agent:
         named = [m for m in self._engine_models if device and device in engine_device_ids(m)]
         return Accelerator(kind, named[0] if len(named) == 1 else None)
 
-    def _start(self, item: object) -> None:
+    def _start_all(self, items: list[object]) -> None:
+        """Start the leased tasks: together through the backend's `start_many` where it has
+        one (Slurm: a job array), else one by one."""
+        prepared = [p for p in (self._prepare(item) for item in items) if p is not None]
+        many = getattr(self.backend, "start_many", None)
+        if many is None or len(prepared) < 2:
+            for request, outputs in prepared:
+                try:
+                    handle: Handle | str = self.backend.start(
+                        request.task_id,
+                        request.executors,
+                        request.workdir,
+                        request.devices,
+                        nodes=request.nodes,
+                        accelerator=request.accelerator,
+                        max_run_s=request.max_run_s,
+                        checkpoint_dir=request.checkpoint_dir,
+                        grace_s=request.grace_s,
+                    )
+                except Exception as exc:  # a bad spec or a backend failure: cannot run here
+                    handle = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
+                self._started(request, outputs, handle)
+            return
+        try:
+            answers = list(many([request for request, _ in prepared]))
+        except Exception as exc:  # the backend failed them all: none can run here
+            answers = [exc] * len(prepared)
+        for (request, outputs), answer in zip(prepared, answers, strict=True):
+            if isinstance(answer, Handle):
+                self._started(request, outputs, answer)
+            else:
+                why = answer.one_line() if isinstance(answer, SuanliError) else f"{answer}"
+                self._started(request, outputs, why)
+
+    def _prepare(self, item: object) -> tuple[StartRequest, list[dict[str, Any]]] | None:
+        """A leased task checked, its directories made and its inputs staged: what the backend
+        starts, and its outputs; None (the task reported SYSTEM_ERROR) when it cannot run."""
         if not isinstance(item, dict) or not isinstance(item.get("id"), str | int):
             self._log(f"ignoring a malformed leased task {item!r}")
-            return
+            return None
         task_id = str(item["id"])
         if task_id in self._tasks:
             self._log(f"task {task_id} leased again while running; keeping the running copy")
-            return
+            return None
         try:
             executors = [Executor.from_json(e) for e in item.get("executors") or []]
             if not executors:
                 raise InvalidValue("executors", [], "at least one executor", "至少一个执行器")
-            devices = int(item.get("devices") or 0)
-            nodes = int(item.get("nodes") or 1)
-            accelerator = self._accelerator(item)
             max_run_s = item.get("max_run_s")
             if max_run_s is not None and not _positive(max_run_s):
                 raise InvalidValue("max_run_s", max_run_s, "a positive number", "正数")
-            workdir = self.work_root / _dir_name(task_id)
-            workdir.mkdir(parents=True, exist_ok=True)
-            checkpoint = self.checkpoint_dir(task_id)
-            checkpoint.mkdir(parents=True, exist_ok=True)
-            outputs = _objects(item, "outputs")
-            staging.stage_in(
-                workdir, _objects(item, "inputs"), item.get("volumes") or [], self.file_roots
-            )
-            handle = self.backend.start(
+            request = StartRequest(
                 task_id,
                 executors,
-                workdir,
-                devices,
-                nodes=nodes,
-                accelerator=accelerator,
+                self.work_root / _dir_name(task_id),
+                int(item.get("devices") or 0),
+                nodes=int(item.get("nodes") or 1),
+                accelerator=self._accelerator(item),
                 max_run_s=None if max_run_s is None else float(max_run_s),
-                checkpoint_dir=checkpoint,
+                checkpoint_dir=self.checkpoint_dir(task_id),
                 grace_s=self.preempt_grace_s,
             )
-        except Exception as exc:  # a bad spec or a backend failure: the task cannot run here
+            request.workdir.mkdir(parents=True, exist_ok=True)
+            assert request.checkpoint_dir is not None
+            request.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            outputs = _objects(item, "outputs")
+            staging.stage_in(
+                request.workdir,
+                _objects(item, "inputs"),
+                item.get("volumes") or [],
+                self.file_roots,
+            )
+        except Exception as exc:  # a bad spec or a failed staging: the task cannot run here
             message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
             self._finished_id(task_id, _no_status(TaskState.SYSTEM_ERROR, message))
+            return None
+        return request, outputs
+
+    def _started(
+        self, request: StartRequest, outputs: list[dict[str, Any]], handle: Handle | str
+    ) -> None:
+        """Follow a task the backend started (report it RUNNING), or report SYSTEM_ERROR with
+        why it could not start (`handle` is then that reason)."""
+        task_id = request.task_id
+        if isinstance(handle, str):
+            self._finished_id(task_id, _no_status(TaskState.SYSTEM_ERROR, handle))
             return
         self._tasks[task_id] = _Task(
             id=task_id,
             handle=handle,
             lease_deadline=self._clock() + self.lease_s,
-            task_dir=workdir,
+            task_dir=request.workdir,
             outputs=outputs,
             process=self._process_of(handle),
             started_at=self._clock(),

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from suanli.agent.backends import Accelerator, Executor, Handle, NodeCapacity, Status, TaskState
+from suanli.agent.backends import (
+    Accelerator,
+    Executor,
+    Handle,
+    NodeCapacity,
+    StartRequest,
+    Status,
+    TaskState,
+)
 from suanli.agent.backends.slurm import SlurmBackend, parse_capacity
 from suanli.errors import InvalidValue
 from tests.processes import pids_of
@@ -475,3 +483,132 @@ def test_cancel_of_a_gang_stops_every_rank(backend: SlurmBackend, tmp_path: Path
     status = wait(backend, handle, timeout_s=30)
     assert status.state is TaskState.CANCELED, status
     assert pids_of(marker, word=True) == []
+
+
+# -- job arrays: the tasks of one lease submitted together (`start_many`) -------------------
+
+
+def requests_for(tmp_path: Path, scripts: dict[str, str], **kwargs: object) -> list[StartRequest]:
+    """One request per task id, each in its own task directory under `tmp_path`."""
+    return [
+        StartRequest(task_id, [sh(script)], tmp_path / task_id, **kwargs)  # type: ignore[arg-type]
+        for task_id, script in scripts.items()
+    ]
+
+
+def test_tasks_asking_the_same_resources_go_as_one_job_array(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    scripts = {f"arr-{n}": f"echo task {n}; echo oops {n} >&2" for n in range(5)}
+    scripts["arr-fails"] = "exit 7"
+    answers = backend.start_many(requests_for(tmp_path, scripts, devices=1))
+    assert all(isinstance(a, Handle) for a in answers)
+    handles = [a for a in answers if isinstance(a, Handle)]
+    assert [h.task_id for h in handles] == list(scripts)
+    arrays = {h.ref.split("_")[0] for h in handles}
+    assert len(arrays) == 1  # one sbatch for all six
+    assert [h.ref.split("_")[1] for h in handles] == [str(n) for n in range(6)]
+    assert "ArrayTaskId=3" in scontrol_job(handles[3].ref)
+    statuses = {h.task_id: wait(backend, h) for h in handles}
+    for n in range(5):
+        status = statuses[f"arr-{n}"]
+        assert status.state is TaskState.COMPLETE, status.reason
+        # each task's output in its own directory, as a single job's would be
+        assert status.stdout_tail == f"task {n}\n"
+        assert status.stderr_tail == f"oops {n}\n"
+        assert (tmp_path / f"arr-{n}" / "stdout.txt").read_text() == f"task {n}\n"
+        assert status.usage.device_s == pytest.approx(status.usage.wall_s)
+    failed = statuses["arr-fails"]
+    assert failed.state is TaskState.EXECUTOR_ERROR and failed.exit_code == 7
+
+
+def test_tasks_asking_different_resources_go_in_separate_submissions(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    one = requests_for(tmp_path, {"cpu-a": "true", "cpu-b": "true"}, devices=1)
+    two = requests_for(tmp_path, {"two-a": "nproc", "two-b": "nproc"}, devices=2)
+    gpu = requests_for(tmp_path, {"gpu": "true"}, devices=1, accelerator=Accelerator("gpu", "a100"))
+    answers = backend.start_many([one[0], two[0], gpu[0], one[1], two[1]])
+    handles = [a for a in answers if isinstance(a, Handle)]
+    assert [h.task_id for h in handles] == ["cpu-a", "two-a", "gpu", "cpu-b", "two-b"]
+    job = {h.task_id: h.ref.partition("_") for h in handles}
+    assert job["cpu-a"][0] == job["cpu-b"][0] != job["two-a"][0] == job["two-b"][0]
+    assert job["gpu"][1] == ""  # alone: a plain batch job
+    assert "gres:gpu:a100:1" in scontrol_job(job["gpu"][0])
+    for handle in handles:
+        status = wait(backend, handle)
+        assert status.state is TaskState.COMPLETE, status.reason
+        if handle.task_id.startswith("two"):
+            assert status.stdout_tail == "2\n"  # its two CPUs
+
+
+def test_a_refused_task_does_not_stop_the_others_of_its_lease(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    good = requests_for(tmp_path, {"ok-1": "true", "ok-2": "true"})
+    gang = requests_for(tmp_path, {"huge": "true"}, nodes=99)
+    answers = backend.start_many([good[0], gang[0], good[1]])
+    assert isinstance(answers[1], InvalidValue) and answers[1].field == "nodes"
+    for answer in (answers[0], answers[2]):
+        assert isinstance(answer, Handle)
+        assert wait(backend, answer).state is TaskState.COMPLETE
+
+
+def test_one_task_of_an_array_is_cancelled_alone(backend: SlurmBackend, tmp_path: Path) -> None:
+    scripts = {"stay": "sleep 2; echo stayed", "go": "touch started; sleep 60"}
+    stay, go = backend.start_many(requests_for(tmp_path, scripts))
+    assert isinstance(stay, Handle) and isinstance(go, Handle)
+    wait_running(backend, go, tmp_path / "go" / "started")
+    backend.cancel(go)
+    assert wait(backend, go, timeout_s=30).state is TaskState.CANCELED
+    status = wait(backend, stay)
+    assert status.state is TaskState.COMPLETE and status.stdout_tail == "stayed\n"
+
+
+def test_a_fresh_backend_reattaches_to_an_array_task(
+    backend: SlurmBackend, partition: str, tmp_path: Path
+) -> None:
+    scripts = {"first": "true", "second": "touch started; sleep 2; echo second"}
+    _, second = backend.start_many(requests_for(tmp_path, scripts))
+    assert isinstance(second, Handle) and "_" in second.ref
+    wait_running(backend, second, tmp_path / "second" / "started")
+    fresh = SlurmBackend(partition=partition)  # as after an agent restart
+    assert fresh.reattach("first", second.ref) is None  # another index's task
+    again = fresh.reattach("second", second.ref)
+    assert again == second
+    status = wait(fresh, again)
+    assert status.state is TaskState.COMPLETE and status.stdout_tail == "second\n"
+
+
+def test_a_finished_array_task_is_read_from_the_jobcomp_file(
+    partition: str, tmp_path: Path
+) -> None:
+    """Once slurmctld has forgotten a job, its end comes from the jobcomp file, where an
+    array's task has a job id of its own and is named by its array's id and index."""
+    backend = SlurmBackend(partition=partition)
+    scripts = {"c-0": "exit 0", "c-1": "exit 5", "c-2": "exit 0"}
+    answers = backend.start_many(requests_for(tmp_path, scripts))
+    refs = [h.ref for h in answers if isinstance(h, Handle)]
+    assert len(refs) == 3
+
+    def in_jobcomp(ref: str) -> bool:
+        array, index = ref.split("_")
+        lines = Path("/var/log/slurm/jobcomp.txt").read_text().splitlines()
+        return any(f" ArrayJobId={array} ArrayTaskId={index} " in line for line in lines)
+
+    wait_until(lambda: all(map(in_jobcomp, refs)), "the tasks in the jobcomp file", timeout_s=60)
+    # a backend that reads only the jobcomp file: scontrol answers "Invalid job id"
+    forgetful = SlurmBackend(
+        partition=partition, commands={"scontrol": ["sh", "-c", "echo Invalid job id >&2; exit 1"]}
+    )
+    codes = []
+    for task_id, ref in zip(scripts, refs, strict=True):
+        job = backend._jobs[ref]  # the same description, as a reattach would rebuild it
+        forgetful._jobs[ref] = job
+        status = wait(forgetful, Handle(task_id, "slurm", ref))
+        codes.append((status.state, status.exit_code))
+    assert codes == [
+        (TaskState.COMPLETE, 0),
+        (TaskState.EXECUTOR_ERROR, 5),
+        (TaskState.COMPLETE, 0),
+    ]

@@ -80,7 +80,8 @@ def test_slurm_and_ray_sites_run_settle_and_survive_an_agent_restart(
     platform.agent(provider, ray_site, 4, "--backend", "ray", "--ray-address", ray_url)
     _, consumer = _consumer_with_money(platform, 10_000_000)
 
-    # the Slurm site's pool takes its size from sinfo (the test cluster: 2 nodes of 16 CPUs)
+    # each pool takes its size from its engine once its agent reports capacity: the Slurm
+    # site's from sinfo (2 nodes of 16 CPUs), the Ray site's from Ray's nodes (2 of 4 CPUs)
     with platform.client(provider) as http:
 
         def pools_now() -> dict[str, dict[str, Any]]:
@@ -88,7 +89,8 @@ def test_slurm_and_ray_sites_run_settle_and_survive_an_agent_restart(
 
         def sized() -> dict[str, dict[str, Any]] | None:
             found = pools_now()
-            return found if found[slurm_site]["count"] != 2 else None
+            both = found[slurm_site]["count"] != 2 and found[ray_site]["count"] != 4
+            return found if both else None
 
         pools = poll(sized, timeout_s=30, every_s=0.5) or pools_now()
     assert (pools[slurm_site]["count"], pools[slurm_site]["devices_per_node"]) == (32, 16)

@@ -58,6 +58,7 @@ __all__ = [
     "Executor",
     "Handle",
     "NodeCapacity",
+    "StartRequest",
     "Status",
     "TaskState",
     "Usage",
@@ -305,8 +306,28 @@ class Capacity:
     per_node: tuple[NodeCapacity, ...] = ()
 
 
+@dataclass(frozen=True)
+class StartRequest:
+    """One task for `start_many`: the arguments of `Backend.start`."""
+
+    task_id: str
+    executors: Sequence[Executor]
+    workdir: Path
+    devices: int = 0
+    nodes: int = 1
+    accelerator: Accelerator | None = None
+    max_run_s: float | None = None
+    checkpoint_dir: Path | None = None
+    grace_s: float | None = None
+
+
 class Backend(Protocol):
     """Runs tasks' executors; see the module docstring for the invariants.
+
+    A backend may also offer `start_many(requests) -> list[Handle | SuanliError]`: the tasks
+    of one lease started together (Slurm: one job array for the tasks that ask the same
+    resources), each answered in order with its handle or with the error `start` would have
+    raised for it. The agent uses it where a backend has it.
 
     Besides `start`/`poll`/`cancel`, a backend answers `capacity()` (None when it cannot tell)
     and `reattach(task_id, ref)`: after the agent restarts, the `Handle` of work it started

@@ -36,7 +36,20 @@ the partition raises `InvalidValue` naming `nodes` before anything is submitted 
 PartitionNodeLimit). `capacity` parses one `sinfo -N` into `per_node` and
 GPUs by GRES type (`parse_capacity`); NPUs are not counted there.
 
-`poll` asks `squeue -h -j ID -o %T --states=all`; once the job has left the queue it reads
+Job arrays (`start_many`, the tasks of one lease): tasks of one node that ask the same sbatch
+options (resources, time limit, partition, account) go as one job array (`--array=0-N`, up to
+`max_array` a submission), so a lease of N tasks costs one sbatch rather than N. Each task still
+gets its own task.json and job.sh; the array's batch script (`array.sh`, in the first task's
+STATE_DIR, with `array.json` naming each index's task and directory) runs, at index i, task i's
+job.sh in its own directory with its output appended to that task's stdout.txt/stderr.txt, as a
+single job's would be. A task's ref is then `ARRAYID_INDEX`, which squeue (`-r`), scontrol and
+scancel take as they take a job id, so poll, cancel, preempt and the time limit work on one task
+of an array alone; in the jobcomp file an array's task is found by its `ArrayJobId` and
+`ArrayTaskId`, and `reattach` finds its directory through `array.json`. Gangs and a task alone
+in its group go as plain batch jobs; a task refused (`InvalidValue`) is answered in its place
+and the others are submitted.
+
+`poll` asks `squeue -h -r -j ID -o %T --states=all`; once the job has left the queue it reads
 `scontrol show job ID` (while slurmctld remembers it, `MinJobAge`), else the job's line in the
 jobcomp file (`JobCompType=jobcomp/filetxt`, see `scripts/slurm.sh`). Slurm's states map to
 ours: PENDING/CONFIGURING/RUNNING/COMPLETING/SUSPENDED -> still running; COMPLETED -> COMPLETE;
@@ -117,6 +130,7 @@ from suanli.agent.backends import (
     ExecutorLog,
     Handle,
     NodeCapacity,
+    StartRequest,
     Status,
     TaskState,
     Usage,
@@ -130,6 +144,10 @@ from suanli.errors import InvalidValue, SuanliError
 __all__ = ["JOBCOMP_PATH", "STATE_DIR", "SlurmBackend", "SlurmCommandError", "parse_capacity"]
 
 STATE_DIR = ".suanli-slurm"  # inside the task directory: job.sh, task.json, results.txt
+ARRAY_JOB_NAME = "suanli-array"
+MAX_ARRAY = 1000  # tasks in one job array (Slurm's MaxArraySize is 1001 by default)
+# A job's ref: a job id, or an array job's id and index (`1524_3`, as Slurm's commands take it)
+_JOB_REF = re.compile(r"(\d+)(?:_(\d+))?")
 JOBCOMP_PATH = Path("/var/log/slurm/jobcomp.txt")
 JOBCOMP_SCAN_BYTES = 8 << 20  # how much of the jobcomp file's end is searched for a job
 # At the end of a grace the batch shell gets STOP_SIGNAL (`scancel --batch`) and kills its whole
@@ -315,6 +333,12 @@ def _read_results(path: Path) -> _Results:
     return results
 
 
+def _ref_key(ref: str) -> tuple[int, int]:
+    """Job refs in Slurm's order: by job id, then array index."""
+    found = _JOB_REF.fullmatch(ref)
+    return (0, 0) if found is None else (int(found[1]), int(found[2] or -1))
+
+
 def _slurm_time(value: str | None) -> float | None:
     """A Slurm timestamp (`2026-11-27T11:02:36`, the controller's local time) as Unix time."""
     if not value or value in ("Unknown", "None", "N/A"):
@@ -426,6 +450,44 @@ def _executor_command(
     return f'( mkdir -p -- {mkdir} && cd -- {q(str(cwd))} && {run} ) & reap "$!"'
 
 
+ARRAY_SCRIPT = "array.sh"  # in the first task's STATE_DIR: the job array's batch script
+ARRAY_INDEX = "array.json"  # beside it: the task id and directory of each array index
+
+
+def _array_argv(jobs: Sequence[_Job], options: Sequence[str]) -> list[str]:
+    """sbatch's arguments for `jobs` as one job array, after writing its batch script and
+    index in the first job's STATE_DIR: index i runs job i's own `job.sh` in its own task
+    directory, its output appended to that task's stdout.txt and stderr.txt, as a single job's
+    would be (`--open-mode=append`)."""
+    q = shlex.quote
+    state_dir = jobs[0].task_dir / STATE_DIR
+    lines = [
+        "#!/bin/bash",
+        "# Written by suanli's Slurm backend: one job array, index i runs task i's job.sh;",
+        f"# see suanli/agent/backends/slurm.py and {ARRAY_INDEX} beside this file.",
+        'case "${SLURM_ARRAY_TASK_ID:-}" in',
+    ]
+    for index, job in enumerate(jobs):
+        d = job.task_dir
+        lines.append(
+            f"  {index}) cd -- {q(str(d))} && exec /bin/bash {q(str(d / STATE_DIR / 'job.sh'))}"
+            f" >>{q(str(d / STDOUT_FILE))} 2>>{q(str(d / STDERR_FILE))} ;;"
+        )
+    lines += ['  *) echo "no task at array index ${SLURM_ARRAY_TASK_ID:-}" >&2; exit 1 ;;', "esac"]
+    (state_dir / ARRAY_SCRIPT).write_text("\n".join(lines) + "\n")
+    tasks = [{"task_id": job.task_id, "task_dir": str(job.task_dir)} for job in jobs]
+    (state_dir / ARRAY_INDEX).write_text(json.dumps(tasks, indent=1) + "\n")
+    return [
+        "--parsable",
+        f"--array=0-{len(jobs) - 1}",
+        f"--job-name={ARRAY_JOB_NAME}",
+        f"--chdir={jobs[0].task_dir}",
+        f"--output={state_dir / 'array-%a.out'}",  # the script's own words, before its exec
+        *options,
+        str(state_dir / ARRAY_SCRIPT),
+    ]
+
+
 def submit_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The whole environment sbatch runs with, and so (`--export=ALL`) what the job starts
     with besides Slurm's own `SLURM_*`: PATH (to find sbatch, and the task's PATH until the
@@ -456,6 +518,7 @@ class SlurmBackend:
         clock: Callable[[], float] = time.monotonic,
         queue_ttl_s: float = 0.05,
         mpi: str = "pmi2",
+        max_array: int = MAX_ARRAY,
     ) -> None:
         """`queue_ttl_s`: how long one `squeue` answer for all this backend's jobs serves the
         polls of a round (an agent polls every task each tick; one call serves them all).
@@ -466,6 +529,7 @@ class SlurmBackend:
         plugin through which a gang's executors (an MPI program's ranks) get PMI (`pmi2` for
         MPICH, `pmix` for an Open MPI built with PMIx where Slurm has that plugin)."""
         self.mpi = mpi
+        self.max_array = max(1, max_array)
         self.partition = partition
         self.account = account
         self.time_limit_s = default_time_limit_s * time_margin
@@ -504,56 +568,137 @@ class SlurmBackend:
         naming `nodes` for a gang larger than the partition (or less than one node), and naming
         `accelerator` for a kind or model that is no GRES name; any other refusal of sbatch
         ends the task SYSTEM_ERROR on the next `poll`."""
-        resources = self._resources(nodes, devices, accelerator)
-        task_dir = Path(workdir).resolve()
-        job = _Job(task_id, task_dir, max(0, devices), [], [], [], nodes=nodes)
-        job.max_run_s = max_run_s
-        if grace_s is not None:
-            job.grace_s = max(0.0, grace_s)
+        request = StartRequest(
+            task_id,
+            executors,
+            workdir,
+            devices,
+            nodes,
+            accelerator,
+            max_run_s,
+            checkpoint_dir,
+            grace_s,
+        )
+        job, options = self._prepare(request)
+        return self._submit([job], options)[0]
+
+    def start_many(self, requests: Sequence[StartRequest]) -> list[Handle | SuanliError]:
+        """Start the tasks of one lease: those that ask the same resources and time limit (and
+        one node each) as one job array (up to `max_array` tasks an array; see "Job arrays" in
+        the module docstring), the others one job each. In order, each task's handle, or the
+        `SuanliError` that `start` would have raised for it."""
+        answers: list[Handle | SuanliError | None] = [None] * len(requests)
+        groups: dict[tuple[str, ...], list[tuple[int, _Job]]] = {}
+        for n, request in enumerate(requests):
+            try:
+                job, options = self._prepare(request)
+            except SuanliError as exc:
+                answers[n] = exc
+                continue
+            key = tuple(options) if job.nodes == 1 else (f"gang:{n}", *options)
+            groups.setdefault(key, []).append((n, job))
+        for key, members in groups.items():
+            options = [o for o in key if not o.startswith("gang:")]
+            for first in range(0, len(members), self.max_array):
+                chunk = members[first : first + self.max_array]
+                try:
+                    handles: list[Handle | SuanliError] = list(
+                        self._submit([job for _, job in chunk], options)
+                    )
+                except SuanliError as exc:  # a gang larger than the partition
+                    handles = [exc] * len(chunk)
+                for (n, _), handle in zip(chunk, handles, strict=True):
+                    answers[n] = handle
+        return [a for a in answers if a is not None]
+
+    def _prepare(self, request: StartRequest) -> tuple[_Job, list[str]]:
+        """The task's `_Job`, with its description and batch script written in its task
+        directory (a failure to write them is kept as the job's final status), and the sbatch
+        options that size it. Raises `InvalidValue` as `start` does."""
+        nodes, devices = request.nodes, request.devices
+        resources = self._resources(nodes, devices, request.accelerator)
+        task_dir = Path(request.workdir).resolve()
+        job = _Job(request.task_id, task_dir, max(0, devices), [], [], [], nodes=nodes)
+        job.max_run_s = request.max_run_s
+        if request.grace_s is not None:
+            job.grace_s = max(0.0, request.grace_s)
+        checkpoint_dir = request.checkpoint_dir
         job.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir).resolve()
-        limit_s = self.time_limit_s if max_run_s is None else max_run_s
-        for index, executor in enumerate(executors):
+        limit_s = self.time_limit_s if request.max_run_s is None else request.max_run_s
+        for index, executor in enumerate(request.executors):
             job.stdouts.append(self._stream(job, index, executor.stdout, "stdout", STDOUT_FILE))
             job.stderrs.append(self._stream(job, index, executor.stderr, "stderr", STDERR_FILE))
             job.ignore_error.append(executor.ignore_error)
+        options = [
+            *resources,
+            f"--time={_time_limit(limit_s)}",
+            "--no-requeue",
+            "--export=ALL",  # of sbatch's scrubbed environment: the agent's stays home
+        ]
+        if self.partition:
+            options.append(f"--partition={self.partition}")
+        if self.account:
+            options.append(f"--account={self.account}")
         try:
             state_dir = task_dir / STATE_DIR
             state_dir.mkdir(parents=True, exist_ok=True)
             (state_dir / "results.txt").unlink(missing_ok=True)
             (state_dir / "task.json").write_text(json.dumps(job.as_json(), indent=1) + "\n")
-            script = state_dir / "job.sh"
-            script.write_text(_script(job, executors, self._launcher(nodes)))
-            argv = [
-                "--parsable",
-                f"--job-name=suanli-{task_id}",
-                f"--chdir={task_dir}",
-                *resources,
-                f"--output={task_dir / STDOUT_FILE}",
-                f"--error={task_dir / STDERR_FILE}",
-                "--open-mode=append",
-                f"--time={_time_limit(limit_s)}",
-                "--no-requeue",
-                "--export=ALL",  # of sbatch's scrubbed environment: the agent's stays home
-            ]
-            if self.partition:
-                argv.append(f"--partition={self.partition}")
-            if self.account:
-                argv.append(f"--account={self.account}")
-            try:
-                out = self._run("sbatch", [*argv, str(script)], env=submit_environment())
-            except SlurmCommandError as exc:
-                if nodes > 1 and any(m in exc.stderr.lower() for m in _TOO_MANY_NODES):
-                    raise self._too_many_nodes(nodes) from exc
-                raise
-            ref = out.strip().split(";", 1)[0]  # "id" or "id;cluster"
-            if not ref.isdigit():
-                raise SlurmCommandError(["sbatch"], 0, f"unexpected output {out.strip()!r}")
-        except (OSError, SlurmCommandError) as exc:
+            script = _script(job, request.executors, self._launcher(nodes))
+            (state_dir / "job.sh").write_text(script)
+        except OSError as exc:
             reason = f"cannot submit the job: {exc}"
-            ref = f"unsubmitted:{task_id}"
             job.final = self._status(job, TaskState.SYSTEM_ERROR, None, reason, None, None)
-        self._jobs[ref] = job
-        return Handle(task_id=task_id, backend=self.name, ref=ref)
+        return job, options
+
+    def _submit(self, jobs: Sequence[_Job], options: Sequence[str]) -> list[Handle]:
+        """Submit prepared jobs that share `options`: one alone as a batch job, several as one
+        job array; their handles in order (`unsubmitted:<task id>` for one that failed, whose
+        next `poll` answers SYSTEM_ERROR with why)."""
+        ready = [job for job in jobs if job.final is None]
+        refs: dict[str, str] = {}
+        try:
+            if len(ready) == 1:
+                job = ready[0]
+                argv = [
+                    "--parsable",
+                    f"--job-name=suanli-{job.task_id}",
+                    f"--chdir={job.task_dir}",
+                    f"--output={job.task_dir / STDOUT_FILE}",
+                    f"--error={job.task_dir / STDERR_FILE}",
+                    "--open-mode=append",
+                    *options,
+                    str(job.task_dir / STATE_DIR / "job.sh"),
+                ]
+                refs[job.task_id] = self._sbatch(argv, job.nodes)
+            elif ready:
+                array_id = self._sbatch(_array_argv(ready, options), 1)
+                refs = {job.task_id: f"{array_id}_{i}" for i, job in enumerate(ready)}
+        except (OSError, SlurmCommandError, ValueError) as exc:
+            reason = f"cannot submit the job: {exc}"
+            for job in ready:
+                job.final = self._status(job, TaskState.SYSTEM_ERROR, None, reason, None, None)
+            refs = {}
+        handles = []
+        for job in jobs:
+            ref = refs.get(job.task_id, f"unsubmitted:{job.task_id}")
+            self._jobs[ref] = job
+            handles.append(Handle(task_id=job.task_id, backend=self.name, ref=ref))
+        return handles
+
+    def _sbatch(self, argv: Sequence[str], nodes: int) -> str:
+        """sbatch with `argv`, the scrubbed environment; the job id. A gang larger than the
+        partition raises `InvalidValue`; another refusal, `SlurmCommandError`."""
+        try:
+            out = self._run("sbatch", argv, env=submit_environment())
+        except SlurmCommandError as exc:
+            if nodes > 1 and any(m in exc.stderr.lower() for m in _TOO_MANY_NODES):
+                raise self._too_many_nodes(nodes) from exc
+            raise
+        ref = out.strip().split(";", 1)[0]  # "id" or "id;cluster"
+        if not ref.isdigit():
+            raise SlurmCommandError(["sbatch"], 0, f"unexpected output {out.strip()!r}")
+        return ref
 
     def _resources(self, nodes: int, devices: int, accelerator: Accelerator | None) -> list[str]:
         """sbatch's options for `devices` on each of `nodes` nodes: CPU cores
@@ -656,7 +801,7 @@ class SlurmBackend:
         """Stop a job whose script began `max_run_s` ago (its `begin` record, a Unix time, so
         the count survives an agent restart): SIGTERM to every process of it now, SIGKILL once
         its grace has passed (as `preempt`)."""
-        if job.max_run_s is None or job.timed_out or job.preempted or not ref.isdigit():
+        if job.max_run_s is None or job.timed_out or job.preempted or not _JOB_REF.fullmatch(ref):
             return
         began = _read_results(job.task_dir / STATE_DIR / "results.txt").began_at
         if began is None or time.time() - began < job.max_run_s:
@@ -666,7 +811,7 @@ class SlurmBackend:
         self._signal_all(ref, "TERM")
 
     def cancel(self, handle: Handle) -> None:
-        if handle.ref not in self._jobs or not handle.ref.isdigit():
+        if handle.ref not in self._jobs or not _JOB_REF.fullmatch(handle.ref):
             return
         with contextlib.suppress(SlurmCommandError, OSError):
             self._run("scancel", [handle.ref], timeout_s=min(5.0, self.command_timeout_s))
@@ -675,7 +820,7 @@ class SlurmBackend:
         """SIGTERM to every process of the job now (`scancel --signal=TERM --full`); the job
         is cancelled by a `poll` once `grace_s` has passed. It ends PREEMPTED."""
         job = self._jobs.get(handle.ref)
-        if job is None or job.preempted or not handle.ref.isdigit():
+        if job is None or job.preempted or not _JOB_REF.fullmatch(handle.ref):
             return
         job.preempted = True
         job.kill_at = self._clock() + max(0.0, grace_s)
@@ -705,20 +850,26 @@ class SlurmBackend:
     def reattach(self, task_id: str, ref: str) -> Handle | None:
         """The job `ref` if Slurm still knows it as this task's (queued, running or finished
         recently enough to be in slurmctld or the jobcomp file) and its task directory still
-        holds the description `start` wrote; else None."""
-        if not ref.isdigit():
+        holds the description `start` wrote; else None. An array's task is found through the
+        array's index (`array.json` in its working directory)."""
+        found = _JOB_REF.fullmatch(ref)
+        if found is None:
             return None
         try:
             info = self._job_info(ref)
         except (SlurmCommandError, OSError):
             return None
-        if info is None or info.get("JobName", info.get("Name")) != f"suanli-{task_id}":
+        name = f"suanli-{task_id}" if found[2] is None else ARRAY_JOB_NAME
+        if info is None or info.get("JobName", info.get("Name")) != name:
             return None
         task_dir = Path(info.get("WorkDir", ""))
         try:
+            if found[2] is not None:
+                index = json.loads((task_dir / STATE_DIR / ARRAY_INDEX).read_text())
+                task_dir = Path(index[int(found[2])]["task_dir"])
             obj = json.loads((task_dir / STATE_DIR / "task.json").read_text())
             job = _Job.from_json(task_dir, obj)
-        except (OSError, ValueError, KeyError, AssertionError, TypeError):
+        except (OSError, ValueError, KeyError, IndexError, AssertionError, TypeError):
             return None
         if job.task_id != task_id:
             return None
@@ -733,11 +884,12 @@ class SlurmBackend:
         answer did not cover."""
         now = self._clock()
         if now - self._queue_at > self.queue_ttl_s or ref not in self._queue:
-            ids = sorted({ref, *(r for r in self._jobs if r.isdigit())}, key=int)
+            ids = sorted({ref, *(r for r in self._jobs if _JOB_REF.fullmatch(r))}, key=_ref_key)
             try:
                 out = self._run(
                     "squeue",
-                    ["-h", "-j", ",".join(ids), "-o", "%i %T", "--states=all"],
+                    # -r: an array's pending tasks one line each (`ID_INDEX`), not `ID_[0-9]`
+                    ["-h", "-r", "-j", ",".join(ids), "-o", "%i %T", "--states=all"],
                     timeout_s=None,
                 )
             except SlurmCommandError as exc:  # every id forgotten: they have all left
@@ -800,9 +952,15 @@ class SlurmBackend:
                 text = f.read().decode(errors="replace")
         except OSError:
             return None
-        needle = f"JobId={ref} "
+        found = _JOB_REF.fullmatch(ref)
+        if found is None:
+            return None
+        # an array's task has a job id of its own there, and its array's id and index
+        needle = f"JobId={ref} " if found[2] is None else f" ArrayTaskId={found[2]} "
         for line in reversed(text.splitlines()):
-            if line.startswith(needle):
+            if found[2] is None and line.startswith(needle):
+                return dict(_FIELD.findall(line))
+            if found[2] is not None and needle in line and f" ArrayJobId={found[1]} " in line:
                 return dict(_FIELD.findall(line))
         return None
 
