@@ -50,6 +50,8 @@ KEYS = (
     "busy_share_gpu",
     "wall_s",
     "carbon_forecast_mape",
+    "shift_saved_kg",
+    "shift_saved_location_kg",
 )
 
 
@@ -63,6 +65,7 @@ def loaded(utilisation: float, limit: int | None, factor: float) -> tuple[Any, A
 POLICIES = ("green", "green-location")
 JUDGED = {"carbon_kg": "green", "carbon_location_kg": "green-location"}  # basis -> its policy
 KINDS = ("carbon_kg", "carbon_location_kg")
+OWN = {"carbon_kg": "shift_saved_kg", "carbon_location_kg": "shift_saved_location_kg"}
 FORESIGHTS = ("forecast", "oracle")
 
 
@@ -124,11 +127,30 @@ def _savings(rows: list[dict[str, Any]], policy: str, seeds: int) -> dict[str, A
         }
         for foresight in FORESIGHTS
     }
-    share = {
+    own = {
+        foresight: {
+            kind: sum(by[(seed, foresight, True)][OWN[kind]] for seed in range(seeds))
+            for kind in KINDS
+        }
+        for foresight in FORESIGHTS
+    }
+    return {
+        "saved_per_seed": per_seed,
+        "saved": saved,
+        "baseline": baseline,
+        "share": _share(saved),
+        "deferrals_saved": own,
+        "deferrals_share": _share(own),
+    }
+
+
+def _share(saved: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """The forecast's savings as a share of the oracle's, per basis (None where the oracle
+    saved nothing)."""
+    return {
         kind: saved["forecast"][kind] / saved["oracle"][kind] if saved["oracle"][kind] > 0 else None
         for kind in KINDS
     }
-    return {"saved_per_seed": per_seed, "saved": saved, "baseline": baseline, "share": share}
 
 
 def main() -> None:
@@ -206,7 +228,18 @@ def main() -> None:
             f"{policy}: forecast's savings / oracle's: market {shown['carbon_kg']}, location "
             f"{shown['carbon_location_kg']}"
         )
+        own = found["deferrals_saved"]
+        shown = {k: "n/a" if v is None else f"{v:.0%}" for k, v in found["deferrals_share"].items()}
+        print(
+            f"{policy}: the deferrals' own savings (each deferred task against its start when "
+            f"deferred, same site, realised carbon): market "
+            f"{own['forecast']['carbon_kg']:,.0f} kg on forecasts / "
+            f"{own['oracle']['carbon_kg']:,.0f} kg by the oracle ({shown['carbon_kg']}), "
+            f"location {own['forecast']['carbon_location_kg']:,.0f} / "
+            f"{own['oracle']['carbon_location_kg']:,.0f} kg ({shown['carbon_location_kg']})"
+        )
     judged = {kind: summary[policy]["share"][kind] for kind, policy in JUDGED.items()}
+    judged_own = {kind: summary[policy]["deferrals_share"][kind] for kind, policy in JUDGED.items()}
     mape = next(r["carbon_forecast_mape"] for r in rows if r["foresight"] == "forecast")
     print(
         "judged, each basis under the policy that optimises it: market-based (green) "
@@ -214,6 +247,17 @@ def main() -> None:
         + ", location-based (green-location) "
         + ("n/a" if judged["carbon_location_kg"] is None else f"{judged['carbon_location_kg']:.0%}")
         + f" of the oracle's savings; day-ahead carbon forecast MAPE {mape:.1%}"
+    )
+    print(
+        "judged on the deferrals' own savings: market-based (green) "
+        + ("n/a" if judged_own["carbon_kg"] is None else f"{judged_own['carbon_kg']:.0%}")
+        + ", location-based (green-location) "
+        + (
+            "n/a"
+            if judged_own["carbon_location_kg"] is None
+            else f"{judged_own['carbon_location_kg']:.0%}"
+        )
+        + " of the oracle's"
     )
     results = {
         "machine": f"{platform.machine()} python {platform.python_version()}",
@@ -226,6 +270,7 @@ def main() -> None:
         "runs": rows,
         "by_policy": summary,
         "judged_share_of_oracle": judged,
+        "judged_deferrals_share_of_oracle": judged_own,
         "carbon_forecast_mape": mape,
         "wall_s": round(time.perf_counter() - started, 1),
     }

@@ -20,12 +20,19 @@ started by the agent inherits it (tasks get a clean environment anyway, see `bac
    `wait_s` passes (up to IDLE_WAIT_S when the agent is idle, `poll_s` while tasks run, never
    past the next heartbeat), so work starts as soon as it is placed; after a report frees a
    slot the agent leases again at once;
-4. `POST /v1/tasks/{task}/report` `{"agent_id", "state": "RUNNING"}` after the start, then
-   `{"agent_id", "state", "exit_code", "stdout_tail", "stderr_tail", "usage", "reason",
-   "executors", "outputs"}` at the end (`executors`: one `{"exit_code", "stdout_tail",
-   "stderr_tail", "wall_s", "started_at", "ended_at"}` per executor that ran; `outputs`: one
-   `{"url", "path", "size_bytes"}` per file copied out), `state` one of COMPLETE,
-   EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED, PREEMPTED.
+4. reports, in batches: `POST /v1/agents/{id}/reports` `{"reports": [report, ...]}` -> 200
+   `{"results": [{"task_id", "status", "state", "detail"}, ...]}`, one result per report in
+   order; a report is `{"task_id", "state": "RUNNING"}` after the start, then `{"task_id",
+   "state", "exit_code", "stdout_tail", "stderr_tail", "usage", "reason", "executors",
+   "outputs"}` at the end (`executors`: one `{"exit_code", "stdout_tail", "stderr_tail",
+   "wall_s", "started_at", "ended_at"}` per executor that ran; `outputs`: one `{"url", "path",
+   "size_bytes"}` per file copied out), `state` one of COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR,
+   CANCELED, PREEMPTED. The server applies each report on its own; its result's `status` is
+   what `POST /v1/tasks/{task}/report` `{"agent_id", ...}` would have answered for it alone
+   (200 with the task's `state`, or 404 / 409 / 422 with the error's `detail`), and the agent
+   acts on it as on that answer. The outbox goes out oldest first, up to REPORT_BATCH reports
+   (REPORT_BATCH_BYTES of JSON) a request, so N tasks that end together cost one request, not
+   N; a batch refused as a whole is sent again one report at a time through that route.
 
 Checkpoints: every task gets `SUANLI_CHECKPOINT_DIR`, the directory `<checkpoint root>/<task>`
 (`checkpoint_root`, default `<work root>/checkpoints`) that this agent keeps for the task across
@@ -140,6 +147,8 @@ REASON_CHARS = 1000  # the server's limit on a report's reason
 MIN_POLL_S = 0.005  # the shortest pause between backend polls while a task runs
 IDLE_WAIT_S = 5.0  # an idle agent's long-poll for work (bounded by the next heartbeat)
 MAX_LEASE_WAIT_S = 30.0  # the server's limit on a lease's wait_s
+REPORT_BATCH = 200  # reports per POST /v1/agents/{id}/reports (the server takes up to 1000)
+REPORT_BATCH_BYTES = 512 * 1024  # and their JSON: well under the server's body limit (1 MiB)
 TOKEN_ENV = "SUANLI_TOKEN"
 
 
@@ -881,20 +890,66 @@ class Agent:
         return self.checkpoint_root / _dir_name(task_id)
 
     def _flush_outbox(self) -> None:
+        """Send the outbox, oldest first, in batches (`_next_batch`) to `POST
+        /v1/agents/{id}/reports`. A batch leaves the outbox only once it is answered: when the
+        server cannot be reached `ServerUnavailable` propagates with every report still queued
+        (the tick backs off and sends them again). Each result is handled as the answer to that
+        report alone (`_answered`). A batch refused as a whole (any other non-2xx: a body too
+        large, a report the server cannot read, a server without the batch route) goes again
+        one report at a time to `POST /v1/tasks/{id}/report`, as reports went before."""
         while self._outbox and self.agent_id is not None:
-            report = self._outbox[0]
-            path = f"/v1/tasks/{quote(report.task_id, safe='')}/report"
-            code, answer = self._post(path, {"agent_id": self.agent_id, **report.body})
-            self._outbox.popleft()
-            if code in (404, 409):
-                self._drop(report.task_id, f"server answered {code} to a report")
-            elif 200 <= code < 300 and report.terminal and report.body["state"] in FINAL_STATES:
-                shutil.rmtree(self.checkpoint_dir(report.task_id), ignore_errors=True)
-            elif not 200 <= code < 300:
-                self._log(
-                    f"task {report.task_id}: report {report.body['state']} refused with "
-                    f"HTTP {code} {_detail(answer)}; not retrying it"
-                )
+            batch = self._next_batch()
+            path = self._agent_path("reports")
+            items = [{"task_id": r.task_id, **r.body} for r in batch]
+            code, answer = self._post(path, {"reports": items})
+            if not 200 <= code < 300:
+                for _ in batch:  # fewer may be left: a refused report drops its task's others
+                    if self._outbox and self.agent_id is not None:
+                        self._report_alone()
+                continue
+            results = _batch_results(path, answer, batch)
+            for _ in batch:
+                self._outbox.popleft()  # first: dropping a task filters what is left
+            dropped: set[str] = set()
+            for report, (status, said) in zip(batch, results, strict=True):
+                if report.task_id not in dropped and self._answered(report, status, said):
+                    dropped.add(report.task_id)
+
+    def _next_batch(self) -> list[_Report]:
+        """The outbox's oldest reports, in order: at least one, and at most REPORT_BATCH of
+        them or REPORT_BATCH_BYTES of JSON."""
+        batch: list[_Report] = []
+        size = 0
+        for report in self._outbox:
+            size += len(json.dumps(report.body)) + len(report.task_id) + 16
+            if batch and (len(batch) >= REPORT_BATCH or size > REPORT_BATCH_BYTES):
+                break
+            batch.append(report)
+        return batch
+
+    def _report_alone(self) -> None:
+        """The outbox's first report, alone, through `POST /v1/tasks/{id}/report`."""
+        report = self._outbox[0]
+        path = f"/v1/tasks/{quote(report.task_id, safe='')}/report"
+        code, answer = self._post(path, {"agent_id": self.agent_id, **report.body})
+        self._outbox.popleft()
+        self._answered(report, code, answer)
+
+    def _answered(self, report: _Report, code: int, answer: Mapping[str, Any]) -> bool:
+        """Act on the server's answer to one report (HTTP `code`, or its result's status in a
+        batch): 404 / 409 drop the task; a final state taken removes its checkpoint directory;
+        anything else refused is logged and not retried. Whether the task was dropped."""
+        if code in (404, 409):
+            self._drop(report.task_id, f"server answered {code} to a report")
+            return True
+        if 200 <= code < 300 and report.terminal and report.body["state"] in FINAL_STATES:
+            shutil.rmtree(self.checkpoint_dir(report.task_id), ignore_errors=True)
+        elif not 200 <= code < 300:
+            self._log(
+                f"task {report.task_id}: report {report.body['state']} refused with "
+                f"HTTP {code} {_detail(answer)}; not retrying it"
+            )
+        return False
 
     # -- local bookkeeping ----------------------------------------------------------------
 
@@ -1048,6 +1103,25 @@ class Agent:
 
     def _log(self, message: str) -> None:
         self._log_line(f"agent {self.agent_id or '(unregistered)'}: {message}")
+
+
+def _batch_results(
+    path: str, answer: Mapping[str, Any], batch: Sequence[_Report]
+) -> list[tuple[int, dict[str, Any]]]:
+    """The `(status, {"detail": ...})` of each report of `batch` from the server's answer to
+    it, or `ServerUnavailable` when the answer does not match the batch."""
+    results = answer.get("results")
+    if isinstance(results, list) and len(results) == len(batch):
+        found = [
+            (r["status"], {"detail": r.get("detail") or ""})
+            for r, report in zip(results, batch, strict=True)
+            if isinstance(r, dict)
+            and r.get("task_id") == report.task_id
+            and isinstance(r.get("status"), int)
+        ]
+        if len(found) == len(batch):
+            return found
+    raise ServerUnavailable(path, f"malformed answer {str(answer)[:200]}")
 
 
 def _positive(value: object) -> TypeGuard[float]:

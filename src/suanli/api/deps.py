@@ -5,13 +5,14 @@ the unit of work) and `platform: PlatformDep` (the app's shared `Platform`, from
 `request.app.state.platform`), and runs its work with `run(platform, token, write, work)`: one
 transaction in the thread pool, as the token's principal (an agent token is refused with 403),
 or with `run_agent(...)` for the agent protocol, where the caller may be an agent token whose
-site scope the service checks (`site_scope=caller.site_id`). `ERRORS` documents the error
-bodies every route may answer.
+site scope the service checks (`site_scope=caller.site_id`); `run_agent_each(...)` runs a batch
+of such writes, one unit of work per item, after checking the caller once. `ERRORS` documents
+the error bodies every route may answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from suanli.api.app import Platform
 from suanli.api.schemas import ErrorBody
+from suanli.errors import SuanliError
 from suanli.services.core import Caller, Unauthorized
 from suanli.services.views import Actor, TaskRead
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 R = TypeVar("R")
+T = TypeVar("T")
 MAX_LIST_LIMIT = 1000  # tasks per GET /v1/tasks (each under max_body_bytes: a bounded page)
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429)
@@ -79,3 +82,38 @@ async def run_agent(platform: Platform, token: str, work: Callable[[Session, Cal
     """A write of the agent protocol: the caller may be an agent token, whose site scope
     the service checks (`site_scope=caller.site_id`)."""
     return await run_in_threadpool(acted_as_agent, platform, token, work)
+
+
+def acted_as_agent_each(
+    platform: Platform,
+    token: str,
+    check: Callable[[Session, Caller], object],
+    items: Sequence[T],
+    work: Callable[[Session, Caller, T], R],
+) -> list[R | SuanliError]:
+    """`check` the caller once (its errors fail the whole call), then `work` on each item in
+    order, each in a unit of work of its own: an item's domain error rolls back that item only
+    and stands in its place in the answer; any other error fails the call (the items before it
+    stay done, as separate requests would)."""
+    with platform.unit_of_work(write=False) as session:  # a read: no writer lock held
+        caller = platform.caller(session, token)
+        check(session, caller)
+    done: list[R | SuanliError] = []
+    for item in items:
+        try:
+            with platform.unit_of_work() as session:
+                done.append(work(session, caller, item))
+        except SuanliError as error:
+            done.append(error)
+    return done
+
+
+async def run_agent_each(
+    platform: Platform,
+    token: str,
+    check: Callable[[Session, Caller], object],
+    items: Sequence[T],
+    work: Callable[[Session, Caller, T], R],
+) -> list[R | SuanliError]:
+    """A batch of writes of the agent protocol in one thread hop (`acted_as_agent_each`)."""
+    return await run_in_threadpool(acted_as_agent_each, platform, token, check, items, work)

@@ -40,6 +40,14 @@ STATUS: list[tuple[type[SuanliError], int, str]] = [
 ]
 
 
+def status_of(error: SuanliError) -> tuple[int, str]:
+    """The HTTP status and error code of a domain error (`STATUS`; anything else is 422)."""
+    for kind, kind_status, kind_code in STATUS:
+        if isinstance(error, kind):
+            return kind_status, kind_code
+    return 422, "invalid"
+
+
 def error_body(
     code: str, message: str, message_zh: str, field: str | None = None, **extra: Any
 ) -> dict[str, Any]:
@@ -75,11 +83,7 @@ def _invalid_status(request: Request) -> int:
 def install(app: FastAPI) -> None:
     @app.exception_handler(SuanliError)
     async def _domain(request: Request, error: SuanliError) -> JSONResponse:
-        status, code = 422, "invalid"
-        for kind, kind_status, kind_code in STATUS:
-            if isinstance(error, kind):
-                status, code = kind_status, kind_code
-                break
+        status, code = status_of(error)
         if status == 422:
             status = _invalid_status(request)
         field = getattr(error, "field", None)

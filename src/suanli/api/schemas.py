@@ -3,8 +3,9 @@
 The shared shapes live elsewhere: the value types and the task spec in `suanli.specs` (the one
 validation path of every API), the typed commands in `services.commands` (`SiteCreate` is a
 `SiteCommand`, `PoolCreate` a `PoolCommand`, `AgentCreate` an `AgentCommand`, `Report` a
-`ReportCommand`: a request body is handed to the service as it is), and the read models the
-services answer with in `services.views`. Here: the agent protocol's heartbeat and lease bodies,
+`ReportCommand`: a request body is handed to the service as it is; a batch's `ReportItem` is a
+`ReportFields` with its task), and the read models the services answer with in
+`services.views`. Here: the agent protocol's heartbeat, lease and batched-report bodies,
 the virtual clock's, and the market's small request and response bodies.
 """
 
@@ -16,7 +17,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from suanli.services.commands import AgentCommand, PoolCommand, ReportCommand, SiteCommand
+from suanli.services.commands import (
+    AgentCommand,
+    PoolCommand,
+    ReportCommand,
+    ReportFields,
+    SiteCommand,
+)
 from suanli.services.views import LeasedTask
 from suanli.specs import Name, OutputText, StrictModel, Text
 
@@ -35,6 +42,38 @@ class AgentCreate(AgentCommand):
 
 class Report(ReportCommand):
     """A task's progress (the request body of `POST /v1/tasks/{id}/report`)."""
+
+
+MAX_REPORTS = 1000  # items in one `POST /v1/agents/{id}/reports`
+
+
+class ReportItem(ReportFields):
+    """One task's report in a batch: the fields of `Report`, with the task instead of the agent
+    (the batch's path names the agent)."""
+
+    task_id: Name
+
+
+class Reports(StrictModel):
+    """A batch of an agent's reports (the request body of `POST /v1/agents/{id}/reports`),
+    applied in order, each on its own."""
+
+    reports: Annotated[list[ReportItem], Field(min_length=1, max_length=MAX_REPORTS)]
+
+
+class ReportResult(BaseModel):
+    """What became of one report of a batch: `status` the HTTP code the single report would
+    have got (200, or 404 / 409 / 422 with the error's English `detail`); `state` the task's
+    state after it, when 200."""
+
+    task_id: str
+    status: int
+    state: str | None = None
+    detail: str | None = None
+
+
+class ReportsReply(BaseModel):
+    results: list[ReportResult]  # one per report, in the batch's order
 
 
 class AgentRead(BaseModel):

@@ -81,10 +81,10 @@ class OutputReport(StrictModel):
     size_bytes: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]
 
 
-class ReportCommand(Command):
-    """An agent's report of a task's progress or end."""
+class ReportFields(Command):
+    """What an agent says of one task's progress or end: a `ReportCommand` without its agent
+    (an item of a batch of reports names the agent once, in the path)."""
 
-    agent_id: Name
     state: Literal["RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"]
     exit_code: Int32 | None = None
     stdout_tail: Annotated[OutputText, Field(max_length=65_536)] = ""
@@ -93,3 +93,9 @@ class ReportCommand(Command):
     reason: Annotated[OutputText, Field(max_length=1000)] = ""
     executors: Annotated[list[ExecutorReport], Field(max_length=100)] = []  # noqa: RUF012 (one per run)
     outputs: Annotated[list[OutputReport], Field(max_length=10_000)] = []  # noqa: RUF012 (copied out)
+
+
+class ReportCommand(ReportFields):
+    """An agent's report of a task's progress or end."""
+
+    agent_id: Name

@@ -409,6 +409,12 @@ class Outcome:
     data_moved_gb: float = 0.0
     reason: str = ""
     deferred_s: float = 0.0  # how long a WAIT decision deferred it
+    deferred_from_s: float | None = None  # the start it had when it was deferred
+    # realised carbon its deferral saved against starting at `deferred_from_s` on the site it
+    # ran at (market-, location-based; with a carbon world only): the deferral's own effect,
+    # apart from what a shifted schedule does to the placement of other work
+    shift_saved_kg: float = 0.0
+    shift_saved_location_kg: float = 0.0
 
 
 @dataclass
@@ -663,7 +669,9 @@ def run(
     if progress is not None:
         progress(len(outcomes), len(outcomes))
     results = list(outcomes.values())
-    metrics = _metrics(results, network, policy, events, time.perf_counter() - started)
+    metrics = _metrics(
+        results, network, policy, events, time.perf_counter() - started, carbon is not None
+    )
     metrics["decide_calls"] = calls
     metrics["carbon_basis"] = (
         "daily shape (synthetic, ESTIMATE), known to the decision step"
@@ -737,6 +745,11 @@ def _apply(
             )
             green = carbon.network.sites[placement.site].green_share
             outcome.carbon_kg = outcome.carbon_location_kg * (1.0 - green)
+            if outcome.deferred_from_s is not None:
+                earlier = placement.end_s - (placement.start_s - outcome.deferred_from_s)
+                then = carbon.emitted(placement.site, earlier, b.duration_s, b.energy_kwh)
+                outcome.shift_saved_location_kg = then - outcome.carbon_location_kg
+                outcome.shift_saved_kg = outcome.shift_saved_location_kg * (1.0 - green)
         outcome.latency_ms = b.latency_ms
         outcome.data_moved_gb = outcome.job.data_gb if b.transfer_s > 0 else 0.0
         outcome.reason = ""
@@ -770,6 +783,8 @@ def _apply(
                 )
         if decision.placement is not None:
             outcome.deferred_s = decision.placement.waited_s
+            if outcome.deferred_from_s is None:
+                outcome.deferred_from_s = decision.placement.start_s - outcome.deferred_s
         outcome.reason = decision.reason
     elif decision.action is Action.QUEUE:
         outcome.reason = decision.reason
@@ -806,7 +821,12 @@ def _share(part: float, whole: float) -> float:
 
 
 def _metrics(
-    results: list[Outcome], network: Network, policy: str, events: int, wall_s: float
+    results: list[Outcome],
+    network: Network,
+    policy: str,
+    events: int,
+    wall_s: float,
+    carbon_world: bool = False,
 ) -> dict[str, Any]:
     completed = [r for r in results if r.state == "completed"]
     rejected = [r for r in results if r.state == "rejected"]
@@ -858,6 +878,12 @@ def _metrics(
         "tasks_completed": len(completed),
         "tasks_rejected": len(rejected),
         "tasks_deferred": sum(1 for r in completed if r.deferred_s > 0),
+        # what the deferrals themselves saved on the realised carbon (None without a carbon
+        # world): each deferred task against its own start when it was deferred, same site
+        "shift_saved_kg": sum(r.shift_saved_kg for r in completed) if carbon_world else None,
+        "shift_saved_location_kg": (
+            sum(r.shift_saved_location_kg for r in completed) if carbon_world else None
+        ),
         "rejected_reasons": reasons,
         "cost_fen": sum(r.cost_fen for r in completed),
         "energy_kwh": energy,

@@ -53,11 +53,20 @@ class ServerState:
     conflict_gate: threading.Event = field(default_factory=threading.Event)  # ... once set
     unavailable: int = 0  # answer this many requests with 503 first
     reports: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    batches: list[list[tuple[str, str]]] = field(default_factory=list)  # (task, state) each
+    batch_route: bool = True  # False: a server from before batched reports (404)
     heartbeats: list[list[str]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (last path part, body)
     task_added: threading.Event = field(default_factory=threading.Event)  # wakes held leases
     lease_s: float = 30.0
     heartbeat_s: float = 0.1
+
+    def take_report(self, task_id: str, body: dict[str, Any]) -> int:
+        """Record one report (held under `lock`); its status, as the server's."""
+        if task_id in self.conflict or self.leased.get(task_id) != body["agent_id"]:
+            return 409
+        self.reports.append((task_id, body))
+        return 200
 
     def states(self, task_id: str) -> list[str]:
         with self.lock:
@@ -79,7 +88,7 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         state = self.server.state
         with state.lock:
-            gated = any(self.path == f"/v1/tasks/{task_id}/report" for task_id in state.conflict)
+            gated = any(task_id in state.conflict for task_id in _reported_tasks(self.path, body))
         if gated:
             state.conflict_gate.wait(timeout=5)
         with state.lock:
@@ -125,11 +134,26 @@ class Handler(BaseHTTPRequestHandler):
                     state.leased[task["id"]] = agent_id
                 return 200, {"tasks": tasks}
             case ["v1", "tasks", task_id, "report"]:
-                if task_id in state.conflict or state.leased.get(task_id) != body["agent_id"]:
-                    return 409, {"detail": "task not leased to this agent"}
-                state.reports.append((task_id, body))
-                return 200, {}
+                return state.take_report(task_id, body), {}
+            case ["v1", "agents", agent_id, "reports"] if state.batch_route:
+                results = []
+                for item in body["reports"]:
+                    report = {k: v for k, v in item.items() if k != "task_id"}
+                    status = state.take_report(item["task_id"], {"agent_id": agent_id, **report})
+                    results.append({"task_id": item["task_id"], "status": status})
+                state.batches.append([(item["task_id"], item["state"]) for item in body["reports"]])
+                return 200, {"results": results}
         return 404, {"detail": "no such route"}
+
+
+def _reported_tasks(path: str, body: dict[str, Any]) -> list[str]:
+    """The tasks a request reports on (one, or a batch's)."""
+    parts = path.strip("/").split("/")
+    if parts[-1] == "report":
+        return [parts[-2]]
+    if parts[-1] == "reports":
+        return [item["task_id"] for item in body.get("reports", [])]
+    return []
 
 
 class FakeServer(ThreadingHTTPServer):
@@ -250,7 +274,7 @@ def test_an_idle_agent_long_polls_and_leases_again_right_after_a_report(
     done = next(
         i
         for i, (name, body) in enumerate(calls)
-        if name == "report" and body["state"] == "COMPLETE"
+        if name == "reports" and any(r["state"] == "COMPLETE" for r in body["reports"])
     )
     after = [name for name, _ in calls[done + 1 :] if name != "heartbeat"]
     assert after[:1] == ["lease"]  # the freed slot asks for work at once
@@ -334,6 +358,46 @@ def test_a_409_answer_makes_the_agent_drop_the_task(
     running.finish()
     assert server.state.states("t-lost") == []  # the 409 was the only answer; nothing recorded
     assert pids_of(marker) == []
+
+
+def test_tasks_that_end_together_go_out_in_one_request_even_after_the_server_was_down(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    ids = [f"t-{n}" for n in range(6)]
+    for task_id in ids:
+        server.add_task(task_id, ["sleep", "1"])
+    running = start_agent(slots=len(ids))
+    wait_until(lambda: all(server.state.states(t) == ["RUNNING"] for t in ids))
+    with server.state.lock:
+        server.state.unavailable = 10**9  # down: every request is answered 503
+    for task_id in ids:  # each ends while the server is down; its report waits in the outbox
+        wait_until(lambda t=task_id: any(f"task {t} COMPLETE" in line for line in running.lines))
+    assert all(server.state.states(t) == ["RUNNING"] for t in ids)
+    with server.state.lock:
+        server.state.unavailable = 0  # back
+    wait_until(lambda: all(server.state.states(t) == ["RUNNING", "COMPLETE"] for t in ids))
+    running.finish()
+    with server.state.lock:
+        batches = list(server.state.batches)
+        singles = [name for name, _ in server.state.calls if name == "report"]
+    ended = [b for b in batches if any(state == "COMPLETE" for _, state in b)]
+    assert len(ended) == 1  # the six reports kept while it was down, then one request
+    assert sorted(ended[0]) == [(t, "COMPLETE") for t in ids]
+    assert singles == []
+
+
+def test_a_server_without_the_batch_route_gets_the_reports_one_at_a_time(
+    server: FakeServer, start_agent: Callable[..., RunningAgent]
+) -> None:
+    server.state.batch_route = False
+    server.add_task("t-1", PRINT_HI)
+    running = start_agent()
+    wait_until(lambda: "COMPLETE" in server.state.states("t-1"))
+    running.finish()
+    assert server.state.states("t-1") == ["RUNNING", "COMPLETE"]
+    with server.state.lock:
+        names = [name for name, _ in server.state.calls]
+    assert names.count("report") == 2 and server.state.batches == []
 
 
 def test_stopping_the_agent_cancels_running_tasks_with_reason_agent_stopped(

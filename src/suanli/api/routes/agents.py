@@ -1,8 +1,14 @@
 """Agent protocol routes: register, heartbeat (capacity, output tails, which tasks to cancel or
 preempt, and the grace of a preemption), lease work (with each task's maximum run time) and
-report a task's state. Each runs through `deps.run_agent`, so a site-scoped agent token may call
-them for its own site only (the services check `site_scope`). A report that ends a task (or
-preempts it) tells the scheduling pass its devices came free."""
+report tasks' states: in batches, `POST /v1/agents/{id}/reports` `{"reports": [{"task_id", ...the
+fields of a report but the agent}]}` (1 to MAX_REPORTS) -> 200 `{"results": [{"task_id",
+"status", "state", "detail"}]}`, one result per report in order, each report applied on its own
+(one unit of work each: `status` 200 with the task's `state` after it, or the 404 / 409 / 422 the
+single report would have got, with the error's English `detail`); or one at a time, `POST
+/v1/tasks/{id}/report` (kept for other clients). Each runs through `deps.run_agent` (a batch
+through `deps.run_agent_each`, which checks the caller once), so a site-scoped agent token may
+call them for its own site only (the services check `site_scope`). A report that ends a task
+(or preempts it) tells the scheduling pass its devices came free."""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import asyncio
 from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
-from suanli.api.deps import ERRORS, PlatformDep, Token, run_agent
+from suanli.api.deps import ERRORS, PlatformDep, Token, run_agent, run_agent_each
+from suanli.api.errors import status_of
 from suanli.api.longpoll import MAX_WAIT_S
 from suanli.api.schemas import (
     AgentCreate,
@@ -21,8 +28,14 @@ from suanli.api.schemas import (
     LeaseReply,
     LeaseRequest,
     Report,
+    ReportItem,
+    ReportResult,
+    Reports,
+    ReportsReply,
 )
+from suanli.errors import SuanliError
 from suanli.services import agents as agents_service
+from suanli.services.commands import ReportCommand, ReportFields
 from suanli.services.core import Caller
 from suanli.services.views import TaskRead, leased_task, task_read
 
@@ -101,6 +114,43 @@ async def take(
         platform.listen_for_work()
         if not await platform.bell.wait(site, seen, remaining):
             return reply
+
+
+@router.post("/v1/agents/{agent_id}/reports", response_model=ReportsReply)
+async def report_many(
+    agent_id: str, body: Reports, token: Token, platform: PlatformDep
+) -> ReportsReply:
+    """The agent's reports of its tasks, in order, each applied as `POST
+    /v1/tasks/{id}/report` would apply it and in a transaction of its own: one refused report
+    (404 / 409 / 422 in its result) leaves the others done. The token, the agent and its site
+    are checked once: a 401 / 403 / 404 there fails the whole batch, as it would each report."""
+
+    def check(session: Session, caller: Caller) -> str:
+        return agents_service.agent_site(session, caller.principal, agent_id, caller.site_id)
+
+    def work(session: Session, caller: Caller, item: ReportItem) -> str:
+        spec = ReportCommand(
+            agent_id=agent_id, **{name: getattr(item, name) for name in ReportFields.model_fields}
+        )
+        task = agents_service.report(session, caller.principal, item.task_id, spec, caller.site_id)
+        return task.state
+
+    done = await run_agent_each(platform, token, check, body.reports, work)
+    results = [
+        _result(item.task_id, outcome) for item, outcome in zip(body.reports, done, strict=True)
+    ]
+    if any(r.status == 200 and r.state not in ("RUNNING", "INITIALIZING") for r in results):
+        platform.capacity_grew.set()  # some task's devices came free
+        platform.wake.set()
+    return ReportsReply(results=results)
+
+
+def _result(task_id: str, outcome: str | SuanliError) -> ReportResult:
+    if isinstance(outcome, SuanliError):
+        return ReportResult(
+            task_id=task_id, status=status_of(outcome)[0], detail=outcome.message_en
+        )
+    return ReportResult(task_id=task_id, status=200, state=outcome)
 
 
 @router.post("/v1/tasks/{task_id}/report", response_model=TaskRead)
