@@ -104,6 +104,9 @@ class TaskBuilder:
     def data(self, gb: float) -> TaskBuilder:
         return self._set(data_gb=gb)
 
+    def data_at(self, place: str) -> TaskBuilder:
+        return self._set(data_origin=place)
+
     def deadline(self, s: float) -> TaskBuilder:
         return self._set(deadline_s=s)
 
@@ -122,6 +125,8 @@ class TaskBuilder:
 
         fields = dict(self._fields)
         fields["origin"] = find_point(str(fields["origin"]))
+        if fields.get("data_origin") is not None:
+            fields["data_origin"] = find_point(str(fields["data_origin"]))
         return Task(**fields)  # type: ignore[arg-type]
 
 

@@ -102,6 +102,12 @@ def site_add(
     lon: Annotated[float | None, typer.Option(help="Longitude / 经度")] = None,
     pue: Annotated[float | None, typer.Option(help="PUE")] = None,
     green_share: Annotated[float | None, typer.Option(help="Green power share / 绿电")] = None,
+    bucket: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An object-storage bucket the site serves (repeatable) / 站点提供的存储桶（可重复）"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     ca: CaOpt = None,
 ) -> None:
@@ -116,6 +122,7 @@ def site_add(
             "lon": lon,
             "pue": pue,
             "green_share": green_share,
+            "buckets": bucket or None,
         }.items()
         if v is not None
     }

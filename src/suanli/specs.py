@@ -166,6 +166,9 @@ class TaskCreate(StrictModel):
     latency_tier: Literal["interactive", "standard", "batch"] = "batch"
     origin: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
     data_gb: GB = 0.0
+    # where its data lives (a province, city or cluster); unset: at `origin`, or where a site
+    # serves the bucket of its first s3:// input (`services.tasks.data_location`)
+    data_location: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
     deadline_s: Annotated[float, Field(gt=0, le=MAX_DEADLINE_S)] | None = None
     # the agent stops the task after this many seconds of running (EXECUTOR_ERROR, "exceeded
     # its maximum run time"); unset: the server's `default_max_run_s`

@@ -316,6 +316,7 @@ class TaskArrays:
     max_price_fen: FloatArray  # inf where none
     tier_rtt_ms: FloatArray
     origin: IntArray  # index into origin_places
+    data_origin: IntArray  # where each task's data lives: index into origin_places
     model_bits: IntArray  # bit i set = all_devices()[i] allowed
     province_bits: IntArray  # -1 = anywhere
     deferrable: BoolArray
@@ -360,6 +361,7 @@ def subset_tasks(t: TaskArrays, rows: IntArray) -> TaskArrays:
             "max_price_fen",
             "tier_rtt_ms",
             "origin",
+            "data_origin",
             "model_bits",
             "province_bits",
             "deferrable",
@@ -402,10 +404,13 @@ class Scales:
 
 def task_classes(t: TaskArrays) -> tuple[IntArray, IntArray]:
     """Each task's scoring class and one task of each class: tasks of a class share their
-    origin, latency tier, device kind and precision, so they have the same objectives per unit
-    of work at every pool, and the same pools open to them but for models and residency."""
+    origin, where their data lives, latency tier, device kind and precision, so they have the
+    same objectives per unit of work at every pool, and the same pools open to them but for
+    models and residency."""
     tiers, tier = np.unique(t.tier_rtt_ms, return_inverse=True)
-    key = (t.origin * len(tiers) + tier.reshape(-1)) * len(KINDS) + t.kind
+    places = len(t.origin_places)
+    key = ((t.origin * places + t.data_origin) * len(tiers) + tier.reshape(-1)) * len(KINDS)
+    key = key + t.kind
     key = key * len(PRECISIONS) + t.precision
     _, first, class_of = np.unique(key, return_index=True, return_inverse=True)
     return class_of.reshape(-1), first
@@ -430,6 +435,7 @@ class ClassFeatures:
     unit_carbon_location: FloatArray  # (K, M) kg, location-based
     unit_carbon_location_low: FloatArray
     fee_gb: FloatArray  # (K, M) fen per GB
+    moves: BoolArray  # (K, M) whether the class's data moves to the pool's site
     rtt_ms: FloatArray  # (K, M)
     distance_km: FloatArray  # (K, M)
 
@@ -485,6 +491,7 @@ def class_features(t: TaskArrays, p: PoolArrays, snapshot: Snapshot, now: float)
     origin, site = t.origin[first][:, None], p.site_of_pool[None, :]
     rtt = t.rtt_ms[origin, site]
     distance = t.distance_km[origin, site]
+    moves = t.distance_km[t.data_origin[first][:, None], site] > 0
     return ClassFeatures(
         class_of=class_of,
         first=first,
@@ -498,7 +505,8 @@ def class_features(t: TaskArrays, p: PoolArrays, snapshot: Snapshot, now: float)
         unit_carbon_location=per_class(ev.raw[Objective.CARBON_LOCATION]),
         unit_carbon_location_low=per_class(ev.raw[Objective.CARBON_LOCATION] * carbon_ratio),
         # charged where the data moves (as `evaluate`)
-        fee_gb=np.where(distance > 0, snapshot.transfer_fen_per_gb, 0.0),
+        fee_gb=np.where(moves, snapshot.transfer_fen_per_gb, 0.0),
+        moves=moves,
         rtt_ms=rtt,
         distance_km=distance,
     )
@@ -574,12 +582,20 @@ def task_arrays(tasks: Sequence[Task], snapshot: Snapshot, pools: PoolArrays) ->
     origins: dict[str, int] = {}
     origin_places: list[Place] = []
     origin_of_task = np.empty(len(tasks), dtype=np.int64)
-    for t, task in enumerate(tasks):
-        key = f"{task.origin.id}@{task.origin.lat},{task.origin.lon}"
+    data_of_task = np.empty(len(tasks), dtype=np.int64)
+
+    def place_index(place: Place) -> int:
+        key = f"{place.id}@{place.lat},{place.lon}"
         if key not in origins:
             origins[key] = len(origin_places)
-            origin_places.append(task.origin)
-        origin_of_task[t] = origins[key]
+            origin_places.append(place)
+        return origins[key]
+
+    for t, task in enumerate(tasks):
+        origin_of_task[t] = place_index(task.origin)
+        data_of_task[t] = (
+            origin_of_task[t] if task.data_origin is None else place_index(task.data_origin)
+        )
     rtt = np.zeros((len(origin_places), len(pools.site_places)))
     distance = np.zeros_like(rtt)
     for o, origin in enumerate(origin_places):
@@ -619,6 +635,7 @@ def task_arrays(tasks: Sequence[Task], snapshot: Snapshot, pools: PoolArrays) ->
         ),
         tier_rtt_ms=np.array([tiers[t.latency_tier] for t in tasks], dtype=float),
         origin=origin_of_task,
+        data_origin=data_of_task,
         model_bits=np.array([model_bits(t) for t in tasks], dtype=np.int64),
         province_bits=np.array([province_bits(t) for t in tasks], dtype=np.int64),
         deferrable=np.array([t.deferrable for t in tasks], dtype=bool),
@@ -758,7 +775,7 @@ def open_pools(tasks: Sequence[Task], snapshot: Snapshot) -> tuple[BoolArray, Fl
     passing &= t.rtt_ms[t.origin[:, None], site] <= t.tier_rtt_ms[:, None]
     passing &= p.memory_gb[pc] >= t.memory_gb[:, None]
     passing &= fits_nodes(t, rows, p, pc)
-    moves = t.distance_km[t.origin[:, None], site] > 0
+    moves = t.distance_km[t.data_origin[:, None], site] > 0
     transfer = _transfer_s(t, rows, moves, snapshot)
     least: FloatArray = np.where(passing, transfer + _run_s(t, rows, peak), np.inf)
     return passing, least
@@ -816,7 +833,7 @@ def evaluate(
     if not same_class:  # same_class columns all have a figure: durations are finite
         duration = np.where(masks["precision"], duration, np.inf)
     distance = t.distance_km[origin, site]
-    moves = distance > 0
+    moves = t.distance_km[t.data_origin[rows, None], site] > 0  # where its data lives
     data = t.data_gb[rows, None]
     has_data = bool(np.any(data > 0))
     transfer = _transfer_s(t, rows, moves, snapshot)

@@ -68,6 +68,9 @@ class Task:
     deferrable: bool = False
     # a gang: `devices` split evenly over this many distinct nodes of one pool, all or none
     nodes: int = 1
+    # where its `data_gb` lives (a bucket's place, say); None: at its origin. The data moves,
+    # and is charged and timed, where a site is elsewhere
+    data_origin: Place | None = None
 
     def __post_init__(self) -> None:
         checks.count("devices", self.devices)

@@ -125,7 +125,7 @@ def _estimates(
     allowed &= p.count[cols][None, :] >= devices
     deadline = t.deadline_s[rows][:, None]
     if np.isfinite(deadline).any():  # as `evaluate`: transfer, then the run at the pool's peak
-        moves = f.distance_km[c, cols][None, :] > 0
+        moves = f.moves[c, cols][None, :]
         transfer = np.where(moves, data * (8.0 / bandwidth_gbps), 0.0)
         with np.errstate(divide="ignore"):
             run = work / (p.peak[t.precision[rows[0]], cols][None, :] * devices)

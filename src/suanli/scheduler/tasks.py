@@ -3,10 +3,11 @@ and `suanli schedule` all use it, so a spec means the same work everywhere.
 
 A spec is the stored form of the task model (`resources.device_kind`, `precision`, `workload`,
 `devices` on each of `nodes` (a gang), optional `work_flop` or `duration_s`, `device_models`,
-`memory_gb`; `origin`, `latency_tier`, `data_gb`, `deadline_s`, `max_price_fen`, `zones`,
-`deferrable`). Without `work_flop`, the work is `duration_s` (60 s by default) on all the task's
-devices as reference devices of the kind (an A100 SXM4 for GPUs, an Ascend 910B for NPUs, a
-generic core for CPUs) at the workload's efficiency. Pure: raises `SuanliError` (naming the
+`memory_gb`; `origin`, `latency_tier`, `data_gb`, `data_location` (where the data lives; unset:
+at the origin), `deadline_s`, `max_price_fen`, `zones`, `deferrable`). Without `work_flop`, the
+work is `duration_s` (60 s by default) on all the task's devices as reference devices of the
+kind (an A100 SXM4 for GPUs, an Ascend 910B for NPUs, a generic core for CPUs) at the workload's
+efficiency. Pure: raises `SuanliError` (naming the
 field) for a spec it cannot read.
 """
 
@@ -83,4 +84,5 @@ def engine_task(ident: str, spec: Mapping[str, Any], submitted_s: float) -> Task
         ),
         deferrable=bool(spec.get("deferrable")) and deadline is not None,
         nodes=nodes,
+        data_origin=find_place(spec["data_location"]) if spec.get("data_location") else None,
     )

@@ -30,6 +30,7 @@ from suanli.metering import (
     find_device,
 )
 from suanli.scheduler import (
+    Booking,
     Capacity,
     Policy,
     PoolCapacity,
@@ -100,6 +101,7 @@ def add_site(session: Session, who: Actor, spec: SiteCommand) -> SiteRow:
         pue=float(pue),
         green_share=float(green),
         created_at=now(session),
+        buckets=sorted(set(spec.buckets)) if spec.buckets else None,
     )
     session.add(row)
     append_event(
@@ -107,7 +109,12 @@ def add_site(session: Session, who: Actor, spec: SiteCommand) -> SiteRow:
         "site.added",
         row.id,
         who.id,
-        {"name": row.name, "province": province, "cluster": row.cluster_id},
+        {
+            "name": row.name,
+            "province": province,
+            "cluster": row.cluster_id,
+            "buckets": row.buckets or [],
+        },
     )
     return row
 
@@ -273,10 +280,49 @@ class StepInputs:
     clock_s: float
 
 
-def step_inputs(session: Session, moment: datetime) -> StepInputs:
+def bookings(session: Session, clock: float) -> tuple[Booking, ...]:
+    """The devices known to be held ahead, as the twin keeps them (`Capacity.booked`): each task
+    holding a pool's devices, from its placement's start until its expected end (one running
+    past it books nothing ahead: it holds its devices now, `held_devices`), and each deferred
+    task's booking, from its hour until the end of its run on the pool it was deferred on."""
+    found: list[Booking] = []
+    holding = session.execute(
+        select(TaskRow.pool_id, TaskRow.devices, TaskRow.placement).where(
+            TaskRow.pool_id.is_not(None), TaskRow.state.in_(HOLDING)
+        )
+    )
+    for pool, devices, placement in holding:
+        figures = placement if isinstance(placement, dict) else {}
+        end = figures.get("end_s")
+        if pool is None or not isinstance(end, int | float):
+            continue  # placed before placements kept their span: held now, not booked ahead
+        start = figures.get("start_s")
+        found.append(
+            Booking(pool, int(devices), float(start if start is not None else clock), float(end))
+        )
+    deferred = session.execute(
+        select(TaskRow.booked_pool_id, TaskRow.devices, TaskRow.not_before, TaskRow.booked_until)
+        .where(
+            TaskRow.state == State.QUEUED.value,
+            TaskRow.pool_id.is_(None),
+            TaskRow.booked_pool_id.is_not(None),
+            TaskRow.not_before.is_not(None),
+            TaskRow.booked_until.is_not(None),
+        )
+        .order_by(TaskRow.id)
+    )
+    for pool, devices, start, end in deferred:
+        if pool is None or start is None or end is None:
+            continue  # (the query leaves these out; for the type checker)
+        found.append(Booking(pool, int(devices), aware(start).timestamp(), aware(end).timestamp()))
+    return tuple(found)
+
+
+def step_inputs(session: Session, moment: datetime, *, booked: bool = True) -> StepInputs:
     """The ONE builder of the decision step's network and capacity (the pass and quotes use it;
     the twin builds the same shapes from its own model). Series: `scheduler.series`, the twin's
-    construction, from the local (UTC+8) midnight at or before `moment`."""
+    construction, from the local (UTC+8) midnight at or before `moment`. `booked`: with the
+    devices held ahead (`bookings`), which only a deferral reads."""
     from suanli.services.market import reputation as provider_reputation  # market imports us
 
     clock = aware(moment).timestamp()
@@ -316,7 +362,8 @@ def step_inputs(session: Session, moment: datetime) -> StepInputs:
         series_start_s=start_s,
         local_hour_at_start=local_hour,
     )
-    return StepInputs(network, Capacity(capacity), clock)
+    ahead = bookings(session, clock) if booked else ()
+    return StepInputs(network, Capacity(capacity, ahead), clock)
 
 
 # task id -> its engine task and where its duration came from (`runtimes.Duration`), with the
@@ -346,6 +393,8 @@ class QueuedRow(Protocol):
     def not_before(self) -> datetime | None: ...
     @property
     def pinned_pool_id(self) -> str | None: ...
+    @property
+    def booked_pool_id(self) -> str | None: ...
 
 
 def _version(runtime: runtime_service.Runtimes | None) -> int:
@@ -419,5 +468,6 @@ def queued_with_duration(
         policy=policy,
         not_before_s=None if row.not_before is None else aware(row.not_before).timestamp(),
         pinned_pool=row.pinned_pool_id,
+        booked_pool=row.booked_pool_id,
     )
     return queued, made

@@ -16,6 +16,12 @@ from pydantic import ConfigDict, Field
 
 from suanli.specs import MAX_PRICE_FEN_PER_DEVICE_HOUR, Int32, Name, OutputText, StrictModel, Text
 
+# an S3 bucket name (3-63 lower-case letters, digits, dots and hyphens, a letter or digit at each
+# end), as S3 and S3-compatible servers name buckets
+BucketName = Annotated[
+    Text, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+]
+
 
 class Command(StrictModel):
     """The base of every command: strict like every input model, and frozen."""
@@ -33,6 +39,9 @@ class SiteCommand(Command):
     lon: Annotated[float, Field(ge=-180, le=180)] | None = None
     pue: Annotated[float, Field(ge=1.0, le=5.0)] | None = None
     green_share: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    # the object-storage buckets the site serves: tasks reading s3:// data from them have their
+    # data here (the engine times and charges its transfer to sites elsewhere)
+    buckets: Annotated[list[BucketName], Field(max_length=1000)] | None = None
 
 
 class PoolCommand(Command):

@@ -661,7 +661,7 @@ def cheapest_total(
     from suanli.scheduler.arrays import evaluate, pool_arrays, task_arrays
     from suanli.scheduler.tasks import engine_task
 
-    inputs = capacity_service.step_inputs(session, moment)
+    inputs = capacity_service.step_inputs(session, moment, booked=False)
     network = inputs.network
     if not network.pools:
         return None

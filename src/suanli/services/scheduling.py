@@ -11,8 +11,12 @@ QUEUE / REJECT. `apply_pass` writes them under `FOR UPDATE`:
   it, `services.runtimes`);
 * WAIT: deferred to a cheaper or greener hour within its deadline: `tasks.not_before` and the
   reason ("deferred ... until <time>"), an audit event `task.deferred`; the task holds nothing
-  and is decided again once the clock reaches that time (then it starts, never waits twice);
-* QUEUE: the engine's reason why not now (`unplaced_reason`);
+  now and is decided again once the clock reaches that time (then it starts, never waits
+  twice). Its booking (`tasks.booked_pool_id`, `booked_until`: the pool the engine deferred it
+  on, to the end of its run there) is held ahead: a later deferral goes only to hours with room
+  beside it, and when its hour comes the task takes that pool first, as the twin's deferrals do;
+* QUEUE: the engine's reason why not now (`unplaced_reason`); a deferral whose hour came and
+  could not start there loses its booking;
 * REJECT: ended SYSTEM_ERROR with the reason (a spec or policy the engine cannot read, figures
   it cannot store, or more than `max_wait_s` in the queue), its order settled; the rest of the
   pass goes on.
@@ -45,6 +49,16 @@ log = logging.getLogger("suanli.scheduler")
 
 
 @dataclass(frozen=True)
+class Deferral:
+    """A WAIT decision as stored: until when, why, and the booking ahead (pool, end of run)."""
+
+    until: datetime
+    reason: str
+    pool: str | None
+    booked_until: datetime | None
+
+
+@dataclass(frozen=True)
 class PassPlan:
     """What a scheduling pass decided, computed outside any write transaction."""
 
@@ -52,18 +66,27 @@ class PassPlan:
     reasons: dict[str, str]  # task -> why it is not placed (changed reasons only)
     # task -> why the engine cannot take it at all: `apply_pass` ends it SYSTEM_ERROR
     doomed: dict[str, str] = dataclasses.field(default_factory=dict)
-    # task -> (deferred until, reason): newly deferred tasks
-    deferred: dict[str, tuple[datetime, str]] = dataclasses.field(default_factory=dict)
+    # task -> its deferral: newly deferred tasks
+    deferred: dict[str, Deferral] = dataclasses.field(default_factory=dict)
     decisions: tuple[Decision, ...] = ()  # every decision of the step, in queue order
     # task -> the priced offer its order is opened with (admission), for each placement
     offers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # running task -> why the pass asks its agent to preempt it
     preempt: dict[str, str] = dataclasses.field(default_factory=dict)
+    # deferred tasks whose hour came and that did not start: their bookings are dropped
+    unbooked: frozenset[str] = frozenset()
 
     @property
     def writes(self) -> bool:
         """Whether `apply_pass` has anything to write."""
-        return bool(self.placements or self.reasons or self.doomed or self.deferred or self.preempt)
+        return bool(
+            self.placements
+            or self.reasons
+            or self.doomed
+            or self.deferred
+            or self.preempt
+            or self.unbooked
+        )
 
 
 def _doom_reason(error: Exception) -> str:
@@ -99,6 +122,9 @@ def figures(decision: Decision) -> dict[str, Any]:
         "runner_up": placement.runner_up,
         "policy": decision.policy,
         "duration_s": b.duration_s,
+        # on the scheduler clock: what the pass books the pool for (its run from its start)
+        "start_s": placement.start_s,
+        "end_s": placement.end_s,
     }
 
 
@@ -116,6 +142,7 @@ QUEUED_COLUMNS = (
     TaskRow.not_before,
     TaskRow.pinned_pool_id,
     TaskRow.unplaced_reason,
+    TaskRow.booked_pool_id,
 )
 
 
@@ -176,7 +203,8 @@ def plan_pass(
             queue.append(queued)
         except Exception as error:  # a bad row must not stop the pass
             doomed[row.id] = _doom_reason(error)
-    inputs = step_inputs(session, moment)
+    # the bookings ahead matter only to a deferral: without a deferrable task, none are read
+    inputs = step_inputs(session, moment, booked=any(q.task.deferrable for q in queue))
     owners = {row.id: row.owner_id for row in pending}
     decisions, refused, quota, offers = _rounds(
         session, queue, owners, inputs, default, moment, max_wait_s
@@ -184,7 +212,8 @@ def plan_pass(
     rows = {row.id: row for row in pending}
     placements: dict[str, tuple[str, str, dict[str, Any]]] = {}
     reasons: dict[str, str] = {}
-    deferred: dict[str, tuple[datetime, str]] = {}
+    deferred: dict[str, Deferral] = {}
+    unbooked: set[str] = set()
     for decision in decisions:
         row = rows[decision.task]
         if decision.action is Action.PLACE:
@@ -199,10 +228,18 @@ def plan_pass(
                 raise ValueError(f"a WAIT decision for {decision.task} has no time")
             until = datetime.fromtimestamp(decision.not_before_s, UTC)
             if row.not_before is None or aware(row.not_before) != until:
-                deferred[row.id] = (until, deferred_reason(decision, until))
+                ahead = decision.placement
+                deferred[row.id] = Deferral(
+                    until,
+                    deferred_reason(decision, until),
+                    None if ahead is None else ahead.pool,
+                    None if ahead is None else datetime.fromtimestamp(ahead.end_s, UTC),
+                )
         elif decision.action is Action.QUEUE:
             if row.unplaced_reason != decision.reason:
                 reasons[row.id] = decision.reason
+            if row.booked_pool_id is not None:
+                unbooked.add(row.id)
         else:
             doomed[row.id] = decision.reason
     for ident, reason in {**quota.waits, **refused}.items():
@@ -216,6 +253,7 @@ def plan_pass(
         decisions,
         offers={ident: offers[ident] for ident in placements if ident in offers},
         preempt=dict(quota.preempt),
+        unbooked=frozenset(unbooked),
     )
 
 
@@ -287,6 +325,7 @@ def apply_pass(session: Session, decided: PassPlan) -> int:
         + list(decided.reasons)
         + list(decided.doomed)
         + list(decided.deferred)
+        + list(decided.unbooked)
     )
     if not ids:
         return 0
@@ -303,6 +342,8 @@ def apply_pass(session: Session, decided: PassPlan) -> int:
     ).all()
     placed = 0
     for row in rows:
+        if row.id not in decided.deferred:  # placed, ended, or its hour came and went
+            row.booked_pool_id = row.booked_until = None
         if row.id in decided.doomed:
             reason = decided.doomed[row.id]
             log.error("ending task %s (SYSTEM_ERROR): %s", row.id, reason)
@@ -330,12 +371,14 @@ def apply_pass(session: Session, decided: PassPlan) -> int:
             )
             placed += 1
         elif row.id in decided.deferred:
-            until, reason = decided.deferred[row.id]
-            row.not_before, row.unplaced_reason = until, reason
-            append_event(
-                session, "task.deferred", row.id, "scheduler", {"until": until.isoformat()}
-            )
-        elif row.unplaced_reason != decided.reasons[row.id]:
+            deferral = decided.deferred[row.id]
+            row.not_before, row.unplaced_reason = deferral.until, deferral.reason
+            row.booked_pool_id, row.booked_until = deferral.pool, deferral.booked_until
+            data = {"until": deferral.until.isoformat()}
+            if deferral.pool is not None:
+                data["pool"] = deferral.pool
+            append_event(session, "task.deferred", row.id, "scheduler", data)
+        elif row.id in decided.reasons and row.unplaced_reason != decided.reasons[row.id]:
             row.unplaced_reason = decided.reasons[row.id]
     preemption.request(session, decided.preempt, "scheduler")
     return placed

@@ -9,8 +9,10 @@ insert runs in a savepoint and the loser returns the winner's task.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlparse
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -73,10 +75,12 @@ def check_spec(spec: dict[str, Any]) -> None:
             match_devices(name)
         except SuanliError as error:
             raise FieldError(f"resources.device_models[{n}]", name, error) from None
-    try:
-        find_place(spec["origin"])
-    except SuanliError as error:
-        raise FieldError("origin", spec["origin"], error) from None
+    for field in ("origin", "data_location"):
+        if field == "origin" or spec.get(field):
+            try:
+                find_place(spec[field])
+            except SuanliError as error:
+                raise FieldError(field, spec[field], error) from None
     if spec.get("policy"):
         policy_named(spec["policy"])
     for n, zone in enumerate(spec.get("zones") or []):
@@ -84,6 +88,31 @@ def check_spec(spec: dict[str, Any]) -> None:
             zone_provinces(zone)
         except SuanliError as error:
             raise FieldError(f"zones[{n}]", zone, error) from None
+
+
+def data_location(session: Session, spec: Mapping[str, Any]) -> str | None:
+    """Where a task's data lives, from its inputs: the place of the site that serves the bucket
+    of its first `s3://` input whose bucket a site declares (`sites.buckets`; the site's cluster,
+    else its province), or None (then its data is taken to be at its origin)."""
+    buckets = [
+        urlparse(entry["url"]).netloc
+        for entry in spec.get("inputs") or []
+        if isinstance(entry, Mapping)
+        and isinstance(entry.get("url"), str)
+        and entry["url"].startswith("s3://")
+    ]
+    if not buckets:
+        return None
+    serving: dict[str, SiteRow] = {}
+    for site in session.scalars(
+        select(SiteRow).where(SiteRow.buckets.is_not(None)).order_by(SiteRow.created_at, SiteRow.id)
+    ):
+        for bucket in site.buckets or []:
+            serving.setdefault(bucket, site)
+    for bucket in buckets:
+        if bucket in serving:
+            return serving[bucket].cluster_id or serving[bucket].province
+    return None
 
 
 def submit(
@@ -110,6 +139,10 @@ def submit(
             return found, False
     spec = {**spec, "origin": spec.get("origin") or DEFAULT_ORIGIN}
     check_spec(spec)
+    if not spec.get("data_location"):
+        place = data_location(session, spec)
+        if place is not None:
+            spec["data_location"] = place
     moment = now(session)
     if spec.get("max_price_fen") is not None:
         _affordable(session, who.id, spec, moment)

@@ -116,6 +116,7 @@ class SiteRead(BaseModel):
     pue: float
     green_share: float
     reputation: float | None = None  # the owner's, 0..1 (ratings and SLA adherence)
+    buckets: list[str] = []  # the object-storage buckets it serves
 
 
 class PoolRead(BaseModel):
@@ -266,6 +267,7 @@ def site_read(site: SiteRow, reputation: float | None = None) -> SiteRead:
         pue=site.pue,
         green_share=site.green_share,
         reputation=reputation,
+        buckets=list(site.buckets or []),
     )
 
 

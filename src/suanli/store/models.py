@@ -105,6 +105,8 @@ class SiteRow(Base):
     pue: Mapped[float] = mapped_column(Float)
     green_share: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime]
+    # the object-storage buckets the site serves (where a task's s3:// data lives), or None
+    buckets: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class PoolRow(Base):
@@ -173,6 +175,10 @@ class TaskRow(Base):
     preemptions: Mapped[int] = mapped_column(Integer, default=0)
     # when it last entered the queue (None: at `created_at`); its queue wait counts from then
     queued_at: Mapped[datetime | None]
+    # a deferred task's booking: its pool's devices are held ahead from `not_before` until
+    # `booked_until`, and it takes that pool first when its hour comes (None: no booking)
+    booked_pool_id: Mapped[str | None] = mapped_column(String(160))
+    booked_until: Mapped[datetime | None]
 
 
 class EventStream(Base):

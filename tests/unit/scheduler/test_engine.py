@@ -114,6 +114,29 @@ def test_deadline_counts_transfer_and_run_time() -> None:
     assert _reasons(place([task], snap, BALANCED, 450.0)) == {"deadline": 2}
 
 
+@pytest.mark.parametrize("solver", ["greedy", "flow", "optimal"])
+def test_a_task_lands_near_its_data_when_moving_it_costs_more(solver: str) -> None:
+    # ZJK is 10 fen/device-hour cheaper; 1,000 GB at 1 fen/GB moved costs 1,000 fen, more than
+    # 8 x 10 fen x 100 s of compute saves. Data at the origin (北京) moves to either site: ZJK
+    # wins; data in the bucket at ZHONGWEI moves only to ZJK: ZHONGWEI wins, with no transfer.
+    snap = a_snapshot(
+        a_pool_at("zjk", "ZJK", "H800", 8, 1000),
+        a_pool_at("nx", "ZHONGWEI", "H800", 8, 1010),
+        transfer_fen_per_gb=1.0,
+    )
+    task = a_task().gpus(8).work(8 * 4.9475e16).data(1000).from_("北京")
+    at_origin = _only(place([task.build()], snap, POLICIES["cost"], 0.0, solver=solver))
+    assert at_origin.pool == "zjk"
+    assert at_origin.breakdown.transfer_s == pytest.approx(800.0)
+    near = task.data_at("ZHONGWEI").build()
+    placed = _only(place([near], snap, POLICIES["cost"], 0.0, solver=solver))
+    assert placed.pool == "nx"
+    assert placed.breakdown.transfer_s == 0.0
+    assert placed.breakdown.transfer_fen == 0
+    # its latency is still measured from where it was submitted (北京), not from its data
+    assert placed.breakdown.latency_ms > 0
+
+
 def test_price_ceiling() -> None:
     # 8 x H800 bf16 training, 3.1664e19 FLOP -> 10,000 s; at 2,000 fen/device-hour:
     # 8 x 2000 x 10000/3600 = 44,444.4 fen
