@@ -896,6 +896,9 @@ def accept(
         task.unplaced_reason = (
             f"deferred to the quoted start {start.isoformat()} on the quoted pool {pool.id}"
         )
+        # its pool's devices are booked from then for its run, as a deferral's are
+        task.booked_pool_id = pool.id
+        task.booked_until = start + timedelta(seconds=float(offer.get("duration_s") or 0.0))
     session.flush()  # the task's row exists before the order that names it
     if later:
         append_event(

@@ -199,6 +199,10 @@ def test_accepting_the_greenest_start_pins_the_order_and_defers_the_task(
     task = network.task(task_id)
     assert task.pinned_pool_id == offer["pool"] == network.guian
     assert task.not_before is not None and aware(task.not_before) == start
+    # its quoted pool is booked from its start for its quoted run (a later deferral goes around)
+    assert task.booked_pool_id == network.guian
+    assert task.booked_until is not None
+    assert aware(task.booked_until) == start + timedelta(seconds=offer["duration_s"])
     with network.world.unit() as s:
         order = s.scalars(select(OrderRow).where(OrderRow.task_id == task_id)).one()
         assert order.offer == offer and order.escrow_fen == total(offer)
