@@ -543,6 +543,8 @@ class SlurmBackend:
         self._jobs: dict[str, _Job] = {}
         self.queue_ttl_s = queue_ttl_s
         self._queue: dict[str, str] = {}  # job id -> state, from one squeue for all jobs
+        # job id -> its state, start, end and reason in that squeue (scontrol's field names)
+        self._queue_fields: dict[str, dict[str, str]] = {}
         self._queue_at = -math.inf
 
     @property
@@ -888,8 +890,9 @@ class SlurmBackend:
             try:
                 out = self._run(
                     "squeue",
-                    # -r: an array's pending tasks one line each (`ID_INDEX`), not `ID_[0-9]`
-                    ["-h", "-r", "-j", ",".join(ids), "-o", "%i %T", "--states=all"],
+                    # -r: an array's pending tasks one line each (`ID_INDEX`), not `ID_[0-9]`;
+                    # a job that ended stays listed (COMPLETED...) while slurmctld remembers it
+                    ["-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%S|%e|%r", "--states=all"],
                     timeout_s=None,
                 )
             except SlurmCommandError as exc:  # every id forgotten: they have all left
@@ -897,10 +900,18 @@ class SlurmBackend:
                     raise
                 out = ""
             self._queue = dict.fromkeys(ids, "")
+            self._queue_fields = {}
             for line in out.splitlines():
-                parts = line.split()
-                if len(parts) == 2:
-                    self._queue[parts[0]] = parts[1]
+                parts = line.split("|")
+                if len(parts) == 5:
+                    ident, state, start, end, reason = (part.strip() for part in parts)
+                    self._queue[ident] = state
+                    self._queue_fields[ident] = {
+                        "JobState": state,
+                        "StartTime": start,
+                        "EndTime": end,
+                        "Reason": reason,
+                    }
             self._queue_at = now
         return self._queue.get(ref, "")
 
@@ -966,9 +977,14 @@ class SlurmBackend:
 
     def _check(self, ref: str, job: _Job) -> Status | None:
         """One look at the job: None while it runs, else its terminal status."""
-        if self._queue_state(ref) in _RUNNING:
+        state = self._queue_state(ref)
+        if state in _RUNNING:
             return None
-        info = self._job_info(ref)
+        # a job that completed is read from the same squeue (one call for every job, not one
+        # scontrol each: a 50-task array ends in one pass); other ends need scontrol's fields
+        info = self._queue_fields.get(ref) if state == "COMPLETED" else None
+        if info is None:
+            info = self._job_info(ref)
         if info is None:
             return self._status(
                 job, TaskState.SYSTEM_ERROR, None, f"Slurm has no record of job {ref}", None, None
