@@ -898,7 +898,7 @@ def accept(
         )
         # its pool's devices are booked from then for its run, as a deferral's are
         task.booked_pool_id = pool.id
-        task.booked_until = start + timedelta(seconds=float(offer.get("duration_s") or 0.0))
+        task.booked_until = start + timedelta(seconds=offer.get("duration_s") or 0)
     session.flush()  # the task's row exists before the order that names it
     if later:
         append_event(
