@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # tasks must still find this environment's python when the checkout itself is under /tmp.
 SNAKEMAKE_VENV ?= /var/tmp/suanli/venv-snakemake
 SNAKEMAKE_STAMP := $(SNAKEMAKE_VENV)/.installed
+# Toil 5.12 (py-tes 0.4.2) for the Toil-on-TES test, outside /tmp for the same reason
+TOIL_VENV ?= /var/tmp/suanli/venv-toil
+TOIL_STAMP := $(TOIL_VENV)/.installed
 
 .PHONY: demo test bench lint typecheck contracts clean
 
@@ -27,9 +30,12 @@ demo: $(STAMP) $(CONSOLE_ASSETS) ## The platform on this machine: server, site, 
 $(SNAKEMAKE_STAMP): scripts/snakemake-env.sh
 	@scripts/snakemake-env.sh $(SNAKEMAKE_VENV)
 
-test: $(STAMP) $(SNAKEMAKE_STAMP) $(CONSOLE_ASSETS) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
+$(TOIL_STAMP): scripts/toil-env.sh
+	@scripts/toil-env.sh $(TOIL_VENV)
+
+test: $(STAMP) $(SNAKEMAKE_STAMP) $(TOIL_STAMP) $(CONSOLE_ASSETS) ## The whole suite (SQLite and a real PostgreSQL), plus the import contracts
 	$(BIN)/lint-imports
-	SUANLI_SNAKEMAKE_VENV=$(SNAKEMAKE_VENV) scripts/run-tests.sh -n auto
+	SUANLI_SNAKEMAKE_VENV=$(SNAKEMAKE_VENV) SUANLI_TOIL_VENV=$(TOIL_VENV) scripts/run-tests.sh -n auto
 
 bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_metering.py

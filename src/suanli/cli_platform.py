@@ -198,7 +198,10 @@ def agent(
     backend: Annotated[str, typer.Option(help="local|slurm|ray / 执行后端")] = "local",
     slots: Annotated[int, typer.Option(help="Tasks at once / 并发任务数")] = 1,
     name: Annotated[str | None, typer.Option(help="Agent name / 代理名称")] = None,
-    work_root: Annotated[str | None, typer.Option(help="Task directories / 工作目录")] = None,
+    work_root: Annotated[
+        str | None,
+        typer.Option(help="Task directories (default: under $SUANLI_HOME/agents) / 任务目录"),
+    ] = None,
     file_root: Annotated[
         list[str] | None,
         typer.Option(help="Directory tasks may read/write by file:// URL / 允许的文件目录"),

@@ -105,7 +105,7 @@ def site_add(
     bucket: Annotated[
         list[str] | None,
         typer.Option(
-            help="An object-storage bucket the site serves (repeatable) / 站点提供的存储桶（可重复）"
+            help="Object-storage bucket the site serves (repeatable) / 站点存储桶（可重复）"
         ),
     ] = None,
     as_json: JsonOpt = False,

@@ -22,10 +22,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from suanli.errors import InvalidValue
 
 
+def suanli_home() -> Path:
+    """`$SUANLI_HOME` (default `./.suanli`) as an absolute path."""
+    return Path(os.environ.get("SUANLI_HOME", ".suanli")).absolute()
+
+
 def _toml_defaults() -> dict[str, Any]:
     path = os.environ.get("SUANLI_CONFIG")
     if path is None:
-        candidate = Path(os.environ.get("SUANLI_HOME", ".suanli")) / "suanli.toml"
+        candidate = suanli_home() / "suanli.toml"
         if not candidate.exists():
             return {}
         path = str(candidate)

@@ -120,6 +120,7 @@ from suanli.agent.backends import (
     backend_named,
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, read_tail
+from suanli.config import suanli_home
 from suanli.errors import InvalidValue, SuanliError
 from suanli.metering import engine_device_ids
 from suanli.tls import certificate_problem, client_verify
@@ -350,9 +351,7 @@ class Agent:
         self.backend = backend_named(backend) if isinstance(backend, str) else backend
         self.slots = slots
         self.name = name or socket.gethostname()
-        self.work_root = (
-            Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="suanli-agent-"))
-        )
+        self.work_root = Path(work_root) if work_root else default_work_root()
         self.file_roots = tuple(Path(root) for root in file_roots)
         self.checkpoint_root = (
             Path(checkpoint_root) if checkpoint_root else self.work_root / CHECKPOINTS_DIR
@@ -375,6 +374,13 @@ class Agent:
         )
         if getattr(self.backend, "private_tmp", True) is False:
             self._log("this system refuses mount namespaces: tasks share the host's /tmp")
+        elif Path("/tmp") in self.work_root.absolute().parents:
+            self._log(
+                f"work root {self.work_root} is under /tmp, which each task sees as its own "
+                "private /tmp: a task cannot change into its own directory by path there; "
+                "start the agent with --work-root outside /tmp (the default is under "
+                "$SUANLI_HOME/agents)"
+            )
         if getattr(self.backend, "pid_namespace", True) is False:
             self._log(
                 "this system refuses PID namespaces: tasks see the host's processes, and what "
@@ -1140,6 +1146,14 @@ def _detail(answer: Mapping[str, Any]) -> str:
 def _no_status(state: TaskState, reason: str) -> Status:
     """A terminal status for work the backend never ran or never confirmed."""
     return Status(state, None, "", "", Usage(0.0, 0.0, 0.0), reason)
+
+
+def default_work_root() -> Path:
+    """A new directory under `$SUANLI_HOME/agents`: not under /tmp, which a task sees as its own
+    private /tmp, so that its directory is the same path inside the task as outside."""
+    parent = suanli_home() / "agents"
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="agent-", dir=parent))
 
 
 def run_agent(

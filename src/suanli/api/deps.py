@@ -1,4 +1,5 @@
-"""What every route module shares: the bearer token, the `Platform` dependency and the unit of work.
+"""What every route module shares: the bearer token (or, for TES, HTTP Basic with the token as the
+password), the `Platform` dependency and the unit of work.
 
 A handler takes `token: Token` (the bearer token of the request, checked against the database in
 the unit of work) and `platform: PlatformDep` (the app's shared `Platform`, from
@@ -12,6 +13,8 @@ the error bodies every route may answer.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -47,6 +50,26 @@ async def bearer(authorization: Annotated[str | None, Header()] = None) -> str:
 
 
 Token = Annotated[str, Depends(bearer)]
+
+
+async def bearer_or_basic(authorization: Annotated[str | None, Header()] = None) -> str:
+    """The token of a request that sends it as a bearer token or as the password of HTTP Basic
+    (any user name): TES clients and conformance suites know only `user:pass@host`."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        _, colon, password = decoded.partition(":")
+        if colon and password:
+            return password
+    raise Unauthorized(basic=True)
+
+
+BasicOrBearer = Annotated[str, Depends(bearer_or_basic)]
 
 
 async def get_platform(request: Request) -> Platform:

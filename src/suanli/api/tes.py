@@ -45,7 +45,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from suanli import __version__
 from suanli.agent.staging import WILDCARDS
-from suanli.api.deps import ERRORS, PlatformDep, Token, run
+from suanli.api.deps import ERRORS, BasicOrBearer, PlatformDep, run
 from suanli.api.limits import json_size, page_that_fits
 from suanli.errors import InvalidValue
 from suanli.services import tasks as tasks_service
@@ -54,6 +54,11 @@ from suanli.services.views import Actor, StoredTask
 from suanli.specs import MAX_INPUT_BYTES, NUL, Text, check_task_spec, task_path_ok
 
 PREFIX = "/ga4gh/tes/v1"
+# the image TES views show for a task submitted through the native API (no image: it runs in
+# the environment of the agent that takes it)
+NATIVE_IMAGE = "suanli/native"
+# the URL schemes an agent stages (service-info `storage`)
+STORAGE = ("file:///", "s3://", "http://", "https://")
 
 INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
 
@@ -387,7 +392,7 @@ def tes_view(task: StoredTask, view: str, history: list[str] | None = None) -> d
         "state": _state(task),
         "name": task.name,
         "creation_time": _rfc3339(task.created_at),
-        "executors": original.get("executors") or task.spec["executors"],
+        "executors": original.get("executors") or _native_executors(task.spec["executors"]),
     }
     for field in ("description", "resources", "tags"):
         if original.get(field) is not None:
@@ -397,28 +402,45 @@ def tes_view(task: StoredTask, view: str, history: list[str] | None = None) -> d
             entry if view == "FULL" else {k: v for k, v in entry.items() if k != "content"}
             for entry in original["inputs"]
         ]
-    if State(task.state) is not State.QUEUED or task.exit_code is not None:
-        executor_logs = _executor_logs(task, view)
-        metadata = {"pool": task.pool_id or "", "site": task.site_id or ""}
-        if task.usage:
-            metadata.update({k: str(v) for k, v in task.usage.items()})
-        task_log: dict[str, Any] = {
-            "logs": executor_logs,
-            "metadata": metadata,
-            "outputs": list(task.output_logs or []),
-        }
-        times = [e for e in task.executor_logs or [] if e.get("started_at") is not None]
-        if times:
-            task_log["start_time"] = _unix_rfc3339(times[0]["started_at"])
-            if State(task.state) in TERMINAL and times[-1].get("ended_at") is not None:
-                task_log["end_time"] = _unix_rfc3339(times[-1]["ended_at"])
-        system_logs = list(history or [])
-        if State(task.state) is State.QUEUED and task.unplaced_reason:
-            system_logs.append(f"waiting: {task.unplaced_reason}")
-        if view == "FULL" and system_logs:
-            task_log["system_logs"] = system_logs
-        document["logs"] = [task_log]
+    # BASIC and FULL always carry the task's log (a queued task's says why it waits)
+    executor_logs = _executor_logs(task, view)
+    metadata = {"pool": task.pool_id or "", "site": task.site_id or ""}
+    if task.usage:
+        metadata.update({k: str(v) for k, v in task.usage.items()})
+    task_log: dict[str, Any] = {
+        "logs": executor_logs,
+        "metadata": metadata,
+        "outputs": list(task.output_logs or []),
+    }
+    times = [e for e in task.executor_logs or [] if e.get("started_at") is not None]
+    if times:
+        task_log["start_time"] = _unix_rfc3339(times[0]["started_at"])
+        if State(task.state) in TERMINAL and times[-1].get("ended_at") is not None:
+            task_log["end_time"] = _unix_rfc3339(times[-1]["ended_at"])
+    system_logs = list(history or [])
+    if State(task.state) is State.QUEUED and task.unplaced_reason:
+        system_logs.append(f"waiting: {task.unplaced_reason}")
+    if view == "FULL" and system_logs:
+        task_log["system_logs"] = system_logs
+    document["logs"] = [task_log]
     return document
+
+
+def _native_executors(executors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A native task's executors as TES executors: the spec requires an `image`, and a native
+    task runs in its agent's own environment, which `NATIVE_IMAGE` names."""
+    shown = []
+    for executor in executors:
+        entry: dict[str, Any] = {"image": NATIVE_IMAGE, "command": executor["command"]}
+        for field in ("workdir", "stdin", "stdout", "stderr"):
+            if executor.get(field) is not None:
+                entry[field] = executor[field]
+        if executor.get("env"):
+            entry["env"] = executor["env"]
+        if executor.get("ignore_error"):
+            entry["ignore_error"] = True
+        shown.append(entry)
+    return shown
 
 
 def _unix_rfc3339(seconds: float) -> str:
@@ -500,8 +522,7 @@ router = APIRouter(tags=["tes"], responses=ERRORS)
 
 
 @router.get(f"{PREFIX}/service-info")
-@router.get(f"{PREFIX}/tasks/service-info", include_in_schema=False)
-async def service_info() -> dict[str, Any]:  # the second path: py-tes < 1.0 asks there
+async def service_info() -> dict[str, Any]:
     return {
         "id": "org.suanli.tes",
         "name": "suanli",
@@ -509,14 +530,25 @@ async def service_info() -> dict[str, Any]:  # the second path: py-tes < 1.0 ask
         "description": "suanli compute network: TES tasks placed by the suanli scheduler",
         "organization": {"name": "suanli", "url": "https://github.com/suanli"},
         "version": __version__,
-        "storage": ["file:///"],
+        "storage": list(STORAGE),
         "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
+    }
+
+
+@router.get(f"{PREFIX}/tasks/service-info", include_in_schema=False)
+async def legacy_service_info() -> dict[str, Any]:
+    """The service-info of TES 0.3 where py-tes 0.4.x (Toil 5.12, older Snakemake) asks for it:
+    exactly the three fields that client parses (it refuses any other)."""
+    return {
+        "name": "suanli",
+        "doc": "suanli compute network: TES tasks placed by the suanli scheduler",
+        "storage": list(STORAGE),
     }
 
 
 @router.post(f"{PREFIX}/tasks")
 async def create(
-    token: Token, platform: PlatformDep, body: Annotated[dict[str, Any], Body()]
+    token: BasicOrBearer, platform: PlatformDep, body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, str]:
     spec = native_spec(body)
     task_id = await run(
@@ -531,7 +563,7 @@ async def create(
 
 @router.get(f"{PREFIX}/tasks")
 async def list_tasks(
-    token: Token,
+    token: BasicOrBearer,
     platform: PlatformDep,
     name_prefix: Annotated[Text, Query(max_length=200)] = "",
     state: Annotated[Text, Query(max_length=20)] = "",
@@ -578,7 +610,7 @@ async def list_tasks(
 @router.get(PREFIX + "/tasks/{task_id:tes_task_id}")
 async def get(
     task_id: str,
-    token: Token,
+    token: BasicOrBearer,
     platform: PlatformDep,
     view: Annotated[str, Query(max_length=10)] = "MINIMAL",
 ) -> dict[str, Any]:
@@ -594,7 +626,7 @@ async def get(
 
 
 @router.post(PREFIX + "/tasks/{task_id:tes_task_id}:cancel")
-async def cancel(task_id: str, token: Token, platform: PlatformDep) -> JSONResponse:
+async def cancel(task_id: str, token: BasicOrBearer, platform: PlatformDep) -> JSONResponse:
     def work(session: Session, who: Actor) -> None:
         task = tasks_service.get_task(session, who, task_id)
         if State(task.state) not in TERMINAL and not task.cancel_requested:

@@ -51,10 +51,13 @@ class Conflict(SuanliError):
 
 
 class Unauthorized(SuanliError):
-    def __init__(self) -> None:
+    def __init__(self, basic: bool = False) -> None:
+        """`basic`: the route also takes HTTP Basic with the token as the password (TES)."""
+        either = " or HTTP Basic with the token as the password (any user name)" if basic else ""
+        either_zh = " 或 HTTP Basic（任意用户名，令牌作密码）" if basic else ""
         super().__init__(
-            "missing or unknown bearer token; send 'Authorization: Bearer <token>'",
-            "缺少或无效的访问令牌；请发送 'Authorization: Bearer <token>'",
+            f"missing or unknown bearer token; send 'Authorization: Bearer <token>'{either}",
+            f"缺少或无效的访问令牌；请发送 'Authorization: Bearer <token>'{either_zh}",
         )
 
 

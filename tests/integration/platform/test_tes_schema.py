@@ -173,3 +173,76 @@ def test_every_response_matches_the_official_schemas(platform: Platform, tmp_pat
     first, second = log["logs"]
     assert first["stdout"].strip() == "3" and second["stderr"] == "inline\n"
     assert log["start_time"] <= first["end_time"] <= second["start_time"] <= log["end_time"]
+
+
+def test_a_page_of_native_and_tes_tasks_in_every_state_is_valid_in_every_view(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """Tasks made through both APIs, left QUEUED (no GPU anywhere), RUNNING, COMPLETE,
+    EXECUTOR_ERROR, SYSTEM_ERROR (a TES input outside the agent's file roots) and CANCELED: one page
+    of them validates in every view, and so does each task on its own."""
+    provider = platform.token(Role.PROVIDER, "states provider")
+    site = platform.site_with_pool(provider, count=16)
+    platform.agent(provider, site, 12)  # a slot for every task that runs
+    token = platform.token(Role.CONSUMER, "states consumer")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for tasks\n")
+
+    def native(command: list[str], **extra: Any) -> dict[str, Any]:
+        return {"name": "native", "executors": [{"command": command, **extra}]}
+
+    def tes_task(command: list[str], **extra: Any) -> dict[str, Any]:
+        return {"executors": [{"image": "alpine", "command": command}], **extra}
+
+    gpu = {"resources": {"device_kind": "gpu"}}
+    cases: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {  # state: native, TES
+        "QUEUED": (
+            {**native(["true"]), **gpu},
+            tes_task(["true"], resources={"backend_parameters": {"device_kind": "gpu"}}),
+        ),
+        "RUNNING": (native(["sleep", "60"], env={"A": "1"}), tes_task(["sleep", "60"])),
+        "COMPLETE": (native(["echo", "ok"], workdir="/w"), tes_task(["echo", "ok"])),
+        "EXECUTOR_ERROR": (native(["sh", "-c", "exit 3"]), tes_task(["sh", "-c", "exit 3"])),
+        # the native API stages no files: its task never fails before it starts
+        "SYSTEM_ERROR": (
+            None,
+            tes_task(["true"], inputs=[{"path": "/in.txt", "url": f"file://{outside}"}]),
+        ),
+        "CANCELED": (native(["sleep", "60"]), tes_task(["sleep", "60"])),
+    }
+    made: dict[str, str] = {}
+    with platform.client(token) as http:
+        for state, (native_body, tes_body) in cases.items():
+            made[f"tes {state}"] = http.post(f"{TES}/tasks", json=tes_body).json()["id"]
+            if native_body is None:
+                continue
+            answer = http.post("/v1/tasks", json=native_body)
+            assert answer.status_code == 201, answer.text
+            made[f"native {state}"] = answer.json()["id"]
+        for key, task_id in made.items():
+            state = key.split(" ")[1]
+            if state == "CANCELED":
+                platform.wait_for(token, task_id, {"RUNNING"}, timeout=60)
+                assert http.post(f"{TES}/tasks/{task_id}:cancel").status_code == 200
+            elif state == "QUEUED":
+                continue
+            reached = platform.wait_for(token, task_id, {state}, timeout=60)
+            assert reached["state"] == state, (key, reached)
+        listed = {}
+        for view in ("MINIMAL", "BASIC", "FULL"):
+            page = http.get(f"{TES}/tasks", params={"view": view}).json()
+            check("tesListTasksResponse", page, view)
+            listed[view] = {t["id"]: t for t in page["tasks"]}
+            for task_id in made.values():
+                one = http.get(f"{TES}/tasks/{task_id}", params={"view": view}).json()
+                check("tesTask", one, view)
+        for key, task_id in made.items():
+            assert listed["MINIMAL"][task_id]["state"] == key.split(" ")[1], key
+        queued = listed["FULL"][made["native QUEUED"]]
+        assert queued["executors"] == [{"image": "suanli/native", "command": ["true"]}]
+        assert queued["logs"][0]["logs"] == [] and queued["logs"][0]["outputs"] == []
+        assert any("waiting" in line for line in queued["logs"][0]["system_logs"])
+        shown = listed["BASIC"][made["native RUNNING"]]["executors"][0]
+        assert shown == {"image": "suanli/native", "command": ["sleep", "60"], "env": {"A": "1"}}
+        for task_id in made.values():  # nothing left running
+            http.post(f"{TES}/tasks/{task_id}:cancel")

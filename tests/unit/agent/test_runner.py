@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -219,7 +221,7 @@ def start_agent(server: FakeServer, tmp_path: Path) -> Iterator[Callable[..., Ru
             "site-1",
             options.pop("backend", None) or LocalBackend(grace_s=0.5),
             name="test-agent",
-            work_root=tmp_path / "work",
+            work_root=options.pop("work_root", tmp_path / "work"),
             poll_s=0.02,
             backoff_s=(0.05, 0.2),
             log=lines.append,
@@ -422,6 +424,35 @@ def test_transient_server_errors_are_retried(
     wait_until(lambda: "COMPLETE" in server.state.states("t-1"))
     running.finish()
     assert sum("HTTP 503" in line and "retrying" in line for line in running.lines) == 3
+
+
+def test_the_default_work_root_is_under_suanli_home_where_a_task_can_enter_its_directory(
+    server: FakeServer,
+    start_agent: Callable[..., RunningAgent],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    home = Path(tempfile.mkdtemp(prefix="suanli-home-", dir="/var/tmp"))  # outside /tmp
+    monkeypatch.setenv("SUANLI_HOME", str(home))
+    try:
+        # the task changes into its own directory by path, as Toil's worker does
+        server.add_task("t-1", ["sh", "-c", 'cd "$(pwd)" && pwd'])
+        running = start_agent(work_root=None)
+        assert home / "agents" in running.agent.work_root.parents
+        wait_until(lambda: "COMPLETE" in server.state.states("t-1"))
+        running.finish()
+        assert not any("under /tmp" in line for line in running.lines)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_work_root_under_tmp_is_warned_about(
+    start_agent: Callable[..., RunningAgent], tmp_path: Path
+) -> None:
+    running = start_agent(work_root=Path("/tmp") / tmp_path.name)
+    running.finish()
+    warned = [line for line in running.lines if "under /tmp" in line]
+    assert warned and "--work-root outside /tmp" in warned[0]
 
 
 def test_an_unreachable_server_is_retried_until_stopped(tmp_path: Path) -> None:
