@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -259,3 +261,14 @@ def platform(
 
 def submit_body(*command: str, **extra: Any) -> dict[str, Any]:
     return {"executors": [{"command": list(command)}], **extra}
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A submitter's and an agent's shared filesystem (workflow engines' job stores): outside
+    /tmp, which each task replaces with a private one."""
+    path = Path(tempfile.mkdtemp(prefix="suanli-shared-", dir="/var/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

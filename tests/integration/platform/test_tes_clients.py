@@ -15,20 +15,11 @@ import httpx
 import pytest
 import tes
 
-from suanli.services.core import Role
-
 from .conftest import Platform
+from .test_tes import running  # noqa: F401 (a fixture)
 
 TES = "/ga4gh/tes/v1"
 TOIL_ENV = Path(os.environ.get("SUANLI_TOIL_VENV", "/var/tmp/suanli/venv-toil"))
-
-
-@pytest.fixture
-def running(platform: Platform) -> tuple[Platform, str]:
-    provider = platform.token(Role.PROVIDER, "clients provider")
-    site = platform.site_with_pool(provider, count=4)
-    platform.agent(provider, site, slots=2)
-    return platform, platform.token(Role.CONSUMER, "clients consumer")
 
 
 def _basic(user: str, password: str) -> str:
@@ -36,7 +27,7 @@ def _basic(user: str, password: str) -> str:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_http_basic_with_the_token_as_password(running: tuple[Platform, str]) -> None:
+def test_http_basic_with_the_token_as_password(running: tuple[Platform, str]) -> None:  # noqa: F811
     platform, token = running
     client = tes.HTTPClient(platform.url, user="anyone", password=token, timeout=30)
     task_id = client.create_task(
@@ -76,7 +67,7 @@ print(json.dumps({"version": tes.__version__, "name": info.name, "storage": info
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_py_tes_042_reads_the_legacy_service_info_and_runs_a_task(
-    running: tuple[Platform, str],
+    running: tuple[Platform, str],  # noqa: F811
 ) -> None:
     platform, token = running
     python = TOIL_ENV / "bin" / "python"

@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,17 +24,6 @@ from .conftest import Platform
 ROOT = Path(__file__).parents[3]
 SNAKEMAKE_ENV = Path(os.environ.get("SUANLI_SNAKEMAKE_VENV", "/var/tmp/suanli/venv-snakemake"))
 EXAMPLE = ROOT / "examples" / "snakemake"
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """The submitter's and the agent's shared filesystem: outside /tmp, which each task
-    replaces with a private one."""
-    path = Path(tempfile.mkdtemp(prefix="suanli-snakemake-", dir="/var/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

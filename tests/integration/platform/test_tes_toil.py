@@ -13,10 +13,7 @@ its task directory, which must be the same path inside the task's private /tmp.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,16 +25,6 @@ from .conftest import Platform
 ROOT = Path(__file__).parents[3]
 TOIL_ENV = Path(os.environ.get("SUANLI_TOIL_VENV", "/var/tmp/suanli/venv-toil"))
 WORKFLOW = ROOT / "examples" / "toil" / "shout.py"
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """The submitter's and the agent's shared filesystem, outside /tmp."""
-    path = Path(tempfile.mkdtemp(prefix="suanli-toil-", dir="/var/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
