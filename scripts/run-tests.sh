@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite with the services it needs: PostgreSQL, a two-node Slurm and a two-node
-# Ray head are started (installed first when missing), Chromium is installed, pytest runs, and
+# The whole test suite with the services it needs: PostgreSQL, an S3-compatible server (moto), a
+# two-node Slurm and a two-node Ray head are started (installed first when missing), Chromium is installed, pytest runs, and
 # every service this script started is stopped again when it ends (also on failure or Ctrl-C);
 # a service that was already running before is left running. An engine that cannot start does
 # not stop the run: its backend's tests are skipped with the reason (pytest's summary lists them)
@@ -51,6 +51,11 @@ scripts/postgres.sh status >/dev/null 2>&1 || pg_was_running=0
 SUANLI_TEST_PG_URL=$(scripts/postgres.sh start) || exit 1
 [ "${pg_was_running}" = 1 ] || started+=(postgres)
 export SUANLI_TEST_PG_URL
+s3_was_running=1
+scripts/s3.sh status >/dev/null 2>&1 || s3_was_running=0
+SUANLI_TEST_S3_URL=$(scripts/s3.sh start) || exit 1
+[ "${s3_was_running}" = 1 ] || started+=(s3)
+export SUANLI_TEST_S3_URL
 "${BIN}/pytest" "$@"
 status=$?
 banner

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build .venv-snakemake: Snakemake with its TES executor plugin, for the Snakemake-on-TES test
 # and for docs/tes.md. A separate environment because the plugin pins py-tes < 0.5 while suanli's
-# own tests use py-tes 1.x. The fs storage plugin needs rsync, installed from Debian if missing.
+# own tests use py-tes 1.x. The fs storage plugin needs rsync, installed from Debian if missing;
+# the S3 storage plugin reads and writes a workflow's data in buckets (docs/tes.md).
 # Keep it outside /tmp: the local backend gives each task a private /tmp, which would hide it.
 #   scripts/snakemake-env.sh [VENV]   (default /var/tmp/suanli/venv-snakemake)
 set -euo pipefail
@@ -22,5 +23,6 @@ test -x "${VENV}/bin/python" || "${PYTHON}" -m venv "${VENV}"
   "snakemake>=9.20,<10" \
   "snakemake-executor-plugin-tes==0.1.3" \
   "snakemake-storage-plugin-fs>=1.1,<2" \
+  "snakemake-storage-plugin-s3>=0.3,<1" \
   "six>=1.16,<2"
 touch "${VENV}/.installed"

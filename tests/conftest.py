@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.objects import S3, s3_server
+
 os.environ.setdefault("SUANLI_TWIN_WORKERS", "0")
 
 
@@ -71,3 +73,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: every other test keeps its place
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3:
+    """The S3-compatible test server (`tests.objects`)."""
+    return s3_server()

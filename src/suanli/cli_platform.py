@@ -206,6 +206,24 @@ def agent(
         list[str] | None,
         typer.Option(help="Directory tasks may read/write by file:// URL / 允许的文件目录"),
     ] = None,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(help="S3 service of this site (default: AWS) / 本站点的 S3 服务网址"),
+    ] = None,
+    s3_region: Annotated[
+        str | None, typer.Option(help="S3 region (default us-east-1) / S3 区域")
+    ] = None,
+    s3_bucket: Annotated[
+        list[str] | None,
+        typer.Option(help="Bucket tasks may read/write by s3:// URL / 允许的存储桶"),
+    ] = None,
+    s3_credentials_file: Annotated[
+        str | None,
+        typer.Option(
+            help="File with access_key_id/secret_access_key lines (else AWS_* variables) / "
+            "S3 凭据文件"
+        ),
+    ] = None,
     partition: Annotated[str | None, typer.Option(help="Slurm partition / Slurm 分区")] = None,
     account: Annotated[str | None, typer.Option(help="Slurm account / Slurm 账户")] = None,
     ray_address: Annotated[
@@ -220,12 +238,13 @@ def agent(
 
     The token comes from --token-file or SUANLI_TOKEN, never from the command line."""
     from suanli.agent.backends import backend_named
-    from suanli.agent.runner import agent_token, run_agent
+    from suanli.agent.runner import agent_token, run_agent, s3_config
 
-    # first: SUANLI_TOKEN leaves the environment before anything is started
+    # first: SUANLI_TOKEN and AWS_* keys leave the environment before anything is started
     secret = agent_token(
         token_file, argv_token=token, log=lambda line: err.print(line, markup=False)
     )
+    s3 = s3_config(s3_endpoint, s3_region, s3_bucket or (), s3_credentials_file)
     options: dict[str, object] = {}
     if backend == "slurm":
         options = {"partition": partition, "account": account}
@@ -242,4 +261,5 @@ def agent(
         file_roots=file_root or (),
         poll_s=poll_s,
         ca=ca,
+        s3=s3,
     )

@@ -91,9 +91,40 @@ def _env_name(value: str) -> str:
     return value
 
 
-def _file_url(value: str) -> str:
-    if not (value.startswith("file://") or value.startswith("/")):
-        raise PydanticCustomError("file_url", "a file:// URL")
+INPUT_SCHEMES = ("file", "s3", "http", "https")  # where an input may come from
+OUTPUT_SCHEMES = ("file", "s3")  # where an output may go
+DATA_URL = {
+    "input_url": (
+        "a file:// URL (or an absolute path), s3://bucket/key, or an http(s):// URL",
+        "file:// 网址（或绝对路径）、s3://bucket/key 或 http(s):// 网址",
+    ),
+    "output_url": (
+        "a file:// URL (or an absolute path) or s3://bucket/key (http(s) cannot be written)",
+        "file:// 网址（或绝对路径）或 s3://bucket/key（http(s) 不可写入）",
+    ),
+}
+
+
+def data_url_ok(url: str, schemes: tuple[str, ...]) -> bool:
+    """Whether `url` names data by one of `schemes`: `file://` (or a bare absolute path), or a
+    scheme that needs a host (the bucket of `s3://`, the server of `http(s)://`)."""
+    if url.startswith("/"):
+        return "file" in schemes
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in schemes:
+        return False
+    return scheme == "file" or bool(rest.split("/", 1)[0])
+
+
+def _input_url(value: str) -> str:
+    if not data_url_ok(value, INPUT_SCHEMES):
+        raise PydanticCustomError("input_url", DATA_URL["input_url"][0])
+    return value
+
+
+def _output_url(value: str) -> str:
+    if not data_url_ok(value, OUTPUT_SCHEMES):
+        raise PydanticCustomError("output_url", DATA_URL["output_url"][0])
     return value
 
 
@@ -103,7 +134,8 @@ Text = Annotated[str, AfterValidator(no_nul)]  # any text from outside: no NUL
 OutputText = Annotated[str, AfterValidator(_replace_nul)]
 Name = Annotated[Text, Field(min_length=1, max_length=200)]
 TaskPath = Annotated[Text, Field(min_length=1, max_length=4096), AfterValidator(_task_path)]
-FileUrl = Annotated[Text, Field(min_length=1, max_length=4096), AfterValidator(_file_url)]
+InputUrl = Annotated[Text, Field(min_length=1, max_length=4096), AfterValidator(_input_url)]
+OutputUrl = Annotated[Text, Field(min_length=1, max_length=4096), AfterValidator(_output_url)]
 EnvKey = Annotated[Text, Field(min_length=1, max_length=1024), AfterValidator(_env_name)]
 Int32 = Annotated[int, Field(ge=INT32[0], le=INT32[1])]
 GB = Annotated[float, Field(ge=0, le=MAX_GB)]
@@ -193,7 +225,7 @@ class InputFile(StrictModel):
 
     path: TaskPath
     content: Text | None = None
-    url: FileUrl | None = None
+    url: InputUrl | None = None
     type: Literal["FILE", "DIRECTORY"] = "FILE"
 
     @model_validator(mode="after")
@@ -207,7 +239,7 @@ class OutputFile(StrictModel):
     """A file (or, with wildcards, the files) copied out after the last executor."""
 
     path: TaskPath
-    url: FileUrl
+    url: OutputUrl
     type: Literal["FILE", "DIRECTORY"] = "FILE"
     path_prefix: TaskPath | None = None
 
@@ -261,10 +293,7 @@ _PLAIN: dict[str, tuple[str, str]] = {
         "a path inside the task directory, without '..' components",
         "任务目录内的路径，不含 '..'",
     ),
-    "file_url": (
-        "a file:// URL (object storage such as s3:// is not supported yet)",
-        "file:// 网址（暂不支持 s3:// 等对象存储）",
-    ),
+    **DATA_URL,
     "env_name": (
         "an environment variable name (not empty, no '=')",
         "环境变量名（非空，不含 '='）",

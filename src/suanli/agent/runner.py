@@ -63,7 +63,8 @@ line).
 
 Files: inputs are staged into the task directory before the backend starts, and outputs are
 copied out after the backend reports COMPLETE; a staging failure ends the task SYSTEM_ERROR
-with the reason (the agent's `file_roots` bound which local files tasks may read or write).
+with the reason, naming the URL (the agent's `file_roots` bound which local files tasks may read
+or write, its `s3` configuration which buckets, with the provider's keys, `s3_config`).
 
 Invariants:
 - a task is reported in order (RUNNING before its terminal state) and at most once terminally;
@@ -120,6 +121,7 @@ from suanli.agent.backends import (
     backend_named,
 )
 from suanli.agent.backends.local import STDERR_FILE, STDOUT_FILE, read_tail
+from suanli.agent.objects import Remote, S3Config
 from suanli.config import suanli_home
 from suanli.errors import InvalidValue, SuanliError
 from suanli.metering import engine_device_ids
@@ -205,6 +207,69 @@ def agent_token(
             "代理令牌：--token-file FILE 或环境变量 SUANLI_TOKEN",
         )
     return token
+
+
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def s3_config(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    buckets: Sequence[str] = (),
+    credentials_file: Path | str | None = None,
+) -> S3Config:
+    """The agent's S3 configuration. Keys come from `credentials_file` (lines `access_key_id =
+    ...`, `secret_access_key = ...`, optionally `session_token = ...`; `aws_`-prefixed names as
+    in an AWS credentials file are accepted too), else from `AWS_ACCESS_KEY_ID` /
+    `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, which leave this process's environment (and
+    its /proc environ block) either way; else boto3's own chain. Errors name the option."""
+    from_env = {}
+    for name in S3_ENV:
+        _blank_environ_entry(name)
+        from_env[name] = os.environ.pop(name, None)
+    keys = {
+        "access_key_id": from_env["AWS_ACCESS_KEY_ID"],
+        "secret_access_key": from_env["AWS_SECRET_ACCESS_KEY"],
+        "session_token": from_env["AWS_SESSION_TOKEN"],
+    }
+    if credentials_file is not None:
+        path = Path(credentials_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidValue(
+                "--s3-credentials-file", str(path), f"a readable file ({exc})", "可读的凭据文件"
+            ) from None
+        keys = dict.fromkeys(keys)
+        for line in lines:
+            name, sep, value = line.partition("=")
+            name = name.strip().lower().removeprefix("aws_")
+            if sep and name in keys:
+                keys[name] = value.strip()
+        if not keys["access_key_id"] or not keys["secret_access_key"]:
+            raise InvalidValue(
+                "--s3-credentials-file",
+                str(path),
+                "lines 'access_key_id = ...' and 'secret_access_key = ...'",
+                "包含 access_key_id 与 secret_access_key 两行",
+            )
+    if endpoint_url is not None:
+        url = httpx.URL(endpoint_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise InvalidValue(
+                "--s3-endpoint", endpoint_url, "an http(s) URL of the S3 service", "S3 服务网址"
+            )
+    for bucket in buckets:
+        if not bucket or "/" in bucket:
+            raise InvalidValue("--s3-bucket", bucket, "a bucket name (no '/')", "存储桶名")
+    return S3Config(
+        endpoint_url=endpoint_url,
+        region=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        buckets=tuple(buckets),
+        access_key_id=keys["access_key_id"] or None,
+        secret_access_key=keys["secret_access_key"] or None,
+        session_token=keys["session_token"] or None,
+    )
 
 
 def _blank_environ_entry(name: str) -> None:
@@ -327,6 +392,7 @@ class Agent:
         name: str | None = None,
         work_root: Path | str | None = None,
         file_roots: Sequence[Path | str] = (),
+        s3: S3Config | None = None,
         checkpoint_root: Path | str | None = None,
         capacity_every_s: float = 30.0,
         poll_s: float = 0.5,
@@ -353,6 +419,7 @@ class Agent:
         self.name = name or socket.gethostname()
         self.work_root = Path(work_root) if work_root else default_work_root()
         self.file_roots = tuple(Path(root) for root in file_roots)
+        self.remote = Remote(s3)  # s3:// and http(s):// inputs and outputs
         self.checkpoint_root = (
             Path(checkpoint_root) if checkpoint_root else self.work_root / CHECKPOINTS_DIR
         )
@@ -861,6 +928,7 @@ class Agent:
                 _objects(item, "inputs"),
                 item.get("volumes") or [],
                 self.file_roots,
+                self.remote,
             )
         except Exception as exc:  # a bad spec or a failed staging: the task cannot run here
             message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
@@ -1051,8 +1119,10 @@ class Agent:
         copied: list[dict[str, str]] = []
         if status.state is TaskState.COMPLETE and task.outputs:
             try:
-                copied = staging.stage_out(task.task_dir, task.outputs, self.file_roots)
-            except (OSError, SuanliError) as exc:
+                copied = staging.stage_out(
+                    task.task_dir, task.outputs, self.file_roots, self.remote
+                )
+            except Exception as exc:  # whatever failed, the task ends SYSTEM_ERROR saying why
                 detail = exc.one_line() if isinstance(exc, SuanliError) else str(exc)
                 reason = f"copying outputs failed: {detail}"
                 status = replace(status, state=TaskState.SYSTEM_ERROR, reason=reason)
@@ -1168,6 +1238,7 @@ def run_agent(
     poll_s: float = 0.5,
     file_roots: Sequence[Path | str] = (),
     ca: str | None = None,
+    s3: S3Config | None = None,
 ) -> None:
     """Run an agent until `stop` is set; with no `stop`, until SIGINT or SIGTERM (main thread).
 
@@ -1183,6 +1254,7 @@ def run_agent(
         name=name,
         work_root=work_root,
         file_roots=file_roots,
+        s3=s3,
         poll_s=poll_s,
         ca=ca,
     )

@@ -1,12 +1,18 @@
 """File staging for a task: inputs in before the first executor, outputs out after the last.
 
 A task names files by task path (`/data/in.txt`, see `container_path`), and where they come from
-or go to by URL. The agent understands two kinds of source and destination:
+or go to by URL. The agent understands these sources and destinations:
 - inline `content` (inputs only), written as UTF-8;
 - `file://` URLs (or bare absolute paths), which name files on the agent's machine: in practice
   a filesystem the agent shares with the submitter. A provider decides which directories tasks
   may read and write this way (`file_roots`, `suanli agent --file-root DIR`); a URL outside
-  every root is refused, and with no roots every file URL is.
+  every root is refused, and with no roots every file URL is;
+- `s3://bucket/key` URLs (inputs and outputs), read and written with the agent's own S3
+  configuration, in the buckets the provider allows (`suanli.agent.objects`);
+- `http://` and `https://` URLs (inputs only), downloaded.
+
+Outputs are all or nothing where that can be checked first: every source is found and every
+bucket asked before the first copy, and a copy that fails midway removes what it wrote.
 
 Inputs and outputs are files or whole directories (`type` FILE or DIRECTORY). An output path
 with wildcards (`*`, `?`, `[...]`) selects many files at once; each match is copied to the
@@ -30,11 +36,13 @@ import glob
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from suanli.agent.backends import container_path
+from suanli.agent.objects import Remote, is_remote
 from suanli.errors import InvalidValue
 
 __all__ = ["WILDCARDS", "local_path", "stage_in", "stage_out"]
@@ -82,6 +90,7 @@ def stage_in(
     inputs: Sequence[Mapping[str, Any]],
     volumes: Sequence[str],
     roots: Sequence[Path],
+    remote: Remote | None = None,
 ) -> None:
     """Make the volumes, then write or copy every input into the task directory."""
     for n, volume in enumerate(volumes):
@@ -98,6 +107,10 @@ def stage_in(
             target.write_text(str(entry["content"]), encoding="utf-8")
             continue
         url = str(entry.get("url") or "")
+        if is_remote(url):
+            remote = remote or Remote()
+            remote.get(f"{where}.url", url, target, directory=entry.get("type") == "DIRECTORY")
+            continue
         source = local_path(url, f"{where}.url", roots)
         if source.is_dir():
             _copy_tree_in(source, target, roots, f"{where}.url", url)
@@ -133,14 +146,30 @@ def _copy_tree_in(source: Path, target: Path, roots: Sequence[Path], field: str,
 
 
 def stage_out(
-    task_dir: Path, outputs: Sequence[Mapping[str, Any]], roots: Sequence[Path]
+    task_dir: Path,
+    outputs: Sequence[Mapping[str, Any]],
+    roots: Sequence[Path],
+    remote: Remote | None = None,
 ) -> list[dict[str, str]]:
-    """Copy every output to its URL; one OutputFileLog per file copied."""
-    logs: list[dict[str, str]] = []
+    """Copy every output to its URL; one OutputFileLog per file copied.
+
+    All or nothing as far as it can be: every source is found and checked, and every bucket
+    written to is asked whether it answers, before the first byte is written; when a copy then
+    fails, the objects uploaded and the files created so far are removed again."""
+    remote = remote or Remote()
+    plan: list[_Copy] = []
     for n, entry in enumerate(outputs):
         where = f"outputs[{n}]"
         path, url = str(entry.get("path") or ""), str(entry.get("url") or "")
-        destination = local_path(url, f"{where}.url", roots)
+        destination: Path | None = None
+        if is_remote(url):
+            if urlparse(url).scheme != "s3":
+                raise InvalidValue(
+                    f"{where}.url", url, "a file:// or s3:// URL", "file:// 或 s3:// 网址"
+                )
+            remote.check_bucket(f"{where}.url", url)
+        else:
+            destination = local_path(url, f"{where}.url", roots)
         bounds = _Bounds(task_dir.resolve(), roots, where, url)
         if WILDCARDS & set(path):
             prefix = str(entry.get("path_prefix") or "")
@@ -155,8 +184,13 @@ def stage_out(
                     )
                 relative = found.relative_to(base)
                 inside = "/" + str(found.relative_to(task_dir.resolve()))
-                logs += _copy_out(
-                    found, destination / relative, url.rstrip("/") + f"/{relative}", inside, bounds
+                _plan_out(
+                    found,
+                    None if destination is None else destination / relative,
+                    url.rstrip("/") + f"/{relative}",
+                    inside,
+                    bounds,
+                    plan,
                 )
             continue
         source = container_path(task_dir, path, f"{where}.path")
@@ -164,8 +198,8 @@ def stage_out(
             raise InvalidValue(
                 f"{where}.path", path, "a file the executors wrote", "执行器写出的文件"
             )
-        logs += _copy_out(source, destination, url, path, bounds)
-    return logs
+        _plan_out(source, destination, url, path, bounds, plan)
+    return _copy_all(plan, remote)
 
 
 class _Bounds:
@@ -193,11 +227,28 @@ class _Bounds:
         return resolved
 
 
-def _copy_out(
-    source: Path, destination: Path, url: str, path: str, bounds: _Bounds
-) -> list[dict[str, str]]:
-    """Copy a file or a directory tree; OutputFileLogs of the files, a directory flattened.
-    Each file read is resolved inside the task directory, each file written under a root."""
+@dataclass(frozen=True)
+class _Copy:
+    """One file to copy out: from `source` (resolved, inside the task directory) to `url`, a
+    local `destination` or (None) an object."""
+
+    source: Path
+    destination: Path | None
+    url: str
+    path: str
+    bounds: _Bounds
+
+
+def _plan_out(
+    source: Path,
+    destination: Path | None,
+    url: str,
+    path: str,
+    bounds: _Bounds,
+    plan: list[_Copy],
+) -> None:
+    """The files of a file or a directory tree to copy, a directory flattened; each file read is
+    resolved inside the task directory."""
     resolved = source.resolve()
     bounds.source(source, resolved)
     if resolved.is_dir():
@@ -209,20 +260,46 @@ def _copy_out(
                 "不含循环链接的目录",
             )
         bounds.folders.add(resolved)
-        logs = []
         for entry in sorted(os.scandir(source), key=lambda e: e.name):
-            logs += _copy_out(
+            _plan_out(
                 Path(entry.path),
-                destination / entry.name,
+                None if destination is None else destination / entry.name,
                 url.rstrip("/") + f"/{entry.name}",
                 f"{path.rstrip('/')}/{entry.name}",
                 bounds,
+                plan,
             )
-        return logs
-    if not resolved.is_file():
-        return []  # sockets, FIFOs and devices are not copied
-    target = bounds.destination(destination)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target = bounds.destination(destination)  # a link planted meanwhile is caught here
-    shutil.copyfile(resolved, target)
-    return [{"url": url, "path": path, "size_bytes": str(target.stat().st_size)}]
+        return
+    if resolved.is_file():  # sockets, FIFOs and devices are not copied
+        plan.append(_Copy(resolved, destination, url, path, bounds))
+
+
+def _copy_all(plan: Sequence[_Copy], remote: Remote) -> list[dict[str, str]]:
+    """Carry out a plan; on a failure, remove what it wrote, then raise. Each local destination
+    is resolved under a file root, again just before the copy (a link planted meanwhile)."""
+    logs: list[dict[str, str]] = []
+    uploaded: list[str] = []
+    created: list[Path] = []
+    try:
+        for item in plan:
+            if item.destination is None:
+                remote.put(f"{item.bounds.where}.url", item.source, item.url)
+                uploaded.append(item.url)
+                size = item.source.stat().st_size
+            else:
+                target = item.bounds.destination(item.destination)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target = item.bounds.destination(item.destination)
+                existed = target.exists()
+                shutil.copyfile(item.source, target)
+                if not existed:
+                    created.append(target)
+                size = target.stat().st_size
+            logs.append({"url": item.url, "path": item.path, "size_bytes": str(size)})
+    except BaseException:
+        if uploaded:
+            remote.delete(uploaded)
+        for target in created:
+            target.unlink(missing_ok=True)
+        raise
+    return logs

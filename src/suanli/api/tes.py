@@ -21,11 +21,14 @@ hold a NUL, and no number may be NaN or infinite. The TES document is kept with 
 suanli's placement and usage go in `logs[].metadata`. `next_page_token` is opaque (an encoded
 offset, checked when it comes back: anything else is a 400 naming `page_token`).
 
-Files: inputs with inline `content` (1 MB in all) and inputs and outputs with `file://` URLs
-are staged by the agent (`suanli.agent.staging`); other URL schemes are refused at submission,
-naming the field. Task paths (`/data/in.txt`) live inside the task's directory on the agent.
-`image` is recorded and not used by the local backend, which has no container runtime: see
-`docs/tes.md` for what each backend does with it.
+Files: inputs with inline `content` (1 MB in all), inputs from `file://`, `s3://` and
+`http(s)://` URLs and outputs to `file://` and `s3://` URLs are staged by the agent
+(`suanli.agent.staging`); other URL schemes are refused at submission, naming the field. The
+data's place counts in placement: `backend_parameters.data_gb` says how much a task reads, and it
+is taken to live where a site serves the bucket of its first `s3://` input (`sites.buckets`)
+unless `backend_parameters.data_location` says otherwise. Task paths (`/data/in.txt`) live
+inside the task's directory on the agent. `image` is recorded and not used by the local backend,
+which has no container runtime: see `docs/tes.md` for what each backend does with it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,17 @@ from suanli.errors import InvalidValue
 from suanli.services import tasks as tasks_service
 from suanli.services.core import TERMINAL, State, aware
 from suanli.services.views import Actor, StoredTask
-from suanli.specs import MAX_INPUT_BYTES, NUL, Text, check_task_spec, task_path_ok
+from suanli.specs import (
+    DATA_URL,
+    INPUT_SCHEMES,
+    MAX_INPUT_BYTES,
+    NUL,
+    OUTPUT_SCHEMES,
+    Text,
+    check_task_spec,
+    data_url_ok,
+    task_path_ok,
+)
 
 PREFIX = "/ga4gh/tes/v1"
 # the image TES views show for a task submitted through the native API (no image: it runs in
@@ -96,6 +109,10 @@ BACKEND_PARAMETERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "policy": ("policy", _text),
     "latency_tier": ("latency_tier", _text),
     "origin": ("origin", _text),
+    # how much data the task reads (GB) and where it lives (else: where a site serves the
+    # bucket of its first s3:// input, else its origin): the engine charges and times moving it
+    "data_gb": ("data_gb", _number),
+    "data_location": ("data_location", _text),
     "deadline_s": ("deadline_s", _number),
     "max_run_s": ("max_run_s", _number),  # TES has no run-time field: suanli's own option
     "max_price_fen": ("max_price_fen", _integer),
@@ -295,16 +312,13 @@ def _paths(field: str, paths: object) -> list[str]:
     return [_path(f"{field}[{n}]", p) for n, p in enumerate(paths)]
 
 
-def _file_url(field: str, url: object) -> str:
-    """A `file://` URL or a bare absolute path: the only storage an agent reaches today."""
-    if isinstance(url, str) and (url.startswith("file://") or url.startswith("/")):
+def _data_url(field: str, url: object, *, output: bool = False) -> str:
+    """A URL an agent can read an input from (`file://`, `s3://`, `http(s)://`) or write an
+    output to (`file://`, `s3://`), as `specs` checks it for every edge."""
+    schemes = OUTPUT_SCHEMES if output else INPUT_SCHEMES
+    if isinstance(url, str) and data_url_ok(url, schemes):
         return url
-    raise InvalidValue(
-        field,
-        url,
-        "a file:// URL (object storage such as s3:// is not supported yet)",
-        "file:// 网址（暂不支持 s3:// 等对象存储）",
-    )
+    raise InvalidValue(field, url, *DATA_URL["output_url" if output else "input_url"])
 
 
 def _file_type(field: str, entry: dict[str, Any]) -> str:
@@ -336,7 +350,7 @@ def _inputs(inputs: object) -> list[dict[str, str]]:
                 )
             staged.append({"path": path, "content": content})
             continue
-        url = _file_url(f"{where}.url", entry.get("url"))
+        url = _data_url(f"{where}.url", entry.get("url"))
         staged.append({"path": path, "url": url, "type": _file_type(f"{where}.type", entry)})
     return staged
 
@@ -353,7 +367,7 @@ def _outputs(outputs: object) -> list[dict[str, str]]:
         path = _path(f"{where}.path", entry.get("path"))
         output = {
             "path": path,
-            "url": _file_url(f"{where}.url", entry.get("url")),
+            "url": _data_url(f"{where}.url", entry.get("url"), output=True),
             "type": _file_type(f"{where}.type", entry),
         }
         if WILDCARDS & set(path):

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from suanli.catalog import Pool, Site, find_place, find_site, provider_site
+from suanli.catalog import Pool, Site, find_place, find_site, latency, provider_site
 from suanli.errors import FieldError, InvalidValue, SuanliError
 from suanli.metering import (
     DeviceProfile,
@@ -265,6 +265,15 @@ def engine_site(row: SiteRow) -> Site:
     )
 
 
+def data_moves(spec: Mapping[str, Any], site: SiteRow) -> bool:
+    """Whether a task's data must move to reach `site`: its place (`data_location`, else its
+    `origin`) is not the site's, by the engine's own rule (a distance above zero)."""
+    where = spec.get("data_location") or spec.get("origin")
+    if not where:
+        return False
+    return latency(find_place(where), engine_site(site).place).distance_km > 0
+
+
 # --- the decision step's inputs ------------------------------------------------------------
 
 
@@ -323,7 +332,8 @@ def step_inputs(session: Session, moment: datetime, *, booked: bool = True) -> S
     the twin builds the same shapes from its own model). Series: `scheduler.series`, the twin's
     construction, from the local (UTC+8) midnight at or before `moment`. `booked`: with the
     devices held ahead (`bookings`), which only a deferral reads."""
-    from suanli.services.market import reputation as provider_reputation  # market imports us
+    from suanli.services.market import pricing_rules  # market imports us
+    from suanli.services.market import reputation as provider_reputation
 
     clock = aware(moment).timestamp()
     site_rows = list(session.scalars(select(SiteRow).order_by(SiteRow.id)))
@@ -361,6 +371,9 @@ def step_inputs(session: Session, moment: datetime, *, booked: bool = True) -> S
         series=network_series(sites, month),
         series_start_s=start_s,
         local_hour_at_start=local_hour,
+        # the market's network price of data moved to a site (`data_moves`): the engine weighs
+        # what the order will be charged
+        transfer_fen_per_gb=float(pricing_rules(session).network_fen_per_gb),
     )
     ahead = bookings(session, clock) if booked else ()
     return StepInputs(network, Capacity(capacity, ahead), clock)

@@ -783,7 +783,8 @@ def price_offer(
     alike: `duration_s` on the pool (the engine's), starting `start_s` after `moment`, priced
     with the site's time of use at that start hour (China Standard Time), the pool's
     utilisation (`held` of its devices), the preemptible discount, the platform fee and the
-    network price of `data_gb` (`price_at`). The order's maximum is the total
+    network price of `data_gb` when the data moves to the pool's site (`data_moves`, as the
+    engine weighs it; `price_at`). The order's maximum is the total
     (`price_range.max`)."""
     start = moment + timedelta(seconds=start_s)
     breakdown, tou, tou_note = price_at(
@@ -794,7 +795,8 @@ def price_offer(
         start=start,
         utilisation=pool_utilisation(pool, held),
         preemptible=bool(spec.get("preemptible")),
-        data_gb=spec.get("data_gb") or 0.0,
+        # the network price is for data moved: none where the data already lives
+        data_gb=(spec.get("data_gb") or 0.0) if capacity_service.data_moves(spec, site) else 0.0,
         rules=rules,
     )
     if breakdown.total_fen > MAX_FEN:

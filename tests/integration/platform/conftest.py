@@ -232,7 +232,8 @@ def platform(
 ) -> Iterator[Platform]:
     """A running server on `database_url`; on a virtual clock when the test is marked
     `@pytest.mark.virtual_clock` (then `platform.advance(operator, s)` moves its time); with a
-    digital-twin worker process when marked `@pytest.mark.twin_workers`."""
+    digital-twin worker process when marked `@pytest.mark.twin_workers`; with the operator's
+    settings of `@pytest.mark.server_env(SUANLI_X="...")`."""
     engine = make_engine(database_url)
     upgrade(engine)
     engine.dispose()
@@ -242,6 +243,9 @@ def platform(
     clock = "virtual" if request.node.get_closest_marker("virtual_clock") else "system"
     if request.node.get_closest_marker("twin_workers"):
         env["SUANLI_TWIN_WORKERS"] = "1"
+    settings = request.node.get_closest_marker("server_env")
+    if settings is not None:
+        env.update(settings.kwargs)
     running = Platform(
         f"http://127.0.0.1:{port}", database_url, tmp_path, env, port=port, clock=clock
     )
@@ -272,3 +276,28 @@ def shared_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def web_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server on loopback serving a directory: (the directory, its base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "web"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -214,18 +214,29 @@ def test_bad_tes_input_is_a_400_naming_the_field(platform: Platform) -> None:
             },
         )
         assert lenient.status_code == 200
-        staged = http.post(
-            f"{TES}/tasks",
-            json={
-                "executors": [{"image": "x", "command": ["cat", "/in"]}],
-                "inputs": [{"url": "s3://bucket/in", "path": "/in"}],
-            },
-        )
-        assert staged.status_code == 400
-        assert staged.json()["error"]["field"] == "inputs[0].url"
-        assert "file://" in staged.json()["error"]["message"]
+        for url in ("s3://bucket/in", "https://example.org/in", "file:///srv/in", "/srv/in"):
+            staged = http.post(
+                f"{TES}/tasks",
+                json={
+                    "executors": [{"image": "x", "command": ["cat", "/in"]}],
+                    "inputs": [{"url": url, "path": "/in"}],
+                },
+            )
+            assert staged.status_code == 200, (url, staged.json())
+        for url in ("ftp://host/in", "s3:///no-bucket", "http://", "in.txt"):
+            staged = http.post(
+                f"{TES}/tasks",
+                json={
+                    "executors": [{"image": "x", "command": ["cat", "/in"]}],
+                    "inputs": [{"url": url, "path": "/in"}],
+                },
+            )
+            assert staged.status_code == 400, url
+            assert staged.json()["error"]["field"] == "inputs[0].url"
+            assert "s3://bucket/key" in staged.json()["error"]["message"]
         for document, field in (
             ({"outputs": [{"path": "/o", "url": "gs://b/o"}]}, "outputs[0].url"),
+            ({"outputs": [{"path": "/o", "url": "https://example.org/o"}]}, "outputs[0].url"),
             ({"outputs": [{"path": "/o/*.txt", "url": "file:///x"}]}, "outputs[0].path_prefix"),
             ({"volumes": ["/v/../../etc"]}, "volumes[0]"),
             ({"resources": {"zones": ["Atlantis"]}}, "zones[0]"),
@@ -246,8 +257,8 @@ def test_bad_tes_input_is_a_400_naming_the_field(platform: Platform) -> None:
         assert escaping.status_code == 400
         assert escaping.json()["error"]["field"] == "inputs[0].path"
         assert http.get(f"{TES}/tasks", params={"view": "EVERYTHING"}).status_code == 400
-        # nothing half-written: only the lenient task exists
-        assert len(http.get(f"{TES}/tasks").json()["tasks"]) == 1
+        # nothing half-written: only the lenient task and the four staged ones exist
+        assert len(http.get(f"{TES}/tasks").json()["tasks"]) == 5
 
 
 def test_files_volumes_and_wildcard_outputs(platform: Platform, tmp_path: Path) -> None:
