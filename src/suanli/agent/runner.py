@@ -64,7 +64,11 @@ line).
 Files: inputs are staged into the task directory before the backend starts, and outputs are
 copied out after the backend reports COMPLETE; a staging failure ends the task SYSTEM_ERROR
 with the reason, naming the URL (the agent's `file_roots` bound which local files tasks may read
-or write, its `s3` configuration which buckets, with the provider's keys, `s3_config`).
+or write, its `s3` configuration which buckets, with the provider's keys, `s3_config`). A task
+whose inputs or outputs name remote URLs (`s3://`, `http(s)://`) moves them in a worker thread
+(`_transfer`, one per slot) while the loop goes on heartbeating: the task keeps its slot and its
+lease (the heartbeat lists it), a cancel that arrives while its inputs move ends it CANCELED
+once they are in (never started), and a lease lost meanwhile drops the result.
 
 Invariants:
 - a task is reported in order (RUNNING before its terminal state) and at most once terminally;
@@ -99,6 +103,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -358,6 +363,21 @@ class _Task:
     next_sample_at: float = float("inf")  # clock() of the meter's next periodic read
 
 
+@dataclass
+class _Transfer:
+    """Files moving for a task in a worker thread (`Agent._transfer`): its inputs before it
+    starts, or its outputs after it ended. The task keeps its slot and its lease meanwhile (the
+    heartbeat lists it), and `then` runs on the agent's loop with the result."""
+
+    id: str
+    future: Future[Any]
+    lease_deadline: float
+    then: Callable[[Any, BaseException | None], None]
+    inputs: bool  # inputs (a cancel applies) or outputs (the work is done: it is reported)
+    cancel_reason: str | None = None
+    dropped: bool = False  # the lease ran out meanwhile: the result is dropped
+
+
 @dataclass(frozen=True)
 class _Report:
     task_id: str
@@ -420,6 +440,8 @@ class Agent:
         self.work_root = Path(work_root) if work_root else default_work_root()
         self.file_roots = tuple(Path(root) for root in file_roots)
         self.remote = Remote(s3)  # s3:// and http(s):// inputs and outputs
+        self._transfers: dict[str, _Transfer] = {}  # remote files moving in worker threads
+        self._transfer_pool: ThreadPoolExecutor | None = None
         self.checkpoint_root = (
             Path(checkpoint_root) if checkpoint_root else self.work_root / CHECKPOINTS_DIR
         )
@@ -489,7 +511,8 @@ class Agent:
         """How long the next lease may wait for work: `poll_s` while tasks run (the backend
         is polled between leases), up to IDLE_WAIT_S when idle; never past the next heartbeat,
         and well inside the HTTP timeout."""
-        limit = IDLE_WAIT_S if not self._tasks and not self._outbox else self._busy_pause()
+        idle = not self._tasks and not self._outbox and not self._transfers
+        limit = IDLE_WAIT_S if idle else self._busy_pause()
         until_beat = self._next_heartbeat_at - self._clock()
         return max(0.0, min(limit, until_beat, self._timeout_s / 2))
 
@@ -508,6 +531,7 @@ class Agent:
         after a lease that got work or waited its full time, else up to `poll_s`."""
         now = self._clock()
         self._poll_backend()
+        self._collect_transfers()
         self._expire_leases(now)
         if now < self._net_ready_at:
             return self.poll_s
@@ -676,11 +700,13 @@ class Agent:
         os.replace(scratch, self._state_path)
 
     def free_slots(self) -> int:
-        return max(0, self.slots - len(self._tasks))
+        return max(0, self.slots - len(self._tasks) - len(self._transfers))
 
     def running(self) -> list[str]:
-        """Ids of the tasks this agent holds: running, or finished with a report still pending."""
+        """Ids of the tasks this agent holds: running, moving their files, or finished with a
+        report still pending."""
         ids = [t.id for t in self._tasks.values() if not t.dropped]
+        ids += [t.id for t in self._transfers.values() if not t.dropped and t.id not in ids]
         ids += [r.task_id for r in self._outbox if r.terminal and r.task_id not in ids]
         return ids
 
@@ -700,6 +726,7 @@ class Agent:
             self._close_meter(task)
             if not task.dropped:
                 self._finished(task, _no_status(TaskState.CANCELED, "cancel not confirmed"))
+        self._stop_transfers(reason, deadline)
         while self._outbox and self.agent_id is not None and self._clock() < deadline:
             try:
                 self._flush_outbox()
@@ -769,12 +796,18 @@ class Agent:
         for task_id in ids:
             if task_id in self._tasks:
                 self._tasks[task_id].lease_deadline = sent_at + self.lease_s
+            if task_id in self._transfers:
+                self._transfers[task_id].lease_deadline = sent_at + self.lease_s
         cancel = answer.get("cancel") or []
         preempt = answer.get("preempt") or []
         if not isinstance(cancel, list) or not isinstance(preempt, list):
             raise ServerUnavailable(path, f"malformed answer {answer!r}")
         self._take_grace(answer)
         for task_id in map(str, cancel):
+            moving = self._transfers.get(task_id)
+            if moving is not None and moving.inputs and moving.cancel_reason is None:
+                moving.cancel_reason = SERVER_CANCEL_REASON  # it ends once its inputs are in
+                self._log(f"task {task_id} cancel requested by the server while staging")
             task = self._tasks.get(task_id)
             if task is None or task.dropped or task.cancel_reason is not None:
                 continue
@@ -858,9 +891,13 @@ class Agent:
         return Accelerator(kind, named[0] if len(named) == 1 else None)
 
     def _start_all(self, items: list[object]) -> None:
-        """Start the leased tasks: together through the backend's `start_many` where it has
-        one (Slurm: a job array), else one by one."""
-        prepared = [p for p in (self._prepare(item) for item in items) if p is not None]
+        """Start the leased tasks (those whose inputs are moving in the background start when
+        they are in: `_inputs_staged`)."""
+        self._start_prepared([p for p in (self._prepare(item) for item in items) if p is not None])
+
+    def _start_prepared(self, prepared: list[tuple[StartRequest, list[dict[str, Any]]]]) -> None:
+        """Start prepared tasks: together through the backend's `start_many` where it has one
+        (Slurm: a job array), else one by one."""
         many = getattr(self.backend, "start_many", None)
         if many is None or len(prepared) < 2:
             for request, outputs in prepared:
@@ -923,18 +960,92 @@ class Agent:
             assert request.checkpoint_dir is not None
             request.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             outputs = _objects(item, "outputs")
-            staging.stage_in(
-                request.workdir,
-                _objects(item, "inputs"),
-                item.get("volumes") or [],
-                self.file_roots,
-                self.remote,
-            )
+            inputs = _objects(item, "inputs")
+            volumes = item.get("volumes") or []
+            if staging.has_remote(inputs):  # minutes, maybe: off the loop, lease kept
+
+                def staged(_: Any, error: BaseException | None) -> None:
+                    self._inputs_staged(request, outputs, error)
+
+                self._transfer(
+                    task_id,
+                    lambda: staging.stage_in(
+                        request.workdir, inputs, volumes, self.file_roots, self.remote
+                    ),
+                    staged,
+                    inputs=True,
+                )
+                return None
+            staging.stage_in(request.workdir, inputs, volumes, self.file_roots, self.remote)
         except Exception as exc:  # a bad spec or a failed staging: the task cannot run here
             message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
             self._finished_id(task_id, _no_status(TaskState.SYSTEM_ERROR, message))
             return None
         return request, outputs
+
+    def _inputs_staged(
+        self, request: StartRequest, outputs: list[dict[str, Any]], error: BaseException | None
+    ) -> None:
+        """A task's inputs came in (or failed to) in the background: start it, or end it."""
+        moving = self._transfers.pop(request.task_id)
+        if error is not None:
+            message = error.one_line() if isinstance(error, SuanliError) else f"{error}"
+            self._finished_id(request.task_id, _no_status(TaskState.SYSTEM_ERROR, message))
+        elif moving.cancel_reason is not None:
+            self._finished_id(request.task_id, _no_status(TaskState.CANCELED, moving.cancel_reason))
+        else:
+            self._start_prepared([(request, outputs)])
+
+    def _transfer(
+        self,
+        task_id: str,
+        work: Callable[[], Any],
+        then: Callable[[Any, BaseException | None], None],
+        *,
+        inputs: bool,
+    ) -> None:
+        """Run `work` (a staging) in a worker thread; `then(result, error)` on the loop when it
+        ends (`_collect_transfers`). The task keeps its slot and its lease meanwhile."""
+        if self._transfer_pool is None:
+            self._transfer_pool = ThreadPoolExecutor(
+                max_workers=self.slots, thread_name_prefix="suanli-staging"
+            )
+        self._transfers[task_id] = _Transfer(
+            task_id,
+            self._transfer_pool.submit(work),
+            self._clock() + self.lease_s,
+            then,
+            inputs,
+        )
+        self._log(f"task {task_id}: moving its {'inputs' if inputs else 'outputs'}")
+
+    def _collect_transfers(self) -> None:
+        """Finish the transfers that ended: each one's `then`, on this thread."""
+        for moving in [t for t in self._transfers.values() if t.future.done()]:
+            if moving.dropped:
+                del self._transfers[moving.id]
+                continue
+            error = moving.future.exception()
+            moving.then(None if error is not None else moving.future.result(), error)
+            self._transfers.pop(moving.id, None)
+
+    def _stop_transfers(self, reason: str, deadline: float) -> None:
+        """At shutdown: outputs still moving get until `deadline` to finish, then the task is
+        reported SYSTEM_ERROR; tasks whose inputs are still moving are reported CANCELED."""
+        while any(not t.inputs for t in self._transfers.values()) and self._clock() < deadline:
+            self._collect_transfers()
+            time.sleep(0.05)
+        for moving in list(self._transfers.values()):
+            del self._transfers[moving.id]
+            if moving.dropped:
+                continue
+            if moving.inputs:
+                self._finished_id(moving.id, _no_status(TaskState.CANCELED, reason))
+            else:
+                why = f"{reason} while copying outputs"
+                self._finished_id(moving.id, _no_status(TaskState.SYSTEM_ERROR, why))
+        if self._transfer_pool is not None:
+            self._transfer_pool.shutdown(wait=False, cancel_futures=True)
 
     def _started(
         self, request: StartRequest, outputs: list[dict[str, Any]], handle: Handle | str
@@ -1117,6 +1228,27 @@ class Agent:
         if status.state is TaskState.CANCELED and task.cancel_reason is not None:
             reason = task.cancel_reason
         copied: list[dict[str, str]] = []
+        if status.state is TaskState.COMPLETE and staging.has_remote(task.outputs):
+
+            def copied_out(logs: Any, error: BaseException | None) -> None:
+                if error is None:
+                    self._finished_id(task.id, status, reason, logs)
+                    return
+                detail = error.one_line() if isinstance(error, SuanliError) else str(error)
+                why = f"copying outputs failed: {detail}"
+                self._finished_id(
+                    task.id, replace(status, state=TaskState.SYSTEM_ERROR, reason=why), why
+                )
+
+            self._transfer(
+                task.id,
+                lambda: staging.stage_out(
+                    task.task_dir, task.outputs, self.file_roots, self.remote
+                ),
+                copied_out,
+                inputs=False,
+            )
+            return
         if status.state is TaskState.COMPLETE and task.outputs:
             try:
                 copied = staging.stage_out(
@@ -1164,12 +1296,18 @@ class Agent:
             task.dropped = True
             self._cancel_on_backend(task)
             self._save_state()
+        if task_id in self._transfers:
+            self._transfers[task_id].dropped = True
         self._log(f"task {task_id} dropped: {why}")
 
     def _expire_leases(self, now: float) -> None:
         for task in list(self._tasks.values()):
             if not task.dropped and now > task.lease_deadline:
                 self._drop(task.id, LEASE_LOST_REASON)
+        for moving in self._transfers.values():
+            if not moving.dropped and now > moving.lease_deadline:
+                moving.dropped = True  # its result is dropped when the thread ends
+                self._log(f"task {moving.id} dropped while moving files: {LEASE_LOST_REASON}")
 
     def _cancel_on_backend(self, task: _Task) -> None:
         try:

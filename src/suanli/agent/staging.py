@@ -45,7 +45,7 @@ from suanli.agent.backends import container_path
 from suanli.agent.objects import Remote, is_remote
 from suanli.errors import InvalidValue
 
-__all__ = ["WILDCARDS", "local_path", "stage_in", "stage_out"]
+__all__ = ["WILDCARDS", "has_remote", "local_path", "stage_in", "stage_out"]
 
 WILDCARDS = frozenset("*?[")
 
@@ -83,6 +83,14 @@ def local_path(url: str, field: str, roots: Sequence[Path]) -> Path:
     if not _within(resolved, roots):
         raise _outside_roots(field, url, roots)
     return resolved
+
+
+def has_remote(entries: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any input or output names a remote URL (`s3://`, `http(s)://`): its transfer may
+    take minutes, so the agent runs it off its loop."""
+    return any(
+        isinstance(entry, Mapping) and is_remote(str(entry.get("url") or "")) for entry in entries
+    )
 
 
 def stage_in(

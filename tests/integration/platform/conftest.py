@@ -278,9 +278,13 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+SLOW_S = 6.0  # how long the web server takes over a path under /slow/: twice an agent's lease
+
+
 @pytest.fixture
 def web_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A real HTTP server on loopback serving a directory: (the directory, its base URL)."""
+    """A real HTTP server on loopback serving a directory: (the directory, its base URL). A path
+    under `/slow/` is answered after `SLOW_S` seconds (a large download, as the agent sees it)."""
     import functools
     import http.server
     import threading
@@ -289,6 +293,11 @@ def web_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root.mkdir()
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/slow/"):
+                time.sleep(SLOW_S)
+            super().do_GET()
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 

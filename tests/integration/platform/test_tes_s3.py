@@ -20,7 +20,7 @@ import tes
 from suanli.services.core import Role
 from tests.objects import S3, S3_KEYS
 
-from .conftest import Platform
+from .conftest import FAST, SLOW_S, Platform
 
 TES = "/ga4gh/tes/v1"
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
@@ -217,3 +217,40 @@ def test_a_task_lands_where_its_bucket_lives_when_moving_the_data_costs_more(
     # 200 GB in the bucket the Guizhou site serves: moving it to Shanghai costs more than the
     # dearer Guizhou pool
     assert placed([tes.Input(path="/in/chr1.txt", url=f"s3://{genomes}/chr1.txt")]) == home
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_download_longer_than_the_lease_keeps_the_task_and_can_be_canceled(
+    platform: Platform, web_root: tuple[Path, str]
+) -> None:
+    """Inputs move in a worker thread while the agent keeps heartbeating: a download that takes
+    twice the lease neither loses the task nor runs it twice, and a cancel that arrives during
+    the download ends the task CANCELED without running it."""
+    assert 1.5 * float(FAST["SUANLI_LEASE_S"]) < SLOW_S
+    root, base = web_root
+    (root / "slow").mkdir()
+    (root / "slow" / "big.txt").write_text("a lot of data\n")
+    provider = platform.token(Role.PROVIDER, "web provider")
+    site = platform.site_with_pool(provider, count=4)
+    platform.agent(provider, site, 2)
+    token = platform.token(Role.CONSUMER, "web consumer")
+    document = {
+        "inputs": [{"path": "/in/big.txt", "url": f"{base}/slow/big.txt"}],
+        "executors": [{"image": "alpine", "command": ["cat", "in/big.txt"]}],
+    }
+    full = _run(platform, token, document)
+    assert full["state"] == "COMPLETE", full["logs"]
+    assert full["logs"][0]["logs"][0]["stdout"] == "a lot of data\n"
+    with platform.client(token) as http:
+        native = http.get(f"/v1/tasks/{full['id']}").json()
+    assert native["requeues"] == 0, native  # the lease held: it ran once, here
+
+    with platform.client(token) as http:
+        created = http.post(f"{TES}/tasks", json=document)
+        task_id = created.json()["id"]
+        leased = platform.wait_for(token, task_id, {"INITIALIZING", *TERMINAL}, timeout=30)
+        assert leased["state"] == "INITIALIZING", leased  # the agent has it: downloading
+        assert http.post(f"{TES}/tasks/{task_id}:cancel").status_code == 200
+    ended = platform.wait_for(token, task_id, TERMINAL, timeout=60)
+    assert ended["state"] == "CANCELED", ended
+    assert ended["exit_code"] is None  # it never ran
