@@ -175,16 +175,34 @@ def test_every_response_matches_the_official_schemas(platform: Platform, tmp_pat
     assert log["start_time"] <= first["end_time"] <= second["start_time"] <= log["end_time"]
 
 
+@pytest.mark.virtual_clock
+@pytest.mark.server_env(SUANLI_MAX_QUEUE_WAIT_S="600")
 def test_a_page_of_native_and_tes_tasks_in_every_state_is_valid_in_every_view(
     platform: Platform, tmp_path: Path
 ) -> None:
     """Tasks made through both APIs, left QUEUED (no GPU anywhere), RUNNING, COMPLETE,
-    EXECUTOR_ERROR, SYSTEM_ERROR (a TES input outside the agent's file roots) and CANCELED: one page
-    of them validates in every view, and so does each task on its own."""
+    EXECUTOR_ERROR, SYSTEM_ERROR (a TES input outside the agent's file roots; a native task that
+    waited past the server's longest queue wait) and CANCELED: one page of them validates in
+    every view, and so does each task on its own."""
     provider = platform.token(Role.PROVIDER, "states provider")
     site = platform.site_with_pool(provider, count=16)
     platform.agent(provider, site, 12)  # a slot for every task that runs
     token = platform.token(Role.CONSUMER, "states consumer")
+    operator = platform.token(Role.OPERATOR, "states operator")
+    with platform.client(token) as http:  # first, before anything runs: time moves past it
+        answer = http.post(
+            "/v1/tasks",
+            json={
+                "name": "native",
+                "executors": [{"command": ["true"]}],
+                "resources": {"device_kind": "gpu"},
+            },
+        )
+        assert answer.status_code == 201, answer.text
+        waited_too_long = answer.json()["id"]
+    platform.advance(operator, 601)
+    expired = platform.wait_for(token, waited_too_long, {"SYSTEM_ERROR"}, timeout=30)
+    assert expired["state"] == "SYSTEM_ERROR", expired
     outside = tmp_path / "secret.txt"
     outside.write_text("not for tasks\n")
 
@@ -203,14 +221,14 @@ def test_a_page_of_native_and_tes_tasks_in_every_state_is_valid_in_every_view(
         "RUNNING": (native(["sleep", "60"], env={"A": "1"}), tes_task(["sleep", "60"])),
         "COMPLETE": (native(["echo", "ok"], workdir="/w"), tes_task(["echo", "ok"])),
         "EXECUTOR_ERROR": (native(["sh", "-c", "exit 3"]), tes_task(["sh", "-c", "exit 3"])),
-        # the native API stages no files: its task never fails before it starts
+        # the native task of this state is `waited_too_long`, made above
         "SYSTEM_ERROR": (
             None,
             tes_task(["true"], inputs=[{"path": "/in.txt", "url": f"file://{outside}"}]),
         ),
         "CANCELED": (native(["sleep", "60"]), tes_task(["sleep", "60"])),
     }
-    made: dict[str, str] = {}
+    made: dict[str, str] = {"native SYSTEM_ERROR": waited_too_long}
     with platform.client(token) as http:
         for state, (native_body, tes_body) in cases.items():
             made[f"tes {state}"] = http.post(f"{TES}/tasks", json=tes_body).json()["id"]
