@@ -46,6 +46,7 @@ bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_admission.py
 	$(BIN)/python benchmarks/bench_submit.py
 	$(BIN)/python benchmarks/bench_tes.py
+	$(BIN)/python benchmarks/bench_staging.py
 	$(BIN)/python benchmarks/bench_backends.py
 	$(BIN)/python benchmarks/bench_sim.py --jobs 1000000
 	$(BIN)/python benchmarks/bench_shifting.py
@@ -57,4 +58,4 @@ lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) $(SNAKEMAKE_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SNAKEMAKE_VENV) $(TOIL_VENV) /var/tmp/suanli/venv-s3 build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

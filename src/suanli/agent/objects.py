@@ -37,6 +37,9 @@ __all__ = ["Remote", "S3Config", "TransferFailed", "is_remote", "split_s3"]
 REMOTE_SCHEMES = frozenset({"s3", "http", "https"})
 HTTP_TIMEOUT_S = 60.0
 CHUNK_BYTES = 1 << 20
+# below boto3's multipart threshold one plain GET or PUT moves an object: 3-4x faster for small
+# objects than the transfer manager, which sets up its thread pool per call
+SMALL_OBJECT_BYTES = 8 << 20
 
 
 class TransferFailed(SuanliError):
@@ -121,6 +124,18 @@ def _s3_reason(exc: Exception, missing: str = "") -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _download(client: Any, bucket: str, key: str, target: Path, size: int | None) -> None:
+    """One object to a file: a plain streamed GET when it is known to be small, else boto3's
+    transfer manager (ranged GETs in parallel)."""
+    if size is not None and size < SMALL_OBJECT_BYTES:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        with open(target, "wb") as out:
+            for chunk in body.iter_chunks(CHUNK_BYTES):
+                out.write(chunk)
+    else:
+        client.download_file(bucket, key, str(target))
+
+
 class Remote:
     """Reads and writes the remote URLs of one agent's tasks."""
 
@@ -177,9 +192,15 @@ class Remote:
         if not key:
             raise InvalidValue(field_name, url, "s3://bucket/key with a key", "带对象键的 s3 网址")
         client = self._s3_client()
-        self._s3_call(
-            field_name, url, lambda: client.upload_file(str(source), bucket, key), writing=True
-        )
+
+        def put() -> None:
+            if source.stat().st_size < SMALL_OBJECT_BYTES:
+                with open(source, "rb") as body:
+                    client.put_object(Bucket=bucket, Key=key, Body=body)
+            else:
+                client.upload_file(str(source), bucket, key)
+
+        self._s3_call(field_name, url, put, writing=True)
 
     def delete(self, urls: Sequence[str]) -> None:
         """Remove objects written by a staging that then failed (best effort)."""
@@ -221,12 +242,12 @@ class Remote:
                     )
                 into = target.joinpath(*parts)
                 into.parent.mkdir(parents=True, exist_ok=True)
-                key_of = str(item["Key"])
+                key_of, size = str(item["Key"]), int(item.get("Size") or 0)
                 self._s3_call(
                     field_name,
                     url,
-                    lambda key_of=key_of, into=into: client.download_file(
-                        bucket, key_of, str(into)
+                    lambda key_of=key_of, into=into, size=size: _download(
+                        client, bucket, key_of, into, size
                     ),
                 )
                 found += 1
