@@ -15,6 +15,10 @@ name the buckets the provider lists (a confused deputy otherwise: a task could r
 the keys can); with none listed every `s3://` URL is refused, as every `file://` URL is with no
 file roots.
 
+An `http(s)://` input is never fetched from a link-local address (169.254.0.0/16, fe80::/10,
+AWS's fd00:ec2::), at the first hop or after a redirect: cloud metadata services answer there
+with the agent host's credentials, which a task must not obtain through its agent.
+
 Failures name the URL: an unreachable endpoint, a missing bucket or object, a refused
 signature, an HTTP error all raise `TransferFailed` with the URL and the field it came from.
 """
@@ -22,6 +26,8 @@ signature, an HTTP error all raise `TransferFailed` with the URL and the field i
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -122,6 +128,24 @@ def _s3_reason(exc: Exception, missing: str = "") -> str:
         if code:
             return f"{code}: {message}" if message and message != code else code
     return f"{type(exc).__name__}: {exc}"
+
+
+def _link_local(host: str) -> str | None:
+    """The link-local address `host` names or resolves to (169.254.0.0/16, fe80::/10: where
+    cloud metadata services answer, with the host's credentials), or None. A name that does not
+    resolve is left to the request, which then fails on its own."""
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return None
+    for address in sorted(found):
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if ip.is_link_local or (ip.version == 6 and ip in _METADATA_V6):
+            return str(ip)
+    return None
+
+
+_METADATA_V6 = ipaddress.ip_network("fd00:ec2::/64")  # AWS's IPv6 instance metadata
 
 
 def _download(client: Any, bucket: str, key: str, target: Path, size: int | None) -> None:
@@ -257,10 +281,25 @@ class Remote:
     # http(s) ----------------------------------------------------------------------------------
 
     def _get_http(self, field_name: str, url: str, target: Path) -> None:
+        def guard(request: httpx.Request) -> None:  # every hop, redirects included
+            refused = _link_local(request.url.host)
+            if refused is not None:
+                raise TransferFailed(
+                    field_name,
+                    url,
+                    f"{request.url.host} is a link-local address ({refused}): cloud metadata "
+                    "services live there, and an agent never fetches from them for a task",
+                )
+
         try:
-            with httpx.stream(
-                "GET", url, follow_redirects=True, timeout=self.http_timeout_s
-            ) as answer:
+            with (
+                httpx.Client(
+                    follow_redirects=True,
+                    timeout=self.http_timeout_s,
+                    event_hooks={"request": [guard]},
+                ) as client,
+                client.stream("GET", url) as answer,
+            ):
                 if answer.status_code != 200:
                     raise TransferFailed(
                         field_name, url, f"HTTP {answer.status_code} {answer.reason_phrase}"

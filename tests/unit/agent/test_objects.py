@@ -4,8 +4,12 @@ outputs, object keys that try to leave their directory."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +167,42 @@ def test_s3_config_takes_keys_out_of_the_environment(
     with pytest.raises(InvalidValue) as caught:
         s3_config(None, None, ["a/b"])
     assert caught.value.field == "--s3-bucket"
+
+
+@pytest.fixture
+def redirector() -> Iterator[str]:
+    """A real HTTP server on loopback that answers every GET with a redirect to the cloud
+    metadata address; its base URL."""
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_http_input_never_reaches_the_cloud_metadata_service(
+    tmp_path: Path, redirector: str
+) -> None:
+    """A task must not obtain its agent host's cloud credentials through its agent: link-local
+    addresses are refused before any connection, also at the end of a redirect."""
+    for url in (
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[fe80::1]/",
+        f"{redirector}/innocent.txt",
+    ):
+        with pytest.raises(TransferFailed, match="link-local") as caught:
+            stage_in(tmp_path / "task", [{"path": "/x", "url": url}], [], [], Remote())
+        assert url in str(caught.value)
+    assert not (tmp_path / "task" / "x").exists()
