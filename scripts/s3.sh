@@ -3,11 +3,11 @@
 # endpoint URL: moto's standalone server (moto[server] 5.x from PyPI, in its own environment so
 # that its pins never meet the project's). It speaks the S3 REST API with real request signing,
 # buckets and objects kept in memory until it stops; any access key is accepted.
-#   scripts/s3.sh start   -> prints http://127.0.0.1:55433 once it answers
+#   scripts/s3.sh start   -> prints http://127.0.0.1:55440 once it answers
 #   scripts/s3.sh stop
 #   scripts/s3.sh status   (exit 0 when it answers)
 set -euo pipefail
-PORT=${SUANLI_S3_PORT:-55433}
+PORT=${SUANLI_S3_PORT:-55440}
 VENV=${SUANLI_S3_VENV:-/var/tmp/suanli/venv-s3}
 DIR=${SUANLI_S3_DIR:-/tmp/suanli-s3}
 URL="http://127.0.0.1:${PORT}"
