@@ -109,7 +109,9 @@ class Platform:
         self.tokens: dict[str, tuple[float, Caller]] = {}
         self.wake = threading.Event()
         self.capacity_grew = threading.Event()
-        self.last_pass_at: datetime | None = None
+        self.last_pass_at: datetime | None = None  # the next incremental pass reads from here
+        self._open_writes: dict[int, datetime] = {}  # write units of work open, since when
+        self._open_writes_lock = threading.Lock()
         self.last_full_pass: datetime | None = None  # clock time of the last full pass
         self.last_seal: datetime | None = None  # clock time of the last call to `seal`
         self.passed_at: datetime | None = None  # clock time at the start of the last pass done
@@ -154,6 +156,9 @@ class Platform:
             session = (self.sessions if write else self.readers)()
             session.info["clock"] = self.clock
             session.info["pricing_rules"] = self.settings  # services.market.pricing_rules
+            if write:  # open from now until it commits: see `schedule_once`'s watermark
+                with self._open_writes_lock:
+                    self._open_writes[id(session)] = self.clock.now()
             try:
                 yield session
                 session.commit()
@@ -161,6 +166,9 @@ class Platform:
                 session.rollback()
                 raise
             finally:
+                if write:
+                    with self._open_writes_lock:
+                        self._open_writes.pop(id(session), None)
                 session.close()
 
     def schedule_once(self) -> None:
@@ -186,6 +194,13 @@ class Platform:
         # a full pass when capacity may have grown or every interval (of this platform's
         # clock: a virtual clock's time, not the wall's); else only the tasks new since the last
         started = self.clock.now()
+        # the next incremental pass reads what was updated since this one began, or since the
+        # oldest write of this process still open now began: a row that write stamps before
+        # `started` commits after this pass's read, and must not be missed by the next one
+        # (it waited for the next full pass: measured, a task placed 1.15 s late). Other
+        # processes' writes are caught by the full passes.
+        with self._open_writes_lock:
+            watermark = min([started, *self._open_writes.values()])
         full = (
             self.capacity_grew.is_set()
             or self.last_full_pass is None
@@ -200,7 +215,7 @@ class Platform:
                 since,
                 max_wait_s=self.settings.max_queue_wait_s,
             )
-        self.last_pass_at = started
+        self.last_pass_at = watermark
         if full:
             self.last_full_pass = started
         placed = 0
