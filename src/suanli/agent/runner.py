@@ -914,7 +914,7 @@ class Agent:
                         grace_s=request.grace_s,
                     )
                 except Exception as exc:  # a bad spec or a backend failure: cannot run here
-                    handle = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
+                    handle = _said(exc)
                 self._started(request, outputs, handle)
             return
         try:
@@ -925,7 +925,7 @@ class Agent:
             if isinstance(answer, Handle):
                 self._started(request, outputs, answer)
             else:
-                why = answer.one_line() if isinstance(answer, SuanliError) else f"{answer}"
+                why = _said(answer)
                 self._started(request, outputs, why)
 
     def _prepare(self, item: object) -> tuple[StartRequest, list[dict[str, Any]]] | None:
@@ -978,7 +978,7 @@ class Agent:
                 return None
             staging.stage_in(request.workdir, inputs, volumes, self.file_roots, self.remote)
         except Exception as exc:  # a bad spec or a failed staging: the task cannot run here
-            message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
+            message = _said(exc)
             self._finished_id(task_id, _no_status(TaskState.SYSTEM_ERROR, message))
             return None
         return request, outputs
@@ -989,7 +989,7 @@ class Agent:
         """A task's inputs came in (or failed to) in the background: start it, or end it."""
         moving = self._transfers.pop(request.task_id)
         if error is not None:
-            message = error.one_line() if isinstance(error, SuanliError) else f"{error}"
+            message = _said(error)
             self._finished_id(request.task_id, _no_status(TaskState.SYSTEM_ERROR, message))
         elif moving.cancel_reason is not None:
             self._finished_id(request.task_id, _no_status(TaskState.CANCELED, moving.cancel_reason))
@@ -1168,7 +1168,7 @@ class Agent:
                 return
             task.readings.add(task.meter.read())
         except Exception as exc:  # a meter never fails a task: its figure stays modelled
-            message = exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
+            message = _said(exc)
             self._log(f"task {task.id}: energy not measured: {message}")
             self._close_meter(task)
             return
@@ -1227,38 +1227,32 @@ class Agent:
         reason = status.reason
         if status.state is TaskState.CANCELED and task.cancel_reason is not None:
             reason = task.cancel_reason
-        copied: list[dict[str, str]] = []
-        if status.state is TaskState.COMPLETE and staging.has_remote(task.outputs):
 
-            def copied_out(logs: Any, error: BaseException | None) -> None:
-                if error is None:
-                    self._finished_id(task.id, status, reason, logs)
-                    return
-                detail = error.one_line() if isinstance(error, SuanliError) else str(error)
-                why = f"copying outputs failed: {detail}"
-                self._finished_id(
-                    task.id, replace(status, state=TaskState.SYSTEM_ERROR, reason=why), why
-                )
-
-            self._transfer(
-                task.id,
-                lambda: staging.stage_out(
-                    task.task_dir, task.outputs, self.file_roots, self.remote
-                ),
-                copied_out,
-                inputs=False,
+        def copied_out(logs: Any, error: BaseException | None) -> None:
+            if error is None:
+                self._finished_id(task.id, status, reason, logs)
+                return
+            why = f"copying outputs failed: {_said(error)}"  # the task ends SYSTEM_ERROR
+            self._finished_id(
+                task.id, replace(status, state=TaskState.SYSTEM_ERROR, reason=why), why
             )
+
+        if status.state is not TaskState.COMPLETE or not task.outputs:
+            copied_out([], None)
             return
-        if status.state is TaskState.COMPLETE and task.outputs:
-            try:
-                copied = staging.stage_out(
-                    task.task_dir, task.outputs, self.file_roots, self.remote
-                )
-            except Exception as exc:  # whatever failed, the task ends SYSTEM_ERROR saying why
-                detail = exc.one_line() if isinstance(exc, SuanliError) else str(exc)
-                reason = f"copying outputs failed: {detail}"
-                status = replace(status, state=TaskState.SYSTEM_ERROR, reason=reason)
-        self._finished_id(task.id, status, reason, copied)
+
+        def copy() -> list[dict[str, str]]:
+            return staging.stage_out(task.task_dir, task.outputs, self.file_roots, self.remote)
+
+        if staging.has_remote(task.outputs):  # off the loop, as inputs: see `_transfer`
+            self._transfer(task.id, copy, copied_out, inputs=False)
+            return
+        try:
+            logs = copy()
+        except Exception as exc:  # whatever failed, the task ends SYSTEM_ERROR saying why
+            copied_out(None, exc)
+        else:
+            copied_out(logs, None)
 
     def _finished_id(
         self,
@@ -1349,6 +1343,11 @@ def _detail(answer: Mapping[str, Any]) -> str:
         return str(error["message"])
     detail = answer.get("detail", "")
     return detail if isinstance(detail, str) else repr(detail)
+
+
+def _said(exc: BaseException) -> str:
+    """What an error says, on one line (both languages for suanli's own)."""
+    return exc.one_line() if isinstance(exc, SuanliError) else f"{exc}"
 
 
 def _no_status(state: TaskState, reason: str) -> Status:

@@ -95,15 +95,9 @@ def hour_of(moment: datetime | None) -> float:
     return (moment.replace(tzinfo=UTC) - START).total_seconds() / HOUR
 
 
-def submit(http: httpx.Client, name: str) -> str:
-    made = http.post("/v1/tasks", json={"name": name, **SPEC})
-    assert made.status_code == 201, made.text
-    return str(made.json()["id"])
-
-
-def test_a_deferral_books_its_pool_and_a_later_one_goes_around_it(live: Live) -> None:
+def zhongwei_pool(live: Live) -> str:
+    """A provider's site at the Zhongwei cluster with a pool of 8 CPU cores; the pool's id."""
     provider = token_for(live, Role.PROVIDER, "dc")
-    consumer = token_for(live, Role.CONSUMER, "lab")
     with client(live, provider) as http:
         site = http.post("/v1/sites", json={"name": "zw", "cluster": "ZHONGWEI"})
         assert site.status_code == 201, site.text
@@ -117,7 +111,18 @@ def test_a_deferral_books_its_pool_and_a_later_one_goes_around_it(live: Live) ->
             },
         )
         assert pool.status_code == 201, pool.text
-        pool_id = pool.json()["id"]
+        return str(pool.json()["id"])
+
+
+def submit(http: httpx.Client, name: str) -> str:
+    made = http.post("/v1/tasks", json={"name": name, **SPEC})
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+def test_a_deferral_books_its_pool_and_a_later_one_goes_around_it(live: Live) -> None:
+    pool_id = zhongwei_pool(live)
+    consumer = token_for(live, Role.CONSUMER, "lab")
     assert live.platform.elector.step(), "the test's server leads the scheduling"
     http = client(live, consumer)
 

@@ -18,7 +18,7 @@ from suanli.services.core import Role
 from suanli.store.models import Principal
 from tests.money import principal_token
 
-from .test_deferral_bookings import Live, client, live, row, token_for
+from .test_deferral_bookings import Live, live, row, zhongwei_pool
 
 __all__ = ["live"]  # the fixture, reused
 
@@ -31,20 +31,7 @@ SPEC = {
 def test_a_task_committed_after_a_pass_read_is_placed_by_the_next_incremental_pass(
     live: Live,
 ) -> None:
-    provider = token_for(live, Role.PROVIDER, "dc")
-    with client(live, provider) as http:
-        site = http.post("/v1/sites", json={"name": "zw", "cluster": "ZHONGWEI"})
-        assert site.status_code == 201, site.text
-        pool = http.post(
-            "/v1/pools",
-            json={
-                "site_id": site.json()["id"],
-                "device": "cpu",
-                "count": 8,
-                "price_fen_per_device_hour": 10,
-            },
-        )
-        assert pool.status_code == 201, pool.text
+    zhongwei_pool(live)
     with live.platform.unit_of_work() as session:
         consumer_id = principal_token(session, Role.CONSUMER, "lab")[0].id
     platform = live.platform

@@ -28,18 +28,26 @@ EXAMPLE = ROOT / "examples" / "snakemake"
 EXAMPLE_S3 = ROOT / "examples" / "snakemake-s3"
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_snakemake_runs_a_workflow_through_tes(platform: Platform, shared_dir: Path) -> None:
+def _run_workflow(
+    platform: Platform,
+    example: Path,
+    shared_dir: Path,
+    agent_options: list[str],
+    storage: list[str],
+    env: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """Copy `example` under `shared_dir` (Snakemake keeps its state beside the Snakefile), start
+    an agent whose tasks find Snakemake, and run the workflow through TES with the `storage`
+    options; (the consumer's token, Snakemake's log). Asserts that Snakemake succeeded."""
     snakemake = SNAKEMAKE_ENV / "bin" / "snakemake"
     assert snakemake.exists(), f"no {snakemake}: run the suite with 'make test' (it builds it)"
     workflow = shared_dir / "workflow"
-    shutil.copytree(EXAMPLE, workflow)
+    shutil.copytree(example, workflow)
     provider = platform.token(Role.PROVIDER, "snakemake provider")
     site = platform.site_with_pool(provider, count=4)
     path = f"{SNAKEMAKE_ENV / 'bin'}:{os.environ['PATH']}"
-    platform.agent(provider, site, 2, "--file-root", str(shared_dir), env={"PATH": path})
+    platform.agent(provider, site, 2, *agent_options, env={"PATH": path})
     token = platform.token(Role.CONSUMER, "snakemake user")
-
     command = [
         str(snakemake),
         "--executor",
@@ -48,10 +56,7 @@ def test_snakemake_runs_a_workflow_through_tes(platform: Platform, shared_dir: P
         f"{platform.url}/ga4gh/tes",
         "--jobs",
         "2",
-        "--default-storage-provider",
-        "fs",
-        "--default-storage-prefix",
-        str(shared_dir / "store"),
+        *storage,
         "--latency-wait",
         "5",
         "--seconds-between-status-checks",
@@ -60,7 +65,7 @@ def test_snakemake_runs_a_workflow_through_tes(platform: Platform, shared_dir: P
     done = subprocess.run(
         command,
         cwd=workflow,
-        env={**os.environ, "SNAKEMAKE_TES_TOKEN": token, "PATH": path},
+        env={**os.environ, "SNAKEMAKE_TES_TOKEN": token, "PATH": path, **(env or {})},
         capture_output=True,
         text=True,
         timeout=600,
@@ -68,6 +73,18 @@ def test_snakemake_runs_a_workflow_through_tes(platform: Platform, shared_dir: P
     )
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-6000:]
+    return token, log
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_snakemake_runs_a_workflow_through_tes(platform: Platform, shared_dir: Path) -> None:
+    token, log = _run_workflow(
+        platform,
+        EXAMPLE,
+        shared_dir,
+        ["--file-root", str(shared_dir)],
+        ["--default-storage-provider", "fs", "--default-storage-prefix", f"{shared_dir}/store"],
+    )
     # results go to the default storage (here a directory both sides share)
     result = shared_dir / "store" / "results" / "shout.txt"
     assert result.read_text() == "HELLO FROM THE COMPUTE NETWORK\n", log[-3000:]
@@ -84,54 +101,26 @@ def test_snakemake_reads_and_writes_s3_through_tes(
     """The workflow's data lives in a bucket: Snakemake's S3 storage plugin (installed in the same
     environment) moves it inside each TES task, with the workflow's own S3 settings, which the
     plugin passes to each job; the agent needs no file root for it."""
-    snakemake = SNAKEMAKE_ENV / "bin" / "snakemake"
-    assert snakemake.exists(), f"no {snakemake}: run the suite with 'make test' (it builds it)"
-    workflow = shared_dir / "workflow"  # a copy: Snakemake keeps its state beside the Snakefile
-    shutil.copytree(EXAMPLE_S3, workflow)
     bucket = s3.bucket("workflow")
     s3.client.put_object(Bucket=bucket, Key="data/name.txt", Body=b"the west\n")
-    provider = platform.token(Role.PROVIDER, "snakemake provider")
-    site = platform.site_with_pool(provider, count=4)
-    path = f"{SNAKEMAKE_ENV / 'bin'}:{os.environ['PATH']}"
-    platform.agent(provider, site, 2, env={"PATH": path})
-    token = platform.token(Role.CONSUMER, "snakemake user")
-
-    command = [
-        str(snakemake),
-        "--executor",
-        "tes",
-        "--tes-url",
-        f"{platform.url}/ga4gh/tes",
-        "--jobs",
-        "2",
-        "--default-storage-provider",
-        "s3",
-        "--default-storage-prefix",
-        f"s3://{bucket}",
-        "--storage-s3-endpoint-url",
-        s3.endpoint,
-        "--latency-wait",
-        "5",
-        "--seconds-between-status-checks",
-        "1",
-    ]
-    done = subprocess.run(
-        command,
-        cwd=workflow,
-        env={
-            **os.environ,
-            "SNAKEMAKE_TES_TOKEN": token,
-            "PATH": path,
+    token, log = _run_workflow(
+        platform,
+        EXAMPLE_S3,
+        shared_dir,
+        [],
+        [
+            "--default-storage-provider",
+            "s3",
+            "--default-storage-prefix",
+            f"s3://{bucket}",
+            "--storage-s3-endpoint-url",
+            s3.endpoint,
+        ],
+        {
             "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": S3_KEYS["AWS_ACCESS_KEY_ID"],
             "SNAKEMAKE_STORAGE_S3_SECRET_KEY": S3_KEYS["AWS_SECRET_ACCESS_KEY"],
         },
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
     )
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log[-6000:]
     assert s3.read(bucket, "results/shout.txt") == b"HELLO FROM THE WEST\n", log[-3000:]
     assert sorted(s3.keys(bucket)) == [
         "data/name.txt",
