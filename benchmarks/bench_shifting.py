@@ -18,8 +18,13 @@ better choice of site is not counted as shifting), market- and location-based, s
 seeds (one seed's savings are of the size of the noise a shifted schedule stirs up). The
 figures to judge are the forecast's savings as a share of the oracle's, for each basis under
 the policy that optimises it: market-based under `green`, location-based under
-`green-location` (both bases are printed under both). Figures go to stdout and to
-benchmarks/results/shifting.json; nothing is asserted. The runs go in parallel processes.
+`green-location` (both bases are printed under both). Beside them, free of that noise: the
+deferrals' own savings, and each deferrable task's first decision judged on the realised
+carbon at its site (what its delay saved against starting then, beside the best delay within
+its deadline: `twin._judge_delay`), summed per foresight: the forecast's decisions as a share of
+the oracle's, paired decision by decision and so free of how the schedule moves other work.
+Figures go to stdout and to benchmarks/results/shifting.json; nothing is asserted. The runs go
+in parallel processes.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ KEYS = (
     "carbon_forecast_mape",
     "shift_saved_kg",
     "shift_saved_location_kg",
+    "delay_saved_kg",
+    "delay_best_kg",
+    "delay_saved_location_kg",
+    "delay_best_location_kg",
 )
 
 
@@ -66,6 +75,10 @@ POLICIES = ("green", "green-location")
 JUDGED = {"carbon_kg": "green", "carbon_location_kg": "green-location"}  # basis -> its policy
 KINDS = ("carbon_kg", "carbon_location_kg")
 OWN = {"carbon_kg": "shift_saved_kg", "carbon_location_kg": "shift_saved_location_kg"}
+# each deferrable task's first decision on the realised series: what the delay chosen saved,
+# and what the best delay within its deadline would have (`twin._judge_delay`)
+CHOSE = {"carbon_kg": "delay_saved_kg", "carbon_location_kg": "delay_saved_location_kg"}
+BEST = {"carbon_kg": "delay_best_kg", "carbon_location_kg": "delay_best_location_kg"}
 FORESIGHTS = ("forecast", "oracle")
 
 
@@ -134,7 +147,22 @@ def _savings(rows: list[dict[str, Any]], policy: str, seeds: int) -> dict[str, A
         }
         for foresight in FORESIGHTS
     }
+    decisions = {
+        foresight: {
+            kind: {
+                "chose": sum(by[(seed, foresight, True)][CHOSE[kind]] for seed in range(seeds)),
+                "best": sum(by[(seed, foresight, True)][BEST[kind]] for seed in range(seeds)),
+            }
+            for kind in KINDS
+        }
+        for foresight in FORESIGHTS
+    }
     return {
+        "decisions": decisions,
+        # the forecast's decisions against the oracle's, each judged on the realised series
+        "decisions_share": _share(
+            {f: {k: d["chose"] for k, d in decisions[f].items()} for f in FORESIGHTS}
+        ),
         "saved_per_seed": per_seed,
         "saved": saved,
         "baseline": baseline,
@@ -151,6 +179,19 @@ def _share(saved: dict[str, dict[str, float]]) -> dict[str, float | None]:
         kind: saved["forecast"][kind] / saved["oracle"][kind] if saved["oracle"][kind] > 0 else None
         for kind in KINDS
     }
+
+
+def _shown(shares: dict[str, float | None]) -> dict[str, str]:
+    return {k: "n/a" if v is None else f"{v:.0%}" for k, v in shares.items()}
+
+
+def _judged(label: str, shares: dict[str, float | None], tail: str) -> None:
+    """One line: each basis's share under the policy that optimises it."""
+    shown = _shown(shares)
+    print(
+        f"{label} market-based (green) {shown['carbon_kg']}, location-based (green-location) "
+        f"{shown['carbon_location_kg']} {tail}"
+    )
 
 
 def main() -> None:
@@ -223,13 +264,13 @@ def main() -> None:
                 f"location {saved['carbon_location_kg']:,.0f} kg "
                 f"({saved['carbon_location_kg'] / base['carbon_location_kg']:.2%})"
             )
-        shown = {k: "n/a" if v is None else f"{v:.0%}" for k, v in found["share"].items()}
+        shown = _shown(found["share"])
         print(
             f"{policy}: forecast's savings / oracle's: market {shown['carbon_kg']}, location "
             f"{shown['carbon_location_kg']}"
         )
         own = found["deferrals_saved"]
-        shown = {k: "n/a" if v is None else f"{v:.0%}" for k, v in found["deferrals_share"].items()}
+        shown = _shown(found["deferrals_share"])
         print(
             f"{policy}: the deferrals' own savings (each deferred task against its start when "
             f"deferred, same site, realised carbon): market "
@@ -238,26 +279,37 @@ def main() -> None:
             f"location {own['forecast']['carbon_location_kg']:,.0f} / "
             f"{own['oracle']['carbon_location_kg']:,.0f} kg ({shown['carbon_location_kg']})"
         )
+        d = found["decisions"]
+        shown = _shown(found["decisions_share"])
+        print(
+            f"{policy}: each deferrable task's first decision judged on the realised carbon at "
+            f"its site (what its delay saved / what the best delay within its deadline would "
+            f"have, room ahead not counted): market {d['forecast']['carbon_kg']['chose']:,.0f} "
+            f"/ {d['forecast']['carbon_kg']['best']:,.0f} kg on forecasts, "
+            f"{d['oracle']['carbon_kg']['chose']:,.0f} / {d['oracle']['carbon_kg']['best']:,.0f}"
+            f" kg by the oracle ({shown['carbon_kg']}); location "
+            f"{d['forecast']['carbon_location_kg']['chose']:,.0f} / "
+            f"{d['forecast']['carbon_location_kg']['best']:,.0f}, "
+            f"{d['oracle']['carbon_location_kg']['chose']:,.0f} / "
+            f"{d['oracle']['carbon_location_kg']['best']:,.0f} kg "
+            f"({shown['carbon_location_kg']})"
+        )
     judged = {kind: summary[policy]["share"][kind] for kind, policy in JUDGED.items()}
+    judged_paired = {
+        kind: summary[policy]["decisions_share"][kind] for kind, policy in JUDGED.items()
+    }
     judged_own = {kind: summary[policy]["deferrals_share"][kind] for kind, policy in JUDGED.items()}
     mape = next(r["carbon_forecast_mape"] for r in rows if r["foresight"] == "forecast")
-    print(
-        "judged, each basis under the policy that optimises it: market-based (green) "
-        + ("n/a" if judged["carbon_kg"] is None else f"{judged['carbon_kg']:.0%}")
-        + ", location-based (green-location) "
-        + ("n/a" if judged["carbon_location_kg"] is None else f"{judged['carbon_location_kg']:.0%}")
-        + f" of the oracle's savings; day-ahead carbon forecast MAPE {mape:.1%}"
+    _judged(
+        "judged, each basis under the policy that optimises it:",
+        judged,
+        f"of the oracle's savings; day-ahead carbon forecast MAPE {mape:.1%}",
     )
-    print(
-        "judged on the deferrals' own savings: market-based (green) "
-        + ("n/a" if judged_own["carbon_kg"] is None else f"{judged_own['carbon_kg']:.0%}")
-        + ", location-based (green-location) "
-        + (
-            "n/a"
-            if judged_own["carbon_location_kg"] is None
-            else f"{judged_own['carbon_location_kg']:.0%}"
-        )
-        + " of the oracle's"
+    _judged("judged on the deferrals' own savings:", judged_own, "of the oracle's")
+    _judged(
+        "judged on each decision (paired, free of the schedule's noise):",
+        judged_paired,
+        "of what the oracle's decisions saved",
     )
     results = {
         "machine": f"{platform.machine()} python {platform.python_version()}",
@@ -271,6 +323,7 @@ def main() -> None:
         "by_policy": summary,
         "judged_share_of_oracle": judged,
         "judged_deferrals_share_of_oracle": judged_own,
+        "judged_decisions_share_of_oracle": judged_paired,
         "carbon_forecast_mape": mape,
         "wall_s": round(time.perf_counter() - started, 1),
     }

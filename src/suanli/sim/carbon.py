@@ -8,8 +8,9 @@ day to day, and one of three ways for the decision step to see it (`foresight`):
 * `oracle`: the realised series itself (perfect foresight, the bound on what shifting can save);
 * `forecast`: every hour, as the live server does, a 48-hour forecast by `suanli.forecast`
   from the realised history up to that hour (the model fitted every REFIT_DAYS days, as
-  operators run a model refreshed now and then), so deferral is decided on forecasts, never on
-  the future;
+  operators run a model refreshed now and then), then the climatology (each hour of the day's
+  mean over the last CLIMATE_DAYS days) to SERIES_H hours, so that a long run is not priced on
+  the two days repeated; deferral is decided on forecasts, never on the future;
 * `shape`: the documented daily shape (what the live platform knows today).
 
 Every run then counts the carbon a task emitted on the realised series, whatever the decision
@@ -45,7 +46,13 @@ if TYPE_CHECKING:
     from suanli.sim.twin import Network
 
 HISTORY_DAYS = 35  # realised days before the run starts (what the first forecast is fitted on)
-FORECAST_H = 48  # each hour's forecast covers the next two days
+FORECAST_H = 48  # the model forecasts the next two days, every hour
+# and beyond them, to the end of a deferral's window and the week of run it may start (the
+# engine's `BOOKED_HORIZON_H`), the climatology: the mean of each hour of the day over the last
+# CLIMATE_DAYS days (without it the engine's series wrapped round, and a long run was priced
+# on the two days' forecast repeated, today's wind included)
+SERIES_H = 8 * 24
+CLIMATE_DAYS = 28
 REFIT_DAYS = 28
 SUN_SD = 0.5  # day-to-day spread of the solar dip's depth (x SOLAR_DIP): an ESTIMATE
 SUN_PHI = 0.5  # persistence of that depth from one day to the next: an ESTIMATE
@@ -163,7 +170,7 @@ class CarbonWorld:
         for sid, values in self.realised.items():
             site = self.network.sites[sid]
             if not _varies(site.provinces[0]):
-                carbon[sid] = np.full(FORECAST_H, values[0])
+                carbon[sid] = np.full(SERIES_H, values[0])
                 continue
             province = site.provinces[0]
             key = f"{province}:{site.grid_kgco2_per_kwh}"
@@ -175,7 +182,7 @@ class CarbonWorld:
                     fitted = fit(history, FORECAST_H)
                     self._fits = {k: v for k, v in self._fits.items() if k[0] != key}
                     self._fits[(key, refit)] = fitted
-                made[key] = fitted.predict(history).mean
+                made[key] = _beyond(fitted.predict(history).mean, history)
                 actual = values[issued_h : issued_h + DAY_H]
                 if hour % DAY_H == 0 and len(actual) == DAY_H:  # day-ahead, from midnight
                     self.forecast_errors.append(
@@ -183,6 +190,17 @@ class CarbonWorld:
                     )
             carbon[sid] = np.maximum(made[key], 1e-6)
         return _with_series(self.network.snapshot(), self._series(carbon, hour), hour)
+
+
+def _beyond(near: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """`near` (the model's forecast from the hour after `history`, which starts at a local
+    midnight) followed, up to SERIES_H hours, by the climatology of each hour of the day: the
+    mean over the last CLIMATE_DAYS whole days of `history`."""
+    days = min(CLIMATE_DAYS, len(history) // DAY_H)
+    first = len(history) - len(history) % DAY_H - days * DAY_H
+    climate = history[first : first + days * DAY_H].reshape(days, DAY_H).mean(axis=0)
+    later = (len(history) + np.arange(len(near), SERIES_H)) % DAY_H
+    return np.concatenate((near, climate[later]))
 
 
 def _varies(province: str) -> bool:

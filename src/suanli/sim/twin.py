@@ -62,11 +62,13 @@ from suanli.scheduler import (
     Booking,
     Capacity,
     Decision,
+    Placement,
     Policy,
     PoolCapacity,
     QueuedTask,
     SiteSeries,
     Snapshot,
+    Task,
     decide,
     engine_task,
     policy_named,
@@ -415,6 +417,14 @@ class Outcome:
     # apart from what a shifted schedule does to the placement of other work
     shift_saved_kg: float = 0.0
     shift_saved_location_kg: float = 0.0
+    # its start decided while deferrable (with a carbon world only), judged on the realised
+    # series at the site chosen: location-based kg the delay chosen saved against starting
+    # then, and what the best delay within its deadline would have saved (perfect foresight on
+    # the same decision; room ahead not counted); None: never decided while deferrable
+    chose_saved_location_kg: float | None = None
+    best_saved_location_kg: float | None = None
+    chose_saved_kg: float = 0.0  # the same, market-based
+    best_saved_kg: float = 0.0
 
 
 @dataclass
@@ -634,7 +644,16 @@ def run(
                         outcomes[decision.task].reason = why.reason
             for decision in decisions:
                 ended = _apply(
-                    decision, queue, outcomes, free, booked, totals, push, want_tick, carbon
+                    decision,
+                    queue,
+                    outcomes,
+                    free,
+                    booked,
+                    totals,
+                    push,
+                    want_tick,
+                    carbon,
+                    seen.max_delay_h,
                 )
                 done += ended
             for pool_id, left in free.items():  # no pool ever runs more devices than it has
@@ -711,6 +730,32 @@ def _settled(decisions: Sequence[Decision], queue: Mapping[str, QueuedTask]) -> 
     return not (queued and deferred)
 
 
+def _judge_delay(
+    outcome: Outcome, task: Task, placement: Placement, carbon: CarbonWorld, max_delay_h: int
+) -> None:
+    """Judge the delay the decision step chose for a deferrable task (its first decision) on
+    the realised series at the site it chose: what that delay saved against starting now, and
+    what the best whole-hour delay within its deadline would have saved (the engine's choice
+    set: 0..max_delay_h, ending by the deadline). Paired on one decision, so free of how a
+    shifted schedule moves other work."""
+    if outcome.chose_saved_location_kg is not None:
+        return
+    b = placement.breakdown
+    now_end = placement.end_s - placement.waited_s  # its end had it started now
+    deadline = math.inf if task.deadline_s is None else task.deadline_s
+    emitted = [
+        carbon.emitted(placement.site, now_end + k * 3600.0, b.duration_s, b.energy_kwh)
+        for k in range(max_delay_h + 1)
+        if k == 0 or now_end + k * 3600.0 <= deadline
+    ]
+    chosen = carbon.emitted(placement.site, placement.end_s, b.duration_s, b.energy_kwh)
+    outcome.chose_saved_location_kg = emitted[0] - chosen
+    outcome.best_saved_location_kg = emitted[0] - min(emitted)
+    market = 1.0 - carbon.network.sites[placement.site].green_share
+    outcome.chose_saved_kg = outcome.chose_saved_location_kg * market
+    outcome.best_saved_kg = outcome.best_saved_location_kg * market
+
+
 def _apply(
     decision: Decision,
     queue: dict[str, QueuedTask],
@@ -721,6 +766,7 @@ def _apply(
     push: Callable[[float, int, str], None],
     want_tick: Callable[[float], None],
     carbon: CarbonWorld | None = None,
+    max_delay_h: int = 0,
 ) -> int:
     """Carry out one decision on the twin's state; 1 if it ended the job (REJECT), else 0.
     With `carbon`, the job's carbon is what it emits on the realised series."""
@@ -750,6 +796,8 @@ def _apply(
                 then = carbon.emitted(placement.site, earlier, b.duration_s, b.energy_kwh)
                 outcome.shift_saved_location_kg = then - outcome.carbon_location_kg
                 outcome.shift_saved_kg = outcome.shift_saved_location_kg * (1.0 - green)
+            if queued.task.deferrable:  # decided to start now while it could wait
+                _judge_delay(outcome, queued.task, placement, carbon, max_delay_h)
         outcome.latency_ms = b.latency_ms
         outcome.data_moved_gb = outcome.job.data_gb if b.transfer_s > 0 else 0.0
         outcome.reason = ""
@@ -764,6 +812,8 @@ def _apply(
         )
         del queue[decision.task]
     elif decision.action is Action.WAIT:
+        if carbon is not None and queued.task.deferrable and decision.placement is not None:
+            _judge_delay(outcome, queued.task, decision.placement, carbon, max_delay_h)
         at = decision.not_before_s
         _check(at is not None, f"{decision.task}: WAIT without a time")
         assert at is not None  # for the type checker; checked above
@@ -880,6 +930,15 @@ def _metrics(
         "tasks_deferred": sum(1 for r in completed if r.deferred_s > 0),
         # what the deferrals themselves saved on the realised carbon (None without a carbon
         # world): each deferred task against its own start when it was deferred, same site
+        # each deferrable task's first decision judged on the realised series (`_judge_delay`)
+        "delay_saved_kg": sum(r.chose_saved_kg for r in completed) if carbon_world else None,
+        "delay_best_kg": sum(r.best_saved_kg for r in completed) if carbon_world else None,
+        "delay_saved_location_kg": (
+            sum(r.chose_saved_location_kg or 0.0 for r in completed) if carbon_world else None
+        ),
+        "delay_best_location_kg": (
+            sum(r.best_saved_location_kg or 0.0 for r in completed) if carbon_world else None
+        ),
         "shift_saved_kg": sum(r.shift_saved_kg for r in completed) if carbon_world else None,
         "shift_saved_location_kg": (
             sum(r.shift_saved_location_kg for r in completed) if carbon_world else None

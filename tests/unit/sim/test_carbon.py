@@ -12,7 +12,15 @@ import pytest
 from suanli.errors import InvalidValue
 from suanli.scheduler import QueuedTask, engine_task, policy_named
 from suanli.scheduler.series import WEST_PROVINCES
-from suanli.sim.carbon import DAY_H, FORECAST_H, Foresight, synthetic_carbon, weather
+from suanli.sim.carbon import (
+    CLIMATE_DAYS,
+    DAY_H,
+    FORECAST_H,
+    SERIES_H,
+    Foresight,
+    synthetic_carbon,
+    weather,
+)
 from suanli.sim.traces import Trace, TraceJob
 from suanli.sim.twin import job_spec, national_network, run, tick
 
@@ -64,7 +72,7 @@ def test_a_forecast_is_made_from_the_past_alone(network) -> None:
     assert mine.local_hour_at_start == 5.0
     varied = 0
     for sid, series in mine.series.items():
-        assert len(series.carbon_kg_per_kwh) == FORECAST_H
+        assert len(series.carbon_kg_per_kwh) == SERIES_H
         assert np.array_equal(series.carbon_kg_per_kwh, theirs.series[sid].carbon_kg_per_kwh)
         varied += np.ptp(series.carbon_kg_per_kwh) > 0
     assert varied > 0  # the western sites' forecasts follow the day
@@ -74,6 +82,12 @@ def test_a_forecast_is_made_from_the_past_alone(network) -> None:
     actual = world.realised[west.id][cut : cut + DAY_H]
     assert not np.allclose(forecast, actual)
     assert np.mean(np.abs(forecast - actual) / actual) < 0.15
+    # past the model's two days, to the end of a deferral's week of run: each hour of the day's
+    # mean over the last CLIMATE_DAYS whole days (not the two days repeated)
+    past = world.realised[west.id][cut - 5 - CLIMATE_DAYS * DAY_H : cut - 5]
+    climate = past.reshape(CLIMATE_DAYS, DAY_H).mean(axis=0)
+    later = mine.series[west.id].carbon_kg_per_kwh[FORECAST_H:]
+    assert np.allclose(later, climate[(5 + FORECAST_H + np.arange(len(later))) % DAY_H])
 
 
 def test_the_oracle_decides_on_the_realised_series_and_runs_count_it(network) -> None:
@@ -163,3 +177,39 @@ def test_sim_run_decides_on_forecasts_of_a_varying_carbon(tmp_path) -> None:
     assert "day-ahead carbon forecast MAPE" in result.output
     refused = CliRunner().invoke(app, [*args, "--foresight", "hindsight"])
     assert refused.exit_code != 0 and "foresight" in refused.output
+
+
+@pytest.mark.parametrize("foresight", ["oracle", "forecast"])
+def test_each_deferrable_tasks_delay_is_judged_against_the_best_on_the_realised_series(
+    network, foresight: str
+) -> None:
+    """Every deferrable task's first decision is judged on the realised series at the site it
+    chose: the delay chosen saved at most what the best delay within its deadline would; the
+    oracle, on a network with room to spare, chooses that best delay every time; the figures
+    are those of the realised series, worked out here again for each task."""
+    world = synthetic_carbon(network, 24 * 10, foresight, seed=7)
+    result = run(_batch_trace(), network, "green", deferrable_slack_s=86400.0, carbon=world)
+    green = {sid: s.green_share for sid, s in network.sites.items()}
+    for outcome in result.outcomes:
+        chose, best = outcome.chose_saved_location_kg, outcome.best_saved_location_kg
+        assert chose is not None and best is not None, outcome.job.id
+        assert best >= -1e-12 and chose <= best + 1e-9
+        assert outcome.site is not None and outcome.end_s is not None
+        run_s = outcome.end_s - outcome.start_s
+        if outcome.deferred_s > 0:  # against starting when it was decided, at its site
+            assert outcome.deferred_from_s is not None
+            then = world.emitted(
+                outcome.site, outcome.deferred_from_s + run_s, run_s, outcome.energy_kwh
+            )
+            assert chose == pytest.approx(then - outcome.carbon_location_kg)
+        else:
+            assert chose == pytest.approx(0.0)
+        assert outcome.chose_saved_kg == pytest.approx(chose * (1 - green[outcome.site]))
+        if foresight == "oracle":
+            assert chose == pytest.approx(best)
+    m = result.metrics
+    assert m["delay_saved_location_kg"] == pytest.approx(
+        sum(o.chose_saved_location_kg or 0.0 for o in result.outcomes)
+    )
+    assert 0 < m["delay_saved_location_kg"] <= m["delay_best_location_kg"]
+    assert 0 < m["delay_saved_kg"] <= m["delay_best_kg"]
