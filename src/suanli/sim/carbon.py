@@ -123,13 +123,19 @@ class CarbonWorld:
     def emitted(self, site: str, end_s: float, duration_s: float, energy_kwh: float) -> float:
         """Location-based kg CO2 of `energy_kwh` drawn evenly over the `duration_s` seconds up
         to `end_s` at `site`, on the realised series (the window the engine prices)."""
+        return float(self.emitted_by(site, np.array([end_s]), duration_s, energy_kwh)[0])
+
+    def emitted_by(
+        self, site: str, ends_s: np.ndarray, duration_s: float, energy_kwh: float
+    ) -> np.ndarray:
+        """`emitted` for the same run ending at each of `ends_s`."""
         mean = window_mean(
             self._prefix,
-            np.array([self._row[site]]),
-            np.array([(end_s - duration_s) / 3600.0]),
-            np.array([duration_s / 3600.0]),
+            np.full(len(ends_s), self._row[site]),
+            (ends_s - duration_s) / 3600.0,
+            np.full(len(ends_s), duration_s / 3600.0),
         )
-        return float(energy_kwh * mean[0])
+        return np.asarray(energy_kwh * mean, dtype=float)
 
     def snapshot_at(self, clock: float) -> Snapshot:
         """The decision step's network at `clock` (seconds from the run's start)."""

@@ -743,14 +743,11 @@ def _judge_delay(
     b = placement.breakdown
     now_end = placement.end_s - placement.waited_s  # its end had it started now
     deadline = math.inf if task.deadline_s is None else task.deadline_s
-    emitted = [
-        carbon.emitted(placement.site, now_end + k * 3600.0, b.duration_s, b.energy_kwh)
-        for k in range(max_delay_h + 1)
-        if k == 0 or now_end + k * 3600.0 <= deadline
-    ]
-    chosen = carbon.emitted(placement.site, placement.end_s, b.duration_s, b.energy_kwh)
-    outcome.chose_saved_location_kg = emitted[0] - chosen
-    outcome.best_saved_location_kg = emitted[0] - min(emitted)
+    ends = now_end + np.arange(max_delay_h + 1) * 3600.0
+    ends = np.append(ends[(ends <= deadline) | (ends == now_end)], placement.end_s)
+    emitted = carbon.emitted_by(placement.site, ends, b.duration_s, b.energy_kwh)
+    outcome.chose_saved_location_kg = float(emitted[0] - emitted[-1])  # the last: its choice
+    outcome.best_saved_location_kg = float(emitted[0] - emitted[:-1].min())
     market = 1.0 - carbon.network.sites[placement.site].green_share
     outcome.chose_saved_kg = outcome.chose_saved_location_kg * market
     outcome.best_saved_kg = outcome.best_saved_location_kg * market
@@ -928,8 +925,6 @@ def _metrics(
         "tasks_completed": len(completed),
         "tasks_rejected": len(rejected),
         "tasks_deferred": sum(1 for r in completed if r.deferred_s > 0),
-        # what the deferrals themselves saved on the realised carbon (None without a carbon
-        # world): each deferred task against its own start when it was deferred, same site
         # each deferrable task's first decision judged on the realised series (`_judge_delay`)
         "delay_saved_kg": sum(r.chose_saved_kg for r in completed) if carbon_world else None,
         "delay_best_kg": sum(r.best_saved_kg for r in completed) if carbon_world else None,
@@ -939,6 +934,8 @@ def _metrics(
         "delay_best_location_kg": (
             sum(r.best_saved_location_kg or 0.0 for r in completed) if carbon_world else None
         ),
+        # what the deferrals themselves saved on the realised carbon (None without a carbon
+        # world): each deferred task against its own start when it was deferred, same site
         "shift_saved_kg": sum(r.shift_saved_kg for r in completed) if carbon_world else None,
         "shift_saved_location_kg": (
             sum(r.shift_saved_location_kg for r in completed) if carbon_world else None
