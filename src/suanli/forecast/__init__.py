@@ -14,6 +14,7 @@ from suanli.forecast.backtest import Backtest, backtest
 from suanli.forecast.model import (
     Fitted,
     Forecast,
+    LeadWeights,
     fit,
     forecast,
     min_history_h,
@@ -39,6 +40,7 @@ __all__ = [
     "CompletedTask",
     "Fitted",
     "Forecast",
+    "LeadWeights",
     "RuntimeBacktest",
     "RuntimeModel",
     "RuntimePrediction",

@@ -1,17 +1,23 @@
 """Hourly forecasts with prediction intervals: `forecast(history, hours) -> Forecast`.
 
-The point forecast is a weighted combination of three forecasters:
+The point forecast is a weighted combination of four forecasters (COMPONENTS):
 
 - naive: the last hour carried forward (cluster load is persistent: what is busy now is
   mostly busy in an hour);
 - seasonal naive: the same hour one period (24 h) earlier;
 - Holt-Winters: additive level, damped trend and daily season, fitted by statsmodels'
-  `ExponentialSmoothing` on the last WINDOW_H hours.
+  `ExponentialSmoothing` on the last WINDOW_H hours;
+- climatology: the mean of the same hour of the day over the last CLIMATE_DAYS days of that
+  window (what is left of yesterday's news a few days on).
 
-The three are run at up to CALIBRATION_ORIGINS earlier origins inside the history (every
-CALIBRATION_EVERY_H hours, the Holt-Winters parameters of the latest fit held fixed). The
-weights (quarters summing to 1, WEIGHTS) are those whose combination erred least there, so a
-persistent series leans on naive and a strongly daily one on seasonal naive. The interval is
+The four are run at up to CALIBRATION_ORIGINS earlier origins inside the history (every
+CALIBRATION_EVERY_H hours, the Holt-Winters parameters of the latest fit held fixed). Each
+block of BLOCK_H leads gets its own weights (quarters summing to 1, WEIGHTS): those whose
+combination erred least there at those leads. So a persistent series leans on naive for the
+next hours, a strongly daily one on seasonal naive, and a day or two ahead the forecast moves
+toward the climatology as far as yesterday's anomaly stopped lasting in the history (a day's
+weather that persists half into the next gets half seasonal naive, half climatology). The
+interval is
 split-conformal on the same errors: at each lead, the absolute errors of the chosen combination
 at leads within BAND_H hours of it give the half-width, the ceil((n + 1) x level)-th smallest of
 those n errors. Values are clipped at 0 (load is never negative).
@@ -42,10 +48,29 @@ PERIOD_H = 24
 WINDOW_H = 28 * 24  # the hours Holt-Winters is fitted on
 CALIBRATION_ORIGINS = 56  # 28 days of origins, 12 h apart
 CALIBRATION_EVERY_H = 12
+CLIMATE_DAYS = 28
+BLOCK_H = 6  # leads that share one set of weights
+COMPONENTS = ("naive", "seasonal_naive", "holt_winters", "climatology")
 BAND_H = 3
 LEVEL = 0.8
 MAX_HORIZON_H = 7 * 24
-METHOD = "naive, seasonal naive and Holt-Winters (damped trend, daily season), weighted"
+METHOD = (
+    "naive, seasonal naive, Holt-Winters (damped trend, daily season) and the climatology, "
+    f"weighted by lead ({BLOCK_H} h blocks)"
+)
+
+
+@dataclass(frozen=True)
+class LeadWeights:
+    """The weights of the COMPONENTS at leads `first_h` to `last_h` (1 is the first forecast
+    hour), summing to 1."""
+
+    first_h: int
+    last_h: int
+    weights: tuple[float, float, float, float]  # in the order of COMPONENTS
+
+    def named(self) -> dict[str, float]:
+        return dict(zip(COMPONENTS, self.weights, strict=True))
 
 
 @dataclass(frozen=True)
@@ -58,7 +83,7 @@ class Forecast:
     upper: FloatArray
     level: float
     method: str
-    weights: tuple[float, float, float]  # of naive, seasonal naive and Holt-Winters
+    weights: tuple[LeadWeights, ...]  # by blocks of leads, first to last
     calibration_errors: int  # the errors each lead's interval was drawn from (at least)
 
 
@@ -98,26 +123,36 @@ FITTED = ("smoothing_level", "smoothing_trend", "smoothing_seasonal", "damping_t
 def _components(
     history: FloatArray, hours: int, params: dict[str, Any] | None
 ) -> tuple[FloatArray, dict[str, Any] | None]:
-    """The three forecasts (naive, seasonal naive, Holt-Winters; rows of a (3, hours) array)
-    from the last WINDOW_H hours of `history`, and the Holt-Winters parameters used (fitted
-    when `params` is None; unchanged when the window is flat)."""
+    """The four forecasts (COMPONENTS; rows of a (4, hours) array) from the last WINDOW_H hours
+    of `history`, and the Holt-Winters parameters used (fitted when `params` is None; unchanged
+    when the window is flat)."""
     window = history[-WINDOW_H:]
     naive = np.full(hours, window[-1])
     seasonal = seasonal_naive(window, hours)
+    days = min(CLIMATE_DAYS, len(window) // PERIOD_H)
+    # the last `days` whole periods start at the phase of the first forecast hour
+    by_hour = window[len(window) - days * PERIOD_H :].reshape(days, PERIOD_H).mean(axis=0)
+    climate = np.resize(by_hour, hours)
     if np.ptp(window) == 0:  # flat: every forecaster says the same, and HW cannot fit it
-        return np.stack([naive, seasonal, naive]), params
+        return np.stack([naive, seasonal, naive, climate]), params
     fit = _holt_winters(window, hours, params)
     if params is None:
         params = {name: float(fit.params[name]) for name in FITTED}
     smoothed = np.asarray(fit.forecast(hours), dtype=float)
     if not np.all(np.isfinite(smoothed)):
         smoothed = seasonal
-    return np.stack([naive, seasonal, smoothed]), params
+    return np.stack([naive, seasonal, smoothed, climate]), params
 
 
-# the weights the combination may take: every split of 1 into quarters among the three
+# the weights the combination may take: every split of 1 into quarters among the four
 WEIGHTS = np.array(
-    [(a / 4, b / 4, (4 - a - b) / 4) for a in range(5) for b in range(5 - a)], dtype=float
+    [
+        (a / 4, b / 4, c / 4, (4 - a - b - c) / 4)
+        for a in range(5)
+        for b in range(5 - a)
+        for c in range(5 - a - b)
+    ],
+    dtype=float,
 )
 
 
@@ -153,16 +188,25 @@ def _check(history: FloatArray, hours: int, level: float) -> FloatArray:
 def _forecast(
     latest: FloatArray, weights: FloatArray, half: FloatArray, level: float, least: int
 ) -> Forecast:
-    mean = np.maximum(weights @ latest, 0.0)
+    """The forecast from the components' `latest` (4, hours) with `weights` (hours, 4)."""
+    mean = np.maximum(np.einsum("hc,ch->h", weights, latest), 0.0)
+    blocks = tuple(
+        LeadWeights(first + 1, min(first + BLOCK_H, len(weights)), _four(weights[first]))
+        for first in range(0, len(weights), BLOCK_H)
+    )
     return Forecast(
         mean=mean,
         lower=np.maximum(mean - half, 0.0),
         upper=mean + half,
         level=level,
         method=METHOD,
-        weights=(float(weights[0]), float(weights[1]), float(weights[2])),
+        weights=blocks,
         calibration_errors=least,
     )
+
+
+def _four(row: FloatArray) -> tuple[float, float, float, float]:
+    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
 
 
 @dataclass(frozen=True)
@@ -175,7 +219,7 @@ class Fitted:
     hours: int
     level: float
     params: dict[str, Any] | None
-    weights: FloatArray
+    weights: FloatArray  # (hours, 4): each lead's weights of the COMPONENTS
     half: FloatArray
     least: int
     forecast: Forecast
@@ -189,8 +233,9 @@ class Fitted:
 
 def fit(history: FloatArray, hours: int = 24, level: float = LEVEL) -> Fitted:
     """Fit the forecaster on `history` (hourly, oldest first) for a horizon of `hours`: the
-    Holt-Winters parameters on the latest window, then the weights and the interval from the
-    errors at up to CALIBRATION_ORIGINS earlier origins (the module docstring says how)."""
+    Holt-Winters parameters on the latest window, then each block of leads' weights and the
+    interval from the errors at up to CALIBRATION_ORIGINS earlier origins (the module
+    docstring says how)."""
     values = _check(history, hours, level)
     latest, params = _components(values, hours, None)
     past, actual = [], []
@@ -201,13 +246,18 @@ def fit(history: FloatArray, hours: int = 24, level: float = LEVEL) -> Fitted:
         made, _ = _components(values[:origin], hours, params)
         past.append(made)
         actual.append(values[origin : origin + hours])
-    components = np.array(past)  # (origins, 3, hours)
+    components = np.array(past)  # (origins, 4, hours)
     truth = np.array(actual)  # (origins, hours)
-    # the weights whose combination erred least at the earlier origins
+    # in each block of leads, the weights whose combination erred least at the earlier origins
     combined = np.einsum("wc,och->woh", WEIGHTS, components)  # (weights, origins, hours)
     misses = np.abs(combined - truth[None])
-    best = int(np.argmin(misses.mean(axis=(1, 2))))
-    weights, table = WEIGHTS[best], misses[best]
+    weights = np.empty((hours, len(COMPONENTS)))
+    table = np.empty(truth.shape)  # (origins, hours): the chosen combination's errors
+    for first in range(0, hours, BLOCK_H):
+        block = slice(first, first + BLOCK_H)
+        best = int(np.argmin(misses[:, :, block].mean(axis=(1, 2))))
+        weights[block] = WEIGHTS[best]
+        table[:, block] = misses[best, :, block]
     half = np.empty(hours)
     least = math.inf
     for lead in range(hours):

@@ -133,7 +133,7 @@ class SiteForecast:
     mean: list[float]
     lower: list[float]
     upper: list[float]
-    weights: tuple[float, float, float] | None
+    weights: tuple[forecasting.LeadWeights, ...] | None  # by blocks of leads
     unavailable: str | None  # why there is no forecast (too little history), else None
 
 
@@ -418,7 +418,7 @@ def forecast_read(
                 "upper": f.upper,
                 "weights": None
                 if f.weights is None
-                else dict(zip(("naive", "seasonal_naive", "holt_winters"), f.weights, strict=True)),
+                else [{"first_h": w.first_h, "last_h": w.last_h, **w.named()} for w in f.weights],
                 "unavailable": f.unavailable,
                 **({} if prices is None else _prices_read(prices[f.site])),
             }

@@ -78,20 +78,66 @@ def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     return out
 
 
-def weather(hours: int, seed: int) -> np.ndarray:
-    """Multipliers of a western province's annual factor for `hours` hours from local midnight
-    (mean exactly 1): the solar dip, deeper or shallower by day, times a slow wind factor."""
+@dataclass(frozen=True)
+class Weather:
+    """A western province's synthetic weather, with the state it is drawn from: each day's
+    solar dip depth anomaly (`depth`, the daily AR(1)), each hour's wind factor anomaly
+    (`wind`, the hourly AR(1)) and the sun's height (`sun`, 0 at night). `values` are the
+    multipliers of the province's annual factor; `expected` is what a forecaster knowing that
+    state could say at best (the bound on forecasting it, `bench_foresight.py`)."""
+
+    depth: np.ndarray  # per day
+    wind: np.ndarray  # per hour
+    sun: np.ndarray  # per hour
+    scale: float  # the mean of the raw product, so that `values` has mean 1
+
+    @property
+    def values(self) -> np.ndarray:
+        hours = len(self.wind)
+        dip = np.repeat(_depth(self.depth), DAY_H)[:hours] * self.sun
+        raw = (1.0 - dip) * np.clip(1.0 + self.wind, 0.5, 1.5)
+        return np.asarray(raw / self.scale)
+
+    def expected(self, hour: int, hours: int) -> np.ndarray:
+        """The expectation of `values[hour : hour + hours]` given the state at `hour`: today's
+        dip depth (known from midnight, more than a forecaster sees before sunrise) and the
+        wind of the hour before, both decaying by their persistence (clipping left out)."""
+        lead = np.arange(hours)
+        today = hour // DAY_H
+        depth = self.depth[today] * SUN_PHI ** ((hour + lead) // DAY_H - today)
+        wind = self.wind[hour - 1] * WIND_PHI ** (lead + 1)
+        sun = self.sun[hour : hour + hours]
+        return np.asarray((1.0 - _depth(depth) * sun) * (1.0 + wind) / self.scale)
+
+
+def _depth(anomaly: np.ndarray) -> np.ndarray:
+    return np.clip(1.0 + anomaly, 0.0, 2.0) * SOLAR_DIP
+
+
+def draw_weather(hours: int, seed: int) -> Weather:
+    """The weather of `hours` hours from local midnight, drawn from `seed`: the solar dip,
+    deeper or shallower by day, times a slow wind factor."""
     rng = np.random.default_rng(seed)
     days = math.ceil(hours / DAY_H)
-    depth = np.clip(1.0 + _ar1(rng, days, SUN_PHI, SUN_SD), 0.0, 2.0) * SOLAR_DIP
+    depth = _ar1(rng, days, SUN_PHI, SUN_SD)
     h = np.arange(hours) % DAY_H
     sun = np.where((h >= 7) & (h < 19), np.cos((h - 13) / 6 * (math.pi / 2)), 0.0)
     sun = np.clip(sun, 0.0, None)
-    raw = (1.0 - np.repeat(depth, DAY_H)[:hours] * sun) * np.clip(
-        1.0 + _ar1(rng, hours, WIND_PHI, WIND_SD), 0.5, 1.5
-    )
-    shaped: np.ndarray = raw / raw.mean()
-    return shaped
+    wind = _ar1(rng, hours, WIND_PHI, WIND_SD)
+    drawn = Weather(depth, wind, sun, 1.0)
+    return replace(drawn, scale=float(drawn.values.mean()))
+
+
+def weather(hours: int, seed: int) -> np.ndarray:
+    """Multipliers of a western province's annual factor for `hours` hours from local midnight
+    (mean exactly 1): `draw_weather(hours, seed).values`."""
+    return draw_weather(hours, seed).values
+
+
+def forecast_series(fitted: Fitted, history: np.ndarray) -> np.ndarray:
+    """What the decision step sees of the SERIES_H hours after `history` (hourly, starting at
+    a local midnight): `fitted`'s forecast (FORECAST_H hours), then the climatology."""
+    return _beyond(fitted.predict(history).mean, history)
 
 
 @dataclass
@@ -188,7 +234,7 @@ class CarbonWorld:
                     fitted = fit(history, FORECAST_H)
                     self._fits = {k: v for k, v in self._fits.items() if k[0] != key}
                     self._fits[(key, refit)] = fitted
-                made[key] = _beyond(fitted.predict(history).mean, history)
+                made[key] = forecast_series(fitted, history)
                 actual = values[issued_h : issued_h + DAY_H]
                 if hour % DAY_H == 0 and len(actual) == DAY_H:  # day-ahead, from midnight
                     self.forecast_errors.append(

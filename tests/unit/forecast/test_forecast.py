@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from suanli.cli import app
 from suanli.errors import InvalidValue, UnknownSeries
 from suanli.forecast import (
+    Forecast,
     backtest,
     fit,
     forecast,
@@ -50,21 +51,51 @@ def test_an_exact_daily_cycle_is_forecast_closely_and_narrowly() -> None:
     assert np.max(made.upper - made.lower) < 1.0
 
 
+def _share(made: Forecast, first_h: int, *names: str) -> float:
+    """The weight of the components `names` in the block of leads starting at `first_h`."""
+    block = next(w for w in made.weights if w.first_h == first_h)
+    return sum(block.named()[name] for name in names)
+
+
 def test_the_weights_follow_the_series() -> None:
-    """An exact daily cycle leans on seasonal naive; a random walk (persistent load) does not
-    (naive or Holt-Winters, whose level follows the last hours), and there the forecast beats
-    seasonal naive."""
+    """An exact daily cycle leans on last day or the climatology (the same there); a random
+    walk (persistent load) does not, at any lead (naive or Holt-Winters, whose level follows the
+    last hours), and there the forecast beats seasonal naive."""
     cyclic = forecast(_daily(20), 24)
-    assert cyclic.weights[1] >= 0.75, cyclic.weights
+    assert [(w.first_h, w.last_h) for w in cyclic.weights] == [(1, 6), (7, 12), (13, 18), (19, 24)]
+    for block in cyclic.weights:
+        assert sum(block.weights) == pytest.approx(1.0)
+        assert _share(cyclic, block.first_h, "seasonal_naive", "climatology") >= 0.75, block
     ours, theirs = [], []
     for seed in range(12):  # over several draws: one walk's next day is a coin toss
         steps = np.random.default_rng(seed).standard_normal(24 * 21)
         walk, truth = 100 + np.cumsum(steps)[:-24], 100 + np.cumsum(steps)[-24:]
         walked = forecast(walk, 24)
-        assert walked.weights[1] <= 0.25, walked.weights  # naive or Holt-Winters, not last day
+        assert _share(walked, 1, "naive", "holt_winters") >= 0.75, walked.weights
         ours.append(np.mean(np.abs(walked.mean - truth)))
         theirs.append(np.mean(np.abs(seasonal_naive(walk, 24) - truth)))
     assert np.mean(ours) < 0.9 * np.mean(theirs), (np.mean(ours), np.mean(theirs))
+
+
+def test_a_day_that_does_not_last_is_forgotten_on_the_second_day() -> None:
+    """A daily cycle whose level moves day by day, independently: the next hours follow the
+    last (the day's level holds within the day), the second day leans on the climatology, and
+    beats seasonal naive there (which repeats a level that does not last: its error is the
+    difference of two days' levels, the climatology's one day's)."""
+    ours, theirs = [], []
+    for seed in range(24):  # one day's error is a coin toss: over many draws
+        rng = np.random.default_rng(seed)
+        days = 50
+        series = np.tile(DAY, days) + np.repeat(4.0 * rng.standard_normal(days), 24)
+        series += 0.3 * rng.standard_normal(len(series))
+        history, truth = series[:-48], series[-24:]
+        made = forecast(history, 48)
+        assert _share(made, 1, "naive", "holt_winters") >= 0.5, made.weights
+        for first_h in (25, 31, 37, 43):
+            assert _share(made, first_h, "climatology") >= 0.5, made.weights
+        ours.append(np.mean(np.abs(made.mean[24:] - truth)))
+        theirs.append(np.mean(np.abs(seasonal_naive(history, 48)[24:] - truth)))
+    assert np.mean(ours) < 0.85 * np.mean(theirs), (np.mean(ours), np.mean(theirs))
 
 
 def test_a_fit_predicts_later_days_without_fitting_again() -> None:

@@ -12,7 +12,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from suanli.forecast import min_history_h
+from suanli.forecast import LeadWeights, min_history_h
 from suanli.market import PricingRules
 from suanli.services.forecasts import (
     ACTUAL_H,
@@ -74,7 +74,7 @@ def a_load(mean: list[float], spread: float = 2.0) -> SiteForecast:
         mean,
         [m - spread for m in mean],
         [m + spread for m in mean],
-        (0.25, 0.5, 0.25),
+        (LeadWeights(1, len(mean), (0.25, 0.5, 0.25, 0.0)),),
         None,
     )
 

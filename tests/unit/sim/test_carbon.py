@@ -11,13 +11,14 @@ import pytest
 
 from suanli.errors import InvalidValue
 from suanli.scheduler import QueuedTask, engine_task, policy_named
-from suanli.scheduler.series import WEST_PROVINCES
+from suanli.scheduler.series import SOLAR_DIP, WEST_PROVINCES
 from suanli.sim.carbon import (
     CLIMATE_DAYS,
     DAY_H,
     FORECAST_H,
     SERIES_H,
     Foresight,
+    draw_weather,
     synthetic_carbon,
     weather,
 )
@@ -37,6 +38,24 @@ def test_weather_keeps_the_annual_factor_and_varies_by_day() -> None:
     assert np.ptp(days.min(axis=1)) > 0.05  # the midday dip is deeper on some days
     assert np.array_equal(values, weather(24 * 60, seed=3))
     assert not np.array_equal(values, weather(24 * 60, seed=4))
+
+
+def test_the_bound_knows_the_next_hours_and_forgets_by_next_week() -> None:
+    """`Weather.expected`, the expectation given the weather's state: an hour ahead within the
+    wind's hourly shock of the realised value, a day ahead further off (the next day's dip is
+    half news), and a week ahead the mean day (the documented dip, no wind)."""
+    drawn = draw_weather(24 * 200, seed=5)
+    values = drawn.values
+    misses: dict[int, list[float]] = {1: [], 36: []}
+    for hour in range(24 * 10, 24 * 190, 7):
+        ahead = drawn.expected(hour, 8 * 24)
+        for lead in misses:
+            misses[lead].append(abs(ahead[lead - 1] - values[hour + lead - 1]))
+        week = ahead[7 * 24 : 8 * 24]
+        sun = drawn.sun[hour + 7 * 24 : hour + 8 * 24]
+        assert np.allclose(week, (1.0 - SOLAR_DIP * sun) / drawn.scale, rtol=0.01)
+    assert np.mean(misses[1]) < 0.04  # the wind's shock: sd 0.08 x sqrt(1 - 0.95^2) = 0.025
+    assert np.mean(misses[1]) < 0.5 * np.mean(misses[36])
 
 
 def test_west_varies_east_stays_flat_and_a_province_shares_its_weather(network) -> None:

@@ -64,6 +64,15 @@ class PoolPricesRead(BaseModel):
     )
 
 
+class LeadWeightsRead(BaseModel):
+    first_h: int = Field(description="the first lead of the block (1: the hour from `start`)")
+    last_h: int = Field(description="its last lead")
+    naive: float
+    seasonal_naive: float
+    holt_winters: float
+    climatology: float = Field(description="each hour of the day's mean over the last 28 days")
+
+
 class SiteForecastRead(BaseModel):
     site: str
     history_hours: int = Field(description="whole hours of history the forecast had")
@@ -75,7 +84,10 @@ class SiteForecastRead(BaseModel):
     mean: list[float] = Field(description="forecast for each hour from `start`; [] if none")
     lower: list[float] = Field(description="lower bound of the `level` interval, each hour")
     upper: list[float] = Field(description="upper bound of the `level` interval, each hour")
-    weights: dict[str, float] | None
+    weights: list[LeadWeightsRead] | None = Field(
+        description="the weights of the four forecasters combined, by blocks of leads (null "
+        "when there is no forecast)"
+    )
     unavailable: str | None = Field(description="why there is no forecast, else null")
     prices: list[PoolPricesRead] = Field(
         description="each pool's price forecast, by pool id; [] when there is none"
