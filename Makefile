@@ -49,6 +49,7 @@ bench: $(STAMP) ## Benchmarks: figures to stdout and benchmarks/results/*.json
 	$(BIN)/python benchmarks/bench_staging.py
 	$(BIN)/python benchmarks/bench_backends.py
 	$(BIN)/python benchmarks/bench_sim.py --jobs 1000000
+	$(BIN)/python benchmarks/bench_foresight.py
 	$(BIN)/python benchmarks/bench_shifting.py
 
 lint: $(STAMP) ## ruff + mypy (--strict on the pure packages, see pyproject)
