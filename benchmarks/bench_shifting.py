@@ -6,7 +6,7 @@ The openb default trace at `--utilisation` (0.7 by default: `twin.size_for_utili
 busy share each run measured is printed beside it), every batch job made deferrable with
 `--slack-h` hours of slack (24), on a realised carbon world of synthetic weather
 (`suanli.sim.carbon`, an ESTIMATE: no public hourly provincial carbon data), for each of
-`--seeds` weather seeds (3), under each policy a planner optimises carbon with: `green`
+`--seeds` weather seeds (5), under each policy a planner optimises carbon with: `green`
 (market-based carbon) and `green-location` (location-based). Four runs per policy and seed on
 the same trace, network and weather:
 
@@ -198,7 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--utilisation", type=float, default=0.7)
     parser.add_argument("--slack-h", type=float, default=24.0)
-    parser.add_argument("--seeds", type=int, default=3, help="weather seeds 0..N-1 (mean)")
+    parser.add_argument("--seeds", type=int, default=5, help="weather seeds 0..N-1 (summed)")
     parser.add_argument("--limit", type=int, default=None, help="first N jobs of the trace")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
