@@ -18,11 +18,12 @@ better choice of site is not counted as shifting), market- and location-based, s
 seeds (one seed's savings are of the size of the noise a shifted schedule stirs up). The
 figures to judge are the forecast's savings as a share of the oracle's, for each basis under
 the policy that optimises it: market-based under `green`, location-based under
-`green-location` (both bases are printed under both). Beside them, free of that noise: the
+`green-location` (both bases are printed under both). Beside them, with less of that noise: the
 deferrals' own savings, and each deferrable task's first decision judged on the realised
 carbon at its site (what its delay saved against starting then, beside the best delay within
 its deadline: `twin._judge_delay`), summed per foresight: the forecast's decisions as a share of
-the oracle's, paired decision by decision and so free of how the schedule moves other work.
+the oracle's, paired decision by decision and so less moved by how the schedule moves other
+work (not unmoved: which tasks are deferrable when, and the room each finds, change with it).
 Figures go to stdout and to benchmarks/results/shifting.json; nothing is asserted. The runs go
 in parallel processes.
 """
@@ -307,7 +308,7 @@ def main() -> None:
     )
     _judged("judged on the deferrals' own savings:", judged_own, "of the oracle's")
     _judged(
-        "judged on each decision (paired, free of the schedule's noise):",
+        "judged on each decision (paired, with less of the schedule's noise):",
         judged_paired,
         "of what the oracle's decisions saved",
     )
