@@ -102,6 +102,13 @@ class Weather:
         """The expectation of `values[hour : hour + hours]` given the state at `hour`: today's
         dip depth (known from midnight, more than a forecaster sees before sunrise) and the
         wind of the hour before, both decaying by their persistence (clipping left out)."""
+        if not 1 <= hour <= hour + hours <= len(self.wind):
+            raise InvalidValue(
+                "hours",
+                f"{hour}..{hour + hours}",
+                f"hours within the weather drawn (1..{len(self.wind)})",
+                f"在已生成的天气范围内（1..{len(self.wind)}）",
+            )
         lead = np.arange(hours)
         today = hour // DAY_H
         depth = self.depth[today] * SUN_PHI ** ((hour + lead) // DAY_H - today)

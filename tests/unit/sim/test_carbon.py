@@ -56,6 +56,8 @@ def test_the_bound_knows_the_next_hours_and_forgets_by_next_week() -> None:
         assert np.allclose(week, (1.0 - SOLAR_DIP * sun) / drawn.scale, rtol=0.01)
     assert np.mean(misses[1]) < 0.04  # the wind's shock: sd 0.08 x sqrt(1 - 0.95^2) = 0.025
     assert np.mean(misses[1]) < 0.5 * np.mean(misses[36])
+    with pytest.raises(InvalidValue, match="hours"):
+        drawn.expected(24 * 199, 48)  # past the weather drawn
 
 
 def test_west_varies_east_stays_flat_and_a_province_shares_its_weather(network) -> None:
