@@ -71,10 +71,10 @@ def savings(seed: int, days: int) -> dict[str, np.ndarray]:
             "forecast": forecast_series(fitted, realised[:hour]),
             "bound": drawn.expected(hour, SERIES_H),
         }
+        sums = {name: np.concatenate(([0.0], np.cumsum(values))) for name, values in seen.items()}
         for n, length in enumerate(LENGTHS_H):
             actual = prefix[hour + delays + length] - prefix[hour + delays]
-            for name, values in seen.items():
-                window = np.concatenate(([0.0], np.cumsum(values)))
+            for name, window in sums.items():
                 chosen = int(np.argmin(window[delays + length] - window[delays]))
                 saved[name][n] += actual[0] - actual[chosen]
     return saved
