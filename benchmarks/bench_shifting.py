@@ -11,7 +11,12 @@ busy share each run measured is printed beside it), every batch job made deferra
 the same trace, network and weather:
 
 * no shifting, decided on forecasts  |  shifting, decided on forecasts
+* no shifting, decided on the bound  |  shifting, decided on the bound
 * no shifting, decided by the oracle |  shifting, decided by the oracle
+
+The bound (`sim.carbon`'s `bound` foresight) is the weather's expectation given the state it is
+drawn from: what the best forecaster of this weather could know (not the future). Its share of
+the oracle's savings is the ceiling a forecast can be expected to reach on this weather.
 
 Savings are each foresight's shifting run against its own no-shifting run (so that the oracle's
 better choice of site is not counted as shifting), market- and location-based, summed over the
@@ -80,7 +85,7 @@ OWN = {"carbon_kg": "shift_saved_kg", "carbon_location_kg": "shift_saved_locatio
 # and what the best delay within its deadline would have (`twin._judge_delay`)
 CHOSE = {"carbon_kg": "delay_saved_kg", "carbon_location_kg": "delay_saved_location_kg"}
 BEST = {"carbon_kg": "delay_best_kg", "carbon_location_kg": "delay_best_location_kg"}
-FORESIGHTS = ("forecast", "oracle")
+FORESIGHTS = ("forecast", "bound", "oracle")
 
 
 def one(args: tuple[str, str, bool, float, float, int, int | None, float]) -> dict[str, Any]:
@@ -119,7 +124,8 @@ def one(args: tuple[str, str, bool, float, float, int, int | None, float]) -> di
 def _savings(rows: list[dict[str, Any]], policy: str, seeds: int) -> dict[str, Any]:
     """Under `policy`: each seed's savings by shifting per foresight and basis (against the
     same foresight's no-shifting run), their sums, the no-shifting totals, and the forecast's
-    summed savings as a share of the oracle's (None where the oracle saved nothing)."""
+    summed savings as a share of the oracle's (None where the oracle saved nothing), and the
+    bound's."""
     by = {(r["seed"], r["foresight"], r["shifting"]): r for r in rows if r["policy"] == policy}
     per_seed = [
         {
@@ -158,26 +164,28 @@ def _savings(rows: list[dict[str, Any]], policy: str, seeds: int) -> dict[str, A
         }
         for foresight in FORESIGHTS
     }
+    chose = {f: {k: d["chose"] for k, d in decisions[f].items()} for f in FORESIGHTS}
     return {
         "decisions": decisions,
         # the forecast's decisions against the oracle's, each judged on the realised series
-        "decisions_share": _share(
-            {f: {k: d["chose"] for k, d in decisions[f].items()} for f in FORESIGHTS}
-        ),
+        "decisions_share": _share(chose),
+        "decisions_bound_share": _share(chose, "bound"),
         "saved_per_seed": per_seed,
         "saved": saved,
         "baseline": baseline,
         "share": _share(saved),
+        "bound_share": _share(saved, "bound"),
         "deferrals_saved": own,
         "deferrals_share": _share(own),
+        "deferrals_bound_share": _share(own, "bound"),
     }
 
 
-def _share(saved: dict[str, dict[str, float]]) -> dict[str, float | None]:
-    """The forecast's savings as a share of the oracle's, per basis (None where the oracle
-    saved nothing)."""
+def _share(saved: dict[str, dict[str, float]], of: str = "forecast") -> dict[str, float | None]:
+    """`of`'s savings (the forecast's, or the bound's) as a share of the oracle's, per basis
+    (None where the oracle saved nothing)."""
     return {
-        kind: saved["forecast"][kind] / saved["oracle"][kind] if saved["oracle"][kind] > 0 else None
+        kind: saved[of][kind] / saved["oracle"][kind] if saved["oracle"][kind] > 0 else None
         for kind in KINDS
     }
 
@@ -191,7 +199,7 @@ def _judged(label: str, shares: dict[str, float | None], tail: str) -> None:
     shown = _shown(shares)
     print(
         f"{label} market-based (green) {shown['carbon_kg']}, location-based (green-location) "
-        f"{shown['carbon_location_kg']} {tail}"
+        f"{shown['carbon_location_kg']} {tail}".rstrip()
     )
 
 
@@ -251,11 +259,12 @@ def main() -> None:
         )
     for policy, found in summary.items():
         for n, seed_saved in enumerate(found["saved_per_seed"]):
+            f, b, o = (seed_saved[x] for x in FORESIGHTS)
             print(
-                f"{policy} seed {n}: saved market {seed_saved['forecast']['carbon_kg']:,.0f} kg "
-                f"on forecasts, {seed_saved['oracle']['carbon_kg']:,.0f} kg by the oracle; "
-                f"location {seed_saved['forecast']['carbon_location_kg']:,.0f} / "
-                f"{seed_saved['oracle']['carbon_location_kg']:,.0f} kg"
+                f"{policy} seed {n}: saved market {f['carbon_kg']:,.0f} kg on forecasts, "
+                f"{b['carbon_kg']:,.0f} kg on the bound, {o['carbon_kg']:,.0f} kg by the oracle; "
+                f"location {f['carbon_location_kg']:,.0f} / {b['carbon_location_kg']:,.0f} / "
+                f"{o['carbon_location_kg']:,.0f} kg"
             )
         for foresight in FORESIGHTS:
             saved, base = found["saved"][foresight], found["baseline"][foresight]
@@ -265,10 +274,11 @@ def main() -> None:
                 f"location {saved['carbon_location_kg']:,.0f} kg "
                 f"({saved['carbon_location_kg'] / base['carbon_location_kg']:.2%})"
             )
-        shown = _shown(found["share"])
+        shown, bound = _shown(found["share"]), _shown(found["bound_share"])
         print(
             f"{policy}: forecast's savings / oracle's: market {shown['carbon_kg']}, location "
-            f"{shown['carbon_location_kg']}"
+            f"{shown['carbon_location_kg']} (the bound's: {bound['carbon_kg']}, "
+            f"{bound['carbon_location_kg']})"
         )
         own = found["deferrals_saved"]
         shown = _shown(found["deferrals_share"])
@@ -281,7 +291,7 @@ def main() -> None:
             f"{own['oracle']['carbon_location_kg']:,.0f} kg ({shown['carbon_location_kg']})"
         )
         d = found["decisions"]
-        shown = _shown(found["decisions_share"])
+        shown, bound = _shown(found["decisions_share"]), _shown(found["decisions_bound_share"])
         print(
             f"{policy}: each deferrable task's first decision judged on the realised carbon at "
             f"its site (what its delay saved / what the best delay within its deadline would "
@@ -293,25 +303,40 @@ def main() -> None:
             f"{d['forecast']['carbon_location_kg']['best']:,.0f}, "
             f"{d['oracle']['carbon_location_kg']['chose']:,.0f} / "
             f"{d['oracle']['carbon_location_kg']['best']:,.0f} kg "
-            f"({shown['carbon_location_kg']})"
+            f"({shown['carbon_location_kg']}); on the bound market "
+            f"{d['bound']['carbon_kg']['chose']:,.0f} ({bound['carbon_kg']}), location "
+            f"{d['bound']['carbon_location_kg']['chose']:,.0f} ({bound['carbon_location_kg']})"
         )
-    judged = {kind: summary[policy]["share"][kind] for kind, policy in JUDGED.items()}
-    judged_paired = {
-        kind: summary[policy]["decisions_share"][kind] for kind, policy in JUDGED.items()
+
+    def judge(key: str) -> dict[str, float | None]:
+        """Each basis's `key` share under the policy that optimises it."""
+        return {kind: summary[policy][key][kind] for kind, policy in JUDGED.items()}
+
+    judged, judged_own, judged_paired = (
+        judge("share"),
+        judge("deferrals_share"),
+        judge("decisions_share"),
+    )
+    bounds = {
+        "totals": judge("bound_share"),
+        "deferrals": judge("deferrals_bound_share"),
+        "decisions": judge("decisions_bound_share"),
     }
-    judged_own = {kind: summary[policy]["deferrals_share"][kind] for kind, policy in JUDGED.items()}
     mape = next(r["carbon_forecast_mape"] for r in rows if r["foresight"] == "forecast")
     _judged(
         "judged, each basis under the policy that optimises it:",
         judged,
         f"of the oracle's savings; day-ahead carbon forecast MAPE {mape:.1%}",
     )
+    _judged("  the bound (best forecaster of this weather):", bounds["totals"], "")
     _judged("judged on the deferrals' own savings:", judged_own, "of the oracle's")
+    _judged("  the bound:", bounds["deferrals"], "")
     _judged(
         "judged on each decision (paired, with less of the schedule's noise):",
         judged_paired,
         "of what the oracle's decisions saved",
     )
+    _judged("  the bound:", bounds["decisions"], "")
     results = {
         "machine": f"{platform.machine()} python {platform.python_version()}",
         "utilisation_asked": args.utilisation,
@@ -325,6 +350,8 @@ def main() -> None:
         "judged_share_of_oracle": judged,
         "judged_deferrals_share_of_oracle": judged_own,
         "judged_decisions_share_of_oracle": judged_paired,
+        # the same three measures for the bound (the weather's expectation): the ceiling
+        "judged_bound_share_of_oracle": bounds,
         "carbon_forecast_mape": mape,
         "wall_s": round(time.perf_counter() - started, 1),
     }

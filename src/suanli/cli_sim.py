@@ -65,9 +65,11 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         foresight: Annotated[
             str,
             typer.Option(
-                help="shape: the documented daily carbon shape, known in advance; forecast or "
-                "oracle: carbon that varies by day (synthetic weather, ESTIMATE), seen through "
-                "day-ahead forecasts or known in advance / 碳强度预见方式：shape|forecast|oracle"
+                help="shape: the documented daily carbon shape, known in advance; forecast, "
+                "bound or oracle: carbon that varies by day (synthetic weather, ESTIMATE), seen "
+                "through day-ahead forecasts, through the weather's expectation (the best any "
+                "forecaster could do) or known in advance / "
+                "碳强度预见方式：shape|forecast|bound|oracle"
             ),
         ] = "shape",
         weather_seed: Annotated[

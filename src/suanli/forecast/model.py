@@ -99,6 +99,16 @@ def seasonal_naive(history: FloatArray, hours: int, period_h: int = PERIOD_H) ->
     return np.resize(last, hours)
 
 
+def climatology(history: FloatArray, hours: int, days: int = CLIMATE_DAYS) -> FloatArray:
+    """The `hours` hours after `history`, each the mean of the same hour of the day over the
+    last `days` whole periods of `history` (fewer when it is shorter)."""
+    values = np.asarray(history, dtype=float)
+    days = min(days, len(values) // PERIOD_H)
+    # the last `days` whole periods start at the phase of the first hour after the history
+    by_hour = values[len(values) - days * PERIOD_H :].reshape(days, PERIOD_H).mean(axis=0)
+    return np.resize(by_hour, hours)
+
+
 def _holt_winters(history: FloatArray, hours: int, params: dict[str, Any] | None) -> Any:
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
@@ -129,10 +139,7 @@ def _components(
     window = history[-WINDOW_H:]
     naive = np.full(hours, window[-1])
     seasonal = seasonal_naive(window, hours)
-    days = min(CLIMATE_DAYS, len(window) // PERIOD_H)
-    # the last `days` whole periods start at the phase of the first forecast hour
-    by_hour = window[len(window) - days * PERIOD_H :].reshape(days, PERIOD_H).mean(axis=0)
-    climate = np.resize(by_hour, hours)
+    climate = climatology(window, hours)
     if np.ptp(window) == 0:  # flat: every forecaster says the same, and HW cannot fit it
         return np.stack([naive, seasonal, naive, climate]), params
     fit = _holt_winters(window, hours, params)
@@ -229,6 +236,15 @@ class Fitted:
         values = _check(history, self.hours, self.level)
         latest, _ = _components(values, self.hours, self.params)
         return _forecast(latest, self.weights, self.half, self.level, self.least)
+
+    def ahead(self, history: FloatArray, hours: int) -> FloatArray:
+        """The point forecast of the `hours` hours after `history`: this fit's (its
+        horizon), then past it the climatology (`climatology`), so that a long window is not
+        priced on the horizon repeated."""
+        near = self.predict(history).mean[:hours]
+        if hours <= len(near):
+            return near
+        return np.concatenate((near, climatology(history, hours)[len(near) :]))
 
 
 def fit(history: FloatArray, hours: int = 24, level: float = LEVEL) -> Fitted:

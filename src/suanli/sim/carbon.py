@@ -5,13 +5,16 @@ decision step then knows the future exactly, and shifting work in time cannot be
 from foresight. A `CarbonWorld` gives each run a *realised* hourly intensity that differs from
 day to day, and one of three ways for the decision step to see it (`foresight`):
 
-* `oracle`: the realised series itself (perfect foresight, the bound on what shifting can save);
+* `oracle`: the realised series itself (perfect foresight: the most shifting could save);
 * `forecast`: every hour, as the live server does, a 48-hour forecast by `suanli.forecast`
   from the realised history up to that hour (the model fitted every REFIT_DAYS days, as
   operators run a model refreshed now and then), then the climatology (each hour of the day's
-  mean over the last CLIMATE_DAYS days) to SERIES_H hours, so that a long run is not priced on
-  the two days repeated; deferral is decided on forecasts, never on the future;
-* `shape`: the documented daily shape (what the live platform knows today).
+  mean over the last 28 days, `Fitted.ahead`) to SERIES_H hours, so that a long run is not
+  priced on the two days repeated; deferral is decided on forecasts, never on the future;
+* `bound`: every hour, the expectation of the weather given the state it is drawn from
+  (`Weather.expected`: today's dip depth from midnight, the last hour's wind): what the best
+  forecaster of this weather could know, not the future; the ceiling a forecast is judged by;
+* `shape`: the documented daily shape (what the live platform knows without observations).
 
 Every run then counts the carbon a task emitted on the realised series, whatever the decision
 step saw (`CarbonWorld.emitted`).
@@ -49,10 +52,9 @@ HISTORY_DAYS = 35  # realised days before the run starts (what the first forecas
 FORECAST_H = 48  # the model forecasts the next two days, every hour
 # and beyond them, to the end of a deferral's window and the week of run it may start (the
 # engine's `BOOKED_HORIZON_H`), the climatology: the mean of each hour of the day over the last
-# CLIMATE_DAYS days (without it the engine's series wrapped round, and a long run was priced
+# 28 days (`Fitted.ahead`; without it the engine's series wrapped round, and a long run was priced
 # on the two days' forecast repeated, today's wind included)
 SERIES_H = 8 * 24
-CLIMATE_DAYS = 28
 REFIT_DAYS = 28
 SUN_SD = 0.5  # day-to-day spread of the solar dip's depth (x SOLAR_DIP): an ESTIMATE
 SUN_PHI = 0.5  # persistence of that depth from one day to the next: an ESTIMATE
@@ -64,6 +66,7 @@ DAY_H = 24
 class Foresight(StrEnum):
     ORACLE = "oracle"
     FORECAST = "forecast"
+    BOUND = "bound"
     SHAPE = "shape"
 
 
@@ -142,9 +145,9 @@ def weather(hours: int, seed: int) -> np.ndarray:
 
 
 def forecast_series(fitted: Fitted, history: np.ndarray) -> np.ndarray:
-    """What the decision step sees of the SERIES_H hours after `history` (hourly, starting at
-    a local midnight): `fitted`'s forecast (FORECAST_H hours), then the climatology."""
-    return _beyond(fitted.predict(history).mean, history)
+    """What the decision step sees of the SERIES_H hours after `history`: `fitted`'s forecast
+    (FORECAST_H hours), then the climatology (`Fitted.ahead`)."""
+    return fitted.ahead(history, SERIES_H)
 
 
 @dataclass
@@ -157,6 +160,8 @@ class CarbonWorld:
     foresight: Foresight
     realised: dict[str, np.ndarray]  # site id -> kg CO2/kWh, from -history_h
     history_h: int
+    # province -> the weather its realised series were drawn from (`bound` reads its state)
+    weathers: dict[str, Weather] = field(default_factory=dict)
     _prefix: np.ndarray = field(init=False, repr=False)
     _row: dict[str, int] = field(init=False, repr=False)
     _snapshots: dict[int, Snapshot] = field(default_factory=dict, init=False, repr=False)
@@ -197,6 +202,8 @@ class CarbonWorld:
         if self.foresight is Foresight.ORACLE:
             return self._cached(0, self._oracle)
         hour = max(0, math.floor(clock / 3600.0))
+        if self.foresight is Foresight.BOUND:
+            return self._cached(hour, lambda: self._bound(hour))
         return self._cached(hour, lambda: self._forecast(hour))
 
     def _cached(self, key: int, make: Callable[[], Snapshot]) -> Snapshot:
@@ -250,16 +257,22 @@ class CarbonWorld:
             carbon[sid] = np.maximum(made[key], 1e-6)
         return _with_series(self.network.snapshot(), self._series(carbon, hour), hour)
 
-
-def _beyond(near: np.ndarray, history: np.ndarray) -> np.ndarray:
-    """`near` (the model's forecast from the hour after `history`, which starts at a local
-    midnight) followed, up to SERIES_H hours, by the climatology of each hour of the day: the
-    mean over the last CLIMATE_DAYS whole days of `history`."""
-    days = min(CLIMATE_DAYS, len(history) // DAY_H)
-    first = len(history) - len(history) % DAY_H - days * DAY_H
-    climate = history[first : first + days * DAY_H].reshape(days, DAY_H).mean(axis=0)
-    later = (len(history) + np.arange(len(near), SERIES_H)) % DAY_H
-    return np.concatenate((near, climate[later]))
+    def _bound(self, hour: int) -> Snapshot:
+        """The series the best forecaster of the weather would see at run hour `hour`: each
+        western site's annual factor x `Weather.expected` for SERIES_H hours (repeated past
+        the end of the weather drawn); flat sites as they are."""
+        issued_h = self.history_h + hour
+        carbon: dict[str, np.ndarray] = {}
+        for sid, values in self.realised.items():
+            site = self.network.sites[sid]
+            drawn = self.weathers.get(site.provinces[0])
+            if drawn is None:
+                carbon[sid] = np.full(SERIES_H, values[0])
+                continue
+            hours = min(SERIES_H, len(drawn.wind) - issued_h)
+            expected = drawn.expected(issued_h, hours)
+            carbon[sid] = np.maximum(site.grid_kgco2_per_kwh * np.resize(expected, SERIES_H), 1e-6)
+        return _with_series(self.network.snapshot(), self._series(carbon, hour), hour)
 
 
 def _varies(province: str) -> bool:
@@ -311,12 +324,13 @@ def synthetic_carbon(
     history_h = HISTORY_DAYS * DAY_H
     total = history_h + max(int(hours), DAY_H)
     provinces = sorted({s.provinces[0] for s in network.sites.values()})
-    shapes = {
-        p: weather(total, seed * 1000 + n) if _varies(p) else np.ones(total)
-        for n, p in enumerate(provinces)
+    weathers = {
+        p: draw_weather(total, seed * 1000 + n) for n, p in enumerate(provinces) if _varies(p)
     }
+    shapes = {p: drawn.values for p, drawn in weathers.items()}
+    flat = np.ones(total)
     realised = {
-        sid: site.grid_kgco2_per_kwh * shapes[site.provinces[0]]
+        sid: site.grid_kgco2_per_kwh * shapes.get(site.provinces[0], flat)
         for sid, site in network.sites.items()
     }
-    return CarbonWorld(network, seeing, realised, history_h)
+    return CarbonWorld(network, seeing, realised, history_h, weathers)

@@ -21,7 +21,7 @@ from suanli.forecast import (
     seasonal_naive,
     series_ids,
 )
-from suanli.forecast.model import PERIOD_H
+from suanli.forecast.model import CLIMATE_DAYS, PERIOD_H, climatology
 
 runner = CliRunner()
 DAY = np.array([10.0 + 8.0 * np.sin(2 * np.pi * h / 24) for h in range(24)])
@@ -35,6 +35,22 @@ def _daily(days: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
 def test_seasonal_naive_repeats_the_last_period() -> None:
     history = np.arange(100.0)
     assert seasonal_naive(history, 30).tolist() == [*range(76, 100), *range(76, 82)]
+
+
+def test_ahead_is_the_forecast_then_the_climatology_of_the_last_days() -> None:
+    """`Fitted.ahead`: the fit's forecast over its horizon, then each hour of the day's mean
+    over the last CLIMATE_DAYS x 24 hours, in phase with the hours after the history."""
+    history = _daily(40, noise=1.0, seed=4)[5:]  # starts (and so ends) off midnight
+    fitted = fit(history, 24)
+    made = fitted.ahead(history, 24 * 5 + 7)
+    assert len(made) == 24 * 5 + 7
+    assert np.array_equal(made[:24], fitted.predict(history).mean)
+    days = history[-CLIMATE_DAYS * PERIOD_H :].reshape(CLIMATE_DAYS, PERIOD_H).mean(axis=0)
+    assert np.allclose(made[24:], np.resize(days, 24 * 5 + 7)[24:])
+    assert np.allclose(climatology(history, 3), days[:3])
+    # in phase: the hour after the history (the 40th day's end) is hour 0 of DAY
+    assert np.allclose(days, DAY, atol=0.7)
+    assert np.array_equal(fitted.ahead(history, 10), fitted.predict(history).mean[:10])
 
 
 def test_a_flat_history_forecasts_itself_with_no_spread() -> None:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from suanli.errors import InvalidValue
+from suanli.forecast.model import CLIMATE_DAYS
 from suanli.scheduler import QueuedTask, engine_task, policy_named
 from suanli.scheduler.series import SOLAR_DIP, WEST_PROVINCES
 from suanli.sim.carbon import (
-    CLIMATE_DAYS,
     DAY_H,
     FORECAST_H,
     SERIES_H,
@@ -104,11 +104,11 @@ def test_a_forecast_is_made_from_the_past_alone(network) -> None:
     assert not np.allclose(forecast, actual)
     assert np.mean(np.abs(forecast - actual) / actual) < 0.15
     # past the model's two days, to the end of a deferral's week of run: each hour of the day's
-    # mean over the last CLIMATE_DAYS whole days (not the two days repeated)
-    past = world.realised[west.id][cut - 5 - CLIMATE_DAYS * DAY_H : cut - 5]
+    # mean over the last CLIMATE_DAYS x 24 hours (not the two days repeated)
+    past = world.realised[west.id][cut - CLIMATE_DAYS * DAY_H : cut]
     climate = past.reshape(CLIMATE_DAYS, DAY_H).mean(axis=0)
     later = mine.series[west.id].carbon_kg_per_kwh[FORECAST_H:]
-    assert np.allclose(later, climate[(5 + FORECAST_H + np.arange(len(later))) % DAY_H])
+    assert np.allclose(later, climate[(FORECAST_H + np.arange(len(later))) % DAY_H])
 
 
 def test_the_oracle_decides_on_the_realised_series_and_runs_count_it(network) -> None:
@@ -144,7 +144,41 @@ def _batch_trace() -> Trace:
     return Trace("batch", jobs, 0, "hand")
 
 
-@pytest.mark.parametrize("foresight", ["oracle", "forecast"])
+def test_the_bound_decides_on_the_weathers_expectation_not_the_future(network) -> None:
+    """`bound` gives the decision step each western site's annual factor x the weather's
+    expectation from the issue hour (`Weather.expected`), the same in two worlds that differ
+    only after that hour; flat sites stay flat."""
+    world = synthetic_carbon(network, 24 * 10, "bound", seed=2)
+    hour = 3 * DAY_H + 5
+    snapshot = world.snapshot_at(hour * 3600.0 + 60.0)  # within the hour: the same hour's view
+    assert snapshot.series_start_s == hour * 3600.0 and snapshot.local_hour_at_start == 5.0
+    issued = world.history_h + hour
+    west = [s for s in network.sites.values() if s.provinces[0] in WEST_PROVINCES]
+    east = next(s for s in network.sites.values() if s.provinces[0] not in WEST_PROVINCES)
+    assert west and set(world.weathers) == {s.provinces[0] for s in west}
+    for site in west:
+        drawn = world.weathers[site.provinces[0]]
+        assert np.allclose(world.realised[site.id], site.grid_kgco2_per_kwh * drawn.values)
+        known = len(drawn.wind) - issued  # past the weather drawn, the series repeats
+        expected = site.grid_kgco2_per_kwh * drawn.expected(issued, known)
+        seen = snapshot.series[site.id].carbon_kg_per_kwh
+        assert len(seen) == SERIES_H and np.allclose(seen[:known], expected)
+        assert not np.allclose(seen[:DAY_H], world.realised[site.id][issued : issued + DAY_H])
+    assert np.ptp(snapshot.series[east.id].carbon_kg_per_kwh) == 0
+    # the realised future after the issue hour is not read: only the weather's state before it
+    for drawn in world.weathers.values():
+        drawn.wind[issued:] += 0.3
+        drawn.depth[issued // DAY_H + 1 :] += 0.5
+    again = synthetic_carbon(network, 24 * 10, "bound", seed=2)
+    again.weathers = world.weathers
+    for site in west:
+        assert np.allclose(
+            again.snapshot_at(hour * 3600.0).series[site.id].carbon_kg_per_kwh,
+            snapshot.series[site.id].carbon_kg_per_kwh,
+        )
+
+
+@pytest.mark.parametrize("foresight", ["oracle", "forecast", "bound"])
 def test_runs_count_carbon_on_the_realised_series(network, foresight: str) -> None:
     world = synthetic_carbon(network, 24 * 10, foresight, seed=7)
     result = run(_batch_trace(), network, "green", deferrable_slack_s=86400.0, carbon=world)
