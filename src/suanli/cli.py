@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from suanli import __version__, checks, cli_forecast, cli_platform, cli_sim, twin_worker
+from suanli import __version__, checks, cli_carbon, cli_forecast, cli_platform, cli_sim, twin_worker
 from suanli.catalog import Site, clusters, find_site, hubs, latency_between
 from suanli.catalog.fleet import DEMO_FLEET_LABEL, demo_fleet, parse_fleet
 from suanli.cli_client import handles_errors
@@ -776,6 +776,7 @@ def version() -> None:
 cli_platform.register(app)
 cli_sim.register(app, _handles_errors)
 cli_forecast.register(app, _handles_errors)
+cli_carbon.register(app, _handles_errors)
 twin_worker.register(app, _handles_errors)
 
 

@@ -438,6 +438,7 @@ def create_app(
 
     from suanli.api import tes, tokens
     from suanli.api.routes import agents, budgets, market, ops, payouts, sites, tasks, vouchers
+    from suanli.api.routes import carbon as carbon_routes
     from suanli.api.routes import clock as clock_routes
     from suanli.api.routes import forecasts as forecast_routes
     from suanli.api.routes import groups as group_routes
@@ -457,4 +458,5 @@ def create_app(
     app.include_router(payouts.router)
     app.include_router(group_routes.router)
     app.include_router(forecast_routes.router)
+    app.include_router(carbon_routes.router)
     return app

@@ -41,6 +41,7 @@ from suanli.scheduler import (
     policy_named,
 )
 from suanli.scheduler.series import network_series, series_start
+from suanli.services import carbon as carbon_service
 from suanli.services import runtimes as runtime_service
 from suanli.services.commands import PoolCommand, SiteCommand
 from suanli.services.core import (
@@ -330,7 +331,9 @@ def bookings(session: Session, clock: float) -> tuple[Booking, ...]:
 def step_inputs(session: Session, moment: datetime, *, booked: bool = True) -> StepInputs:
     """The ONE builder of the decision step's network and capacity (the pass and quotes use it;
     the twin builds the same shapes from its own model). Series: `scheduler.series`, the twin's
-    construction, from the local (UTC+8) midnight at or before `moment`. `booked`: with the
+    construction, from the local (UTC+8) midnight at or before `moment`, with the carbon of
+    provinces whose intensity is observed from their observations and forecast
+    (`services.carbon.observed_series`). `booked`: with the
     devices held ahead (`bookings`), which only a deferral reads."""
     from suanli.services.market import pricing_rules  # market imports us
     from suanli.services.market import reputation as provider_reputation
@@ -364,11 +367,14 @@ def step_inputs(session: Session, moment: datetime, *, booked: bool = True) -> S
             p.count, held.get(p.id, 0), p.unavailable or 0, p.queue_depth or 0
         )
     start_s, local_hour, month = series_start(clock)
+    # carbon: observed and forecast where the operator feeds a province's intensity, else the
+    # documented daily shape
+    series = carbon_service.observed_series(session, sites, network_series(sites, month), start_s)
     network = Snapshot(
         tuple(pools),
         sites,
         reputation=reputation,
-        series=network_series(sites, month),
+        series=series,
         series_start_s=start_s,
         local_hour_at_start=local_hour,
         # the market's network price of data moved to a site (`data_moves`): the engine weighs

@@ -377,6 +377,18 @@ class PayoutStatementRow(Base):
     created_at: Mapped[datetime]
 
 
+class CarbonRow(Base):
+    """An observed hourly carbon intensity of a province's grid (location-based), as the
+    operator feeds it (`services.carbon`): the hour's start (UTC) and kg CO2 per kWh."""
+
+    __tablename__ = "carbon_intensity"
+    province: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    kg_per_kwh: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime]
+
+
 class RatingRow(Base):
     __tablename__ = "ratings"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -27,7 +27,7 @@ def test_alembic_upgrade_head_on_an_empty_database(database_url: str) -> None:
     engine = make_engine(database_url)
     current, head = schema_revision(engine)
     engine.dispose()
-    assert current == head == "0012"
+    assert current == head == "0013"
 
 
 def test_the_server_refuses_a_stale_schema(database_url: str, tmp_path: Path) -> None:
