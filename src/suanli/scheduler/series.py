@@ -8,8 +8,9 @@ platform and the twin, so that both price by the same time of use and the same c
   (`carbon_shape`), because no hourly carbon data for China's provinces is public here: in the
   west (Inner Mongolia, Ningxia, Gansu, Guizhou, Sichuan, Chongqing) the intensity dips by up
   to 25% around solar noon (a cosine between 07:00 and 19:00) and rises at night so that the
-  day's mean equals the annual factor; eastern sites are flat. Replace with real series when
-  available.
+  day's mean equals the annual factor; eastern sites are flat. Where the operator feeds a
+  province's observed intensity, the live platform replaces its sites' carbon with the
+  observations and their forecast (`services.carbon`).
 
 Series start at local midnight (China Standard Time, UTC+8): `series_start(clock_s)` gives the
 midnight at or before a scheduler-clock moment, the local hour there (0) and the month whose
