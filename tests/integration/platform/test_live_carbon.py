@@ -288,3 +288,42 @@ def test_the_cli_feeds_a_csv_file_and_shows_the_forecast(live: Live, tmp_path: P
     )
     assert refused.exit_code == 2 and "line 3: kg_per_kwh" in refused.output, refused.output
     assert _count(live) == DAYS * 24
+
+
+def test_too_few_or_stale_observations_leave_the_documented_shape(live: Live) -> None:
+    site_id = _wuhu_site(live)
+    operator = token_for(live, Role.OPERATOR, "ops")
+
+    def seen() -> tuple[dict[str, Any], Any]:
+        with client(live, operator) as http:
+            (anhui,) = http.get("/v1/carbon", params={"province": "Anhui"}).json()["provinces"]
+        with live.platform.unit_of_work(write=False) as session:
+            inputs = capacity_service.step_inputs(session, live.clock.now())
+        return anhui, inputs.network.series[site_id].carbon_kg_per_kwh
+
+    with client(live, operator) as http:
+        short = _observed(START - 100 * HOUR, 100)
+        fed = http.post("/v1/carbon", json={"province": "安徽", "source": "s", "values": short})
+        assert fed.status_code == 201, fed.text
+        anhui, carbon = seen()
+        assert (
+            anhui["mean"] == []
+            and "needs 120 contiguous observed hours, has 100" in (anhui["unavailable"])
+        )
+        assert len(anhui["observed"]) == 72 and anhui["observed"][-1]["hour"] == _z(START - HOUR)
+        assert len(set(carbon.tolist())) == 1  # Anhui's documented shape: flat
+        # a gap: only the hours after it count
+        older = _observed(START - 30 * 24 * HOUR, 30 * 24 - 101)
+        http.post("/v1/carbon", json={"province": "安徽", "source": "s", "values": older})
+        anhui, _ = seen()
+        assert anhui["observed_hours"] == 100 and anhui["unavailable"] is not None
+        # the gap filled: a forecast, and the pass prices on it
+        gap = _observed(START - 101 * HOUR, 1)
+        http.post("/v1/carbon", json={"province": "安徽", "source": "s", "values": gap})
+        anhui, carbon = seen()
+        assert anhui["observed_hours"] == 30 * 24 and anhui["unavailable"] is None
+        assert min(carbon) == pytest.approx(DIP, abs=0.02)
+    # a day and more without a feed: stale, back to the shape
+    live.clock.set(START + 25 * HOUR + timedelta(minutes=30))
+    anhui, carbon = seen()
+    assert "more than 24 h ago" in anhui["unavailable"] and len(set(carbon.tolist())) == 1
