@@ -216,6 +216,28 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key: (English, 中文)
         "该站点历史数据不足，暂无预测：预测未来 {hours} 小时需要 {need} 个整点小时的历史"
         "（3 天加预测时长），该站点目前只有 {has} 个。请 {left} 小时后再来查看。",
     ),
+    "fc.carbon": ("Carbon intensity of the grid", "电网碳强度"),
+    "fc.carbon_chart_alt": (
+        "Line chart of the grid's carbon intensity per hour in this site's province: the "
+        "observed last hours, then the forecast with its interval, which the scheduling pass "
+        "defers work on.",
+        "该站点所在省份电网每小时碳强度折线图：前段为实测值，后段为预测值及其区间；调度据此延后可延后的任务。",
+    ),
+    "fc.carbon_none": (
+        "No forecast of {province}'s carbon intensity: {why}",
+        "暂无{province}碳强度预测：{why}",
+    ),
+    "fc.carbon_y_axis": ("kg CO2 per kWh", "千克 CO2/千瓦时"),
+    "fc.carbon_unit": ("kg/kWh", "千克/千瓦时"),
+    "fc.carbon_summary": (
+        "{province}, location-based, observed hours from {source}; the forecast starts after "
+        "the latest observed hour ({lead} h from now). Its first hour: {mean} kg CO2/kWh, "
+        "{level}% interval {lower} to {upper}.",
+        "{province}，基于位置，实测数据来源：{source}；"
+        "预测从最新实测小时之后开始（距现在 {lead} 小时）。"
+        "首个预测小时：{mean} 千克 CO2/千瓦时，{level}% 区间 {lower} 至 {upper}。",
+    ),
+    "fc.observed": ("Observed", "实测"),
     "fc.no_actual": (
         "No whole hour has passed since this site was registered.",
         "该站点登记后尚未满一个整点小时。",

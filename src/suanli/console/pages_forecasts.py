@@ -13,6 +13,7 @@ how many whole hours it needs and has, and still draws the actual hours there ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -25,7 +26,7 @@ from suanli.console.web import Console, problem
 from suanli.errors import SuanliError
 from suanli.forecast import min_history_h
 from suanli.forecast.model import LEVEL
-from suanli.services import forecasts, readmodels
+from suanli.services import carbon, forecasts, readmodels
 from suanli.services.core import Actor
 from suanli.services.readmodels import SiteView, Viewer
 
@@ -66,6 +67,66 @@ def _percent(level: float) -> str:
     return f"{level * 100:g}"
 
 
+def _carbon(
+    session: Session,
+    rows: tuple[SiteView, ...],
+    chosen: str,
+    start: datetime,
+    t: Callable[[str], str],
+    level: str,
+) -> dict[str, Any]:
+    """The chosen site's province's observed carbon intensity and its forecast
+    (`services.carbon`, as `GET /v1/carbon` answers), drawn like the load; or why there is
+    none (the pass then uses the documented daily shape)."""
+    province = next((r.province for r in rows if r.id == chosen), None)
+    if province is None:
+        return {"carbon": None}
+    found = carbon.forecasts(session, [province])[province]
+    if found.unavailable is not None or found.start is None:
+        return {"carbon": {"province": province, "why": found.unavailable}}
+    lead = round((found.start - start) / timedelta(hours=1))
+    labels = {key: t(f"fc.{key}") for key in CHART_LABELS}
+    labels |= {
+        "interval": t("fc.interval").format(level=level),
+        "actual": t("fc.observed"),
+        "y_axis": t("fc.carbon_y_axis"),
+        "devices": t("fc.carbon_unit"),
+    }
+    hours = HOURS - lead  # the forecast to the page's horizon
+    series = {
+        "actual": [
+            {"hour": hour.isoformat().replace("+00:00", "Z"), "value": value}
+            for hour, value in found.observed
+        ],
+        "first_h": lead,
+        **{
+            name: [round(float(v), 4) for v in values[:hours]]
+            for name, values in (
+                ("mean", found.ahead),
+                ("lower", found.lower),
+                ("upper", found.upper),
+            )
+        },
+    }
+    return {
+        "carbon": {
+            "province": province,
+            "why": None,
+            "source": found.source,
+            "lead": lead,
+            "series": series,
+            "chart": {
+                "start": start.isoformat().replace("+00:00", "Z"),
+                "hours": HOURS,
+                "integer": False,
+                "decimals": 3,
+                "site": series,
+                "labels": labels,
+            },
+        }
+    }
+
+
 def install(console: Console) -> None:
     router = console.router
 
@@ -94,6 +155,7 @@ def install(console: Console) -> None:
             labels["interval"] = t("fc.interval").format(level=level)
             return {
                 **found,
+                **_carbon(session, rows, chosen, start, t, level),
                 "row": row,
                 "site_name": next((r.name for r in rows if r.id == chosen), chosen),
                 "start": start,

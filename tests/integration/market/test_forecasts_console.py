@@ -154,3 +154,75 @@ def test_the_forecast_page_draws_what_the_api_answers(browser: Browser, platform
         assert "Load forecasts" in page.text and "Hours from now" in page.text
         assert f"needs {min_history_h(24)} whole hours of history" in page.text
         assert http.get("/console/forecasts", params={"site": "nowhere"}).status_code == 404
+
+
+CARBON_DRAWN = """() => {
+    const chart = echarts.getInstanceByDom(document.getElementById('carbon-chart'));
+    const option = chart.getOption();
+    const byId = Object.fromEntries(option.series.map(s => [s.id, s]));
+    return {
+        actual: byId.actual.data,
+        mean: byId.mean.data,
+        legend: option.legend[0].data,
+        y_name: option.yAxis[0].name,
+        start: JSON.parse(document.getElementById('carbon-data').textContent).start,
+    };
+}"""
+
+
+def test_the_forecast_page_draws_the_provinces_observed_carbon(
+    browser: Browser, platform: Platform
+) -> None:
+    """Where the operator feeds the site's province's carbon intensity, the page draws the
+    observed hours and the forecast the pass defers work on, with the numbers of
+    `GET /v1/carbon`; without a feed it says the documented shape is used."""
+    made = make_history(platform, varied)
+    provider, lab, operator = made.tokens["busy"], made.tokens["lab"], made.tokens["op"]
+    with platform.client(provider) as http:
+        (site,) = [s for s in http.get("/v1/sites").json() if s["id"] == made.busy_site]
+    province = site["province"]
+    watched = _open(browser, DESKTOP, reduced_motion="reduce")
+    page = watched.page
+    sign_in(watched, platform, provider)
+    page.goto(f"{platform.url}/console/forecasts")
+    notice = page.locator("#carbon-unavailable").inner_text()
+    assert province in notice and "ESTIMATE" in notice, notice
+
+    last = made.end - HOUR  # the last whole hour
+    values = [
+        {
+            "hour": (last - k * HOUR).isoformat().replace("+00:00", "Z"),
+            "kg_per_kwh": 0.5 + 0.2 * (((last - k * HOUR).hour + 8) % 24 < 6),
+        }
+        for k in range(30 * 24)
+    ]
+    with platform.client(operator) as http:
+        fed = http.post(
+            "/v1/carbon", json={"province": province, "source": "test", "values": values}
+        )
+        assert fed.status_code == 201, fed.text
+    for _ in range(2):
+        page.goto(f"{platform.url}/console/forecasts")
+        page.locator("#carbon-chart canvas").first.wait_for()
+        drawn = page.evaluate(CARBON_DRAWN)
+        with platform.client(lab) as http:
+            answer = http.get("/v1/carbon", params={"province": province, "hours": 24}).json()
+        (row,) = answer["provinces"]
+        if _at(row["start"]) == _at(drawn["start"]):  # the hour did not turn in between
+            break
+    else:
+        raise AssertionError("the hour kept turning")
+    start = _at(row["start"])
+    assert drawn["actual"] == [
+        [round((_at(o["hour"]) - start) / HOUR), o["value"]] for o in row["observed"]
+    ]
+    assert drawn["mean"] == [[k, v] for k, v in enumerate(row["mean"])]
+    assert len(drawn["actual"]) == 72 and len(drawn["mean"]) == 24
+    assert drawn["legend"] == ["实测", "预测", "80% 区间"]
+    assert drawn["y_name"] == "千克 CO2/千瓦时"
+    summary = page.locator("#carbon-summary").inner_text()
+    assert province in summary and "test" in summary, summary
+    assert _sideways(page) <= 1
+    _shot(watched, "forecast-carbon-desktop")
+    assert watched.errors == [], watched.errors
+    page.context.close()

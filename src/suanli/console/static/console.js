@@ -300,12 +300,14 @@
     var actual = row.actual.map(function (a) {
       return [Math.round((Date.parse(a.hour) - origin) / HOUR_MS), a.value];
     });
-    var mean = row.mean.map(function (v, k) { return [k, v]; });
-    var band = row.mean.map(function (v, k) { return [k, row.lower[k], row.upper[k]]; });
+    var lead = row.first_h || 0;  /* the forecast's first hour from now (observations may lag) */
+    var mean = row.mean.map(function (v, k) { return [lead + k, v]; });
+    var band = row.mean.map(function (v, k) { return [lead + k, row.lower[k], row.upper[k]]; });
     var step = narrow ? 24 : 12;
     var first = actual.length ? actual[0][0] : 0;
-    var last = mean.length ? mean.length - 1 : 0;  /* no forecast: the axis ends at now */
-    function number(v) { return Number(v).toFixed(2) + " " + L.devices; }
+    var last = mean.length ? lead + mean.length - 1 : 0;  /* no forecast: the axis ends at now */
+    var places = data.decimals == null ? 2 : data.decimals;
+    function number(v) { return Number(v).toFixed(places) + " " + L.devices; }
     return {
       animation: !still,
       legend: {
@@ -328,7 +330,7 @@
           items.forEach(function (item) {
             var v = item.value;
             var text = item.seriesId === "interval"
-              ? Number(v[1]).toFixed(2) + " – " + number(v[2])
+              ? Number(v[1]).toFixed(places) + " – " + number(v[2])
               : number(v[1]);
             lines.push(item.marker + escapeHTML(item.seriesName) + ": " + escapeHTML(text));
           });
@@ -352,7 +354,7 @@
       yAxis: {
         type: "value",
         min: 0,
-        minInterval: 1,
+        minInterval: data.integer === false ? 0 : 1,
         name: L.y_axis,
         nameLocation: "middle",
         nameGap: 40
@@ -400,10 +402,13 @@
   }
 
   function drawForecast() {
-    var data = readJSON("forecast-data");
-    var el = document.getElementById("forecast-chart");
-    if (!data || !data.site || !el || !window.echarts) return;
-    start(el).setOption(forecastOption(data, el.clientWidth < 520));
+    /* the site's load, and its province's carbon intensity where it is observed */
+    [["forecast-data", "forecast-chart"], ["carbon-data", "carbon-chart"]].forEach(function (ids) {
+      var data = readJSON(ids[0]);
+      var el = document.getElementById(ids[1]);
+      if (!data || !data.site || !el || !window.echarts) return;
+      start(el).setOption(forecastOption(data, el.clientWidth < 520));
+    });
   }
 
   var pending = null;
