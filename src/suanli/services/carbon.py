@@ -232,9 +232,19 @@ class ProvinceForecast:
 def _none(province: str, why: str, hours: int = 0) -> ProvinceForecast:
     empty = np.zeros(0)
     return ProvinceForecast(
-        province, hours, None, (), empty, empty, empty, empty, forecasting.model.LEVEL, None,
-        None, why,
-    )  # fmt: skip
+        province=province,
+        observed_hours=hours,
+        start=None,
+        observed=(),
+        history=empty,
+        ahead=empty,
+        lower=empty,
+        upper=empty,
+        level=forecasting.model.LEVEL,
+        weights=None,
+        source=None,
+        unavailable=why,
+    )
 
 
 # (database, province) -> (key, forecast): kept until the hour turns or a feed comes
