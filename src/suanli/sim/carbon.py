@@ -3,7 +3,7 @@
 The twin's default series repeat one documented day (`scheduler.series.carbon_shape`): the
 decision step then knows the future exactly, and shifting work in time cannot be told apart
 from foresight. A `CarbonWorld` gives each run a *realised* hourly intensity that differs from
-day to day, and one of three ways for the decision step to see it (`foresight`):
+day to day, and one of four ways for the decision step to see it (`foresight`):
 
 * `oracle`: the realised series itself (perfect foresight: the most shifting could save);
 * `forecast`: every hour, as the live server does, a 48-hour forecast by `suanli.forecast`
