@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from suanli.cli_client import CaOpt, Client, JsonOpt, print_json
+from suanli.cli_client import CaOpt, JsonOpt, platform_client, print_json
 from suanli.cli_platform import Decorator
 from suanli.errors import InvalidValue
 
@@ -25,15 +25,6 @@ ServerOpt = Annotated[
 TokenOpt = Annotated[
     str | None, typer.Option(envvar="SUANLI_TOKEN", help="Bearer token / 访问令牌")
 ]
-
-
-def _client(server: str | None, token: str | None, ca: str | None) -> Client:
-    if not server or not token:
-        missing = "server" if not server else "token"
-        raise InvalidValue(
-            missing, None, f"--{missing} or SUANLI_{missing.upper()}", f"--{missing} 或环境变量"
-        )
-    return Client(server, token, ca)
 
 
 def read_observations(path: Path) -> list[dict[str, Any]]:
@@ -88,7 +79,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
     ) -> None:
         """Feed observed hours (operator). 录入实测小时碳强度（运营方）。"""
         values = read_observations(file)
-        http = _client(server, token, ca)
+        http = platform_client(server, token, ca)
         answers = []
         for first in range(0, len(values), BATCH):
             body = {"province": province, "source": source, "values": values[first : first + BATCH]}
@@ -118,7 +109,7 @@ def register(app: typer.Typer, handles_errors: Decorator) -> None:
         params: dict[str, object] = {"hours": hours}
         if province:
             params["province"] = province
-        found = _client(server, token, ca).call("GET", "/v1/carbon", params=params)
+        found = platform_client(server, token, ca).call("GET", "/v1/carbon", params=params)
         if as_json:
             print_json(found)
             return

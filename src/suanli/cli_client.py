@@ -127,6 +127,24 @@ class Client:
         return body
 
 
+def platform_client(
+    server: str | None, token: str | None, ca: str | None, purpose: str = ""
+) -> Client:
+    """A `Client` of the platform at `server` with `token`, or InvalidValue naming the one
+    missing (`purpose`: what it is needed for, appended to the English hint)."""
+    if not server or not token:
+        from suanli.errors import InvalidValue
+
+        missing = "server" if not server else "token"
+        raise InvalidValue(
+            missing,
+            None,
+            f"--{missing} or SUANLI_{missing.upper()}{purpose}",
+            f"--{missing} 或 SUANLI_{missing.upper()}",
+        )
+    return Client(server, token, ca)
+
+
 def print_json(document: object) -> None:
     sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from suanli.cli_client import CaOpt, Client, JsonOpt, print_json
+from suanli.cli_client import CaOpt, JsonOpt, platform_client, print_json
 from suanli.cli_client import handles_errors as client_errors
 from suanli.cli_platform import Decorator
 from suanli.errors import InvalidValue
@@ -254,19 +254,16 @@ def _live(
     as_json: bool,
     ca: str | None,
 ) -> None:
-    if not server or not token:
-        missing = "server" if not server else "token"
-        raise InvalidValue(
-            missing,
-            None,
-            f"--{missing} or SUANLI_{missing.upper()} for the platform's forecasts (the public "
-            "series need none: 'suanli forecast series')",
-            f"--{missing} 或 SUANLI_{missing.upper()}",
-        )
+    http = platform_client(
+        server,
+        token,
+        ca,
+        " for the platform's forecasts (the public series need none: 'suanli forecast series')",
+    )
     params: dict[str, object] = {"hours": hours, "level": level}
     if site:
         params["site"] = site
-    found = Client(server, token, ca).call("GET", "/v1/forecasts", params=params)
+    found = http.call("GET", "/v1/forecasts", params=params)
     if as_json:
         print_json(found)
         return

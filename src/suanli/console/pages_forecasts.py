@@ -95,8 +95,7 @@ def _carbon(
     hours = HOURS - lead  # the forecast to the page's horizon
     series = {
         "actual": [
-            {"hour": hour.isoformat().replace("+00:00", "Z"), "value": value}
-            for hour, value in found.observed
+            {"hour": forecasts.iso_utc(hour), "value": value} for hour, value in found.observed
         ],
         "first_h": lead,
         **{
@@ -116,7 +115,7 @@ def _carbon(
             "lead": lead,
             "series": series,
             "chart": {
-                "start": start.isoformat().replace("+00:00", "Z"),
+                "start": forecasts.iso_utc(start),
                 "hours": HOURS,
                 "integer": False,
                 "decimals": 3,

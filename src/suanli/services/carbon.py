@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import numpy as np
@@ -42,15 +42,13 @@ from suanli.errors import InvalidValue, SuanliError
 from suanli.scheduler import SiteSeries
 from suanli.services.commands import Command
 from suanli.services.core import Actor, Role, append_event, aware, now, require
+from suanli.services.forecasts import ACTUAL_H, HISTORY_H, HOUR, hour_floor
 from suanli.specs import Text
 from suanli.store.models import CarbonRow, EventRow
 
-HOUR = timedelta(hours=1)
-HISTORY_H = 56 * 24  # the most hours a forecast is made from: 28 to fit, 28 more to calibrate
 FORECAST_H = 48  # the model's horizon; past it, the climatology
 SERIES_H = 8 * 24  # the decision step's series: a deferral's day and the week of run it may start
 STALE_H = 24  # observations ending longer ago than this give no forecast
-ACTUAL_H = 72  # the observed hours served beside a forecast
 MAX_VALUES = 10_000  # hours in one feed (a year and more)
 MAX_KG_PER_KWH = 2.0  # no grid emits more (coal alone is about 1 kg/kWh): g/kWh is refused
 
@@ -110,15 +108,11 @@ def _hour(field: str, text: str) -> datetime:
             "带时区的 ISO 8601 时间，如 2026-03-09T13:00:00Z",
         )
     moment = moment.astimezone(UTC)
-    if moment != _hour_floor(moment):
+    if moment != hour_floor(moment):
         raise InvalidValue(
             field, text, "the start of a whole hour (minutes and seconds 0)", "整点（分、秒为 0）"
         )
     return moment
-
-
-def _hour_floor(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def record(session: Session, who: Actor, feed: CarbonObservations) -> Recorded:
@@ -127,7 +121,7 @@ def record(session: Session, who: Actor, feed: CarbonObservations) -> Recorded:
     require(who, Role.OPERATOR)
     province = province_named(feed.province)
     moment = now(session)
-    latest = _hour_floor(moment) - HOUR  # the last hour that has ended
+    latest = hour_floor(moment) - HOUR  # the last hour that has ended
     hours: dict[datetime, float] = {}
     for n, value in enumerate(feed.values):
         hour = _hour(f"values[{n}].hour", value.hour)
@@ -217,16 +211,16 @@ class ProvinceForecast:
     source: str | None  # the latest observation's source
     unavailable: str | None
 
-    def value_at(self, hour: datetime) -> float | None:
-        """The observed or forecast intensity of `hour` (a whole UTC hour), None outside."""
+    def hours_from(self, first: datetime, hours: int) -> np.ndarray | None:
+        """The observed, then forecast, intensity of the `hours` hours from `first` (a whole
+        UTC hour); None where they are not all covered."""
         if self.start is None:
             return None
-        offset = int((hour - self.start) / HOUR)
-        if -len(self.history) <= offset < 0:
-            return float(self.history[offset])
-        if 0 <= offset < len(self.ahead):
-            return float(self.ahead[offset])
-        return None
+        offset = len(self.history) + int((first - self.start) / HOUR)
+        known = np.concatenate((self.history, self.ahead))
+        if offset < 0 or offset + hours > len(known):
+            return None
+        return known[offset : offset + hours]
 
 
 def _none(province: str, why: str, hours: int = 0) -> ProvinceForecast:
@@ -282,12 +276,10 @@ def _database(session: Session) -> str:
     return str(session.get_bind().engine.url)
 
 
-def forecasts(
-    session: Session, provinces: list[str] | None = None, ahead_h: int = SERIES_H
-) -> dict[str, ProvinceForecast]:
+def forecasts(session: Session, provinces: list[str] | None = None) -> dict[str, ProvinceForecast]:
     """The forecast of every province with observations (or of `provinces`, those without
-    any given as unavailable), covering at least `ahead_h` hours from the current hour."""
-    current = _hour_floor(now(session))
+    any given as unavailable), covering at least SERIES_H hours from the current hour."""
+    current = hour_floor(now(session))
     since = current - HISTORY_H * HOUR
     states = _states(session, since, provinces)
     database = _database(session)
@@ -301,13 +293,13 @@ def forecasts(
                 "(synthetic, ESTIMATE) is used",
             )
             continue
-        key = (current, ahead_h, *state)
+        key = (current, *state)
         with _lock:
             kept = _forecasts.get((database, province))
         if kept is not None and kept[0] == key:
             found[province] = kept[1]
             continue
-        made = _forecast(session, province, since, current, state[0], ahead_h)
+        made = _forecast(session, province, since, current, state[0])
         with _lock:
             _forecasts[(database, province)] = (key, made)
         found[province] = made
@@ -320,7 +312,6 @@ def _forecast(
     since: datetime,
     current: datetime,
     latest: datetime,
-    ahead_h: int,
 ) -> ProvinceForecast:
     rows = session.execute(
         select(CarbonRow.hour, CarbonRow.kg_per_kwh, CarbonRow.source)
@@ -335,24 +326,18 @@ def _forecast(
     run = np.array([r[1] for r in rows[first:]], dtype=float)
     start = latest + HOUR
     observed = tuple((hours[k], round(float(rows[k][1]), 4)) for k in range(len(rows)))[-ACTUAL_H:]
-    if current - start > STALE_H * HOUR:
-        made = _none(
-            province,
-            f"the latest observation is of {latest.isoformat()}, more than {STALE_H} h ago: "
-            "the documented daily shape (synthetic, ESTIMATE) is used",
-            len(run),
-        )
-        return replace(made, observed=observed)
     need = forecasting.min_history_h(FORECAST_H)
-    if len(run) < need:
+    why = None
+    if current - start > STALE_H * HOUR:
+        why = f"the latest observation is of {latest.isoformat()}, more than {STALE_H} h ago"
+    elif len(run) < need:
+        why = f"needs {need} contiguous observed hours, has {len(run)}"
+    if why is not None:
         made = _none(
-            province,
-            f"needs {need} contiguous observed hours, has {len(run)}: the documented daily "
-            "shape (synthetic, ESTIMATE) is used",
-            len(run),
+            province, f"{why}: the documented daily shape (synthetic, ESTIMATE) is used", len(run)
         )
         return replace(made, observed=observed)
-    day = _hour_floor(latest).replace(hour=0)
+    day = hour_floor(latest).replace(hour=0)
     kept = (_database(session), province)
     with _lock:
         fitted = _fits.get(kept)
@@ -361,8 +346,8 @@ def _forecast(
         with _lock:
             _fits[kept] = fitted
     near = fitted[1].predict(run)
-    # from `start` to `ahead_h` hours after the current hour (the observations may lag)
-    span = int((current - start) / HOUR) + ahead_h
+    # from `start` to SERIES_H hours after the current hour (the observations may lag)
+    span = int((current - start) / HOUR) + SERIES_H
     return ProvinceForecast(
         province,
         len(run),
@@ -397,8 +382,8 @@ def observed_series(
         found = made.get(site.provinces[0])
         if found is None or found.unavailable is not None or sid not in series:
             continue
-        values = [found.value_at(start + k * HOUR) for k in range(SERIES_H)]
-        if any(v is None for v in values):
-            continue  # (not reached: the forecast covers the series from its midnight)
-        result[sid] = SiteSeries(series[sid].energy_price_multiplier, np.array(values, dtype=float))
+        # covered: the history reaches 120 h before the forecast, which lags at most 24 h
+        values = found.hours_from(start, SERIES_H)
+        if values is not None:
+            result[sid] = SiteSeries(series[sid].energy_price_multiplier, values)
     return result

@@ -53,12 +53,13 @@ DEVICE_HOUR_S = 3600.0  # a price forecast is the price of one device for one ho
 UTILISATION_PLACES = 4  # a forecast utilisation is priced (and served) to 4 decimals
 
 
-def _hour_floor(moment: datetime) -> datetime:
+def hour_floor(moment: datetime) -> datetime:
+    """The start of the hour `moment` is in."""
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def _hour_ceil(moment: datetime) -> datetime:
-    floor = _hour_floor(moment)
+    floor = hour_floor(moment)
     return floor if floor == moment else floor + HOUR
 
 
@@ -151,7 +152,7 @@ def site_forecasts(
         raise InvalidValue("hours", hours, f"whole hours in [1, {limit}]", f"[1, {limit}] 小时")
     if not 0 < level < 1:
         raise InvalidValue("level", level, "a share in (0, 1)", "(0, 1) 内的比例")
-    current = _hour_floor(now(session))
+    current = hour_floor(now(session))
     ids = list(session.scalars(select(SiteRow.id).order_by(SiteRow.id)))
     if site_id is not None:
         if site_id not in ids:
@@ -359,7 +360,7 @@ def _hour_price_read(at: HourPrice) -> dict[str, Any]:
     mean, lower, upper = at.price_fen
     u_mean, u_lower, u_upper = at.utilisation
     return {
-        "hour": _iso(at.hour),
+        "hour": iso_utc(at.hour),
         "local_hour": at.local_hour,
         "time_of_use": str(at.time_of_use),
         "utilisation": float(u_mean),
@@ -388,7 +389,8 @@ def _prices_read(found: SitePrices) -> dict[str, Any]:
     }
 
 
-def _iso(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
+    """`moment` in UTC, ISO 8601 with `Z` (as the API writes hours)."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -402,7 +404,7 @@ def forecast_read(
     """The JSON body of `GET /v1/forecasts`; each site's `prices` and `prices_unavailable` when
     `prices` (`price_forecasts`) is given (the console's load chart leaves them out)."""
     return {
-        "start": _iso(start),
+        "start": iso_utc(start),
         "hours": hours,
         "level": level,
         "unit": "busy devices (mean over the hour)",
@@ -412,7 +414,7 @@ def forecast_read(
                 "site": f.site,
                 "history_hours": f.history_hours,
                 "history": f.history,
-                "actual": [{"hour": _iso(hour), "value": value} for hour, value in f.actual],
+                "actual": [{"hour": iso_utc(hour), "value": value} for hour, value in f.actual],
                 "mean": f.mean,
                 "lower": f.lower,
                 "upper": f.upper,

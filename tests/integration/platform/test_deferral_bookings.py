@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,10 +55,12 @@ class Live:
     url: str
 
 
-@pytest.fixture
-def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
+@contextmanager
+def serving(database_url: str, tmp_path: Path, policy: str) -> Iterator[Live]:
+    """The real app on a loopback port, on a virtual clock from START, under `policy`; the
+    test runs the scheduling pass itself."""
     clock = VirtualClock(START)
-    settings = Settings(home=tmp_path, database_url=database_url, policy="green")
+    settings = Settings(home=tmp_path, database_url=database_url, policy=policy)
     app = create_app(settings, run_scheduler=False, clock=clock)
     port = free_port()
     server = uvicorn.Server(
@@ -71,6 +74,12 @@ def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
+    with serving(database_url, tmp_path, "green") as found:
+        yield found
 
 
 def client(live: Live, token: str) -> httpx.Client:
@@ -97,9 +106,14 @@ def hour_of(moment: datetime | None) -> float:
 
 def zhongwei_pool(live: Live) -> str:
     """A provider's site at the Zhongwei cluster with a pool of 8 CPU cores; the pool's id."""
+    return site_with_pool(live, "ZHONGWEI")[1]
+
+
+def site_with_pool(live: Live, cluster: str) -> tuple[str, str]:
+    """A provider's site at `cluster` with a pool of 8 CPU cores; the site's and pool's ids."""
     provider = token_for(live, Role.PROVIDER, "dc")
     with client(live, provider) as http:
-        site = http.post("/v1/sites", json={"name": "zw", "cluster": "ZHONGWEI"})
+        site = http.post("/v1/sites", json={"name": cluster.lower(), "cluster": cluster})
         assert site.status_code == 201, site.text
         pool = http.post(
             "/v1/pools",
@@ -111,7 +125,7 @@ def zhongwei_pool(live: Live) -> str:
             },
         )
         assert pool.status_code == 201, pool.text
-        return str(pool.json()["id"])
+        return str(site.json()["id"]), str(pool.json()["id"])
 
 
 def submit(http: httpx.Client, name: str) -> str:

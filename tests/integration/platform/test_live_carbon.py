@@ -21,21 +21,22 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
-from suanli.api.app import create_app
-from suanli.clock import VirtualClock
-from suanli.config import Settings
 from suanli.services import capacity as capacity_service
 from suanli.services.core import Role
 from suanli.store.models import CarbonRow, EventRow, TaskRow
-from tests.integration.platform.conftest import free_port
-from tests.integration.platform.test_deferral_bookings import Live, client, row, token_for
-from tests.waiting import wait_until
+from tests.integration.platform.test_deferral_bookings import (
+    START,
+    Live,
+    client,
+    row,
+    serving,
+    site_with_pool,
+    token_for,
+)
 
 HOUR = timedelta(hours=1)
-START = datetime(2026, 1, 9, 16, 0, tzinfo=UTC)  # a local (UTC+8) midnight
 DAYS = 30
 BASE, DIP = 0.70, 0.35  # kg CO2 per kWh: Anhui by day, and in its nightly dip (invented here)
 DIP_LOCAL_HOURS = (3, 4, 5)
@@ -51,39 +52,12 @@ SPEC = {
 
 @pytest.fixture
 def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
-    clock = VirtualClock(START)
-    settings = Settings(home=tmp_path, database_url=database_url, policy="green-location")
-    app = create_app(settings, run_scheduler=False, clock=clock)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, "the server to start")
-    try:
-        yield Live(app.state.platform, clock, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(database_url, tmp_path, "green-location") as found:
+        yield found
 
 
 def _wuhu_site(live: Live) -> str:
-    provider = token_for(live, Role.PROVIDER, "dc")
-    with client(live, provider) as http:
-        site = http.post("/v1/sites", json={"name": "wh", "cluster": "WUHU"})
-        assert site.status_code == 201, site.text
-        pool = http.post(
-            "/v1/pools",
-            json={
-                "site_id": site.json()["id"],
-                "device": "cpu",
-                "count": 8,
-                "price_fen_per_device_hour": 10,
-            },
-        )
-        assert pool.status_code == 201, pool.text
-        return str(site.json()["id"])
+    return site_with_pool(live, "WUHU")[0]
 
 
 def _z(moment: datetime) -> str:

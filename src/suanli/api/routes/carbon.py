@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from suanli.api.deps import ERRORS, PlatformDep, Token, run
 from suanli.api.routes.forecasts import HourValueRead, LeadWeightsRead
 from suanli.forecast.model import LEVEL
-from suanli.services import carbon
+from suanli.services import carbon, forecasts
 from suanli.services.core import Actor
 
 router = APIRouter(tags=["carbon"], responses=ERRORS)
@@ -72,10 +72,10 @@ def _read(found: carbon.ProvinceForecast, hours: int) -> ProvinceCarbonRead:
         source=found.source,
         observed_hours=found.observed_hours,
         observed=[
-            HourValueRead(hour=hour.isoformat().replace("+00:00", "Z"), value=value)
+            HourValueRead(hour=forecasts.iso_utc(hour), value=value)
             for hour, value in found.observed
         ],
-        start=None if found.start is None else found.start.isoformat().replace("+00:00", "Z"),
+        start=None if found.start is None else forecasts.iso_utc(found.start),
         mean=rounded(found.ahead),
         lower=rounded(found.lower),
         upper=rounded(found.upper),
@@ -98,8 +98,8 @@ async def record_carbon(
             province=done.province,
             recorded=done.recorded,
             replaced=done.replaced,
-            first=done.first.isoformat().replace("+00:00", "Z"),
-            last=done.last.isoformat().replace("+00:00", "Z"),
+            first=forecasts.iso_utc(done.first),
+            last=forecasts.iso_utc(done.last),
         )
 
     read = await run(platform, token, True, work)
